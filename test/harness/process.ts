@@ -1,0 +1,139 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runDir } from './tools.js';
+
+/**
+ * A service a test started. Every one is recorded in .run/pids/ so that `scripts/reap.sh`
+ * can stop whatever an interrupted or crashed test run left behind; in the normal case
+ * `stop()` (from afterAll) and the exit hook below stop it.
+ */
+export interface Service {
+  readonly name: string;
+  readonly child: ChildProcess;
+  readonly logFile: string;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */
+  stop(graceMs?: number): Promise<void>;
+  /** SIGKILL, no grace: a crash as far as the service is concerned. */
+  kill(): Promise<void>;
+  exited(): boolean;
+}
+
+const live = new Set<Service>();
+const pidDir = join(runDir, 'pids');
+
+function killAllSync(): void {
+  for (const s of live) {
+    try {
+      if (s.child.pid !== undefined) process.kill(-s.child.pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+}
+process.once('exit', killAllSync);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    killAllSync();
+    process.exit(130);
+  });
+}
+
+export interface StartOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Where stdout and stderr go; defaults to .run/logs/<name>.log */
+  logFile?: string;
+}
+
+export function start(name: string, command: string, args: string[], opts: StartOptions = {}): Service {
+  mkdirSync(pidDir, { recursive: true });
+  const logDir = join(runDir, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  const logFile = opts.logFile ?? join(logDir, `${name}.log`);
+  const out = createWriteStream(logFile, { flags: 'a' });
+  // detached: its own process group, so stop() also reaches grandchildren (postgres backends).
+  const child = spawn(command, args, {
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  child.stdout?.pipe(out);
+  child.stderr?.pipe(out);
+  const pidFile = join(pidDir, `${child.pid}`);
+  if (child.pid !== undefined) writeFileSync(pidFile, `${name}\n`);
+  let done = false;
+  const exit = new Promise<void>((res) => {
+    child.once('exit', () => {
+      done = true;
+      rmSync(pidFile, { force: true });
+      live.delete(svc);
+      res();
+    });
+    child.once('error', () => {
+      done = true;
+      rmSync(pidFile, { force: true });
+      live.delete(svc);
+      res();
+    });
+  });
+  const signal = (sig: NodeJS.Signals) => {
+    if (done || child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      /* gone */
+    }
+  };
+  const svc: Service = {
+    name,
+    child,
+    logFile,
+    exited: () => done,
+    async stop(graceMs = 5000) {
+      if (done) return;
+      signal('SIGTERM');
+      const t = setTimeout(() => signal('SIGKILL'), graceMs);
+      await exit;
+      clearTimeout(t);
+    },
+    async kill() {
+      signal('SIGKILL');
+      await exit;
+    },
+  };
+  live.add(svc);
+  return svc;
+}
+
+/** Polls `probe` until it resolves truthy; fails with the service's log tail otherwise. */
+export async function waitUntil(
+  what: string,
+  probe: () => Promise<boolean>,
+  timeoutMs: number,
+  svc?: Service,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    if (svc?.exited()) throw new Error(`${svc.name} exited while waiting for ${what}; see ${svc.logFile}`);
+    try {
+      if (await probe()) return;
+    } catch (e) {
+      lastError = e;
+    }
+    if (Date.now() > deadline) {
+      const why = lastError instanceof Error ? `: ${lastError.message}` : '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}${svc ? `; see ${svc.logFile}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A fresh scratch directory under .run/ for one service instance. */
+export function scratchDir(prefix: string): string {
+  const dir = join(runDir, 'data', `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
