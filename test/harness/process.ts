@@ -44,6 +44,9 @@ export interface StartOptions {
   cwd?: string;
   /** Where stdout and stderr go; defaults to .run/logs/<name>.log */
   logFile?: string;
+  /** Run as this user/group (e.g. PostgreSQL, which refuses to run as root). */
+  uid?: number;
+  gid?: number;
 }
 
 export function start(name: string, command: string, args: string[], opts: StartOptions = {}): Service {
@@ -58,6 +61,8 @@ export function start(name: string, command: string, args: string[], opts: Start
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
+    uid: opts.uid,
+    gid: opts.gid,
   });
   child.stdout?.pipe(out);
   child.stderr?.pipe(out);

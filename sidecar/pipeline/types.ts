@@ -1,0 +1,53 @@
+import type { ErrorCode } from '../errors.js';
+import type { Snapshot } from '../policy/snapshot.js';
+
+/** What the decision is computed from: the parts of Envoy's CheckRequest Nox reads, normalized. */
+export interface CheckInput {
+  readonly method: string;
+  readonly host: string;
+  /** Normalized path (dot segments resolved, duplicate slashes merged), no query. */
+  readonly path: string;
+  readonly query: string;
+  readonly scheme: string;
+  readonly protocol: string;
+  /** Lower-case header names, as Envoy sends them. */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly sourceAddress: string;
+  readonly requestId: string;
+}
+
+export interface Ctx {
+  readonly decisionId: string;
+  readonly snapshot: Snapshot;
+  /** Aborted when the check's deadline passes; stages doing I/O must honour it. */
+  readonly signal: AbortSignal;
+}
+
+/** Headers the upstream receives on allow, and headers the client receives. */
+export interface Allow {
+  readonly upstreamHeaders: Record<string, string>;
+  readonly responseHeaders: Record<string, string>;
+}
+
+export interface Deny {
+  readonly code: ErrorCode;
+  readonly reason: string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export type Outcome =
+  | { readonly kind: 'continue'; readonly upstreamHeaders?: Readonly<Record<string, string>> }
+  | { readonly kind: 'deny'; readonly deny: Deny }
+  /** The stage did not apply to this request. Not the same as succeeding. */
+  | { readonly kind: 'skip' }
+  /** The stage could not decide: a deny, unless the policy declares fail-open for it. */
+  | { readonly kind: 'error'; readonly code: ErrorCode; readonly cause: unknown; readonly failOpen?: boolean };
+
+export interface Stage {
+  readonly name: string;
+  run(input: CheckInput, ctx: Ctx): Outcome | Promise<Outcome>;
+}
+
+export type Decision =
+  | { readonly allowed: true; readonly allow: Allow; readonly decisionId: string; readonly snapshotVersion: number }
+  | { readonly allowed: false; readonly deny: Deny; readonly decisionId: string; readonly snapshotVersion: number };

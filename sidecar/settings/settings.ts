@@ -1,0 +1,96 @@
+/**
+ * Process settings of the sidecar, read once from the environment at start, validated,
+ * then frozen. Each setting has exactly one definition here: its variable, default and
+ * meaning (`nox-authz --help` and the README table are printed from this list).
+ */
+
+interface Definition<T> {
+  readonly env: string;
+  readonly default: T;
+  readonly doc: string;
+  parse(raw: string): T;
+}
+
+const port = (raw: string): number => {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`must be a port number 0-65535, got "${raw}"`);
+  return n;
+};
+const positiveInt =
+  (max: number) =>
+  (raw: string): number => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n <= 0 || n > max) throw new Error(`must be an integer 1-${max}, got "${raw}"`);
+    return n;
+  };
+const oneOf =
+  <T extends string>(...values: T[]) =>
+  (raw: string): T => {
+    if (!(values as string[]).includes(raw)) throw new Error(`must be one of ${values.join(', ')}, got "${raw}"`);
+    return raw as T;
+  };
+const host = (raw: string): string => {
+  if (raw.length === 0) throw new Error('must not be empty');
+  return raw;
+};
+const text = (raw: string): string => raw;
+
+export const definitions = {
+  grpcHost: { env: 'NOX_GRPC_HOST', default: '127.0.0.1', doc: 'Address the ext_authz gRPC server binds.', parse: host },
+  grpcPort: { env: 'NOX_GRPC_PORT', default: 9001, doc: 'Port of the ext_authz gRPC server (0: any free port).', parse: port },
+  httpHost: { env: 'NOX_HTTP_HOST', default: '127.0.0.1', doc: 'Address of the /metrics, /healthz, /readyz server.', parse: host },
+  httpPort: { env: 'NOX_HTTP_PORT', default: 9002, doc: 'Port of the /metrics, /healthz, /readyz server (0: any free port).', parse: port },
+  policyFile: {
+    env: 'NOX_POLICY_FILE',
+    default: '',
+    doc: 'YAML file with the policy the sidecar enforces. Empty: the sidecar never becomes ready and denies every check (NOT_READY).',
+    parse: text,
+  },
+  checkDeadlineMs: {
+    env: 'NOX_CHECK_DEADLINE_MS',
+    default: 150,
+    doc: 'Every check is answered within this many milliseconds (deny DEADLINE_EXCEEDED otherwise); keep it below the ext_authz timeout configured in Envoy.',
+    parse: positiveInt(60_000),
+  },
+  drainTimeoutMs: {
+    env: 'NOX_DRAIN_TIMEOUT_MS',
+    default: 10_000,
+    doc: 'On SIGTERM, how long in-flight checks may take to finish before the server closes.',
+    parse: positiveInt(600_000),
+  },
+  logLevel: {
+    env: 'NOX_LOG_LEVEL',
+    default: 'info',
+    doc: 'pino log level.',
+    parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
+  },
+} as const satisfies Record<string, Definition<unknown>>;
+
+type Definitions = typeof definitions;
+export type Settings = { readonly [K in keyof Definitions]: ReturnType<Definitions[K]['parse']> };
+
+/** Reads every setting; a bad value fails with the variable name and the rule it broke. */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [key, def] of Object.entries(definitions) as [string, Definition<unknown>][]) {
+    const raw = env[def.env];
+    if (raw === undefined || raw === '') {
+      out[key] = def.default;
+      continue;
+    }
+    try {
+      out[key] = def.parse(raw);
+    } catch (e) {
+      problems.push(`${def.env}: ${(e as Error).message}`);
+    }
+  }
+  if (problems.length > 0) throw new Error(`invalid settings:\n  ${problems.join('\n  ')}`);
+  return Object.freeze(out) as Settings;
+}
+
+export function describeSettings(): string {
+  return Object.values(definitions)
+    .map((d: Definition<unknown>) => `  ${d.env} (default ${JSON.stringify(d.default)})\n      ${d.doc}`)
+    .join('\n');
+}

@@ -1,0 +1,135 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort } from './ports.js';
+import { type Service, scratchDir, start, waitUntil } from './process.js';
+import { tool } from './tools.js';
+
+export interface EnvoyOptions {
+  /** gRPC port of the nox-authz sidecar. */
+  authzPort: number;
+  /** HTTP port of the upstream service Envoy fronts. */
+  upstreamPort: number;
+  /** ext_authz timeout; the sidecar's deadline must be shorter. */
+  authzTimeoutMs?: number;
+  /** Envoy's answer when the authorization service fails or cannot be reached. */
+  statusOnError?: number;
+  listenPort?: number;
+  /** Envoy worker threads; 1 keeps CPU for the sidecar on a 2-core machine. */
+  concurrency?: number;
+}
+
+export interface Envoy {
+  readonly port: number;
+  readonly adminPort: number;
+  readonly url: string;
+  readonly service: Service;
+  stop(): Promise<void>;
+}
+
+/**
+ * The configuration Nox documents for Envoy: ext_authz over gRPC (v3), failing closed,
+ * with path normalization so the path Nox judges is the path the upstream receives.
+ */
+export function envoyConfig(o: Required<EnvoyOptions> & { adminPort: number }): object {
+  const cluster = (name: string, port: number, http2: boolean) => ({
+    name,
+    type: 'STATIC',
+    connect_timeout: '1s',
+    load_assignment: {
+      cluster_name: name,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } }] }],
+    },
+    ...(http2
+      ? {
+          typed_extension_protocol_options: {
+            'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+              '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+              explicit_http_config: { http2_protocol_options: {} },
+            },
+          },
+        }
+      : {}),
+  });
+  return {
+    admin: { address: { socket_address: { address: '127.0.0.1', port_value: o.adminPort } } },
+    static_resources: {
+      listeners: [
+        {
+          name: 'ingress',
+          address: { socket_address: { address: '127.0.0.1', port_value: o.listenPort } },
+          filter_chains: [
+            {
+              filters: [
+                {
+                  name: 'envoy.filters.network.http_connection_manager',
+                  typed_config: {
+                    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+                    stat_prefix: 'ingress',
+                    normalize_path: true,
+                    merge_slashes: true,
+                    route_config: {
+                      virtual_hosts: [
+                        { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'upstream' } }] },
+                      ],
+                    },
+                    http_filters: [
+                      {
+                        name: 'envoy.filters.http.ext_authz',
+                        typed_config: {
+                          '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz',
+                          transport_api_version: 'V3',
+                          failure_mode_allow: false,
+                          status_on_error: { code: o.statusOnError },
+                          include_peer_certificate: true,
+                          grpc_service: {
+                            envoy_grpc: { cluster_name: 'nox_authz' },
+                            timeout: `${o.authzTimeoutMs / 1000}s`,
+                          },
+                        },
+                      },
+                      {
+                        name: 'envoy.filters.http.router',
+                        typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' },
+                      },
+                    ],
+                  },
+                },
+              ],
+            },
+          ],
+        },
+      ],
+      clusters: [cluster('nox_authz', o.authzPort, true), cluster('upstream', o.upstreamPort, false)],
+    },
+  };
+}
+
+export async function startEnvoy(opts: EnvoyOptions): Promise<Envoy> {
+  const dir = scratchDir('envoy');
+  const port = opts.listenPort ?? (await freePort());
+  const adminPort = await freePort();
+  const config = envoyConfig({
+    authzTimeoutMs: 250,
+    statusOnError: 503,
+    concurrency: 1,
+    ...opts,
+    listenPort: port,
+    adminPort,
+  });
+  const configPath = join(dir, 'envoy.json');
+  writeFileSync(configPath, JSON.stringify(config, null, 2));
+  const service = start('envoy', tool('envoy'), [
+    '-c', configPath,
+    '--concurrency', String(opts.concurrency ?? 1),
+    '--base-id', String(port), // several Envoys on one host need distinct shared-memory ids
+    '--log-level', 'warn',
+    '--disable-hot-restart',
+  ]);
+  await waitUntil(
+    'envoy /ready',
+    async () => (await fetch(`http://127.0.0.1:${adminPort}/ready`)).status === 200,
+    30_000,
+    service,
+  );
+  return { port, adminPort, url: `http://127.0.0.1:${port}`, service, stop: () => service.stop() };
+}

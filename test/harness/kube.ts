@@ -1,0 +1,466 @@
+import { execFile } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { KubeConfig } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import { freePorts } from './ports.js';
+import { type Service, scratchDir, start, waitUntil } from './process.js';
+import { tool } from './tools.js';
+
+/**
+ * A real Kubernetes control plane for integration tests: etcd, kube-apiserver and, on
+ * request, kube-controller-manager, all on loopback with free ports and a scratch directory.
+ * There is no scheduler and no kubelet: Pods are created but stay Pending.
+ *
+ * Authentication is by client certificates signed by a CA made for this instance; the test
+ * admin is in `system:masters`, the controller-manager is `system:kube-controller-manager`
+ * and runs its controllers with service-account credentials. Authorization is RBAC, so an
+ * identity without bindings gets 403.
+ */
+export interface KubeOptions {
+  /** Also run kube-controller-manager (Deployments → ReplicaSets → Pods, GC, namespaces, ...). */
+  controllerManager?: boolean;
+  /** Extra kube-apiserver flags (`--name=value`), appended after the defaults. */
+  apiServerArgs?: string[];
+}
+
+export interface Kube {
+  /** A kubeconfig for the admin (`system:masters`), with the certificates embedded. */
+  readonly kubeconfigPath: string;
+  /** https://127.0.0.1:<port> */
+  readonly server: string;
+  /** PEM of the CA that signed the serving and client certificates. */
+  readonly caPem: string;
+  /** The scratch directory holding certificates, configs, logs and the etcd data. */
+  readonly dir: string;
+  readonly etcdUrl: string;
+  /** A fresh KubeConfig loaded from `kubeconfigPath`. */
+  kubeConfig(): KubeConfig;
+  /**
+   * A kubeconfig file for another identity (client certificate with CN=user, O=groups),
+   * for RBAC tests; no permissions beyond `system:authenticated` unless the test binds some.
+   */
+  kubeconfigFor(user: string, groups?: string[]): Promise<string>;
+  /** Stops kube-apiserver (SIGTERM) and starts it again on the same port and etcd. */
+  restartApiServer(): Promise<void>;
+  /** Stops everything (controller-manager, apiserver, etcd) and deletes the etcd data. */
+  stop(): Promise<void>;
+}
+
+const exec = promisify(execFile);
+const SERVICE_CIDR = '10.96.0.0/24';
+const FIRST_SERVICE_IP = '10.96.0.1';
+const ISSUER = 'https://kubernetes.default.svc.cluster.local';
+
+/** What the controller-manager runs: the workload, lifecycle and identity controllers. */
+const CONTROLLERS = [
+  'serviceaccount-token-controller',
+  'serviceaccount-controller',
+  'root-ca-certificate-publisher-controller',
+  'namespace-controller',
+  'garbage-collector-controller',
+  'deployment-controller',
+  'replicaset-controller',
+  'statefulset-controller',
+  'daemonset-controller',
+  'job-controller',
+  'cronjob-controller',
+  'ttl-after-finished-controller',
+  'disruption-controller',
+  'endpoints-controller',
+  'endpointslice-controller',
+  'endpointslice-mirroring-controller',
+  'resourcequota-controller',
+  'clusterrole-aggregation-controller',
+  'pod-garbage-collector-controller',
+  'service-cidr-controller',
+];
+
+interface Tls {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+interface HttpResult {
+  status: number;
+  body: string;
+}
+
+function httpsGet(url: string, tls: Partial<Tls> & { insecure?: boolean }, timeoutMs = 2000): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: 'GET',
+        ca: tls.ca,
+        cert: tls.cert,
+        key: tls.key,
+        rejectUnauthorized: !tls.insecure,
+        timeout: timeoutMs,
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function httpGet(url: string): Promise<HttpResult> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  return { status: res.status, body: await res.text() };
+}
+
+/** A small PKI made with the openssl CLI (node:crypto cannot issue X.509 certificates). */
+class Pki {
+  constructor(private readonly dir: string) {}
+
+  get caCert(): string {
+    return join(this.dir, 'ca.crt');
+  }
+  get caKey(): string {
+    return join(this.dir, 'ca.key');
+  }
+
+  async initCa(): Promise<void> {
+    const cnf = join(this.dir, 'ca.cnf');
+    writeFileSync(
+      cnf,
+      [
+        '[req]',
+        'distinguished_name = dn',
+        'prompt = no',
+        'x509_extensions = v3_ca',
+        '[dn]',
+        'CN = nox-test-ca',
+        '[v3_ca]',
+        'basicConstraints = critical,CA:TRUE',
+        'keyUsage = critical,keyCertSign,cRLSign,digitalSignature',
+        'subjectKeyIdentifier = hash',
+        '',
+      ].join('\n'),
+    );
+    await exec('openssl', [
+      'req',
+      '-x509',
+      '-new',
+      '-nodes',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-keyout',
+      this.caKey,
+      '-out',
+      this.caCert,
+      '-days',
+      '3650',
+      '-config',
+      cnf,
+    ]);
+  }
+
+  /** Issues `<name>.crt`/`<name>.key`; returns their paths. */
+  async issue(
+    name: string,
+    subject: { cn: string; o?: string[] },
+    usage: 'client' | 'server',
+    sans: string[] = [],
+  ): Promise<{ cert: string; key: string }> {
+    const key = join(this.dir, `${name}.key`);
+    const cert = join(this.dir, `${name}.crt`);
+    const csr = join(this.dir, `${name}.csr`);
+    const cnf = join(this.dir, `${name}.cnf`);
+    const esc = (s: string) => s.replace(/[\\/,=+<>#;"]/g, (c) => `\\${c}`);
+    const subj = `${(subject.o ?? []).map((o) => `/O=${esc(o)}`).join('')}/CN=${esc(subject.cn)}`;
+    writeFileSync(
+      cnf,
+      [
+        '[req]',
+        'distinguished_name = dn',
+        '[dn]',
+        '[v3]',
+        'basicConstraints = critical,CA:FALSE',
+        'keyUsage = critical,digitalSignature,keyEncipherment',
+        `extendedKeyUsage = ${usage === 'server' ? 'serverAuth' : 'clientAuth'}`,
+        'authorityKeyIdentifier = keyid',
+        ...(sans.length ? [`subjectAltName = ${sans.join(',')}`] : []),
+        '',
+      ].join('\n'),
+    );
+    await exec('openssl', [
+      'req',
+      '-new',
+      '-nodes',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-keyout',
+      key,
+      '-out',
+      csr,
+      '-subj',
+      subj,
+      '-config',
+      cnf,
+    ]);
+    await exec('openssl', [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      this.caCert,
+      '-CAkey',
+      this.caKey,
+      '-set_serial',
+      `0x${randomBytes(16).toString('hex')}`,
+      '-days',
+      '365',
+      '-extfile',
+      cnf,
+      '-extensions',
+      'v3',
+      '-out',
+      cert,
+    ]);
+    return { cert, key };
+  }
+}
+
+function kubeconfigYaml(server: string, caPem: string, user: string, certPem: string, keyPem: string): string {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return stringify({
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: 'nox-test', cluster: { server, 'certificate-authority-data': b64(caPem) } }],
+    users: [{ name: user, user: { 'client-certificate-data': b64(certPem), 'client-key-data': b64(keyPem) } }],
+    contexts: [{ name: 'nox-test', context: { cluster: 'nox-test', user } }],
+    'current-context': 'nox-test',
+    preferences: {},
+  });
+}
+
+export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
+  const etcdBin = tool('etcd');
+  const apiserverBin = tool('kube-apiserver');
+  const kcmBin = opts.controllerManager ? tool('kube-controller-manager') : undefined;
+
+  const dir = scratchDir('kube');
+  const [etcdClientPort, etcdPeerPort, apiPort, kcmPort] = (await freePorts(4)) as [
+    number,
+    number,
+    number,
+    number,
+  ];
+  const id = dir.slice(dir.lastIndexOf('/') + 1);
+  const log = (what: string) => join(dir, `${what}.log`);
+
+  // Certificates and the service-account signing key.
+  const pki = new Pki(dir);
+  await pki.initCa();
+  const serving = await pki.issue('apiserver', { cn: 'kube-apiserver' }, 'server', [
+    'IP:127.0.0.1',
+    `IP:${FIRST_SERVICE_IP}`,
+    'DNS:localhost',
+    'DNS:kubernetes',
+    'DNS:kubernetes.default',
+    'DNS:kubernetes.default.svc',
+    'DNS:kubernetes.default.svc.cluster.local',
+  ]);
+  const admin = await pki.issue('admin', { cn: 'nox-test-admin', o: ['system:masters'] }, 'client');
+  const saKey = join(dir, 'sa.key');
+  const saPub = join(dir, 'sa.pub');
+  const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  writeFileSync(saKey, pair.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  writeFileSync(saPub, pair.publicKey.export({ type: 'spki', format: 'pem' }));
+
+  const caPem = readFileSync(pki.caCert, 'utf8');
+  const adminTls: Tls = {
+    ca: caPem,
+    cert: readFileSync(admin.cert, 'utf8'),
+    key: readFileSync(admin.key, 'utf8'),
+  };
+  const server = `https://127.0.0.1:${apiPort}`;
+  const kubeconfigPath = join(dir, 'admin.kubeconfig');
+  writeFileSync(kubeconfigPath, kubeconfigYaml(server, caPem, 'nox-test-admin', adminTls.cert, adminTls.key));
+
+  const etcdUrl = `http://127.0.0.1:${etcdClientPort}`;
+  const etcdDataDir = join(dir, 'etcd');
+  let etcd: Service | undefined;
+  let apiserver: Service | undefined;
+  let controllerManager: Service | undefined;
+
+  const apiArgs = [
+    `--etcd-servers=${etcdUrl}`,
+    '--bind-address=127.0.0.1',
+    '--advertise-address=127.0.0.1',
+    `--secure-port=${apiPort}`,
+    `--tls-cert-file=${serving.cert}`,
+    `--tls-private-key-file=${serving.key}`,
+    `--client-ca-file=${pki.caCert}`,
+    `--service-account-issuer=${ISSUER}`,
+    `--service-account-key-file=${saPub}`,
+    `--service-account-signing-key-file=${saKey}`,
+    `--service-cluster-ip-range=${SERVICE_CIDR}`,
+    '--authorization-mode=RBAC',
+    '--anonymous-auth=false',
+    // The default admission plugins (NamespaceLifecycle, ServiceAccount, LimitRanger,
+    // PodSecurity, ResourceQuota, the webhook and policy plugins, ...) all work without a
+    // kubelet or a cloud, so they stay as they are.
+    // The endpoints of the `kubernetes` Service cannot hold a loopback address.
+    '--endpoint-reconciler-type=none',
+    '--allow-privileged=true',
+    '--profiling=false',
+    // No kubelets, so no kubelet TLS; keep logs readable.
+    '--v=1',
+    ...(opts.apiServerArgs ?? []),
+  ];
+
+  const startApiServer = async (): Promise<void> => {
+    const svc = start(`kube-apiserver-${id}`, apiserverBin, apiArgs, { logFile: log('kube-apiserver') });
+    apiserver = svc;
+    await waitUntil(
+      'kube-apiserver /readyz',
+      async () => (await httpsGet(`${server}/readyz`, adminTls)).status === 200,
+      60_000,
+      svc,
+    );
+  };
+
+  const stop = async (): Promise<void> => {
+    for (const svc of [controllerManager, apiserver, etcd]) await svc?.stop(10_000);
+    rmSync(etcdDataDir, { recursive: true, force: true });
+  };
+
+  try {
+    etcd = start(
+      `etcd-${id}`,
+      etcdBin,
+      [
+        '--name=default',
+        `--data-dir=${etcdDataDir}`,
+        `--listen-client-urls=${etcdUrl}`,
+        `--advertise-client-urls=${etcdUrl}`,
+        `--listen-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+        `--initial-cluster=default=http://127.0.0.1:${etcdPeerPort}`,
+        '--initial-cluster-state=new',
+        '--unsafe-no-fsync',
+        '--log-level=warn',
+      ],
+      { logFile: log('etcd') },
+    );
+    await waitUntil(
+      'etcd /health',
+      async () => {
+        const r = await httpGet(`${etcdUrl}/health`);
+        return r.status === 200 && r.body.includes('"health":"true"');
+      },
+      30_000,
+      etcd,
+    );
+
+    await startApiServer();
+    // The bootstrap controller creates `default` shortly after /readyz.
+    await waitUntil(
+      'namespace default',
+      async () => (await httpsGet(`${server}/api/v1/namespaces/default`, adminTls)).status === 200,
+      30_000,
+      apiserver,
+    );
+
+    if (kcmBin) {
+      const kcm = await pki.issue('kube-controller-manager', { cn: 'system:kube-controller-manager' }, 'client');
+      const kcmKubeconfig = join(dir, 'kube-controller-manager.kubeconfig');
+      writeFileSync(
+        kcmKubeconfig,
+        kubeconfigYaml(
+          server,
+          caPem,
+          'system:kube-controller-manager',
+          readFileSync(kcm.cert, 'utf8'),
+          readFileSync(kcm.key, 'utf8'),
+        ),
+      );
+      const svc = start(
+        `kube-controller-manager-${id}`,
+        kcmBin,
+        [
+          `--kubeconfig=${kcmKubeconfig}`,
+          `--authentication-kubeconfig=${kcmKubeconfig}`,
+          `--authorization-kubeconfig=${kcmKubeconfig}`,
+          '--bind-address=127.0.0.1',
+          `--secure-port=${kcmPort}`,
+          `--cert-dir=${join(dir, 'kcm-certs')}`,
+          '--leader-elect=false',
+          '--use-service-account-credentials=true',
+          `--service-account-private-key-file=${saKey}`,
+          `--root-ca-file=${pki.caCert}`,
+          `--controllers=${CONTROLLERS.join(',')}`,
+          // Tests want to see reconciliation quickly.
+          '--concurrent-gc-syncs=5',
+          '--v=1',
+        ],
+        { logFile: log('kube-controller-manager') },
+      );
+      controllerManager = svc;
+      await waitUntil(
+        'kube-controller-manager /healthz',
+        async () => (await httpsGet(`https://127.0.0.1:${kcmPort}/healthz`, { insecure: true })).status === 200,
+        60_000,
+        svc,
+      );
+      // The service-account controller has run: Pods can be admitted in `default`.
+      await waitUntil(
+        'serviceaccount default/default',
+        async () =>
+          (await httpsGet(`${server}/api/v1/namespaces/default/serviceaccounts/default`, adminTls)).status === 200,
+        30_000,
+        svc,
+      );
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+
+  return {
+    kubeconfigPath,
+    server,
+    caPem,
+    dir,
+    etcdUrl,
+    kubeConfig() {
+      const kc = new KubeConfig();
+      kc.loadFromFile(kubeconfigPath);
+      return kc;
+    },
+    async kubeconfigFor(user: string, groups: string[] = []) {
+      const safe = user.replace(/[^A-Za-z0-9_.-]/g, '_');
+      const issued = await pki.issue(`user-${safe}-${randomBytes(3).toString('hex')}`, { cn: user, o: groups }, 'client');
+      const path = join(dir, `user-${safe}.kubeconfig`);
+      writeFileSync(
+        path,
+        kubeconfigYaml(server, caPem, user, readFileSync(issued.cert, 'utf8'), readFileSync(issued.key, 'utf8')),
+      );
+      return path;
+    },
+    async restartApiServer() {
+      if (apiserver) await apiserver.stop(10_000);
+      await startApiServer();
+    },
+    stop,
+  };
+}

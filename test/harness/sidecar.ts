@@ -1,0 +1,53 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort } from './ports.js';
+import { type Service, start, waitUntil } from './process.js';
+import { repoRoot } from './tools.js';
+
+export interface SidecarOptions {
+  policyFile: string;
+  grpcPort?: number;
+  httpPort?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Sidecar {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly service: Service;
+  stop(): Promise<void>;
+  /** Starts a new process on the same ports (e.g. after stop()). */
+  restart(): Promise<Sidecar>;
+}
+
+export const sidecarEntry = join(repoRoot, 'dist', 'sidecar', 'main.js');
+
+/** Starts the built nox-authz (`make build`) and waits until /readyz says ready. */
+export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
+  if (!existsSync(sidecarEntry)) throw new Error(`${sidecarEntry} is missing; run \`make build\``);
+  const grpcPort = opts.grpcPort ?? (await freePort());
+  const httpPort = opts.httpPort ?? (await freePort());
+  const service = start('nox-authz', process.execPath, [sidecarEntry], {
+    env: {
+      NOX_GRPC_PORT: String(grpcPort),
+      NOX_HTTP_PORT: String(httpPort),
+      NOX_POLICY_FILE: opts.policyFile,
+      NOX_LOG_LEVEL: 'info',
+      ...opts.env,
+    },
+  });
+  await waitUntil(
+    'nox-authz /readyz',
+    async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status === 200,
+    20_000,
+    service,
+  );
+  const self: Sidecar = {
+    grpcPort,
+    httpPort,
+    service,
+    stop: () => service.stop(),
+    restart: () => startSidecar({ ...opts, grpcPort, httpPort }),
+  };
+  return self;
+}
