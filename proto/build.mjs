@@ -24,8 +24,20 @@ const js = join(out, 'envoy.cjs');
 execFileSync(
   join(bin, 'pbjs'),
   [
-    '-t', 'static-module', '-w', 'commonjs', '--force-number', '--no-verify', '--no-delimited',
-    '--no-beautify', '-r', 'nox_envoy', ...includePaths, '-o', js, ...roots,
+    '-t',
+    'static-module',
+    '-w',
+    'commonjs',
+    '--force-number',
+    '--no-verify',
+    '--no-delimited',
+    '--no-beautify',
+    '-r',
+    'nox_envoy',
+    ...includePaths,
+    '-o',
+    js,
+    ...roots,
   ],
   { stdio: 'inherit' },
 );
@@ -33,7 +45,10 @@ const dts = join(out, 'envoy.d.cts');
 execFileSync(join(bin, 'pbts'), ['--no-comments', '-o', dts, js], { stdio: 'inherit' });
 // --force-number makes every 64-bit field a JS number; the typings still name "long",
 // which the project does not install.
-writeFileSync(dts, readFileSync(dts, 'utf8').replace('import Long = require("long");', 'type Long = number;'));
+writeFileSync(
+  dts,
+  readFileSync(dts, 'utf8').replace('import Long = require("long");', 'type Long = number;'),
+);
 
 // The generated file imports "protobufjs/minimal"; keep it CommonJS so Node resolves that
 // without an exports map, and record which protos it came from.

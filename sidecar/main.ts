@@ -11,7 +11,9 @@ import { pathPolicyStage } from './stages/pathPolicy.js';
 /** nox-authz: the Envoy ext_authz sidecar. Settings come from the environment (see --help). */
 async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
-    process.stdout.write(`nox-authz: Envoy ext_authz server\n\nSettings (environment):\n${describeSettings()}\n`);
+    process.stdout.write(
+      `nox-authz: Envoy ext_authz server\n\nSettings (environment):\n${describeSettings()}\n`,
+    );
     return;
   }
   let settings: Settings;
@@ -56,7 +58,9 @@ async function main(): Promise<void> {
 
   if (settings.policyFile) {
     process.on('SIGHUP', () => {
-      void policy.loadFile(settings.policyFile).then(() => grpcServer.setServing(policy.current !== undefined));
+      void policy
+        .loadFile(settings.policyFile)
+        .then(() => grpcServer.setServing(policy.current !== undefined));
     });
   }
 

@@ -49,6 +49,7 @@ export function normalizePath(raw: string): { path: string; query: string } {
   const pathPart = q === -1 ? raw : raw.slice(0, q);
   const query = q === -1 || raw[q] === '#' ? '' : raw.slice(q + 1).split('#')[0]!;
   if (!pathPart.startsWith('/')) throw new MalformedRequest('path must start with "/"');
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
   if (/%(2[Ff]|5[Cc]|00)|[\u0000-\u001f\u007f\\]/.test(pathPart)) {
     throw new MalformedRequest('path contains an encoded slash, backslash or control character');
   }

@@ -60,7 +60,13 @@ export class Pipeline {
           const failOpen = outcome.failOpen === true;
           this.#stageOutcomes.inc({ stage: stage.name, outcome: failOpen ? 'error_fail_open' : 'error' });
           this.log.error(
-            { decisionId: ctx.decisionId, stage: stage.name, code: outcome.code, failOpen, err: describe(outcome.cause) },
+            {
+              decisionId: ctx.decisionId,
+              stage: stage.name,
+              code: outcome.code,
+              failOpen,
+              err: describe(outcome.cause),
+            },
             'stage failed',
           );
           if (failOpen) break;
@@ -73,8 +79,15 @@ export class Pipeline {
         default: {
           // A stage returned something outside the Outcome union: never an allow.
           const unknown: never = outcome;
-          this.log.error({ decisionId: ctx.decisionId, stage: stage.name, outcome: unknown }, 'unknown outcome');
-          return { ...base, allowed: false, deny: { code: 'INTERNAL', reason: `${stage.name}: unknown outcome` } };
+          this.log.error(
+            { decisionId: ctx.decisionId, stage: stage.name, outcome: unknown },
+            'unknown outcome',
+          );
+          return {
+            ...base,
+            allowed: false,
+            deny: { code: 'INTERNAL', reason: `${stage.name}: unknown outcome` },
+          };
         }
       }
     }

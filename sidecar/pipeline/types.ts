@@ -41,7 +41,12 @@ export type Outcome =
   /** The stage did not apply to this request. Not the same as succeeding. */
   | { readonly kind: 'skip' }
   /** The stage could not decide: a deny, unless the policy declares fail-open for it. */
-  | { readonly kind: 'error'; readonly code: ErrorCode; readonly cause: unknown; readonly failOpen?: boolean };
+  | {
+      readonly kind: 'error';
+      readonly code: ErrorCode;
+      readonly cause: unknown;
+      readonly failOpen?: boolean;
+    };
 
 export interface Stage {
   readonly name: string;
@@ -49,5 +54,15 @@ export interface Stage {
 }
 
 export type Decision =
-  | { readonly allowed: true; readonly allow: Allow; readonly decisionId: string; readonly snapshotVersion: number }
-  | { readonly allowed: false; readonly deny: Deny; readonly decisionId: string; readonly snapshotVersion: number };
+  | {
+      readonly allowed: true;
+      readonly allow: Allow;
+      readonly decisionId: string;
+      readonly snapshotVersion: number;
+    }
+  | {
+      readonly allowed: false;
+      readonly deny: Deny;
+      readonly decisionId: string;
+      readonly snapshotVersion: number;
+    };

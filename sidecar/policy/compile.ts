@@ -38,7 +38,10 @@ export function compile(source: string, version: number, now: Date = new Date())
     if (typeof p !== 'string') throw new PolicyError(`denyPaths[${i}]`, 'must be a string');
     if (!p.startsWith('/')) throw new PolicyError(`denyPaths[${i}]`, `must start with "/", got "${p}"`);
     if (/[?#%]/.test(p) || p.includes('//') || /\/\.\.?(\/|$)/.test(p)) {
-      throw new PolicyError(`denyPaths[${i}]`, `must be a normalized path without query, "%", "//" or dot segments, got "${p}"`);
+      throw new PolicyError(
+        `denyPaths[${i}]`,
+        `must be a normalized path without query, "%", "//" or dot segments, got "${p}"`,
+      );
     }
   });
   return deepFreeze({

@@ -13,20 +13,23 @@ interface Definition<T> {
 
 const port = (raw: string): number => {
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`must be a port number 0-65535, got "${raw}"`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new Error(`must be a port number 0-65535, got "${raw}"`);
   return n;
 };
 const positiveInt =
   (max: number) =>
   (raw: string): number => {
     const n = Number(raw);
-    if (!Number.isInteger(n) || n <= 0 || n > max) throw new Error(`must be an integer 1-${max}, got "${raw}"`);
+    if (!Number.isInteger(n) || n <= 0 || n > max)
+      throw new Error(`must be an integer 1-${max}, got "${raw}"`);
     return n;
   };
 const oneOf =
   <T extends string>(...values: T[]) =>
   (raw: string): T => {
-    if (!(values as string[]).includes(raw)) throw new Error(`must be one of ${values.join(', ')}, got "${raw}"`);
+    if (!(values as string[]).includes(raw))
+      throw new Error(`must be one of ${values.join(', ')}, got "${raw}"`);
     return raw as T;
   };
 const host = (raw: string): string => {
@@ -36,10 +39,30 @@ const host = (raw: string): string => {
 const text = (raw: string): string => raw;
 
 export const definitions = {
-  grpcHost: { env: 'NOX_GRPC_HOST', default: '127.0.0.1', doc: 'Address the ext_authz gRPC server binds.', parse: host },
-  grpcPort: { env: 'NOX_GRPC_PORT', default: 9001, doc: 'Port of the ext_authz gRPC server (0: any free port).', parse: port },
-  httpHost: { env: 'NOX_HTTP_HOST', default: '127.0.0.1', doc: 'Address of the /metrics, /healthz, /readyz server.', parse: host },
-  httpPort: { env: 'NOX_HTTP_PORT', default: 9002, doc: 'Port of the /metrics, /healthz, /readyz server (0: any free port).', parse: port },
+  grpcHost: {
+    env: 'NOX_GRPC_HOST',
+    default: '127.0.0.1',
+    doc: 'Address the ext_authz gRPC server binds.',
+    parse: host,
+  },
+  grpcPort: {
+    env: 'NOX_GRPC_PORT',
+    default: 9001,
+    doc: 'Port of the ext_authz gRPC server (0: any free port).',
+    parse: port,
+  },
+  httpHost: {
+    env: 'NOX_HTTP_HOST',
+    default: '127.0.0.1',
+    doc: 'Address of the /metrics, /healthz, /readyz server.',
+    parse: host,
+  },
+  httpPort: {
+    env: 'NOX_HTTP_PORT',
+    default: 9002,
+    doc: 'Port of the /metrics, /healthz, /readyz server (0: any free port).',
+    parse: port,
+  },
   policyFile: {
     env: 'NOX_POLICY_FILE',
     default: '',

@@ -1,5 +1,5 @@
-import { pathHasPrefix } from '../policy/snapshot.js';
 import type { CheckInput, Ctx, Outcome, Stage } from '../pipeline/types.js';
+import { pathHasPrefix } from '../policy/snapshot.js';
 
 /** Denies requests whose normalized path falls under one of the snapshot's denyPaths. */
 export const pathPolicyStage: Stage = {
@@ -7,7 +7,10 @@ export const pathPolicyStage: Stage = {
   run(input: CheckInput, ctx: Ctx): Outcome {
     for (const prefix of ctx.snapshot.denyPaths) {
       if (pathHasPrefix(input.path, prefix)) {
-        return { kind: 'deny', deny: { code: 'PATH_DENIED', reason: `path is under ${prefix}, which the policy denies` } };
+        return {
+          kind: 'deny',
+          deny: { code: 'PATH_DENIED', reason: `path is under ${prefix}, which the policy denies` },
+        };
       }
     }
     return { kind: 'continue' };

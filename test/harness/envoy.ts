@@ -37,7 +37,13 @@ export function envoyConfig(o: Required<EnvoyOptions> & { adminPort: number }): 
     connect_timeout: '1s',
     load_assignment: {
       cluster_name: name,
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } }] }],
+      endpoints: [
+        {
+          lb_endpoints: [
+            { endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } },
+          ],
+        },
+      ],
     },
     ...(http2
       ? {
@@ -63,13 +69,18 @@ export function envoyConfig(o: Required<EnvoyOptions> & { adminPort: number }): 
                 {
                   name: 'envoy.filters.network.http_connection_manager',
                   typed_config: {
-                    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+                    '@type':
+                      'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
                     stat_prefix: 'ingress',
                     normalize_path: true,
                     merge_slashes: true,
                     route_config: {
                       virtual_hosts: [
-                        { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'upstream' } }] },
+                        {
+                          name: 'all',
+                          domains: ['*'],
+                          routes: [{ match: { prefix: '/' }, route: { cluster: 'upstream' } }],
+                        },
                       ],
                     },
                     http_filters: [
@@ -89,7 +100,9 @@ export function envoyConfig(o: Required<EnvoyOptions> & { adminPort: number }): 
                       },
                       {
                         name: 'envoy.filters.http.router',
-                        typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' },
+                        typed_config: {
+                          '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router',
+                        },
                       },
                     ],
                   },
@@ -119,10 +132,14 @@ export async function startEnvoy(opts: EnvoyOptions): Promise<Envoy> {
   const configPath = join(dir, 'envoy.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
   const service = start('envoy', tool('envoy'), [
-    '-c', configPath,
-    '--concurrency', String(opts.concurrency ?? 1),
-    '--base-id', String(port), // several Envoys on one host need distinct shared-memory ids
-    '--log-level', 'warn',
+    '-c',
+    configPath,
+    '--concurrency',
+    String(opts.concurrency ?? 1),
+    '--base-id',
+    String(port), // several Envoys on one host need distinct shared-memory ids
+    '--log-level',
+    'warn',
     '--disable-hot-restart',
   ]);
   await waitUntil(

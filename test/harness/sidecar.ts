@@ -51,3 +51,23 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   };
   return self;
 }
+
+/** A sidecar with no policy: it must come up, stay unready and deny everything. */
+export async function startSidecarUnready(): Promise<{
+  grpcPort: number;
+  httpPort: number;
+  stop(): Promise<void>;
+}> {
+  const grpcPort = await freePort();
+  const httpPort = await freePort();
+  const service = start('nox-authz-unready', process.execPath, [sidecarEntry], {
+    env: { NOX_GRPC_PORT: String(grpcPort), NOX_HTTP_PORT: String(httpPort), NOX_POLICY_FILE: '' },
+  });
+  await waitUntil(
+    'nox-authz /readyz answering',
+    async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status === 503,
+    20_000,
+    service,
+  );
+  return { grpcPort, httpPort, stop: () => service.stop() };
+}

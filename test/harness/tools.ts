@@ -1,8 +1,19 @@
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The checkout's root, whether this runs from source (vitest) or compiled (dist/, bench). */
+export const repoRoot = findRoot(dirname(fileURLToPath(import.meta.url)));
+
+function findRoot(from: string): string {
+  let dir = from;
+  while (!existsSync(join(dir, 'Makefile')) || dir.endsWith('/dist')) {
+    const up = resolve(dir, '..');
+    if (up === dir) throw new Error(`no Makefile above ${from}`);
+    dir = up;
+  }
+  return dir;
+}
 export const toolsBin = join(repoRoot, '.tools', 'bin');
 /** Scratch space for data dirs, configs and logs of the services tests start. */
 export const runDir = join(repoRoot, '.run');

@@ -1,0 +1,46 @@
+# Nox. `make demo` and `make test` work on a fresh clone: both install what they need first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export ONNXRUNTIME_NODE_INSTALL := skip
+export npm_config_fund := false
+export npm_config_audit := false
+
+NODE_STAMP := node_modules/.package-lock.json
+
+.PHONY: help tools deps build lint test test-unit demo bench clean reap
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+tools: ## Install pinned tools under .tools/ (Envoy, etcd, kube-apiserver, helm, ghz; Redis, PostgreSQL, wrk via apt)
+	@bash scripts/tools.sh
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+deps: $(NODE_STAMP) ## Install npm dependencies from the lock file
+
+build: deps ## Generate protobuf code and compile TypeScript to dist/
+	npm run --silent build
+
+lint: deps ## Biome lint + format check
+	npx biome check .
+
+test: tools build lint ## Start every real component and run every test
+	@bash scripts/test.sh
+
+test-unit: build ## Only the tests that need no external component
+	npx vitest run common sidecar operator proto
+
+demo: tools build ## Real Envoy + sidecar on the examples/ policy; prints what to try
+	node dist/scripts/demo.js
+
+bench: tools build ## Load benchmarks (SCENARIO=name DURATION=s CONCURRENCY=n); not part of test
+	node dist/bench/run.js $(SCENARIO)
+
+reap: ## Stop anything a crashed test run left running
+	@bash scripts/reap.sh
+
+clean: ## Remove build output and test scratch (keeps .tools/)
+	rm -rf dist proto/generated .run

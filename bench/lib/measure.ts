@@ -1,0 +1,178 @@
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { scratchDir } from '../../test/harness/process.js';
+import { tool } from '../../test/harness/tools.js';
+
+const run = promisify(execFile);
+
+function envoyProtoArgs(): string[] {
+  const deps = join(
+    dirname(createRequire(import.meta.url).resolve('@grpc/grpc-js-xds/package.json')),
+    'deps',
+  );
+  return [
+    '--import-paths',
+    ['envoy-api', 'googleapis', 'protoc-gen-validate', 'xds'].map((d) => join(deps, d)).join(','),
+    '--proto',
+    'envoy/service/auth/v3/external_auth.proto',
+  ];
+}
+
+export interface LoadResult {
+  readonly via: 'grpc' | 'envoy';
+  readonly tool: string;
+  readonly concurrency: number;
+  readonly durationS: number;
+  readonly requests: number;
+  readonly errors: number;
+  readonly checksPerSec: number;
+  /** Latency percentiles, milliseconds. */
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly p999: number;
+  /** Peak resident set of the sidecar process(es) over the run, MiB (VmHWM). */
+  sidecarPeakRssMiB?: number;
+}
+
+function percentile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const i = Math.min(sorted.length - 1, Math.ceil((q / 100) * sorted.length) - 1);
+  return sorted[Math.max(0, i)]!;
+}
+
+/**
+ * ghz straight at the sidecar's ext_authz service. The schema comes from the same protos the
+ * sidecar is generated from: ghz's reflection client fails to resolve a relative type
+ * reference (envoy.type.v3.HttpStatus) in the descriptors @grpc/reflection serves.
+ */
+export async function ghz(opts: {
+  port: number;
+  data: object;
+  concurrency: number;
+  durationS: number;
+  connections?: number;
+}): Promise<LoadResult> {
+  const out = join(scratchDir('ghz'), 'ghz.json');
+  await run(
+    tool('ghz'),
+    [
+      '--insecure',
+      ...envoyProtoArgs(),
+      '--call',
+      'envoy.service.auth.v3.Authorization.Check',
+      '-d',
+      JSON.stringify(opts.data),
+      '-c',
+      String(opts.concurrency),
+      '--connections',
+      String(opts.connections ?? 1),
+      '-z',
+      `${opts.durationS}s`,
+      '--cpus',
+      '1',
+      '-O',
+      'json',
+      '-o',
+      out,
+      `127.0.0.1:${opts.port}`,
+    ],
+    { maxBuffer: 64 * 1024 * 1024 },
+  );
+  const report = JSON.parse(readFileSync(out, 'utf8')) as {
+    count: number;
+    total: number;
+    rps: number;
+    statusCodeDistribution?: Record<string, number>;
+    details?: { latency: number; status: string; error?: string }[];
+    errorDistribution?: Record<string, number>;
+  };
+  // When -z runs out, ghz closes its connection under the calls still in flight and
+  // records them as Unavailable "use of closed network connection": the tool stopping,
+  // not the server failing. Anything else is a real error.
+  const artefact = (msg: string) => msg.includes('use of closed network connection');
+  // Percentiles from every request's latency (ghz's own distribution stops at p99).
+  const ok = (report.details ?? []).filter((d) => d.status === 'OK');
+  const lat = Float64Array.from(ok.map((d) => d.latency / 1e6)).sort();
+  const errors = Object.entries(report.errorDistribution ?? {})
+    .filter(([msg]) => !artefact(msg))
+    .reduce((a, [, v]) => a + v, 0);
+  return {
+    via: 'grpc',
+    tool: 'ghz',
+    concurrency: opts.concurrency,
+    durationS: opts.durationS,
+    requests: ok.length + errors,
+    errors,
+    checksPerSec: Math.round(ok.length / (report.total / 1e9)),
+    p50: percentile(lat, 50),
+    p90: percentile(lat, 90),
+    p99: percentile(lat, 99),
+    p999: percentile(lat, 99.9),
+  };
+}
+
+const wrkReport = `
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout
+  io.write(string.format('NOXJSON {"requests":%d,"durationUs":%d,"errors":%d,"p50":%f,"p90":%f,"p99":%f,"p999":%f}\\n',
+    summary.requests, summary.duration, errors,
+    latency:percentile(50)/1000, latency:percentile(90)/1000, latency:percentile(99)/1000, latency:percentile(99.9)/1000))
+end
+`;
+
+/** wrk through Envoy: each HTTP request is one ext_authz check plus the upstream hop. */
+export async function wrk(opts: {
+  url: string;
+  concurrency: number;
+  durationS: number;
+  threads?: number;
+}): Promise<LoadResult> {
+  const script = join(scratchDir('wrk'), 'report.lua');
+  writeFileSync(script, wrkReport);
+  const { stdout } = await run(tool('wrk'), [
+    '-t',
+    String(opts.threads ?? 1),
+    '-c',
+    String(opts.concurrency),
+    '-d',
+    `${opts.durationS}s`,
+    '-s',
+    script,
+    opts.url,
+  ]);
+  const line = stdout.split('\n').find((l) => l.startsWith('NOXJSON '));
+  if (!line) throw new Error(`wrk printed no report:\n${stdout}`);
+  const r = JSON.parse(line.slice('NOXJSON '.length)) as {
+    requests: number;
+    durationUs: number;
+    errors: number;
+    p50: number;
+    p90: number;
+    p99: number;
+    p999: number;
+  };
+  return {
+    via: 'envoy',
+    tool: 'wrk',
+    concurrency: opts.concurrency,
+    durationS: opts.durationS,
+    requests: r.requests,
+    errors: r.errors,
+    checksPerSec: Math.round(r.requests / (r.durationUs / 1e6)),
+    p50: r.p50,
+    p90: r.p90,
+    p99: r.p99,
+    p999: r.p999,
+  };
+}
+
+/** Peak resident set (VmHWM) of a live process, MiB. */
+export function peakRssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
+  return Math.round((kb / 1024) * 10) / 10;
+}

@@ -1,0 +1,11 @@
+import type { LoadResult } from '../lib/measure.js';
+import { allow } from './allow.js';
+
+export interface Scenario {
+  readonly name: string;
+  readonly describe: string;
+  run(opts: { durationS: number; concurrency: number }): Promise<LoadResult[]>;
+}
+
+/** Every scenario `make bench` knows; later work adds its own here. */
+export const scenarios: readonly Scenario[] = [allow];

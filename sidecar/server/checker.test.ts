@@ -1,0 +1,73 @@
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from '../../common/logger.js';
+import type { ICheckRequest } from '../../proto/envoy.js';
+import { Pipeline } from '../pipeline/pipeline.js';
+import type { Stage } from '../pipeline/types.js';
+import { PolicyStore } from '../policy/store.js';
+import { Checker } from './checker.js';
+
+const log = createLogger('test', { level: 'silent' });
+const req: ICheckRequest = { attributes: { request: { http: { method: 'GET', host: 'h', path: '/p' } } } };
+
+function checker(stage: Stage, deadlineMs = 50): Checker {
+  const registry = new Registry();
+  const policy = new PolicyStore(log, registry);
+  policy.apply('denyPaths: []', 'test');
+  return new Checker(new Pipeline([stage], log, registry), policy, deadlineMs, log, registry);
+}
+const errorOf = (res: { deniedResponse?: { body?: string | null } | null }) =>
+  JSON.parse(res.deniedResponse?.body ?? '{}').error as string | undefined;
+
+describe('Checker', () => {
+  it('answers DEADLINE_EXCEEDED within the deadline when a stage hangs, and aborts its signal', async () => {
+    let aborted = false;
+    const c = checker({
+      name: 'hangs',
+      run: (_i, ctx) =>
+        new Promise(() => {
+          ctx.signal.addEventListener('abort', () => {
+            aborted = true;
+          });
+        }),
+    });
+    const t0 = performance.now();
+    const res = await c.check(req);
+    const took = performance.now() - t0;
+    expect(errorOf(res)).toBe('DEADLINE_EXCEEDED');
+    expect(res.deniedResponse?.status?.code).toBe(503);
+    expect(took).toBeLessThan(500);
+    expect(aborted).toBe(true);
+  });
+
+  it('drains: in-flight checks finish with their real decision, new ones are refused', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const c = checker(
+      {
+        name: 'slow',
+        run: async () => {
+          await gate;
+          return { kind: 'continue' };
+        },
+      },
+      5000,
+    );
+    const inFlight = c.check(req);
+    let drained = false;
+    const drain = c.drain().then(() => {
+      drained = true;
+    });
+    const late = await c.check(req);
+    expect(errorOf(late)).toBe('SHUTTING_DOWN');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(drained).toBe(false);
+    release();
+    const res = await inFlight;
+    expect(res.okResponse).toBeTruthy();
+    await drain;
+    expect(drained).toBe(true);
+  });
+});
