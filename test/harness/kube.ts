@@ -90,7 +90,11 @@ interface HttpResult {
   body: string;
 }
 
-function httpsGet(url: string, tls: Partial<Tls> & { insecure?: boolean }, timeoutMs = 2000): Promise<HttpResult> {
+function httpsGet(
+  url: string,
+  tls: Partial<Tls> & { insecure?: boolean },
+  timeoutMs = 2000,
+): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
     const req = request(
       url,
@@ -123,17 +127,21 @@ async function httpGet(url: string): Promise<HttpResult> {
 
 /** A small PKI made with the openssl CLI (node:crypto cannot issue X.509 certificates). */
 class Pki {
-  constructor(private readonly dir: string) {}
+  /** `ca` names the CA's files (`<ca>.crt`, `<ca>.key`) and is its common name's suffix. */
+  constructor(
+    private readonly dir: string,
+    private readonly ca = 'ca',
+  ) {}
 
   get caCert(): string {
-    return join(this.dir, 'ca.crt');
+    return join(this.dir, `${this.ca}.crt`);
   }
   get caKey(): string {
-    return join(this.dir, 'ca.key');
+    return join(this.dir, `${this.ca}.key`);
   }
 
   async initCa(): Promise<void> {
-    const cnf = join(this.dir, 'ca.cnf');
+    const cnf = join(this.dir, `${this.ca}.cnf`);
     writeFileSync(
       cnf,
       [
@@ -142,7 +150,7 @@ class Pki {
         'prompt = no',
         'x509_extensions = v3_ca',
         '[dn]',
-        'CN = nox-test-ca',
+        `CN = nox-test-${this.ca}`,
         '[v3_ca]',
         'basicConstraints = critical,CA:TRUE',
         'keyUsage = critical,keyCertSign,cRLSign,digitalSignature',
@@ -239,13 +247,21 @@ class Pki {
   }
 }
 
-function kubeconfigYaml(server: string, caPem: string, user: string, certPem: string, keyPem: string): string {
+function kubeconfigYaml(
+  server: string,
+  caPem: string,
+  user: string,
+  certPem: string,
+  keyPem: string,
+): string {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   return stringify({
     apiVersion: 'v1',
     kind: 'Config',
     clusters: [{ name: 'nox-test', cluster: { server, 'certificate-authority-data': b64(caPem) } }],
-    users: [{ name: user, user: { 'client-certificate-data': b64(certPem), 'client-key-data': b64(keyPem) } }],
+    users: [
+      { name: user, user: { 'client-certificate-data': b64(certPem), 'client-key-data': b64(keyPem) } },
+    ],
     contexts: [{ name: 'nox-test', context: { cluster: 'nox-test', user } }],
     'current-context': 'nox-test',
     preferences: {},
@@ -269,17 +285,23 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
 
   // Certificates and the service-account signing key.
   const pki = new Pki(dir);
-  await pki.initCa();
-  const serving = await pki.issue('apiserver', { cn: 'kube-apiserver' }, 'server', [
-    'IP:127.0.0.1',
-    `IP:${FIRST_SERVICE_IP}`,
-    'DNS:localhost',
-    'DNS:kubernetes',
-    'DNS:kubernetes.default',
-    'DNS:kubernetes.default.svc',
-    'DNS:kubernetes.default.svc.cluster.local',
+  // The aggregation layer's CA: the apiserver proves requests it proxies with it, and every
+  // delegating component (the controller-manager, later extension apiservers) trusts it.
+  const frontProxy = new Pki(dir, 'front-proxy-ca');
+  await Promise.all([pki.initCa(), frontProxy.initCa()]);
+  const [proxyClient, serving, admin] = await Promise.all([
+    frontProxy.issue('front-proxy-client', { cn: 'front-proxy-client' }, 'client'),
+    pki.issue('apiserver', { cn: 'kube-apiserver' }, 'server', [
+      'IP:127.0.0.1',
+      `IP:${FIRST_SERVICE_IP}`,
+      'DNS:localhost',
+      'DNS:kubernetes',
+      'DNS:kubernetes.default',
+      'DNS:kubernetes.default.svc',
+      'DNS:kubernetes.default.svc.cluster.local',
+    ]),
+    pki.issue('admin', { cn: 'nox-test-admin', o: ['system:masters'] }, 'client'),
   ]);
-  const admin = await pki.issue('admin', { cn: 'nox-test-admin', o: ['system:masters'] }, 'client');
   const saKey = join(dir, 'sa.key');
   const saPub = join(dir, 'sa.pub');
   const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -310,6 +332,13 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
     `--tls-cert-file=${serving.cert}`,
     `--tls-private-key-file=${serving.key}`,
     `--client-ca-file=${pki.caCert}`,
+    `--requestheader-client-ca-file=${frontProxy.caCert}`,
+    '--requestheader-allowed-names=front-proxy-client',
+    '--requestheader-username-headers=X-Remote-User',
+    '--requestheader-group-headers=X-Remote-Group',
+    '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+    `--proxy-client-cert-file=${proxyClient.cert}`,
+    `--proxy-client-key-file=${proxyClient.key}`,
     `--service-account-issuer=${ISSUER}`,
     `--service-account-key-file=${saPub}`,
     `--service-account-signing-key-file=${saKey}`,
@@ -382,7 +411,11 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
     );
 
     if (kcmBin) {
-      const kcm = await pki.issue('kube-controller-manager', { cn: 'system:kube-controller-manager' }, 'client');
+      const kcm = await pki.issue(
+        'kube-controller-manager',
+        { cn: 'system:kube-controller-manager' },
+        'client',
+      );
       const kcmKubeconfig = join(dir, 'kube-controller-manager.kubeconfig');
       writeFileSync(
         kcmKubeconfig,
@@ -418,7 +451,8 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
       controllerManager = svc;
       await waitUntil(
         'kube-controller-manager /healthz',
-        async () => (await httpsGet(`https://127.0.0.1:${kcmPort}/healthz`, { insecure: true })).status === 200,
+        async () =>
+          (await httpsGet(`https://127.0.0.1:${kcmPort}/healthz`, { insecure: true })).status === 200,
         60_000,
         svc,
       );
@@ -426,7 +460,8 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
       await waitUntil(
         'serviceaccount default/default',
         async () =>
-          (await httpsGet(`${server}/api/v1/namespaces/default/serviceaccounts/default`, adminTls)).status === 200,
+          (await httpsGet(`${server}/api/v1/namespaces/default/serviceaccounts/default`, adminTls)).status ===
+          200,
         30_000,
         svc,
       );
@@ -449,11 +484,21 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
     },
     async kubeconfigFor(user: string, groups: string[] = []) {
       const safe = user.replace(/[^A-Za-z0-9_.-]/g, '_');
-      const issued = await pki.issue(`user-${safe}-${randomBytes(3).toString('hex')}`, { cn: user, o: groups }, 'client');
+      const issued = await pki.issue(
+        `user-${safe}-${randomBytes(3).toString('hex')}`,
+        { cn: user, o: groups },
+        'client',
+      );
       const path = join(dir, `user-${safe}.kubeconfig`);
       writeFileSync(
         path,
-        kubeconfigYaml(server, caPem, user, readFileSync(issued.cert, 'utf8'), readFileSync(issued.key, 'utf8')),
+        kubeconfigYaml(
+          server,
+          caPem,
+          user,
+          readFileSync(issued.cert, 'utf8'),
+          readFileSync(issued.key, 'utf8'),
+        ),
       );
       return path;
     },

@@ -7,8 +7,8 @@ import {
   type User,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { helm } from '../harness/helm.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { waitUntil } from '../harness/process.js';
@@ -75,10 +75,14 @@ describe('kube-apiserver and etcd', () => {
 
   it('enforces validation and namespace lifecycle (a real apiserver, not a key-value store)', async () => {
     expect(
-      await statusOf(core.createNamespacedConfigMap({ namespace: 'nox-it', body: { metadata: { name: 'Bad_Name' } } })),
+      await statusOf(
+        core.createNamespacedConfigMap({ namespace: 'nox-it', body: { metadata: { name: 'Bad_Name' } } }),
+      ),
     ).toBe(422);
     expect(
-      await statusOf(core.createNamespacedConfigMap({ namespace: 'missing', body: { metadata: { name: 'x' } } })),
+      await statusOf(
+        core.createNamespacedConfigMap({ namespace: 'missing', body: { metadata: { name: 'x' } } }),
+      ),
     ).toBe(404);
     // ClusterIP allocation from --service-cluster-ip-range.
     const svc = await core.createNamespacedService({
@@ -90,7 +94,10 @@ describe('kube-apiserver and etcd', () => {
 
   it('denies what RBAC does not grant, to every kind of identity', async () => {
     const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
-    await core.createNamespacedServiceAccount({ namespace: 'nox-it', body: { metadata: { name: 'nobody' } } });
+    await core.createNamespacedServiceAccount({
+      namespace: 'nox-it',
+      body: { metadata: { name: 'nobody' } },
+    });
 
     // 1. Impersonating a ServiceAccount without roles.
     const admin = kc.getCurrentUser()!;
@@ -185,8 +192,11 @@ describe('with kube-controller-manager', () => {
     await waitUntil(
       'default ServiceAccount and kube-root-ca.crt in the new namespace',
       async () =>
-        (await statusOf(core.readNamespacedServiceAccount({ namespace: 'workloads', name: 'default' }))) === 200 &&
-        (await statusOf(core.readNamespacedConfigMap({ namespace: 'workloads', name: 'kube-root-ca.crt' }))) === 200,
+        (await statusOf(core.readNamespacedServiceAccount({ namespace: 'workloads', name: 'default' }))) ===
+          200 &&
+        (await statusOf(
+          core.readNamespacedConfigMap({ namespace: 'workloads', name: 'kube-root-ca.crt' }),
+        )) === 200,
       20_000,
     );
     const root = await core.readNamespacedConfigMap({ namespace: 'workloads', name: 'kube-root-ca.crt' });
@@ -218,11 +228,19 @@ describe('with kube-controller-manager', () => {
       },
       30_000,
     );
-    const [rs] = (await apps.listNamespacedReplicaSet({ namespace: 'workloads', labelSelector: 'app=echo' })).items;
-    expect(rs?.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'Deployment', name: 'echo', controller: true });
+    const [rs] = (await apps.listNamespacedReplicaSet({ namespace: 'workloads', labelSelector: 'app=echo' }))
+      .items;
+    expect(rs?.metadata?.ownerReferences?.[0]).toMatchObject({
+      kind: 'Deployment',
+      name: 'echo',
+      controller: true,
+    });
     expect(rs?.spec?.replicas).toBe(2);
     for (const pod of pods) {
-      expect(pod.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'ReplicaSet', name: rs?.metadata?.name });
+      expect(pod.metadata?.ownerReferences?.[0]).toMatchObject({
+        kind: 'ReplicaSet',
+        name: rs?.metadata?.name,
+      });
       // No scheduler, no kubelet.
       expect(pod.status?.phase).toBe('Pending');
       expect(pod.spec?.nodeName).toBeUndefined();
@@ -232,22 +250,32 @@ describe('with kube-controller-manager', () => {
     }
     await waitUntil(
       'the Deployment status',
-      async () => (await apps.readNamespacedDeployment({ namespace: 'workloads', name: 'echo' })).status?.replicas === 2,
+      async () =>
+        (await apps.readNamespacedDeployment({ namespace: 'workloads', name: 'echo' })).status?.replicas ===
+        2,
       20_000,
     );
 
     // Scaling goes through the same controllers.
-    await apps.patchNamespacedDeploymentScale(
-      { namespace: 'workloads', name: 'echo', body: [{ op: 'replace', path: '/spec/replicas', value: 3 }] },
-    );
+    await apps.patchNamespacedDeploymentScale({
+      namespace: 'workloads',
+      name: 'echo',
+      body: [{ op: 'replace', path: '/spec/replicas', value: 3 }],
+    });
     await waitUntil(
       '3 Pods',
-      async () => (await core.listNamespacedPod({ namespace: 'workloads', labelSelector: 'app=echo' })).items.length === 3,
+      async () =>
+        (await core.listNamespacedPod({ namespace: 'workloads', labelSelector: 'app=echo' })).items.length ===
+        3,
       20_000,
     );
 
     // The garbage collector follows the owner references.
-    await apps.deleteNamespacedDeployment({ namespace: 'workloads', name: 'echo', propagationPolicy: 'Background' });
+    await apps.deleteNamespacedDeployment({
+      namespace: 'workloads',
+      name: 'echo',
+      propagationPolicy: 'Background',
+    });
     await waitUntil(
       'the ReplicaSet and Pods to be garbage-collected',
       async () =>
@@ -259,7 +287,17 @@ describe('with kube-controller-manager', () => {
 
   it('installs charts/nox with helm into the cluster', async () => {
     const res = await helm(
-      ['install', 'nox', 'charts/nox', '--namespace', 'nox-system', '--create-namespace', '--wait', '--timeout', '60s'],
+      [
+        'install',
+        'nox',
+        'charts/nox',
+        '--namespace',
+        'nox-system',
+        '--create-namespace',
+        '--wait',
+        '--timeout',
+        '60s',
+      ],
       { kubeconfig: kube.kubeconfigPath },
     );
     expect(res.code, res.stderr).toBe(0);
