@@ -11,7 +11,15 @@ const run = promisify(execFile);
 const host = '127.0.0.1';
 const superuser = 'postgres';
 const database = 'postgres';
-const slotName = 'nox_replica';
+/**
+ * The replica's cluster_name, which is also its walreceiver's application_name (what
+ * pg_stat_replication and synchronous_standby_names go by) and its replication slot's name.
+ * No hyphen: synchronous_standby_names would need it quoted.
+ */
+const replicaName = 'nox_replica';
+
+/** The user the PostgreSQL programs run as; undefined: as ourselves. */
+type RunAs = { uid: number; gid: number } | undefined;
 
 export type SynchronousCommit = 'on' | 'off' | 'local' | 'remote_write' | 'remote_apply';
 
@@ -59,7 +67,7 @@ export interface PostgresPair {
  * created here with useradd if missing. As any other user, they simply run as that user.
  * Either way that user must be able to reach .run/data (every directory above it searchable).
  */
-function runAs(): { uid: number; gid: number } | undefined {
+function runAs(): RunAs {
   if (process.getuid?.() !== 0) return undefined;
   const id = (flag: string) => Number(execFileSync('id', [flag, superuser], { encoding: 'utf8' }).trim());
   try {
@@ -78,18 +86,13 @@ function runAs(): { uid: number; gid: number } | undefined {
 }
 
 /** A scratch dir the postgres user owns; data/ inside it is created by initdb or pg_basebackup (mode 0700). */
-function ownedScratch(prefix: string, user: { uid: number; gid: number } | undefined): string {
+function ownedScratch(prefix: string, user: RunAs): string {
   const dir = scratchDir(prefix);
   if (user) chownSync(dir, user.uid, user.gid);
   return dir;
 }
 
-async function runTool(
-  name: string,
-  args: string[],
-  user: { uid: number; gid: number } | undefined,
-  cwd: string,
-) {
+async function runTool(name: string, args: string[], user: RunAs, cwd: string) {
   try {
     await run(tool(name), args, {
       uid: user?.uid,
@@ -131,7 +134,7 @@ interface Launch {
   name: string;
   clusterName: string;
   dir: string;
-  user: { uid: number; gid: number } | undefined;
+  user: RunAs;
   settings: Record<string, string>;
 }
 
@@ -212,7 +215,7 @@ async function launchNode(l: Launch): Promise<PgNode> {
 function primarySettings(opts: PostgresOptions): Record<string, string> {
   return {
     synchronous_commit: opts.synchronousCommit ?? 'on',
-    ...(opts.synchronousStandby ? { synchronous_standby_names: 'nox-replica' } : {}),
+    ...(opts.synchronousStandby ? { synchronous_standby_names: replicaName } : {}),
   };
 }
 
@@ -224,7 +227,7 @@ export async function startPostgres(opts: Omit<PostgresOptions, 'synchronousStan
     await initdb(dir, user);
     return await launchNode({
       name: 'postgres',
-      clusterName: 'nox-primary',
+      clusterName: 'nox_primary',
       dir,
       user,
       settings: primarySettings(opts),
@@ -249,7 +252,7 @@ export async function startPostgresPair(opts: PostgresOptions = {}): Promise<Pos
     await initdb(primaryDir, user);
     primary = await launchNode({
       name: 'postgres-primary',
-      clusterName: 'nox-primary',
+      clusterName: 'nox_primary',
       dir: primaryDir,
       user,
       settings: primarySettings(opts),
@@ -269,20 +272,21 @@ export async function startPostgresPair(opts: PostgresOptions = {}): Promise<Pos
         'stream',
         '-C',
         '-S',
-        slotName,
+        replicaName,
         '--checkpoint=fast',
         '--no-sync',
       ],
       user,
       replicaDir,
     );
-    // The walreceiver's application_name is the replica's cluster_name.
     replica = await launchNode({
       name: 'postgres-replica',
-      clusterName: 'nox-replica',
+      clusterName: replicaName,
       dir: replicaDir,
       user,
-      settings: {},
+      // After losing the primary (a restart in a test) the replica retries every 5 s by
+      // default; with a synchronous standby, commits would stall that long.
+      settings: { wal_retrieve_retry_interval: '500ms' },
     });
     const p = primary;
     const r = replica;
@@ -292,7 +296,8 @@ export async function startPostgresPair(opts: PostgresOptions = {}): Promise<Pos
         const [rec] = await pgQuery<{ r: boolean }>(r, 'SELECT pg_is_in_recovery() AS r');
         const rows = await pgQuery<{ state: string }>(
           p,
-          "SELECT state FROM pg_stat_replication WHERE application_name = 'nox-replica'",
+          'SELECT state FROM pg_stat_replication WHERE application_name = $1',
+          [replicaName],
         );
         return rec?.r === true && rows[0]?.state === 'streaming';
       },
@@ -331,7 +336,7 @@ export async function startPostgresPair(opts: PostgresOptions = {}): Promise<Pos
   }
 }
 
-async function initdb(dir: string, user: { uid: number; gid: number } | undefined): Promise<void> {
+async function initdb(dir: string, user: RunAs): Promise<void> {
   // trust: loopback-only throwaway servers, and replication connections need no password.
   await runTool(
     'initdb',

@@ -130,7 +130,9 @@ export async function waitUntil(
     }
     if (Date.now() > deadline) {
       const why = lastError instanceof Error ? `: ${lastError.message}` : '';
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}${svc ? `; see ${svc.logFile}` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${why}${svc ? `; see ${svc.logFile}` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -138,7 +140,11 @@ export async function waitUntil(
 
 /** A fresh scratch directory under .run/ for one service instance. */
 export function scratchDir(prefix: string): string {
-  const dir = join(runDir, 'data', `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`);
+  const dir = join(
+    runDir,
+    'data',
+    `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`,
+  );
   mkdirSync(dir, { recursive: true });
   return dir;
 }

@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import { freePort, waitForPort } from './ports.js';
+import { freePort } from './ports.js';
 import { type Service, scratchDir, start, waitUntil } from './process.js';
 import { tool } from './tools.js';
 
@@ -72,12 +72,15 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
   let removed = false;
 
   const launch = async () => {
-    svc = start(name, tool('redis-server'), args);
-    await waitForPort(port, 20_000, host).catch(async (e: unknown) => {
-      await svc?.kill();
-      throw e;
-    });
-    await waitUntil(`${name} to load its data`, () => isLoaded(port, opts.password), 30_000, svc);
+    const s = start(name, tool('redis-server'), args);
+    svc = s;
+    // The probe also fails fast if the server exits (e.g. its port was taken after all).
+    await waitUntil(`${name} to load its data`, () => isLoaded(port, opts.password), 30_000, s).catch(
+      async (e: unknown) => {
+        await s.kill();
+        throw e;
+      },
+    );
   };
   await launch();
 
@@ -91,7 +94,7 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
     password,
     running: () => svc !== undefined && !svc.exited(),
     async stop() {
-      await svc?.stop(10_000);
+      if (svc) await gracefulStop(svc);
       if (ownDir && !removed) {
         removed = true;
         rmSync(dir, { recursive: true, force: true });
@@ -102,10 +105,28 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
     },
     async restart() {
       if (removed) throw new Error(`${name} was stopped for good; its data dir is gone`);
-      await svc?.stop(10_000);
+      if (svc) await gracefulStop(svc);
       await launch();
     },
   };
+}
+
+/**
+ * SIGTERM, repeated: Redis ignores a shutdown request that arrives while it writes its
+ * initial AOF (right after a replica's full sync: "Writing initial AOF, can't exit") and
+ * does not retry it by itself. SIGKILL after 10 s as a last resort.
+ */
+async function gracefulStop(svc: Service): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!svc.exited() && Date.now() < deadline) {
+    try {
+      process.kill(svc.child.pid!, 'SIGTERM');
+    } catch {
+      break; // already gone
+    }
+    for (let i = 0; i < 10 && !svc.exited(); i++) await new Promise((r) => setTimeout(r, 50));
+  }
+  await svc.kill(); // no-op once it has exited; waits for the exit event otherwise
 }
 
 /**

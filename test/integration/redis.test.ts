@@ -1,5 +1,6 @@
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { type RedisCluster, startRedisCluster } from '../harness/redisCluster.js';
 
@@ -26,6 +27,7 @@ describe('single Redis', () => {
       lazyConnect: true,
       maxRetriesPerRequest: 0,
     });
+    anon.on('error', () => {}); // the NOAUTH below is expected; keep ioredis from logging it
     try {
       await expect(anon.get('greeting')).rejects.toThrow(/NOAUTH/);
     } finally {
@@ -122,19 +124,50 @@ describe('Redis Cluster', () => {
         // ...and another master's key is not here: this node redirects.
         const other = [...keyFor.entries()].find(([p]) => p !== m.port)![1].key;
         await expect(direct.get(other)).rejects.toThrow(/MOVED/);
-        // The write reaches the master's replica too.
-        expect(await direct.call('WAIT', '1', '5000')).toBe(1);
       } finally {
         await direct.quit();
       }
       const replica = topo.find((n) => n.masterId === m.id)!;
+      // The write reaches the master's replica too (asynchronously: poll, bounded).
       const r = new Redis({ host: '127.0.0.1', port: replica.port });
       try {
         await r.call('READONLY');
-        expect(await r.get(key)).toBe(`on-${m.port}`);
+        await waitUntil(
+          `${key} on replica ${replica.port}`,
+          async () => (await r.get(key)) === `on-${m.port}`,
+          5000,
+        );
       } finally {
         await r.quit();
       }
+    }
+  });
+
+  it('fails over when a master dies, and takes it back as a replica', async () => {
+    const key = '{failover}:counter';
+    const victim = await cluster.masterForKey(key);
+    const client = new Cluster(cluster.startupNodes);
+    try {
+      // Written straight to the master so that WAIT (which waits for this connection's last
+      // write) proves the replica has it before the crash.
+      const direct = new Redis({ host: '127.0.0.1', port: victim.port });
+      expect(await direct.incrby(key, 5)).toBe(5);
+      expect(await direct.call('WAIT', '1', '5000')).toBe(1);
+      await direct.quit();
+      const replica = (await cluster.topology()).find((n) => n.masterId === victim.id)!;
+
+      await cluster.killNode(victim.port);
+      await cluster.waitHealthy();
+      const promoted = await cluster.masterForKey(key);
+      expect(promoted.port).toBe(replica.port);
+      expect(await client.incrby(key, 1)).toBe(6);
+
+      await cluster.restartNode(victim.port);
+      await cluster.waitHealthy();
+      const back = (await cluster.topology()).find((n) => n.port === victim.port)!;
+      expect(back).toMatchObject({ role: 'replica', masterId: promoted.id });
+    } finally {
+      await client.quit();
     }
   });
 });
