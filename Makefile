@@ -7,7 +7,7 @@ export npm_config_audit := false
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help tools deps build lint test test-unit demo bench clean reap
+.PHONY: help tools deps build generate lint test test-unit demo bench clean reap
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ deps: $(NODE_STAMP) ## Install npm dependencies from the lock file
 
 build: deps ## Generate protobuf code and compile TypeScript to dist/
 	npm run --silent build
+
+generate: build ## Regenerate crds/ and common/resources/types.gen.ts from common/resources/kinds/
+	node dist/scripts/gen-resources.js
 
 lint: deps ## Biome lint + format check
 	npx biome check .

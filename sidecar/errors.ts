@@ -34,11 +34,41 @@ export const errorCodes = {
     metricLabel: 'malformed_request',
     doc: 'The CheckRequest lacks a field the decision needs (HTTP method, path or host); Envoy sent something the sidecar cannot evaluate.',
   },
-  PATH_DENIED: {
+  NO_POLICY: {
     httpStatus: 403,
     rpcCode: RpcCode.PERMISSION_DENIED,
-    metricLabel: 'path_denied',
-    doc: 'The request path matches a path the policy denies.',
+    metricLabel: 'no_policy',
+    doc: 'No AccessPolicy matches the request’s host, path and method; Nox denies routes nobody has declared.',
+  },
+  ACCESS_DENIED: {
+    httpStatus: 403,
+    rpcCode: RpcCode.PERMISSION_DENIED,
+    metricLabel: 'access_denied',
+    doc: 'An AccessPolicy rule, or the policy’s defaultAction, denies the request; the reason names the policy and rule.',
+  },
+  CHALLENGE_REQUIRED: {
+    httpStatus: 401,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'challenge_required',
+    doc: 'An AccessPolicy rule asks for a fresh or stronger login (step-up) that the caller has not done.',
+  },
+  QUOTA_EXCEEDED: {
+    httpStatus: 429,
+    rpcCode: RpcCode.RESOURCE_EXHAUSTED,
+    metricLabel: 'quota_exceeded',
+    doc: 'The subject has used its quota for a window of its tier; Retry-After and RateLimit say when it resets.',
+  },
+  QUOTA_SUBJECT_MISSING: {
+    httpStatus: 401,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'quota_subject_missing',
+    doc: 'A QuotaPolicy counts per subject, and the request lacks a part of the subject (no identity, no API key header, ...).',
+  },
+  QUOTA_STORE_UNAVAILABLE: {
+    httpStatus: 503,
+    rpcCode: RpcCode.UNAVAILABLE,
+    metricLabel: 'quota_store_unavailable',
+    doc: 'The quota store (Redis) did not answer in time or failed, and the QuotaPolicy’s failureMode is Closed.',
   },
   NOT_READY: {
     httpStatus: 503,

@@ -1,12 +1,15 @@
 import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
+import { configSourceFor } from './config/sources.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
+import { MemoryQuotaStore } from './quota/memoryStore.js';
+import { QuotaStage } from './quota/quotaStage.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
 import { startHttpServer } from './server/httpServer.js';
 import { describeSettings, loadSettings, type Settings } from './settings/settings.js';
-import { pathPolicyStage } from './stages/pathPolicy.js';
+import { accessStage } from './stages/access.js';
 
 /** nox-authz: the Envoy ext_authz sidecar. Settings come from the environment (see --help). */
 async function main(): Promise<void> {
@@ -25,19 +28,17 @@ async function main(): Promise<void> {
   }
   const log = createLogger('nox-authz', { level: settings.logLevel });
   const registry = createRegistry('nox-authz');
-
   process.on('unhandledRejection', (reason) => {
     log.error({ err: String(reason) }, 'unhandled rejection');
   });
 
   const policy = new PolicyStore(log, registry);
-  if (settings.policyFile) await policy.loadFile(settings.policyFile);
-  else log.warn('NOX_POLICY_FILE is not set: every check is denied with NOT_READY');
-
-  const pipeline = new Pipeline([pathPolicyStage], log, registry);
+  const quotaStore = new MemoryQuotaStore();
+  const pipeline = new Pipeline([accessStage, new QuotaStage(quotaStore, registry)], log, registry);
   const checker = new Checker(pipeline, policy, settings.checkDeadlineMs, log, registry);
   let draining = false;
   const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);
+  const source = configSourceFor(settings, log, registry);
   const httpServer = await startHttpServer(
     registry,
     {
@@ -52,17 +53,23 @@ async function main(): Promise<void> {
     settings.httpPort,
     log,
   );
-  grpcServer.setServing(policy.current !== undefined);
-  // One line tests and scripts can wait for, with the ports actually bound.
-  log.info({ grpcPort: grpcServer.port, httpPort: httpServer.port }, 'nox-authz ready');
-
-  if (settings.policyFile) {
-    process.on('SIGHUP', () => {
-      void policy
-        .loadFile(settings.policyFile)
-        .then(() => grpcServer.setServing(policy.current !== undefined));
-    });
+  policy.onSwap(() => grpcServer.setServing(!draining));
+  if (source) {
+    // Checks arriving before the first snapshot are denied NOT_READY, never allowed.
+    source
+      .start((state) => policy.apply(state))
+      .catch((e: unknown) => {
+        log.fatal({ err: String(e) }, 'configuration source failed to start');
+        process.exit(1);
+      });
+  } else {
+    log.warn('no policy source configured (NOX_POLICY_PATH is empty): every check is denied with NOT_READY');
   }
+  // One line tests and scripts can wait for, with the ports actually bound.
+  log.info(
+    { grpcPort: grpcServer.port, httpPort: httpServer.port, source: settings.configSource },
+    'nox-authz listening',
+  );
 
   const shutdown = async (signal: string) => {
     if (draining) return;
@@ -73,13 +80,17 @@ async function main(): Promise<void> {
     // answered SHUTTING_DOWN rather than left hanging.
     void checker.drain();
     await grpcServer.shutdown(settings.drainTimeoutMs);
+    await source?.stop();
+    await quotaStore.close();
     await httpServer.close();
     log.info('stopped');
-    log.flush();
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    if (source && 'reload' in source && typeof source.reload === 'function') void source.reload();
+  });
 }
 
 void main();

@@ -8,15 +8,25 @@ import { ghz, type LoadResult, peakRssMiB, wrk } from '../lib/measure.js';
 import { realisticCheckRequest } from '../lib/requests.js';
 import type { Scenario } from './index.js';
 
+const allowAllPolicy = `
+apiVersion: nox.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: bench-allow }
+spec:
+  rules:
+    - { name: no-admin, action: Deny, when: { paths: [{ value: /admin }] } }
+    - { name: everyone, action: Allow }
+`;
+
 /** The cheapest real decision: a policy that allows the path. Measures the fixed cost of a check. */
 export const allow: Scenario = {
   name: 'allow',
-  describe: 'policy allows the path; no identity, quota, risk or audit yet',
+  describe: 'an AccessPolicy allows the path; no identity, quota, risk or audit',
   async run({ durationS, concurrency }) {
-    const policyFile = join(scratchDir('bench-policy'), 'policy.yaml');
-    writeFileSync(policyFile, 'denyPaths: [/admin]\n');
+    const policyPath = join(scratchDir('bench-policy'), 'policy.yaml');
+    writeFileSync(policyPath, allowAllPolicy);
     const upstream = await startUpstream();
-    const sidecar = await startSidecar({ policyFile, env: { NOX_LOG_LEVEL: 'warn' } });
+    const sidecar = await startSidecar({ policyPath, env: { NOX_LOG_LEVEL: 'warn' } });
     const envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
     const pid = sidecar.service.child.pid!;
     const results: LoadResult[] = [];

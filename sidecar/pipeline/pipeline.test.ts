@@ -1,7 +1,7 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
-import { compile } from '../policy/compile.js';
+import { compileSnapshot } from '../policy/compile.js';
 import { Pipeline } from './pipeline.js';
 import type { CheckInput, Ctx, Outcome, Stage } from './types.js';
 
@@ -19,8 +19,9 @@ const input: CheckInput = {
 };
 const ctx: Ctx = {
   decisionId: 'd1',
-  snapshot: compile('denyPaths: []', 7),
+  snapshot: compileSnapshot({ resources: [], problems: [] }, undefined, 7),
   signal: new AbortController().signal,
+  now: Date.now(),
 };
 const stage = (name: string, run: Stage['run']): Stage => ({ name, run });
 const run = (...stages: Stage[]) => new Pipeline(stages, log, new Registry()).run(input, ctx);
@@ -44,7 +45,7 @@ describe('Pipeline', () => {
   it('stops at the first deny', async () => {
     let reached = false;
     const d = await run(
-      stage('a', () => ({ kind: 'deny', deny: { code: 'PATH_DENIED', reason: 'no' } })),
+      stage('a', () => ({ kind: 'deny', deny: { code: 'ACCESS_DENIED', reason: 'no' } })),
       stage('b', () => {
         reached = true;
         return { kind: 'continue' };

@@ -26,7 +26,7 @@ export class Pipeline {
     });
     this.#stageOutcomes = new Counter({
       name: 'nox_stage_outcomes_total',
-      help: 'Outcomes per stage: continue, deny, skip, error, error_fail_open.',
+      help: 'Outcomes per stage: continue, deny, skip, error, error_fail_open, dry_run_deny.',
       labelNames: ['stage', 'outcome'],
       registers: [registry],
     });
@@ -34,6 +34,7 @@ export class Pipeline {
 
   async run(input: CheckInput, ctx: Ctx): Promise<Decision> {
     const upstreamHeaders: Record<string, string> = {};
+    const responseHeaders: Record<string, string> = {};
     const base = { decisionId: ctx.decisionId, snapshotVersion: ctx.snapshot.version };
     for (const stage of this.stages) {
       const started = performance.now();
@@ -47,8 +48,21 @@ export class Pipeline {
       this.#stageSeconds.observe({ stage: stage.name }, (performance.now() - started) / 1000);
       switch (outcome.kind) {
         case 'continue':
-          this.#stageOutcomes.inc({ stage: stage.name, outcome: 'continue' });
+          if (outcome.dryRunDeny) {
+            this.#stageOutcomes.inc({ stage: stage.name, outcome: 'dry_run_deny' });
+            this.log.info(
+              {
+                decisionId: ctx.decisionId,
+                stage: stage.name,
+                code: outcome.dryRunDeny.code,
+                reason: outcome.dryRunDeny.reason,
+              },
+              'dry run: would deny',
+            );
+          } else this.#stageOutcomes.inc({ stage: stage.name, outcome: 'continue' });
           if (outcome.upstreamHeaders) Object.assign(upstreamHeaders, outcome.upstreamHeaders);
+          if (outcome.responseHeaders) Object.assign(responseHeaders, outcome.responseHeaders);
+          if (outcome.identity) ctx.identity = outcome.identity;
           break;
         case 'skip':
           this.#stageOutcomes.inc({ stage: stage.name, outcome: 'skip' });
@@ -93,7 +107,7 @@ export class Pipeline {
     }
     upstreamHeaders['x-nox-decision-id'] = ctx.decisionId;
     upstreamHeaders['x-nox-snapshot'] = String(ctx.snapshot.version);
-    return { ...base, allowed: true, allow: { upstreamHeaders, responseHeaders: {} } };
+    return { ...base, allowed: true, allow: { upstreamHeaders, responseHeaders } };
   }
 }
 

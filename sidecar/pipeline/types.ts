@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../errors.js';
+import type { Identity } from '../identity/identity.js';
 import type { Snapshot } from '../policy/snapshot.js';
 
 /** What the decision is computed from: the parts of Envoy's CheckRequest Nox reads, normalized. */
@@ -21,6 +22,10 @@ export interface Ctx {
   readonly snapshot: Snapshot;
   /** Aborted when the check's deadline passes; stages doing I/O must honour it. */
   readonly signal: AbortSignal;
+  /** Milliseconds since the epoch when the check started: one clock reading for every stage. */
+  readonly now: number;
+  /** Set by the identify stage; undefined means anonymous. */
+  identity?: Identity;
 }
 
 /** Headers the upstream receives on allow, and headers the client receives. */
@@ -36,7 +41,14 @@ export interface Deny {
 }
 
 export type Outcome =
-  | { readonly kind: 'continue'; readonly upstreamHeaders?: Readonly<Record<string, string>> }
+  | {
+      readonly kind: 'continue';
+      readonly upstreamHeaders?: Readonly<Record<string, string>>;
+      readonly responseHeaders?: Readonly<Record<string, string>>;
+      readonly identity?: Identity;
+      /** The stage would have denied, but its policy is in DryRun: recorded, not enforced. */
+      readonly dryRunDeny?: Deny;
+    }
   | { readonly kind: 'deny'; readonly deny: Deny }
   /** The stage did not apply to this request. Not the same as succeeding. */
   | { readonly kind: 'skip' }

@@ -1,53 +1,173 @@
 import { createHash } from 'node:crypto';
-import { parse as parseYaml } from 'yaml';
-import { deepFreeze, type Snapshot } from './snapshot.js';
+import { policyKinds } from '../../common/resources/kinds/index.js';
+import type {
+  AccessPolicySpec,
+  OAuth2ProviderSpec,
+  QuotaPolicySpec,
+  RiskModelSpec,
+} from '../../common/resources/types.gen.js';
+import { validateResource } from '../../common/resources/validate.js';
+import type { RawResource, SourceState } from '../config/source.js';
+import { type CompiledAccessPolicy, compileAccessPolicy } from './accessPolicy.js';
+import { type CompiledQuotaPolicy, CompileError, compileQuotaPolicy } from './quotaPolicy.js';
+import { RouteIndex } from './router.js';
+import type { AcceptedResource, Rejection, Snapshot, Warning } from './snapshot.js';
 
-export class PolicyError extends Error {
-  constructor(
-    readonly field: string,
-    readonly reason: string,
-  ) {
-    super(`${field}: ${reason}`);
-    this.name = 'PolicyError';
+const policyKindNames = new Set(policyKinds.map((k) => k.kind));
+
+export function resourceKey(r: Pick<RawResource, 'kind' | 'metadata'>): string {
+  return `${r.kind}/${r.metadata.namespace ?? 'default'}/${r.metadata.name}`;
+}
+
+/**
+ * Pure: the resources a source delivered → the next snapshot. A resource that fails
+ * validation or compilation is rejected with its reasons; if an earlier version of it was
+ * in force, that version stays (per-resource last-known-good), and so do the resources of
+ * a file that could not be parsed at all — a half-typed edit never drops a policy.
+ */
+export function compileSnapshot(
+  state: SourceState,
+  previous: Snapshot | undefined,
+  version: number,
+  now = new Date(),
+): Snapshot {
+  const accepted = new Map<string, AcceptedResource>();
+  const rejected: Rejection[] = [];
+  const keepPrevious = (key: string): boolean => {
+    const prev = previous?.accepted.get(key);
+    if (prev) accepted.set(key, prev);
+    return prev !== undefined;
+  };
+
+  for (const raw of state.resources) {
+    if (!policyKindNames.has(raw.kind)) continue;
+    const key = resourceKey(raw);
+    const { origin, ...object } = raw;
+    const v = validateResource(object);
+    if (!v.ok) {
+      rejected.push({
+        key,
+        origin,
+        errors: v.errors.map((e) => `${e.field}: ${e.message}`),
+        keptPrevious: keepPrevious(key),
+      });
+      continue;
+    }
+    const candidate: AcceptedResource = {
+      key,
+      kind: raw.kind,
+      origin,
+      ...(raw.metadata.generation !== undefined ? { generation: raw.metadata.generation } : {}),
+      object: v.object as Record<string, unknown>,
+    };
+    try {
+      compileOne(candidate); // compile errors are found here, before anything is swapped
+      accepted.set(key, candidate);
+    } catch (e) {
+      const msg = e instanceof CompileError ? e.message : `cannot compile: ${String(e)}`;
+      rejected.push({ key, origin, errors: [msg], keptPrevious: keepPrevious(key) });
+    }
+  }
+  for (const problem of state.problems) {
+    for (const prev of previous?.accepted.values() ?? []) {
+      if (!accepted.has(prev.key) && sameFile(prev.origin, problem.origin)) accepted.set(prev.key, prev);
+    }
+    rejected.push({
+      key: problem.origin,
+      origin: problem.origin,
+      errors: [problem.reason],
+      keptPrevious: true,
+    });
+  }
+  return build(accepted, rejected, version, now);
+}
+
+function sameFile(resourceOrigin: string, problemOrigin: string): boolean {
+  const file = (o: string) => o.replace(/[#:]\d+$/, '');
+  return file(resourceOrigin) === file(problemOrigin);
+}
+
+type Compiled =
+  | { kind: 'AccessPolicy'; value: CompiledAccessPolicy; spec: AccessPolicySpec }
+  | { kind: 'QuotaPolicy'; value: CompiledQuotaPolicy; spec: QuotaPolicySpec }
+  | { kind: 'RiskModel'; spec: RiskModelSpec }
+  | { kind: 'OAuth2Provider'; spec: OAuth2ProviderSpec };
+
+function compileOne(r: AcceptedResource): Compiled {
+  const spec = r.object.spec;
+  switch (r.kind) {
+    case 'AccessPolicy':
+      return {
+        kind: 'AccessPolicy',
+        spec: spec as AccessPolicySpec,
+        value: compileAccessPolicy(r.key, spec as AccessPolicySpec),
+      };
+    case 'QuotaPolicy':
+      return {
+        kind: 'QuotaPolicy',
+        spec: spec as QuotaPolicySpec,
+        value: compileQuotaPolicy(r.key, spec as QuotaPolicySpec),
+      };
+    case 'RiskModel':
+      return { kind: 'RiskModel', spec: spec as RiskModelSpec };
+    case 'OAuth2Provider':
+      return { kind: 'OAuth2Provider', spec: spec as OAuth2ProviderSpec };
+    default:
+      throw new Error(`not a policy kind: ${r.kind}`);
   }
 }
 
-const knownKeys = new Set(['denyPaths']);
-
-/**
- * Pure: policy source text → snapshot, or a PolicyError naming the field and the rule.
- * Unknown keys are errors, not ignored: a typo must not silently weaken a policy.
- */
-export function compile(source: string, version: number, now: Date = new Date()): Snapshot {
-  let doc: unknown;
-  try {
-    doc = parseYaml(source);
-  } catch (e) {
-    throw new PolicyError('(document)', `not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+function build(
+  accepted: Map<string, AcceptedResource>,
+  rejected: Rejection[],
+  version: number,
+  now: Date,
+): Snapshot {
+  const access = new RouteIndex<CompiledAccessPolicy>();
+  const quota = new RouteIndex<CompiledQuotaPolicy>();
+  const risk = new RouteIndex<{ key: string; spec: RiskModelSpec }>();
+  const providers = new Map<string, OAuth2ProviderSpec>();
+  const warnings: Warning[] = [];
+  const hash = createHash('sha256');
+  const keys = [...accepted.keys()].sort();
+  const compiled = keys.map((k) => [accepted.get(k)!, compileOne(accepted.get(k)!)] as const);
+  for (const [r, c] of compiled) {
+    hash.update(`${r.key}\n${JSON.stringify(r.object.spec)}\n`);
+    if (c.kind === 'OAuth2Provider') providers.set(namespacedName(r), c.spec);
   }
-  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
-    throw new PolicyError('(document)', 'must be a YAML mapping');
+  for (const [r, c] of compiled) {
+    const ns = namespaceOf(r);
+    if (c.kind === 'AccessPolicy') {
+      access.add(c.spec.match, c.value);
+      for (const p of c.value.providers) {
+        if (!providers.has(`${ns}/${p}`)) {
+          warnings.push({
+            key: r.key,
+            message: `spec.providers: OAuth2Provider ${ns}/${p} does not exist (or was rejected); callers cannot be identified through it`,
+          });
+        }
+      }
+    } else if (c.kind === 'QuotaPolicy') quota.add(c.spec.match, c.value);
+    else if (c.kind === 'RiskModel') risk.add(c.spec.match, { key: r.key, spec: c.spec });
   }
-  const obj = doc as Record<string, unknown>;
-  for (const key of Object.keys(obj)) {
-    if (!knownKeys.has(key)) throw new PolicyError(key, 'unknown field');
-  }
-  const denyPaths = obj.denyPaths ?? [];
-  if (!Array.isArray(denyPaths)) throw new PolicyError('denyPaths', 'must be a list of paths');
-  denyPaths.forEach((p, i) => {
-    if (typeof p !== 'string') throw new PolicyError(`denyPaths[${i}]`, 'must be a string');
-    if (!p.startsWith('/')) throw new PolicyError(`denyPaths[${i}]`, `must start with "/", got "${p}"`);
-    if (/[?#%]/.test(p) || p.includes('//') || /\/\.\.?(\/|$)/.test(p)) {
-      throw new PolicyError(
-        `denyPaths[${i}]`,
-        `must be a normalized path without query, "%", "//" or dot segments, got "${p}"`,
-      );
-    }
-  });
-  return deepFreeze({
+  return {
     version,
-    digest: createHash('sha256').update(source).digest('hex'),
+    digest: hash.digest('hex'),
     loadedAt: now.toISOString(),
-    denyPaths: [...new Set(denyPaths as string[])],
-  });
+    access,
+    quota,
+    risk,
+    providers,
+    accepted,
+    rejected,
+    warnings,
+  };
+}
+
+function namespaceOf(r: AcceptedResource): string {
+  return ((r.object.metadata as { namespace?: string }).namespace ?? 'default') as string;
+}
+
+function namespacedName(r: AcceptedResource): string {
+  return `${namespaceOf(r)}/${(r.object.metadata as { name: string }).name}`;
 }

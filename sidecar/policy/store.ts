@@ -1,31 +1,46 @@
-import { readFile } from 'node:fs/promises';
-import type { Counter, Gauge, Registry } from 'prom-client';
-import { Counter as PromCounter, Gauge as PromGauge } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
-import { compile } from './compile.js';
+import type { SourceState } from '../config/source.js';
+import { compileSnapshot } from './compile.js';
 import type { Snapshot } from './snapshot.js';
 
 /**
- * Holds the snapshot in force. A reload that fails keeps the last good snapshot and is
- * counted and logged; there is no partially applied configuration.
+ * Holds the snapshot in force and swaps it when a source delivers a new state. Rejections
+ * and unusable references are logged and counted; the resources they concern keep their
+ * last good version. The sidecar is ready once the first snapshot exists.
  */
 export class PolicyStore {
   #current: Snapshot | undefined;
   #version = 0;
-  readonly #loads: Counter<'result'>;
+  readonly #compiles: Counter<'result'>;
+  readonly #rejections: Counter<'kind' | 'reason'>;
+  readonly #resources: Gauge<'kind' | 'state'>;
   readonly #versionGauge: Gauge;
+  readonly #listeners: ((s: Snapshot) => void)[] = [];
 
   constructor(
     private readonly log: Logger,
     registry: Registry,
   ) {
-    this.#loads = new PromCounter({
-      name: 'nox_policy_loads_total',
-      help: 'Policy (re)loads by result: ok, or error (the previous snapshot stays in force).',
+    this.#compiles = new Counter({
+      name: 'nox_policy_compiles_total',
+      help: 'Snapshot compilations: ok (nothing rejected) or partial (some resources rejected; their last good version stays).',
       labelNames: ['result'],
       registers: [registry],
     });
-    this.#versionGauge = new PromGauge({
+    this.#rejections = new Counter({
+      name: 'nox_policy_rejections_total',
+      help: 'Resources rejected (invalid) or accepted with an unusable reference (unusable), per compilation.',
+      labelNames: ['kind', 'reason'],
+      registers: [registry],
+    });
+    this.#resources = new Gauge({
+      name: 'nox_policy_resources',
+      help: 'Resources in the snapshot in force, by kind and state (accepted, rejected, warning).',
+      labelNames: ['kind', 'state'],
+      registers: [registry],
+    });
+    this.#versionGauge = new Gauge({
       name: 'nox_policy_snapshot_version',
       help: 'Version of the policy snapshot in force (0: none loaded).',
       registers: [registry],
@@ -37,35 +52,52 @@ export class PolicyStore {
     return this.#current;
   }
 
-  /** Compiles `source`; on success swaps it in and returns it, otherwise returns the error. */
-  apply(source: string, origin: string): Snapshot | Error {
-    try {
-      const next = compile(source, this.#version + 1);
-      this.#version = next.version;
-      this.#current = next;
-      this.#loads.inc({ result: 'ok' });
-      this.#versionGauge.set(next.version);
-      this.log.info({ origin, version: next.version, digest: next.digest }, 'policy snapshot loaded');
-      return next;
-    } catch (e) {
-      this.#loads.inc({ result: 'error' });
-      this.log.error(
-        { origin, err: (e as Error).message, keptVersion: this.#current?.version ?? 0 },
-        'policy rejected; previous snapshot stays in force',
-      );
-      return e as Error;
-    }
+  onSwap(listener: (s: Snapshot) => void): void {
+    this.#listeners.push(listener);
   }
 
-  async loadFile(path: string): Promise<Snapshot | Error> {
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (e) {
-      this.#loads.inc({ result: 'error' });
-      this.log.error({ origin: path, err: (e as Error).message }, 'policy file unreadable');
-      return e as Error;
+  apply(state: SourceState): Snapshot {
+    const next = compileSnapshot(state, this.#current, this.#version + 1);
+    this.#version = next.version;
+    this.#current = next;
+    this.#versionGauge.set(next.version);
+    this.#compiles.inc({ result: next.rejected.length === 0 ? 'ok' : 'partial' });
+    this.#resources.reset();
+    for (const r of next.accepted.values()) this.#resources.inc({ kind: r.kind, state: 'accepted' });
+    for (const r of next.rejected) {
+      const kind = r.key.includes('/') ? r.key.split('/')[0]! : 'file';
+      this.#resources.inc({ kind, state: 'rejected' });
+      this.#rejections.inc({ kind, reason: 'invalid' });
+      this.log.error(
+        {
+          resource: r.key,
+          origin: r.origin,
+          errors: r.errors,
+          keptPrevious: r.keptPrevious,
+          snapshot: next.version,
+        },
+        r.keptPrevious ? 'resource rejected; its previous version stays in force' : 'resource rejected',
+      );
     }
-    return this.apply(text, path);
+    for (const w of next.warnings) {
+      const kind = w.key.split('/')[0]!;
+      this.#resources.inc({ kind, state: 'warning' });
+      this.#rejections.inc({ kind, reason: 'unusable' });
+      this.log.warn(
+        { resource: w.key, problem: w.message, snapshot: next.version },
+        'resource accepted but unusable as written',
+      );
+    }
+    this.log.info(
+      {
+        snapshot: next.version,
+        digest: next.digest,
+        accepted: next.accepted.size,
+        rejected: next.rejected.length,
+      },
+      'policy snapshot swapped',
+    );
+    for (const l of this.#listeners) l(next);
+    return next;
   }
 }

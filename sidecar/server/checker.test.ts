@@ -13,7 +13,7 @@ const req: ICheckRequest = { attributes: { request: { http: { method: 'GET', hos
 function checker(stage: Stage, deadlineMs = 50): Checker {
   const registry = new Registry();
   const policy = new PolicyStore(log, registry);
-  policy.apply('denyPaths: []', 'test');
+  policy.apply({ resources: [], problems: [] });
   return new Checker(new Pipeline([stage], log, registry), policy, deadlineMs, log, registry);
 }
 const errorOf = (res: { deniedResponse?: { body?: string | null } | null }) =>

@@ -108,10 +108,12 @@ export class Checker {
     });
     try {
       return await Promise.race([
-        this.pipeline.run(input, { decisionId, snapshot, signal: abort.signal }).catch((cause: unknown) => {
-          this.log.error({ decisionId, err: String(cause) }, 'pipeline failed');
-          return deny('INTERNAL', 'internal error');
-        }),
+        this.pipeline
+          .run(input, { decisionId, snapshot, signal: abort.signal, now: Date.now() })
+          .catch((cause: unknown) => {
+            this.log.error({ decisionId, err: String(cause) }, 'pipeline failed');
+            return deny('INTERNAL', 'internal error');
+          }),
         deadline,
       ]);
     } finally {

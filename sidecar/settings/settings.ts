@@ -63,11 +63,35 @@ export const definitions = {
     doc: 'Port of the /metrics, /healthz, /readyz server (0: any free port).',
     parse: port,
   },
-  policyFile: {
-    env: 'NOX_POLICY_FILE',
+  configSource: {
+    env: 'NOX_CONFIG_SOURCE',
+    default: 'files',
+    doc: 'Where nox.dev policies come from: files (NOX_POLICY_PATH) or kubernetes (list + watch through the API server).',
+    parse: oneOf('files', 'kubernetes'),
+  },
+  policyPath: {
+    env: 'NOX_POLICY_PATH',
     default: '',
-    doc: 'YAML file with the policy the sidecar enforces. Empty: the sidecar never becomes ready and denies every check (NOT_READY).',
+    doc: 'files source: a manifest file or a directory of them (read recursively, watched for changes). Empty: the sidecar never becomes ready and denies every check (NOT_READY).',
     parse: text,
+  },
+  watchNamespaces: {
+    env: 'NOX_WATCH_NAMESPACES',
+    default: '',
+    doc: 'kubernetes source: comma-separated namespaces whose policies apply; empty means all namespaces (needs cluster-wide list/watch RBAC).',
+    parse: text,
+  },
+  kubeconfig: {
+    env: 'NOX_KUBECONFIG',
+    default: '',
+    doc: 'kubernetes source: kubeconfig file; empty uses the in-cluster service account (or $KUBECONFIG).',
+    parse: text,
+  },
+  quotaStore: {
+    env: 'NOX_QUOTA_STORE',
+    default: 'memory',
+    doc: 'Quota counters: memory (in-process, standalone and demo; counts per sidecar).',
+    parse: oneOf('memory'),
   },
   checkDeadlineMs: {
     env: 'NOX_CHECK_DEADLINE_MS',

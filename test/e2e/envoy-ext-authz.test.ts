@@ -14,7 +14,7 @@ describe('through real Envoy', () => {
 
   beforeAll(async () => {
     upstream = await startUpstream();
-    sidecar = await startSidecar({ policyFile: join(repoRoot, 'examples', 'standalone-policy.yaml') });
+    sidecar = await startSidecar({ policyPath: join(repoRoot, 'examples', 'demo') });
     envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
   });
   afterAll(async () => {
@@ -38,10 +38,10 @@ describe('through real Envoy', () => {
     const res = await fetch(`${envoy.url}/admin/users`);
     expect(res.status).toBe(403);
     expect(res.headers.get('content-type')).toBe('application/json');
-    expect(res.headers.get('x-nox-error')).toBe('PATH_DENIED');
+    expect(res.headers.get('x-nox-error')).toBe('ACCESS_DENIED');
     const body = (await res.json()) as { error: string; reason: string; decisionId: string };
-    expect(body.error).toBe('PATH_DENIED');
-    expect(body.reason).toContain('/admin');
+    expect(body.error).toBe('ACCESS_DENIED');
+    expect(body.reason).toContain('demo-access rule no-admin');
     expect(body.decisionId).toBe(res.headers.get('x-nox-decision-id'));
     expect(upstream.seen.length).toBe(before);
   });
@@ -53,6 +53,24 @@ describe('through real Envoy', () => {
       expect(res.status, path).toBe(403);
     }
     expect(upstream.seen.length).toBe(before);
+  });
+
+  it('answers 429 with Retry-After and RateLimit headers once the quota is used, without reaching the upstream', async () => {
+    const statuses: number[] = [];
+    let last: Response | undefined;
+    for (let i = 0; i < 6; i++) {
+      last = await fetch(`${envoy.url}/api/items`);
+      statuses.push(last.status);
+      if (i === 0) {
+        expect(last.headers.get('ratelimit-policy')).toBe('"per-minute";q=5;w=60');
+        expect(last.headers.get('ratelimit')).toMatch(/^"per-minute";r=4;t=\d+$/);
+        expect(upstream.seen.at(-1)!.headers['x-nox-quota-remaining']).toBe('4');
+      }
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 429]);
+    expect(Number(last!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(last!.headers.get('ratelimit')).toMatch(/^"per-minute";r=0;t=\d+$/);
+    expect(((await last!.json()) as { error: string }).error).toBe('QUOTA_EXCEEDED');
   });
 
   it('denies when the sidecar is down (failure_mode_allow=false) and allows again after it restarts', async () => {

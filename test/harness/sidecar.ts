@@ -5,7 +5,8 @@ import { type Service, start, waitUntil } from './process.js';
 import { repoRoot } from './tools.js';
 
 export interface SidecarOptions {
-  policyFile: string;
+  /** Manifest file or directory (files source). */
+  policyPath: string;
   grpcPort?: number;
   httpPort?: number;
   env?: NodeJS.ProcessEnv;
@@ -31,7 +32,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     env: {
       NOX_GRPC_PORT: String(grpcPort),
       NOX_HTTP_PORT: String(httpPort),
-      NOX_POLICY_FILE: opts.policyFile,
+      NOX_POLICY_PATH: opts.policyPath,
       NOX_LOG_LEVEL: 'info',
       ...opts.env,
     },
@@ -61,7 +62,7 @@ export async function startSidecarUnready(): Promise<{
   const grpcPort = await freePort();
   const httpPort = await freePort();
   const service = start('nox-authz-unready', process.execPath, [sidecarEntry], {
-    env: { NOX_GRPC_PORT: String(grpcPort), NOX_HTTP_PORT: String(httpPort), NOX_POLICY_FILE: '' },
+    env: { NOX_GRPC_PORT: String(grpcPort), NOX_HTTP_PORT: String(httpPort), NOX_POLICY_PATH: '' },
   });
   await waitUntil(
     'nox-authz /readyz answering',

@@ -10,11 +10,20 @@ describe('nox-authz gRPC surface', () => {
   let sidecar: Sidecar;
   let client: SidecarClient;
   let policyFile: string;
+  const policy = (action: string) => `
+apiVersion: nox.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: grpc-test }
+spec:
+  rules:
+    - { name: no-admin, action: ${action}, when: { paths: [{ value: /admin }] } }
+    - { name: everyone, action: Allow }
+`;
 
   beforeAll(async () => {
     policyFile = join(scratchDir('policy'), 'policy.yaml');
-    writeFileSync(policyFile, 'denyPaths: [/admin]\n');
-    sidecar = await startSidecar({ policyFile });
+    writeFileSync(policyFile, policy('Deny'));
+    sidecar = await startSidecar({ policyPath: policyFile });
     client = new SidecarClient(sidecar.grpcPort);
   });
   afterAll(async () => {
@@ -52,7 +61,9 @@ describe('nox-authz gRPC surface', () => {
   it('exports Prometheus metrics with decisions by code, and health endpoints', async () => {
     await client.check(httpCheck('/admin'));
     const text = await (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
-    expect(text).toMatch(/nox_checks_total\{decision="deny",code="path_denied",program="nox-authz"\} [1-9]/);
+    expect(text).toMatch(
+      /nox_checks_total\{decision="deny",code="access_denied",program="nox-authz"\} [1-9]/,
+    );
     expect(text).toMatch(
       /nox_checks_total\{decision="deny",code="malformed_request",program="nox-authz"\} [1-9]/,
     );
@@ -61,15 +72,24 @@ describe('nox-authz gRPC surface', () => {
     expect((await fetch(`http://127.0.0.1:${sidecar.httpPort}/readyz`)).status).toBe(200);
   });
 
-  it('keeps the last good policy when a reload is invalid (SIGHUP)', async () => {
-    writeFileSync(policyFile, 'denyPaths: [admin-without-slash]\n');
-    sidecar.service.child.kill('SIGHUP');
-    await new Promise((r) => setTimeout(r, 300));
+  it('keeps the last good version of a policy when an edit makes it invalid', async () => {
+    writeFileSync(policyFile, policy('Permit'));
+    const metrics = async () => (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
+    const deadline = Date.now() + 3000;
+    while (
+      !/nox_policy_rejections_total\{kind="AccessPolicy",reason="invalid",program="nox-authz"\} 1/.test(
+        await metrics(),
+      )
+    ) {
+      if (Date.now() > deadline) throw new Error(`rejection never counted:\n${await metrics()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const res = await client.check(httpCheck('/admin'));
     expect(res.deniedResponse?.status?.code).toBe(403);
-    const text = await (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
-    expect(text).toMatch(/nox_policy_loads_total\{result="error",program="nox-authz"\} 1/);
-    expect(text).toMatch(/nox_policy_snapshot_version\{program="nox-authz"\} 1/);
+    expect(JSON.parse(res.deniedResponse?.body ?? '{}').error).toBe('ACCESS_DENIED');
+    expect(await metrics()).toMatch(
+      /nox_policy_resources\{kind="AccessPolicy",state="accepted",program="nox-authz"\} 1/,
+    );
   });
 });
 

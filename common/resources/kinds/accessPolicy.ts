@@ -1,0 +1,160 @@
+import { ageColumn, type KindDefinition, readyColumn, reasonColumn } from '../kind.js';
+import {
+  arr,
+  conditions,
+  duration,
+  enforcementMode,
+  enumOf,
+  httpMethods,
+  int,
+  listMap,
+  obj,
+  pathMatch,
+  patterns,
+  routeMatch,
+  set,
+  str,
+} from '../schema.js';
+
+const strings = (description: string, maxLength = 253) =>
+  set(description, str('Value.', { maxLength }), { maxItems: 32 });
+
+const claimCondition = obj(
+  'A condition on a token claim.',
+  {
+    name: str('Claim name; nested claims with dots, e.g. realm_access.roles.', { maxLength: 128 }),
+    operator: enumOf(
+      'In: the claim (or one of its values) is in values; NotIn: none is; Exists / DoesNotExist: presence.',
+      ['In', 'NotIn', 'Exists', 'DoesNotExist'],
+      { default: 'In' },
+    ),
+    values: strings('Values for In and NotIn.', 1024),
+  },
+  {
+    required: ['name'],
+    rules: [
+      {
+        rule: "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+        message: 'values are required for In and NotIn, and forbidden for Exists and DoesNotExist',
+        fieldPath: '.values',
+      },
+    ],
+  },
+);
+
+const schedule = obj(
+  'A weekly time window.',
+  {
+    timeZone: str('IANA time zone.', {
+      default: 'UTC',
+      maxLength: 64,
+      pattern: '^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$',
+    }),
+    days: set(
+      'Days of the week; empty means every day.',
+      enumOf('Day.', ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun']),
+      { maxItems: 7 },
+    ),
+    start: str('Start, HH:MM (inclusive).', { pattern: patterns.clock, maxLength: 5 }),
+    end: str('End, HH:MM (exclusive); an end before start spans midnight.', {
+      pattern: patterns.clock,
+      maxLength: 5,
+    }),
+  },
+  {
+    required: ['start', 'end'],
+    rules: [{ rule: 'self.start != self.end', message: 'start and end must differ' }],
+  },
+);
+
+const when = obj(
+  'Conditions, all of which must hold. An absent field always holds. Identity fields never hold for anonymous requests.',
+  {
+    subjects: strings('Provider-qualified subjects ("<provider>:<sub>") or verified emails.'),
+    providers: strings('OAuth2Provider names.', 63),
+    groups: strings('Any of these groups.'),
+    roles: strings('Any of these roles.'),
+    scopes: strings('All of these scopes.'),
+    claims: arr('Claim conditions.', claimCondition, { maxItems: 16 }),
+    authenticated: enumOf('Authenticated: a caller was identified; Anonymous: none was.', [
+      'Authenticated',
+      'Anonymous',
+    ]),
+    methods: set('HTTP methods.', enumOf('Method.', httpMethods), { maxItems: 9 }),
+    paths: arr('Paths.', pathMatch, { maxItems: 32 }),
+    hosts: set('Hosts.', str('Host.', { pattern: patterns.hostname }), { maxItems: 32 }),
+    sourceCIDRs: set('Client address ranges.', str('CIDR.', { pattern: patterns.cidr, maxLength: 64 }), {
+      maxItems: 32,
+    }),
+    schedule,
+  },
+);
+
+const rule = obj(
+  'A rule. Rules are evaluated in order; the first whose conditions hold decides.',
+  {
+    name: str('Rule name, reported in decisions and metrics.', { pattern: patterns.dnsLabel, maxLength: 63 }),
+    action: enumOf(
+      'Allow, Deny, or Challenge (send the user back to the provider for a fresh or stronger login).',
+      ['Allow', 'Deny', 'Challenge'],
+    ),
+    when,
+    challenge: obj('Step-up parameters for Challenge.', {
+      prompt: enumOf('OIDC prompt.', ['login', 'consent', 'select_account'], { default: 'login' }),
+      acrValues: strings('Requested authentication context class references.', 256),
+      maxAge: duration('Maximum age of the authentication.'),
+    }),
+  },
+  {
+    required: ['name', 'action'],
+    rules: [
+      {
+        rule: "!has(self.challenge) || self.action == 'Challenge'",
+        message: 'challenge only applies to action Challenge',
+        fieldPath: '.challenge',
+        reason: 'FieldValueForbidden',
+      },
+    ],
+  },
+);
+
+export const accessPolicy: KindDefinition = {
+  kind: 'AccessPolicy',
+  plural: 'accesspolicies',
+  singular: 'accesspolicy',
+  shortNames: ['ap'],
+  role: 'policy',
+  description:
+    'Who may call which routes: ordered Allow/Deny/Challenge rules over identity, request and time.',
+  spec: obj('Routes, accepted identities, and rules.', {
+    match: routeMatch,
+    mode: enforcementMode,
+    providers: set(
+      'OAuth2Providers (in this namespace) whose tokens and sessions identify callers on these routes.',
+      str('Provider name.', { pattern: patterns.dnsLabel, maxLength: 63 }),
+      { maxItems: 16 },
+    ),
+    rules: listMap('Rules, first match wins.', rule, 'name', { maxItems: 64 }),
+    defaultAction: enumOf('What happens when no rule matches.', ['Allow', 'Deny'], { default: 'Deny' }),
+    priority: int(
+      'When several policies match a request, the highest priority is used (ties: the longest path match, then the name).',
+      {
+        minimum: 0,
+        maximum: 1000,
+        default: 0,
+      },
+    ),
+  }),
+  status: obj('Observed state.', {
+    observedGeneration: int('Generation the status describes.', { minimum: 0 }),
+    conditions,
+  }),
+  printerColumns: [
+    { name: 'Mode', type: 'string', jsonPath: '.spec.mode' },
+    { name: 'Default', type: 'string', jsonPath: '.spec.defaultAction' },
+    { name: 'Priority', type: 'integer', jsonPath: '.spec.priority', priority: 1 },
+    readyColumn,
+    reasonColumn,
+    ageColumn,
+  ],
+};

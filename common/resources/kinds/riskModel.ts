@@ -1,0 +1,119 @@
+import { ageColumn, type KindDefinition, readyColumn, reasonColumn } from '../kind.js';
+import {
+  conditions,
+  duration,
+  enforcementMode,
+  enumOf,
+  failureMode,
+  int,
+  num,
+  obj,
+  patterns,
+  routeMatch,
+  set,
+  str,
+} from '../schema.js';
+
+/** The documented feature vector, in the order the model's input tensor expects them. */
+export const riskFeatures = [
+  'subjectRate1m',
+  'subjectRate1h',
+  'distinctSourceIPs1h',
+  'recentFailures15m',
+  'hourOfDay',
+  'dayOfWeek',
+  'newUserAgent',
+  'pathNovelty',
+  'writeMethod',
+  'anonymous',
+] as const;
+
+const score = (description: string) => num(description, { minimum: 0, maximum: 1 });
+
+export const riskModel: KindDefinition = {
+  kind: 'RiskModel',
+  plural: 'riskmodels',
+  singular: 'riskmodel',
+  shortNames: ['rm'],
+  role: 'policy',
+  description: 'An ONNX model that scores each request’s risk, and what the Nox sidecar does with the score.',
+  spec: obj(
+    'The model, its inputs, and the thresholds that decide.',
+    {
+      match: routeMatch,
+      mode: enforcementMode,
+      failureMode: failureMode('the model'),
+      model: obj(
+        'Where the ONNX model is, and its digest.',
+        {
+          configMapRef: obj(
+            'A binaryData key of a ConfigMap in this namespace.',
+            {
+              name: str('ConfigMap name.', { pattern: patterns.dnsLabel }),
+              key: str('Key.', { maxLength: 253 }),
+            },
+            { required: ['name', 'key'] },
+          ),
+          path: str('A file in the sidecar’s filesystem (e.g. a mounted volume).', {
+            pattern: '^/',
+            maxLength: 1024,
+          }),
+          sha256: str('sha256 of the model file, hex; a model that does not match is not loaded.', {
+            pattern: patterns.sha256,
+            maxLength: 64,
+          }),
+        },
+        {
+          required: ['sha256'],
+          rules: [
+            {
+              rule: 'has(self.configMapRef) != has(self.path)',
+              message: 'exactly one of configMapRef or path must be set',
+            },
+          ],
+        },
+      ),
+      features: set(
+        'Input features, in the order of the model’s input tensor.',
+        enumOf('Feature.', riskFeatures),
+        { minItems: 1, maxItems: 32 },
+      ),
+      thresholds: obj(
+        'Scores (0..1) at which the decision changes. Below challenge: allow.',
+        {
+          challenge: score('At or above: step-up challenge (browser) or deny (API).'),
+          deny: score('At or above: deny.'),
+          block: score('At or above: deny and put the subject on the cluster-wide block list.'),
+        },
+        {
+          required: ['challenge', 'deny', 'block'],
+          rules: [
+            {
+              rule: 'self.challenge <= self.deny && self.deny <= self.block',
+              message: 'thresholds must satisfy challenge <= deny <= block',
+            },
+          ],
+        },
+      ),
+      blockDuration: duration('How long a blocked subject stays blocked.', { default: '15m' }),
+      batch: obj('Concurrent checks are scored in one inference.', {
+        maxSize: int('Largest batch.', { minimum: 1, maximum: 256, default: 32 }),
+        maxDelay: duration('Longest a check waits for its batch to fill.', { default: '1ms' }),
+      }),
+    },
+    { required: ['model', 'features', 'thresholds'] },
+  ),
+  status: obj('Observed state.', {
+    observedGeneration: int('Generation the status describes.', { minimum: 0 }),
+    loadedSha256: str('Digest of the model the sidecars run.', { maxLength: 64 }),
+    conditions,
+  }),
+  printerColumns: [
+    { name: 'Mode', type: 'string', jsonPath: '.spec.mode' },
+    { name: 'Deny-At', type: 'number', jsonPath: '.spec.thresholds.deny' },
+    { name: 'Block-At', type: 'number', jsonPath: '.spec.thresholds.block' },
+    readyColumn,
+    reasonColumn,
+    ageColumn,
+  ],
+};

@@ -1,0 +1,196 @@
+import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
+import type { Identity } from '../identity/identity.js';
+import { type PathSpec, RouteIndex } from './router.js';
+import { pathHasPrefix } from './snapshot.js';
+
+type RuleSpec = NonNullable<AccessPolicySpec['rules']>[number];
+type When = NonNullable<RuleSpec['when']>;
+
+export interface RequestFacts {
+  readonly method: string;
+  readonly host: string;
+  readonly path: string;
+  readonly sourceAddress: string;
+}
+
+export interface CompiledRule {
+  readonly name: string;
+  readonly action: 'Allow' | 'Deny' | 'Challenge';
+  readonly challenge?: RuleSpec['challenge'];
+  readonly holds: (req: RequestFacts, id: Identity | undefined, now: Date) => boolean;
+}
+
+export interface CompiledAccessPolicy {
+  readonly key: string;
+  readonly mode: 'Enforce' | 'DryRun';
+  readonly providers: readonly string[];
+  readonly rules: readonly CompiledRule[];
+  readonly defaultAction: 'Allow' | 'Deny';
+  readonly priority: number;
+}
+
+export interface AccessVerdict {
+  readonly action: 'Allow' | 'Deny' | 'Challenge';
+  /** The rule that decided, or "default". */
+  readonly rule: string;
+  readonly challenge?: RuleSpec['challenge'];
+}
+
+export function compileAccessPolicy(key: string, spec: AccessPolicySpec): CompiledAccessPolicy {
+  return {
+    key,
+    mode: spec.mode,
+    providers: spec.providers ?? [],
+    defaultAction: spec.defaultAction,
+    priority: spec.priority,
+    rules: (spec.rules ?? []).map((r) => ({
+      name: r.name,
+      action: r.action,
+      ...(r.challenge ? { challenge: r.challenge } : {}),
+      holds: compileWhen(r.when ?? {}),
+    })),
+  };
+}
+
+/** First rule whose conditions all hold decides; otherwise the policy's default. */
+export function evaluateAccess(
+  policy: CompiledAccessPolicy,
+  req: RequestFacts,
+  id: Identity | undefined,
+  now: Date,
+): AccessVerdict {
+  for (const rule of policy.rules) {
+    if (rule.holds(req, id, now)) {
+      return {
+        action: rule.action,
+        rule: rule.name,
+        ...(rule.challenge ? { challenge: rule.challenge } : {}),
+      };
+    }
+  }
+  return { action: policy.defaultAction, rule: 'default' };
+}
+
+type Check = (req: RequestFacts, id: Identity | undefined, now: Date) => boolean;
+
+/** Conditions → one predicate; every present condition must hold (identity ones fail for anonymous callers). */
+function compileWhen(when: When): Check {
+  const checks: Check[] = [];
+  const anyOf = (values: readonly string[] | undefined, pick: (id: Identity) => readonly string[]) => {
+    if (!values || values.length === 0) return;
+    const set = new Set(values);
+    checks.push((_r, id) => id !== undefined && pick(id).some((v) => set.has(v)));
+  };
+  if (when.subjects?.length) {
+    const set = new Set(when.subjects);
+    checks.push(
+      (_r, id) =>
+        id !== undefined &&
+        (set.has(id.subject) || (id.emailVerified === true && !!id.email && set.has(id.email))),
+    );
+  }
+  anyOf(when.providers, (id) => [id.provider]);
+  anyOf(when.groups, (id) => id.groups);
+  anyOf(when.roles, (id) => id.roles);
+  if (when.scopes?.length) {
+    const required = when.scopes;
+    checks.push((_r, id) => id !== undefined && required.every((s) => id.scopes.includes(s)));
+  }
+  for (const c of when.claims ?? []) checks.push(compileClaim(c));
+  if (when.authenticated) {
+    const want = when.authenticated === 'Authenticated';
+    checks.push((_r, id) => (id !== undefined) === want);
+  }
+  if (when.methods?.length) {
+    const set = new Set<string>(when.methods);
+    checks.push((r) => set.has(r.method));
+  }
+  if (when.paths?.length) {
+    const paths = when.paths;
+    checks.push((r) => paths.some((p) => pathMatches(p, r.path)));
+  }
+  if (when.hosts?.length) {
+    const index = new RouteIndex<true>();
+    index.add({ hosts: when.hosts }, true);
+    checks.push((r) => index.lookup(r.host, '/', 'GET').length > 0);
+  }
+  if (when.sourceCIDRs?.length) checks.push(compileCidrs(when.sourceCIDRs));
+  if (when.schedule) checks.push(compileSchedule(when.schedule));
+  return (req, id, now) => {
+    for (const c of checks) if (!c(req, id, now)) return false;
+    return true;
+  };
+}
+
+export function pathMatches(p: PathSpec, path: string): boolean {
+  return (p.type ?? 'Prefix') === 'Exact' ? path === p.value : pathHasPrefix(path, p.value);
+}
+
+function compileClaim(c: NonNullable<When['claims']>[number]): Check {
+  const parts = c.name.split('.');
+  const values = new Set(c.values ?? []);
+  const read = (id: Identity): unknown => {
+    let v: unknown = id.claims;
+    for (const p of parts)
+      v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[p] : undefined;
+    return v;
+  };
+  const inValues = (v: unknown) =>
+    Array.isArray(v) ? v.some((x) => values.has(String(x))) : v !== undefined && values.has(String(v));
+  switch (c.operator) {
+    case 'Exists':
+      return (_r, id) => id !== undefined && read(id) !== undefined;
+    case 'DoesNotExist':
+      return (_r, id) => id !== undefined && read(id) === undefined;
+    case 'NotIn':
+      return (_r, id) => id !== undefined && !inValues(read(id));
+    default:
+      return (_r, id) => id !== undefined && inValues(read(id));
+  }
+}
+
+function compileCidrs(cidrs: readonly string[]): Check {
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const [addr, bits] = c.split('/') as [string, string];
+    list.addSubnet(addr, Number(bits), isIPv6(addr) ? 'ipv6' : 'ipv4');
+  }
+  return (r) => {
+    const a = r.sourceAddress;
+    // No usable source address: the condition cannot hold (never treated as "inside").
+    if (isIPv4(a)) return list.check(a, 'ipv4');
+    if (isIPv6(a)) return list.check(a, 'ipv6');
+    return false;
+  };
+}
+
+const dayIndex: Record<string, number> = { Mon: 1, Tue: 2, Wed: 3, Thu: 4, Fri: 5, Sat: 6, Sun: 7 };
+
+function compileSchedule(s: NonNullable<When['schedule']>): Check {
+  const fmt = new Intl.DateTimeFormat('en-GB', {
+    timeZone: s.timeZone,
+    weekday: 'short',
+    hour: '2-digit',
+    minute: '2-digit',
+    hourCycle: 'h23',
+  });
+  const days = s.days && s.days.length > 0 ? new Set(s.days.map((d) => dayIndex[d])) : undefined;
+  const toMin = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
+  const start = toMin(s.start);
+  const end = toMin(s.end);
+  return (_r, _id, now) => {
+    const parts = fmt.formatToParts(now);
+    const get = (t: string) => parts.find((p) => p.type === t)?.value ?? '';
+    const minute = Number(get('hour')) * 60 + Number(get('minute'));
+    let day = dayIndex[get('weekday')]!;
+    let inside: boolean;
+    if (start < end) inside = minute >= start && minute < end;
+    else {
+      // Spans midnight: after start today, or before end, when the window began yesterday.
+      inside = minute >= start || minute < end;
+      if (minute < end) day = day === 1 ? 7 : day - 1;
+    }
+    return inside && (!days || days.has(day));
+  };
+}

@@ -1,0 +1,213 @@
+import { createHash } from 'node:crypto';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
+import type { CompiledQuotaPolicy } from '../policy/quotaPolicy.js';
+import { calendarPeriod } from './calendar.js';
+import { type PolicyLimit, rateLimitHeaders } from './headers.js';
+import type { LimitCheck, QuotaResult, QuotaStore } from './store.js';
+
+interface Plan {
+  readonly policy: CompiledQuotaPolicy;
+  readonly tier: string;
+  readonly cost: number;
+  readonly checks: LimitCheck[];
+  readonly limits: PolicyLimit[];
+}
+
+type SubjectPart = CompiledQuotaPolicy['subject'][number];
+
+/** The value of one part of the quota key, or undefined when the request lacks it. */
+function partValue(part: SubjectPart, input: CheckInput, ctx: Ctx): string | undefined {
+  switch (part.type) {
+    case 'User':
+      return ctx.identity?.subject;
+    case 'Client':
+      return ctx.identity?.clientId;
+    case 'SourceIP':
+      return input.sourceAddress || undefined;
+    case 'ApiKey':
+    case 'Header':
+      return input.headers[part.name!.toLowerCase()] || undefined;
+    case 'Claim': {
+      const v = ctx.identity?.claims[part.name!];
+      return v === undefined || v === null ? undefined : String(v);
+    }
+  }
+}
+
+function chooseTier(policy: CompiledQuotaPolicy, ctx: Ctx): string {
+  const id = ctx.identity;
+  if (id && policy.tierClaim) {
+    const t = id.claims[policy.tierClaim];
+    if (typeof t === 'string' && policy.tiers.has(t)) return t;
+  }
+  if (id) for (const g of policy.tierGroups) if (id.groups.includes(g.group)) return g.tier;
+  return policy.defaultTier;
+}
+
+export class QuotaStage implements Stage {
+  readonly name = 'quota';
+  readonly #checks: Counter<'result'>;
+  readonly #storeSeconds: Histogram<'store'>;
+  readonly #failures: Counter<'failure_mode'>;
+
+  constructor(
+    private readonly store: QuotaStore,
+    registry: Registry,
+  ) {
+    this.#checks = new Counter({
+      name: 'nox_quota_checks_total',
+      help: 'Quota checks by result: allowed, denied, dry_run_denied, subject_missing, store_error.',
+      labelNames: ['result'],
+      registers: [registry],
+    });
+    this.#storeSeconds = new Histogram({
+      name: 'nox_quota_store_seconds',
+      help: 'Latency of one quota store call (one Redis round trip for the Redis stores).',
+      labelNames: ['store'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
+      registers: [registry],
+    });
+    this.#failures = new Counter({
+      name: 'nox_quota_store_failure_decisions_total',
+      help: 'Checks decided by failureMode because the quota store failed: open (allowed) or closed (denied).',
+      labelNames: ['failure_mode'],
+      registers: [registry],
+    });
+  }
+
+  async run(input: CheckInput, ctx: Ctx): Promise<Outcome> {
+    const hits = ctx.snapshot.quota.lookup(input.host, input.path, input.method);
+    if (hits.length === 0) return { kind: 'skip' };
+    const plans: Plan[] = [];
+    const missingDeny: Deny[] = [];
+    for (const { value: policy } of hits) {
+      const parts: string[] = [];
+      let missing: string | undefined;
+      for (const part of policy.subject) {
+        const v = partValue(part, input, ctx);
+        if (v === undefined) missing = part.name ? `${part.type} ${part.name}` : part.type;
+        else parts.push(`${part.type}=${v}`);
+      }
+      if (missing !== undefined) {
+        const deny: Deny = {
+          code: 'QUOTA_SUBJECT_MISSING',
+          reason: `QuotaPolicy ${short(policy)} counts per ${missing}, which the request lacks`,
+        };
+        if (policy.mode === 'Enforce') missingDeny.push(deny);
+        continue;
+      }
+      plans.push(plan(policy, chooseTier(policy, ctx), parts, input, ctx.now));
+    }
+    if (missingDeny.length > 0) {
+      this.#checks.inc({ result: 'subject_missing' });
+      return { kind: 'deny', deny: missingDeny[0]! };
+    }
+    if (plans.length === 0) return { kind: 'skip' };
+
+    let results: QuotaResult[];
+    const started = performance.now();
+    try {
+      results = await Promise.all(
+        plans.map((p) => this.store.take(p.checks, p.cost, ctx.now, p.policy.mode === 'DryRun', ctx.signal)),
+      );
+    } catch (cause) {
+      this.#checks.inc({ result: 'store_error' });
+      const open = plans.every((p) => p.policy.failureMode === 'Open');
+      this.#failures.inc({ failure_mode: open ? 'open' : 'closed' });
+      return { kind: 'error', code: 'QUOTA_STORE_UNAVAILABLE', cause, failOpen: open };
+    } finally {
+      this.#storeSeconds.observe({ store: this.store.name }, (performance.now() - started) / 1000);
+    }
+
+    const headers: Record<string, string> = {};
+    let denied: { plan: Plan; result: QuotaResult } | undefined;
+    let dryRunDenied: { plan: Plan; result: QuotaResult } | undefined;
+    plans.forEach((p, i) => {
+      const r = results[i]!;
+      Object.assign(headers, rateLimitHeaders(p.limits, r.limits));
+      if (!r.allowed) {
+        if (p.policy.mode === 'DryRun') dryRunDenied ??= { plan: p, result: r };
+        else denied ??= { plan: p, result: r };
+      }
+    });
+    if (denied) {
+      this.#checks.inc({ result: 'denied' });
+      const retryMs = Math.max(...denied.result.limits.filter((l) => !l.allowed).map((l) => l.retryAfterMs));
+      return {
+        kind: 'deny',
+        deny: {
+          code: 'QUOTA_EXCEEDED',
+          reason: `quota of tier ${denied.plan.tier} in QuotaPolicy ${short(denied.plan.policy)} is used up`,
+          headers: { ...headers, 'retry-after': String(Math.max(1, Math.ceil(retryMs / 1000))) },
+        },
+      };
+    }
+    const tiers = plans.map((p) => p.tier).join(',');
+    if (dryRunDenied) {
+      this.#checks.inc({ result: 'dry_run_denied' });
+      return {
+        kind: 'continue',
+        upstreamHeaders: { 'x-nox-tier': tiers },
+        responseHeaders: headers,
+        dryRunDeny: {
+          code: 'QUOTA_EXCEEDED',
+          reason: `quota of tier ${dryRunDenied.plan.tier} would be used up`,
+        },
+      };
+    }
+    this.#checks.inc({ result: 'allowed' });
+    const remaining = headers.ratelimit ? /r=(\d+)/.exec(headers.ratelimit)?.[1] : undefined;
+    return {
+      kind: 'continue',
+      upstreamHeaders: {
+        'x-nox-tier': tiers,
+        ...(remaining !== undefined ? { 'x-nox-quota-remaining': remaining } : {}),
+      },
+      responseHeaders: headers,
+    };
+  }
+}
+
+function short(policy: CompiledQuotaPolicy): string {
+  return policy.key.slice('QuotaPolicy/'.length);
+}
+
+/**
+ * Keys: nox:q:{<subject hash>}:<policy hash>:<tier>:<limit>[:<period>]. The braces make
+ * every key of one subject land in one Redis Cluster slot, so a check is one round trip;
+ * the subject is hashed so that no user id or API key appears in Redis.
+ */
+function plan(
+  policy: CompiledQuotaPolicy,
+  tier: string,
+  parts: string[],
+  input: CheckInput,
+  now: number,
+): Plan {
+  const subject = createHash('sha256').update(parts.join('\u0000')).digest('base64url').slice(0, 22);
+  const policyTag = createHash('sha256').update(policy.key).digest('base64url').slice(0, 8);
+  const prefix = `nox:q:{${subject}}:${policyTag}:${tier}:`;
+  const t = policy.tiers.get(tier)!;
+  const checks: LimitCheck[] = [];
+  const limits: PolicyLimit[] = [];
+  for (const l of t.limits) {
+    if (l.match && l.match.lookup(input.host, input.path, input.method).length === 0) continue;
+    if (l.windowMs !== undefined) {
+      checks.push({ key: `${prefix}${l.name}`, requests: l.requests, windowMs: l.windowMs });
+      limits.push({ name: l.name, requests: l.requests, windowS: l.windowMs / 1000 });
+    } else {
+      const period = calendarPeriod(l.calendar!, now, policy.timeZone);
+      checks.push({ key: `${prefix}${l.name}:${period.id}`, requests: l.requests, resetAt: period.endsAt });
+      limits.push({ name: l.name, requests: l.requests, windowS: Math.ceil((period.endsAt - now) / 1000) });
+    }
+  }
+  let cost = 1;
+  for (const c of policy.costs) {
+    if (!c.match || c.match.lookup(input.host, input.path, input.method).length > 0) {
+      cost = c.cost;
+      break;
+    }
+  }
+  return { policy, tier, cost, checks, limits };
+}

@@ -1,0 +1,68 @@
+/**
+ * The quota store: one atomic check-and-charge of every limit of one subject. All limits
+ * pass and are all charged, or none is charged.
+ */
+
+export interface LimitCheck {
+  /** Store key of this limit's state; every key of one check shares the subject's hash tag. */
+  readonly key: string;
+  readonly requests: number;
+  /** Rolling window: GCRA. */
+  readonly windowMs?: number;
+  /** Calendar window: a counter that expires at `resetAt` (ms since epoch). */
+  readonly resetAt?: number;
+}
+
+export interface LimitState {
+  readonly key: string;
+  readonly allowed: boolean;
+  readonly remaining: number;
+  readonly resetMs: number;
+  readonly retryAfterMs: number;
+}
+
+export interface QuotaResult {
+  readonly allowed: boolean;
+  readonly limits: readonly LimitState[];
+}
+
+export interface QuotaStore {
+  readonly name: string;
+  /** `dryRun`: evaluate without charging. */
+  take(
+    limits: readonly LimitCheck[],
+    cost: number,
+    now: number,
+    dryRun: boolean,
+    signal?: AbortSignal,
+  ): Promise<QuotaResult>;
+  close(): Promise<void>;
+}
+
+/** Pure evaluation of a fixed calendar counter. */
+export function calendarCheck(
+  limit: LimitCheck,
+  used: number,
+  cost: number,
+  now: number,
+): LimitState & { newUsed: number } {
+  const resetMs = Math.max(0, limit.resetAt! - now);
+  if (used + cost > limit.requests) {
+    return {
+      key: limit.key,
+      allowed: false,
+      remaining: Math.max(0, limit.requests - used),
+      resetMs,
+      retryAfterMs: resetMs,
+      newUsed: used,
+    };
+  }
+  return {
+    key: limit.key,
+    allowed: true,
+    remaining: limit.requests - used - cost,
+    resetMs,
+    retryAfterMs: 0,
+    newUsed: used + cost,
+  };
+}
