@@ -261,6 +261,24 @@ describe('FileSource', () => {
     expect(byName(rec.last, 'a')?.spec).toEqual({ v: 2 });
   });
 
+  it('is unhealthy while its directory is gone, and recovers when it comes back', async () => {
+    const conf = join(dir, 'conf');
+    mkdirSync(conf);
+    writeFileSync(join(conf, 'a.yaml'), doc('Widget', 'a'));
+    await startOn(conf);
+    rmSync(conf, { recursive: true });
+    const gone = await rec.waitFor((s) => s.resources.length === 0);
+    expect(gone.state.problems).toEqual([{ origin: conf, reason: expect.stringMatching(/ENOENT/) }]);
+    expect(source?.healthy()).toBe(false);
+
+    mkdirSync(conf);
+    writeFileSync(join(conf, 'b.yaml'), doc('Widget', 'b'));
+    await rec.waitFor((s) => names(s).join() === 'b', 3000);
+    expect(source?.healthy()).toBe(true);
+    writeFileSync(join(conf, 'b.yaml'), doc('Widget', 'b', { v: 2 }));
+    await rec.waitFor((s) => (byName(s, 'b')?.spec as { v?: number } | undefined)?.v === 2);
+  });
+
   it('refuses to start on a path that does not exist', async () => {
     const missing = new FileSource({
       path: join(dir, 'nope'),

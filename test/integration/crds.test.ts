@@ -1,14 +1,12 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
 import { readExamples } from '../../common/resources/examples.js';
 import { kinds } from '../../common/resources/kinds/index.js';
 import { validateResource } from '../../common/resources/validate.js';
+import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { kubectlGet, kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
-import { waitUntil } from '../harness/process.js';
 import { repoRoot } from '../harness/tools.js';
 
 const ns = 'examples';
@@ -27,37 +25,8 @@ describe('nox.dev CRDs on a real kube-apiserver', () => {
   beforeAll(async () => {
     kube = await startKube();
     kc = kube.kubeConfig();
-    for (const file of readdirSync(join(repoRoot, 'crds')).filter((f) => f.endsWith('.yaml'))) {
-      const crd = parse(readFileSync(join(repoRoot, 'crds', file), 'utf8')) as Record<string, unknown>;
-      const res = await kubeRequest(kc, 'POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', {
-        body: JSON.stringify(crd),
-      });
-      expect(res.status, `${file}: ${JSON.stringify(res.body)}`).toBe(201);
-    }
-    for (const def of kinds) {
-      await waitUntil(
-        `${def.plural} established`,
-        async () => {
-          const r = await kubeRequest(
-            kc,
-            'GET',
-            `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${def.plural}.nox.dev`,
-          );
-          const conds =
-            (r.body as { status?: { conditions?: { type: string; status: string }[] } }).status?.conditions ??
-            [];
-          return conds.some((c) => c.type === 'Established' && c.status === 'True');
-        },
-        20_000,
-      );
-    }
-    await kubeRequest(kc, 'POST', '/api/v1/namespaces', { body: JSON.stringify({ metadata: { name: ns } }) });
-    // Discovery may lag Established by a moment.
-    await waitUntil(
-      'nox.dev discovery',
-      async () => (await kubeRequest(kc, 'GET', '/apis/nox.dev/v1alpha1')).status === 200,
-      10_000,
-    );
+    await installCrds(kc);
+    await createNamespace(kc, ns);
   });
   afterAll(async () => {
     await kube?.stop();

@@ -1,0 +1,167 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNamespace, installCrds } from '../harness/crds.js';
+import { type Envoy, startEnvoy } from '../harness/envoy.js';
+import { type Kube, startKube } from '../harness/kube.js';
+import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
+import { scratchDir } from '../harness/process.js';
+import { type Sidecar, startSidecar } from '../harness/sidecar.js';
+import { startUpstream, type Upstream } from '../harness/upstream.js';
+
+// A policy created, changed and deleted while traffic flows: the decision Envoy enforces
+// follows within 2 s, from files and from the Kubernetes API, without a restart.
+
+const policy = (action: 'Allow' | 'Deny', path = '/orders') => ({
+  apiVersion: 'nox.dev/v1alpha1',
+  kind: 'AccessPolicy',
+  metadata: { name: 'orders' },
+  spec: { match: { paths: [{ value: path }] }, rules: [{ name: 'orders-rule', action }] },
+});
+
+/** Polls until Envoy answers `status`; returns how long that took. */
+async function until(url: string, status: number, withinMs = 2000): Promise<number> {
+  const t0 = Date.now();
+  let last = 0;
+  while (Date.now() - t0 < withinMs) {
+    last = (await fetch(url)).status;
+    if (last === status) return Date.now() - t0;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`${url} still answers ${last}, not ${status}, after ${withinMs} ms`);
+}
+
+describe('policy changes from files reach Envoy’s decisions', () => {
+  let dir: string;
+  let upstream: Upstream;
+  let sidecar: Sidecar;
+  let envoy: Envoy;
+
+  beforeAll(async () => {
+    dir = scratchDir('policies');
+    upstream = await startUpstream();
+    sidecar = await startSidecar({ policyPath: dir });
+    envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
+  });
+  afterAll(async () => {
+    await envoy?.stop();
+    await sidecar?.stop();
+    await upstream?.close();
+  });
+
+  it('creates, changes and deletes a policy by editing files, failing no request on the way', async () => {
+    const url = `${envoy.url}/orders/1`;
+    // Background traffic across every swap: each answer is a decision (200 or 403), never a 5xx.
+    const seen = new Set<number>();
+    let stop = false;
+    const load = (async () => {
+      while (!stop) seen.add((await fetch(`${envoy.url}/orders/load`)).status);
+    })();
+    expect((await fetch(url)).status).toBe(403); // no policy covers the route
+    const file = join(dir, 'orders.yaml');
+    writeFileSync(file, JSON.stringify(policy('Allow')));
+    await until(url, 200);
+    writeFileSync(file, JSON.stringify(policy('Deny')));
+    await until(url, 403);
+    expect((await (await fetch(url)).json()) as { error: string }).toMatchObject({ error: 'ACCESS_DENIED' });
+    writeFileSync(file, JSON.stringify(policy('Allow')));
+    await until(url, 200);
+    rmSync(file);
+    await until(url, 403);
+    expect((await (await fetch(url)).json()) as { error: string }).toMatchObject({ error: 'NO_POLICY' });
+    stop = true;
+    await load;
+    expect(
+      [...seen].every((st) => st === 200 || st === 403),
+      [...seen].join(),
+    ).toBe(true);
+  });
+
+  it('keeps the policy in force while a file is half-edited (not valid YAML)', async () => {
+    const url = `${envoy.url}/orders/1`;
+    const file = join(dir, 'orders.yaml');
+    writeFileSync(file, JSON.stringify(policy('Allow')));
+    await until(url, 200);
+    writeFileSync(file, 'apiVersion: nox.dev/v1alpha1\nkind: AccessPolicy\nmetadata: { name: orders\n');
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await fetch(url)).status).toBe(200);
+  });
+});
+
+describe('policy changes from the Kubernetes API reach Envoy’s decisions', () => {
+  const ns = 'shop';
+  let kube: Kube;
+  let kc: KubeConfig;
+  let upstream: Upstream;
+  let sidecar: Sidecar;
+  let envoy: Envoy;
+  const apiPath = `/apis/nox.dev/v1alpha1/namespaces/${ns}/accesspolicies`;
+
+  beforeAll(async () => {
+    kube = await startKube();
+    kc = kube.kubeConfig();
+    await installCrds(kc);
+    await createNamespace(kc, ns);
+    await createNamespace(kc, 'elsewhere');
+    upstream = await startUpstream();
+    sidecar = await startSidecar({
+      policyPath: '',
+      env: { NOX_CONFIG_SOURCE: 'kubernetes', NOX_KUBECONFIG: kube.kubeconfigPath, NOX_WATCH_NAMESPACES: ns },
+    });
+    envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
+  });
+  afterAll(async () => {
+    await envoy?.stop();
+    await sidecar?.stop();
+    await upstream?.close();
+    await kube?.stop();
+  });
+
+  it('follows create, change and delete within 2 s, and survives an API server restart', async () => {
+    const url = `${envoy.url}/orders/1`;
+    expect((await fetch(url)).status).toBe(403);
+
+    expect((await serverSideApply(kc, apiPath, policy('Allow'))).status).toBe(201);
+    await until(url, 200);
+    expect((await serverSideApply(kc, apiPath, policy('Deny'))).status).toBe(200);
+    await until(url, 403);
+
+    await kube.restartApiServer();
+    // While the API server was away the sidecar kept deciding from its snapshot.
+    expect((await fetch(url)).status).toBe(403);
+    expect((await serverSideApply(kc, apiPath, policy('Allow'))).status).toBe(200);
+    await until(url, 200, 2000);
+
+    expect((await kubeRequest(kc, 'DELETE', `${apiPath}/orders`)).status).toBe(200);
+    await until(url, 403);
+  });
+
+  it('reports a policy that references a provider that does not exist, in a log line and a metric', async () => {
+    const p = {
+      ...policy('Allow', '/reports'),
+      metadata: { name: 'reports' },
+      spec: { ...policy('Allow', '/reports').spec, providers: ['nowhere'] },
+    };
+    expect((await serverSideApply(kc, apiPath, p)).status).toBe(201);
+    const metrics = async () => (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
+    const t0 = Date.now();
+    while (
+      !/nox_policy_resources\{kind="AccessPolicy",state="warning",program="nox-authz"\} 1/.test(
+        await metrics(),
+      )
+    ) {
+      if (Date.now() - t0 > 2000) throw new Error('no warning metric');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const log = readFileSync(sidecar.service.logFile, 'utf8');
+    expect(log).toContain('OAuth2Provider shop/nowhere does not exist');
+  });
+
+  it('ignores policies in namespaces it does not serve', async () => {
+    const other = `/apis/nox.dev/v1alpha1/namespaces/elsewhere/accesspolicies`;
+    expect((await serverSideApply(kc, other, policy('Allow', '/elsewhere'))).status).toBe(201);
+    await new Promise((r) => setTimeout(r, 700));
+    expect((await fetch(`${envoy.url}/elsewhere`)).status).toBe(403);
+  });
+});
