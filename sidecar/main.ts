@@ -3,8 +3,8 @@ import { createRegistry } from '../common/metrics.js';
 import { configSourceFor } from './config/sources.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
-import { MemoryQuotaStore } from './quota/memoryStore.js';
 import { QuotaStage } from './quota/quotaStage.js';
+import { quotaStoreFor } from './quota/stores.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
 import { startHttpServer } from './server/httpServer.js';
@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   });
 
   const policy = new PolicyStore(log, registry);
-  const quotaStore = new MemoryQuotaStore();
+  const quotaStore = await quotaStoreFor(settings, log, registry);
   const pipeline = new Pipeline([accessStage, new QuotaStage(quotaStore, registry)], log, registry);
   const checker = new Checker(pipeline, policy, settings.checkDeadlineMs, log, registry);
   let draining = false;

@@ -90,8 +90,36 @@ export const definitions = {
   quotaStore: {
     env: 'NOX_QUOTA_STORE',
     default: 'memory',
-    doc: 'Quota counters: memory (in-process, standalone and demo; counts per sidecar).',
-    parse: oneOf('memory'),
+    doc: 'Quota counters: memory (in-process, for standalone mode and the demo; counts per sidecar), redis (one Redis) or redis-cluster (shared by every sidecar).',
+    parse: oneOf('memory', 'redis', 'redis-cluster'),
+  },
+  redisNodes: {
+    env: 'NOX_REDIS_NODES',
+    default: '',
+    doc: 'redis stores: comma-separated host:port; for redis-cluster any subset of the nodes (the rest is discovered).',
+    parse: text,
+  },
+  redisPasswordFile: {
+    env: 'NOX_REDIS_PASSWORD_FILE',
+    default: '',
+    doc: 'File holding the Redis password (mount the RedisCluster’s Secret); empty: no AUTH.',
+    parse: text,
+  },
+  redisTimeoutMs: {
+    env: 'NOX_REDIS_TIMEOUT_MS',
+    default: 50,
+    doc: 'A quota round trip not answered within this fails and the QuotaPolicy’s failureMode decides. Keep it well below NOX_CHECK_DEADLINE_MS.',
+    parse: positiveInt(10_000),
+  },
+  redisWaitReplicas: {
+    env: 'NOX_REDIS_WAIT_REPLICAS',
+    default: 1,
+    doc: 'Replicas that must hold a charge before a request is admitted (WAIT), so a master failover never loses admitted usage; 0 for Redis without replicas.',
+    parse: (raw: string) => {
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < 0 || n > 5) throw new Error(`must be an integer 0-5, got "${raw}"`);
+      return n;
+    },
   },
   checkDeadlineMs: {
     env: 'NOX_CHECK_DEADLINE_MS',

@@ -1,0 +1,22 @@
+// Copies the non-TypeScript files the compiled programs read at run time (Lua scripts,
+// SQL migrations, generated protobuf code) next to their compiled modules in dist/.
+import { cpSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const wanted = /\.(lua|sql|cjs)$/;
+const roots = ['common', 'sidecar', 'operator', 'proto'];
+
+function walk(dir) {
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) walk(path);
+    else if (wanted.test(name)) {
+      const target = join(root, 'dist', relative(root, path));
+      mkdirSync(dirname(target), { recursive: true });
+      cpSync(path, target);
+    }
+  }
+}
+for (const r of roots) walk(join(root, r));

@@ -1,0 +1,174 @@
+import { readFileSync } from 'node:fs';
+import { Cluster, type ClusterNode, Redis } from 'ioredis';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Logger } from '../../common/logger.js';
+import { CircuitBreaker, CircuitOpenError } from './circuitBreaker.js';
+import type { LimitCheck, LimitState, QuotaResult, QuotaStore } from './store.js';
+
+const script = readFileSync(new URL('./gcra.lua', import.meta.url), 'utf8');
+
+export interface RedisStoreOptions {
+  /** One node: a plain Redis. Several, or `cluster: true`: a Redis Cluster. */
+  readonly nodes: readonly { host: string; port: number }[];
+  readonly cluster: boolean;
+  readonly password?: string;
+  /** A command (script + WAIT) not answered within this fails, and failureMode decides. */
+  readonly timeoutMs: number;
+  /**
+   * Replicas that must have a charge before the check is admitted (WAIT). With 1, a
+   * master that dies right after admitting cannot take the charge with it, so a failover
+   * never re-admits what was already used. 0 for Redis without replicas.
+   */
+  readonly waitReplicas: number;
+  readonly log: Logger;
+  readonly registry: Registry;
+}
+
+type Client = Redis | Cluster;
+interface WithScript {
+  noxQuota(keysAndArgs: (string | number)[]): Promise<number[]>;
+}
+
+/**
+ * The quota store on Redis or Redis Cluster: one EVALSHA (plus WAIT, pipelined to the same
+ * node) per check — one round trip. A circuit breaker stops a dead Redis from adding its
+ * timeout to every request.
+ */
+export class RedisQuotaStore implements QuotaStore {
+  readonly name: string;
+  readonly #client: Client;
+  readonly #breaker: CircuitBreaker;
+  readonly #errors: Counter<'kind'>;
+  readonly #roundTrips: Counter;
+  readonly #seconds: Histogram;
+  readonly #up: Gauge;
+
+  constructor(private readonly opts: RedisStoreOptions) {
+    this.name = opts.cluster ? 'redis-cluster' : 'redis';
+    const common = {
+      password: opts.password,
+      commandTimeout: opts.timeoutMs,
+      // Fail fast while disconnected: the failure mode decides, nothing queues up.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+    };
+    if (opts.cluster) {
+      this.#client = new Cluster(opts.nodes as ClusterNode[], {
+        enableOfflineQueue: false,
+        redisOptions: common,
+        slotsRefreshTimeout: 1000,
+        retryDelayOnFailover: 50,
+        retryDelayOnClusterDown: 50,
+        maxRedirections: 4,
+      });
+    } else {
+      this.#client = new Redis({ ...opts.nodes[0]!, ...common, lazyConnect: false });
+    }
+    // No fixed numberOfKeys: the first argument is the key count, and ioredis routes by those keys.
+    this.#client.defineCommand('noxQuota', { lua: script });
+    this.#client.on('error', (err: Error) => opts.log.warn({ err: err.message, store: this.name }, 'redis connection error'));
+    this.#breaker = new CircuitBreaker({ failureThreshold: 5, openMs: 1000 });
+    const r = opts.registry;
+    this.#errors = new Counter({
+      name: 'nox_quota_redis_errors_total',
+      help: 'Failed quota store calls by kind: timeout, connection, circuit_open, not_replicated, other.',
+      labelNames: ['kind'],
+      registers: [r],
+    });
+    this.#roundTrips = new Counter({ name: 'nox_quota_redis_round_trips_total', help: 'Redis round trips made for quota checks.', registers: [r] });
+    this.#seconds = new Histogram({
+      name: 'nox_quota_redis_seconds',
+      help: 'Latency of the quota round trip to Redis (script + WAIT).',
+      buckets: [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05],
+      registers: [r],
+    });
+    this.#up = new Gauge({
+      name: 'nox_quota_redis_circuit_closed',
+      help: '1 while the circuit to Redis is closed (calls go through), 0 while it is open.',
+      registers: [r],
+      collect: () => this.#up.set(this.#breaker.state === 'open' ? 0 : 1),
+    });
+  }
+
+  /** Resolves once connected (startup); the sidecar is ready only after this. */
+  async ready(timeoutMs = 10_000): Promise<void> {
+    if (this.#client.status === 'ready') return;
+    await new Promise<void>((res, rej) => {
+      const t = setTimeout(() => rej(new Error(`redis not ready after ${timeoutMs} ms`)), timeoutMs);
+      this.#client.once('ready', () => {
+        clearTimeout(t);
+        res();
+      });
+    });
+  }
+
+  async take(limits: readonly LimitCheck[], cost: number, _now: number, dryRun: boolean): Promise<QuotaResult> {
+    const args: (string | number)[] = [limits.length, ...limits.map((l) => l.key), cost, dryRun ? '1' : '0'];
+    for (const l of limits) {
+      if (l.windowMs !== undefined) args.push('g', l.requests, l.windowMs);
+      else args.push('c', l.requests, l.resetAt!);
+    }
+    const started = performance.now();
+    try {
+      const reply = await this.#breaker.run(() => this.#call(args, dryRun));
+      return parse(limits, reply);
+    } catch (e) {
+      this.#errors.inc({ kind: classify(e) });
+      throw e;
+    } finally {
+      this.#seconds.observe((performance.now() - started) / 1000);
+    }
+  }
+
+  async #call(args: (string | number)[], dryRun: boolean): Promise<number[]> {
+    this.#roundTrips.inc();
+    const client = this.#client as Client & WithScript;
+    if (this.opts.waitReplicas === 0 || dryRun) return client.noxQuota(args);
+    // Script and WAIT travel together to the subject's master: still one round trip.
+    const pipe = client.pipeline() as ReturnType<Client['pipeline']> & { noxQuota(a: (string | number)[]): unknown };
+    pipe.noxQuota(args);
+    pipe.wait(this.opts.waitReplicas, Math.max(1, Math.floor(this.opts.timeoutMs / 2)));
+    const results = (await pipe.exec()) ?? [];
+    const [scriptResult, waitResult] = results;
+    if (!scriptResult || scriptResult[0]) throw scriptResult?.[0] ?? new Error('no reply');
+    const reply = scriptResult[1] as number[];
+    if (reply[0] === 1) {
+      if (!waitResult || waitResult[0]) throw waitResult?.[0] ?? new Error('no WAIT reply');
+      if ((waitResult[1] as number) < this.opts.waitReplicas) throw new NotReplicatedError();
+    }
+    return reply;
+  }
+
+  async close(): Promise<void> {
+    this.#client.disconnect();
+  }
+}
+
+export class NotReplicatedError extends Error {
+  override readonly name = 'NotReplicatedError';
+  constructor() {
+    super('the charge did not reach a replica in time');
+  }
+}
+
+function classify(e: unknown): string {
+  if (e instanceof CircuitOpenError) return 'circuit_open';
+  if (e instanceof NotReplicatedError) return 'not_replicated';
+  const msg = e instanceof Error ? e.message : String(e);
+  if (/timed out/i.test(msg)) return 'timeout';
+  if (/ECONNREFUSED|Connection is closed|offline queue|ECONNRESET|CLUSTERDOWN|Stream isn't writeable|None of startup nodes/i.test(msg)) {
+    return 'connection';
+  }
+  return 'other';
+}
+
+function parse(limits: readonly LimitCheck[], reply: number[]): QuotaResult {
+  const states: LimitState[] = limits.map((l, i) => ({
+    key: l.key,
+    allowed: reply[1 + i * 4] === 1,
+    remaining: Number(reply[2 + i * 4]),
+    resetMs: Number(reply[3 + i * 4]),
+    retryAfterMs: Number(reply[4 + i * 4]),
+  }));
+  return { allowed: reply[0] === 1, limits: states };
+}

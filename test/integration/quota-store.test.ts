@@ -1,0 +1,118 @@
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../common/logger.js';
+import { MemoryQuotaStore } from '../../sidecar/quota/memoryStore.js';
+import { RedisQuotaStore } from '../../sidecar/quota/redisStore.js';
+import type { LimitCheck, QuotaStore } from '../../sidecar/quota/store.js';
+import { type RedisServer, startRedis } from '../harness/redis.js';
+import { type RedisCluster, startRedisCluster } from '../harness/redisCluster.js';
+
+// One suite, three stores: the in-process store must behave exactly like the Redis ones.
+const log = createLogger('test', { level: 'silent' });
+let n = 0;
+const tags = new Map<string, string>();
+/** Keys of one subject share its hash tag, as the quota stage builds them. */
+const key = (subject: string, limit: string) => {
+  if (!tags.has(subject)) tags.set(subject, `${subject}-${++n}`);
+  return `nox:q:{${tags.get(subject)}}:${limit}`;
+};
+
+function conformance(name: string, make: () => Promise<QuotaStore>) {
+  describe(`quota store: ${name}`, () => {
+    let store: QuotaStore;
+    beforeAll(async () => {
+      tags.clear();
+      store = await make();
+    });
+    afterAll(async () => {
+      await store?.close();
+    });
+    const take = (limits: LimitCheck[], cost = 1, dry = false) => store.take(limits, cost, Date.now(), dry);
+
+    it('admits exactly `requests` back to back, then says when to retry', async () => {
+      const l = { key: key('a', 'h'), requests: 5, windowMs: 3_600_000 };
+      const results = [];
+      for (let i = 0; i < 7; i++) results.push(await take([l]));
+      expect(results.map((r) => r.allowed)).toEqual([true, true, true, true, true, false, false]);
+      expect(results.map((r) => r.limits[0]!.remaining).slice(0, 5)).toEqual([4, 3, 2, 1, 0]);
+      const denied = results[5]!.limits[0]!;
+      // One request frees up every window/requests = 12 min.
+      expect(denied.retryAfterMs).toBeGreaterThan(715_000);
+      expect(denied.retryAfterMs).toBeLessThanOrEqual(720_000);
+      expect(denied.resetMs).toBeGreaterThan(3_590_000);
+    });
+
+    it('charges all limits or none', async () => {
+      const burst = { key: key('b', 's'), requests: 10, windowMs: 1000 };
+      const hourly = { key: key('b', 'h'), requests: 3, windowMs: 3_600_000 };
+      for (let i = 0; i < 3; i++) expect((await take([burst, hourly])).allowed).toBe(true);
+      const denied = await take([burst, hourly]);
+      expect(denied.allowed).toBe(false);
+      expect(denied.limits.map((l) => l.allowed)).toEqual([true, false]);
+      // The burst limit was not charged by the denied request.
+      expect((await take([burst], 1, true)).limits[0]!.remaining).toBe(6);
+    });
+
+    it('weighs requests by cost', async () => {
+      const l = { key: key('c', 'h'), requests: 10, windowMs: 60_000 };
+      expect((await take([l], 5)).allowed).toBe(true);
+      expect((await take([l], 5)).allowed).toBe(true);
+      expect((await take([l], 1)).allowed).toBe(false);
+    });
+
+    it('counts calendar windows up to their end', async () => {
+      const resetAt = Date.now() + 60_000;
+      const l = { key: key('d', 'month'), requests: 3, resetAt };
+      for (let i = 0; i < 3; i++) expect((await take([l])).allowed).toBe(true);
+      const denied = await take([l]);
+      expect(denied.allowed).toBe(false);
+      expect(denied.limits[0]!.retryAfterMs).toBeGreaterThan(55_000);
+      expect(denied.limits[0]!.retryAfterMs).toBeLessThanOrEqual(60_000);
+    });
+
+    it('does not charge in dry run', async () => {
+      const l = { key: key('e', 'h'), requests: 1, windowMs: 60_000 };
+      expect((await take([l], 1, true)).allowed).toBe(true);
+      expect((await take([l], 1, true)).allowed).toBe(true);
+      expect((await take([l])).allowed).toBe(true);
+      expect((await take([l], 1, true)).allowed).toBe(false);
+    });
+
+    it('refills at requests/window', async () => {
+      const l = { key: key('f', 's'), requests: 4, windowMs: 400 };
+      for (let i = 0; i < 4; i++) expect((await take([l])).allowed).toBe(true);
+      expect((await take([l])).allowed).toBe(false);
+      await new Promise((r) => setTimeout(r, 120));
+      expect((await take([l])).allowed).toBe(true);
+      expect((await take([l])).allowed).toBe(false);
+    });
+  });
+}
+
+let redis: RedisServer;
+let cluster: RedisCluster;
+beforeAll(async () => {
+  [redis, cluster] = await Promise.all([startRedis(), startRedisCluster({ masters: 3, replicasPerMaster: 1 })]);
+});
+afterAll(async () => {
+  await Promise.all([redis?.stop(), cluster?.stop()]);
+});
+
+conformance('memory', async () => new MemoryQuotaStore());
+conformance('redis', async () => {
+  const s = new RedisQuotaStore({
+    nodes: [{ host: '127.0.0.1', port: redis.port }],
+    cluster: false,
+    timeoutMs: 200,
+    waitReplicas: 0,
+    log,
+    registry: new Registry(),
+  });
+  await s.ready();
+  return s;
+});
+conformance('redis-cluster', async () => {
+  const s = new RedisQuotaStore({ nodes: cluster.startupNodes, cluster: true, timeoutMs: 200, waitReplicas: 1, log, registry: new Registry() });
+  await s.ready();
+  return s;
+});
