@@ -3,7 +3,9 @@
 -- ARGV: cost, dry ("1": evaluate only), then per limit: kind ("g" GCRA | "c" calendar),
 --       requests, and windowMs (g) or resetAt in ms since the epoch (c).
 -- Time is the Redis server's, so sidecars with skewed clocks still share one timeline.
--- Returns {allowed, then per limit: allowed, remaining, resetMs, retryAfterMs}.
+-- Returns {allowed, then per limit: allowed, remaining, resetMs, retryAfterMs, then the
+-- number of replicas in sync (only counted when something was charged; -1 otherwise)}: the
+-- client's WAIT must reach that many (up to its setting) before the check is admitted.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cost = tonumber(ARGV[1])
@@ -52,9 +54,13 @@ for i = 1, #KEYS do
     end
   end
 end
+local replicas = -1
 if out[1] == 1 and not dry then
   for i = 1, #KEYS do
     redis.call('SET', KEYS[i], writes[i][1], 'PX', writes[i][2])
   end
+  replicas = 0
+  for _ in string.gmatch(redis.call('INFO', 'replication'), 'state=online') do replicas = replicas + 1 end
 end
+table.insert(out, replicas)
 return out

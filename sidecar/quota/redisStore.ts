@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Cluster, type ClusterNode, Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
@@ -6,6 +7,7 @@ import { CircuitBreaker, CircuitOpenError } from './circuitBreaker.js';
 import type { LimitCheck, LimitState, QuotaResult, QuotaStore } from './store.js';
 
 const script = readFileSync(new URL('./gcra.lua', import.meta.url), 'utf8');
+const scriptSha = createHash('sha1').update(script).digest('hex');
 
 export interface RedisStoreOptions {
   /** One node: a plain Redis. Several, or `cluster: true`: a Redis Cluster. */
@@ -17,17 +19,17 @@ export interface RedisStoreOptions {
   /**
    * Replicas that must have a charge before the check is admitted (WAIT). With 1, a
    * master that dies right after admitting cannot take the charge with it, so a failover
-   * never re-admits what was already used. 0 for Redis without replicas.
+   * never re-admits what was already used. A shard whose replicas are all gone admits on
+   * its master alone (there is nothing to fail over to) and counts it as degraded.
    */
   readonly waitReplicas: number;
+  /** How long WAIT may take; a replica slower than this fails the check (failureMode). */
+  readonly waitTimeoutMs?: number;
   readonly log: Logger;
   readonly registry: Registry;
 }
 
 type Client = Redis | Cluster;
-interface WithScript {
-  noxQuota(keysAndArgs: (string | number)[]): Promise<number[]>;
-}
 
 /**
  * The quota store on Redis or Redis Cluster: one EVALSHA (plus WAIT, pipelined to the same
@@ -42,6 +44,7 @@ export class RedisQuotaStore implements QuotaStore {
   readonly #roundTrips: Counter;
   readonly #seconds: Histogram;
   readonly #up: Gauge;
+  readonly #degraded: Counter;
 
   constructor(private readonly opts: RedisStoreOptions) {
     this.name = opts.cluster ? 'redis-cluster' : 'redis';
@@ -57,6 +60,7 @@ export class RedisQuotaStore implements QuotaStore {
         enableOfflineQueue: false,
         redisOptions: common,
         slotsRefreshTimeout: 1000,
+        slotsRefreshInterval: 2000,
         retryDelayOnFailover: 50,
         retryDelayOnClusterDown: 50,
         maxRedirections: 4,
@@ -64,8 +68,6 @@ export class RedisQuotaStore implements QuotaStore {
     } else {
       this.#client = new Redis({ ...opts.nodes[0]!, ...common, lazyConnect: false });
     }
-    // No fixed numberOfKeys: the first argument is the key count, and ioredis routes by those keys.
-    this.#client.defineCommand('noxQuota', { lua: script });
     this.#client.on('error', (err: Error) => opts.log.warn({ err: err.message, store: this.name }, 'redis connection error'));
     this.#breaker = new CircuitBreaker({ failureThreshold: 5, openMs: 1000 });
     const r = opts.registry;
@@ -80,6 +82,11 @@ export class RedisQuotaStore implements QuotaStore {
       name: 'nox_quota_redis_seconds',
       help: 'Latency of the quota round trip to Redis (script + WAIT).',
       buckets: [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05],
+      registers: [r],
+    });
+    this.#degraded = new Counter({
+      name: 'nox_quota_redis_unreplicated_admits_total',
+      help: 'Checks admitted while the subject’s master had fewer in-sync replicas than NOX_REDIS_WAIT_REPLICAS.',
       registers: [r],
     });
     this.#up = new Gauge({
@@ -114,6 +121,7 @@ export class RedisQuotaStore implements QuotaStore {
       return parse(limits, reply);
     } catch (e) {
       this.#errors.inc({ kind: classify(e) });
+      this.#refreshTopologySoon();
       throw e;
     } finally {
       this.#seconds.observe((performance.now() - started) / 1000);
@@ -121,22 +129,68 @@ export class RedisQuotaStore implements QuotaStore {
   }
 
   async #call(args: (string | number)[], dryRun: boolean): Promise<number[]> {
+    const wait = this.opts.waitReplicas > 0 && !dryRun;
+    try {
+      return await this.#roundTrip(args, wait, 'evalsha');
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : '';
+      // A node that never ran the script (a new master after failover): send it whole once;
+      // Redis caches it by sha from then on.
+      if (msg.startsWith('NOSCRIPT')) return this.#roundTrip(args, wait, 'eval');
+      // ioredis retries a redirected pipeline only when every command in it was redirected;
+      // WAIT has no key and is never redirected, so redirections are handled here.
+      if (msg.startsWith('MOVED') && this.#client instanceof Cluster) {
+        const cluster = this.#client;
+        await new Promise<void>((res) => cluster.refreshSlotsCache(() => res()));
+        return this.#roundTrip(args, wait, 'eval');
+      }
+      if (msg.startsWith('ASK')) {
+        // A slot in migration: the script alone follows ASK; durability cannot be confirmed.
+        this.#roundTrips.inc();
+        const reply = (await this.#client.eval(script, ...(args as [number, ...(string | number)[]]))) as number[];
+        if (reply[0] === 1) this.#degraded.inc();
+        return reply;
+      }
+      throw e;
+    }
+  }
+
+  /** The script, and WAIT behind it on the same connection: one round trip. */
+  async #roundTrip(args: (string | number)[], wait: boolean, how: 'evalsha' | 'eval'): Promise<number[]> {
     this.#roundTrips.inc();
-    const client = this.#client as Client & WithScript;
-    if (this.opts.waitReplicas === 0 || dryRun) return client.noxQuota(args);
-    // Script and WAIT travel together to the subject's master: still one round trip.
-    const pipe = client.pipeline() as ReturnType<Client['pipeline']> & { noxQuota(a: (string | number)[]): unknown };
-    pipe.noxQuota(args);
-    pipe.wait(this.opts.waitReplicas, Math.max(1, Math.floor(this.opts.timeoutMs / 2)));
+    const pipe = this.#client.pipeline();
+    if (how === 'evalsha') pipe.evalsha(scriptSha, ...(args as [number, ...(string | number)[]]));
+    else pipe.eval(script, ...(args as [number, ...(string | number)[]]));
+    if (wait) {
+      pipe.wait(this.opts.waitReplicas, this.opts.waitTimeoutMs ?? Math.max(1, Math.min(20, Math.floor(this.opts.timeoutMs / 2))));
+    }
     const results = (await pipe.exec()) ?? [];
     const [scriptResult, waitResult] = results;
     if (!scriptResult || scriptResult[0]) throw scriptResult?.[0] ?? new Error('no reply');
     const reply = scriptResult[1] as number[];
-    if (reply[0] === 1) {
+    if (wait && reply[0] === 1) {
       if (!waitResult || waitResult[0]) throw waitResult?.[0] ?? new Error('no WAIT reply');
-      if ((waitResult[1] as number) < this.opts.waitReplicas) throw new NotReplicatedError();
+      const inSync = Number(reply.at(-1));
+      const needed = Math.min(this.opts.waitReplicas, inSync);
+      if ((waitResult[1] as number) < needed) throw new NotReplicatedError();
+      if (inSync < this.opts.waitReplicas) this.#degraded.inc();
     }
     return reply;
+  }
+
+  #lastRefresh = 0;
+
+  /**
+   * A master that died leaves ioredis talking to a dead address until something makes it
+   * re-read the topology; a failed call is that something (at most every 250 ms).
+   */
+  #refreshTopologySoon(): void {
+    const client = this.#client;
+    if (!(client instanceof Cluster)) return;
+    const now = Date.now();
+    if (now - this.#lastRefresh < 250) return;
+    this.#lastRefresh = now;
+    client.refreshSlotsCache();
   }
 
   async close(): Promise<void> {
