@@ -31,7 +31,13 @@ export class DenyCachingStore implements QuotaStore {
     });
   }
 
-  async take(limits: readonly LimitCheck[], cost: number, now: number, dryRun: boolean, signal?: AbortSignal): Promise<QuotaResult> {
+  async take(
+    limits: readonly LimitCheck[],
+    cost: number,
+    now: number,
+    dryRun: boolean,
+    signal?: AbortSignal,
+  ): Promise<QuotaResult> {
     const key = `${cost}|${limits.map((l) => l.key).join('|')}`;
     const t = this.clock();
     const cached = this.#denials.get(key);

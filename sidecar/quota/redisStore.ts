@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import calculateSlot from 'cluster-key-slot';
 import { Cluster, type ClusterNode, Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
@@ -68,7 +69,9 @@ export class RedisQuotaStore implements QuotaStore {
     } else {
       this.#client = new Redis({ ...opts.nodes[0]!, ...common, lazyConnect: false });
     }
-    this.#client.on('error', (err: Error) => opts.log.warn({ err: err.message, store: this.name }, 'redis connection error'));
+    this.#client.on('error', (err: Error) =>
+      opts.log.warn({ err: err.message, store: this.name }, 'redis connection error'),
+    );
     this.#breaker = new CircuitBreaker({ failureThreshold: 5, openMs: 1000 });
     const r = opts.registry;
     this.#errors = new Counter({
@@ -77,7 +80,11 @@ export class RedisQuotaStore implements QuotaStore {
       labelNames: ['kind'],
       registers: [r],
     });
-    this.#roundTrips = new Counter({ name: 'nox_quota_redis_round_trips_total', help: 'Redis round trips made for quota checks.', registers: [r] });
+    this.#roundTrips = new Counter({
+      name: 'nox_quota_redis_round_trips_total',
+      help: 'Redis round trips made for quota checks.',
+      registers: [r],
+    });
     this.#seconds = new Histogram({
       name: 'nox_quota_redis_seconds',
       help: 'Latency of the quota round trip to Redis (script + WAIT).',
@@ -109,7 +116,12 @@ export class RedisQuotaStore implements QuotaStore {
     });
   }
 
-  async take(limits: readonly LimitCheck[], cost: number, _now: number, dryRun: boolean): Promise<QuotaResult> {
+  async take(
+    limits: readonly LimitCheck[],
+    cost: number,
+    _now: number,
+    dryRun: boolean,
+  ): Promise<QuotaResult> {
     const args: (string | number)[] = [limits.length, ...limits.map((l) => l.key), cost, dryRun ? '1' : '0'];
     for (const l of limits) {
       if (l.windowMs !== undefined) args.push('g', l.requests, l.windowMs);
@@ -128,8 +140,27 @@ export class RedisQuotaStore implements QuotaStore {
     }
   }
 
+  /**
+   * Slots whose master last reported no replica in sync. WAIT there would block for its whole
+   * timeout (Redis checks blocked clients' timeouts about every 100 ms), so those checks skip
+   * it — there is nothing to wait for — until the master reports a replica again.
+   */
+  readonly #unreplicatedSlots = new Set<number>();
+
   async #call(args: (string | number)[], dryRun: boolean): Promise<number[]> {
-    const wait = this.opts.waitReplicas > 0 && !dryRun;
+    const slot = calculateSlot(String(args[1]));
+    const wait = this.opts.waitReplicas > 0 && !dryRun && !this.#unreplicatedSlots.has(slot);
+    const reply = await this.#callOnce(args, wait);
+    if (this.opts.waitReplicas > 0 && reply[0] === 1 && !dryRun) {
+      const inSync = Number(reply.at(-1));
+      if (inSync === 0) this.#unreplicatedSlots.add(slot);
+      else this.#unreplicatedSlots.delete(slot);
+      if (!wait) this.#degraded.inc();
+    }
+    return reply;
+  }
+
+  async #callOnce(args: (string | number)[], wait: boolean): Promise<number[]> {
     try {
       return await this.#roundTrip(args, wait, 'evalsha');
     } catch (e) {
@@ -147,7 +178,10 @@ export class RedisQuotaStore implements QuotaStore {
       if (msg.startsWith('ASK')) {
         // A slot in migration: the script alone follows ASK; durability cannot be confirmed.
         this.#roundTrips.inc();
-        const reply = (await this.#client.eval(script, ...(args as [number, ...(string | number)[]]))) as number[];
+        const reply = (await this.#client.eval(
+          script,
+          ...(args as [number, ...(string | number)[]]),
+        )) as number[];
         if (reply[0] === 1) this.#degraded.inc();
         return reply;
       }
@@ -162,7 +196,10 @@ export class RedisQuotaStore implements QuotaStore {
     if (how === 'evalsha') pipe.evalsha(scriptSha, ...(args as [number, ...(string | number)[]]));
     else pipe.eval(script, ...(args as [number, ...(string | number)[]]));
     if (wait) {
-      pipe.wait(this.opts.waitReplicas, this.opts.waitTimeoutMs ?? Math.max(1, Math.min(20, Math.floor(this.opts.timeoutMs / 2))));
+      pipe.wait(
+        this.opts.waitReplicas,
+        this.opts.waitTimeoutMs ?? Math.max(1, Math.min(20, Math.floor(this.opts.timeoutMs / 2))),
+      );
     }
     const results = (await pipe.exec()) ?? [];
     const [scriptResult, waitResult] = results;
@@ -173,7 +210,7 @@ export class RedisQuotaStore implements QuotaStore {
       const inSync = Number(reply.at(-1));
       const needed = Math.min(this.opts.waitReplicas, inSync);
       if ((waitResult[1] as number) < needed) throw new NotReplicatedError();
-      if (inSync < this.opts.waitReplicas) this.#degraded.inc();
+      if (inSync < this.opts.waitReplicas && inSync > 0) this.#degraded.inc();
     }
     return reply;
   }
@@ -210,7 +247,11 @@ function classify(e: unknown): string {
   if (e instanceof NotReplicatedError) return 'not_replicated';
   const msg = e instanceof Error ? e.message : String(e);
   if (/timed out/i.test(msg)) return 'timeout';
-  if (/ECONNREFUSED|Connection is closed|offline queue|ECONNRESET|CLUSTERDOWN|Stream isn't writeable|None of startup nodes/i.test(msg)) {
+  if (
+    /ECONNREFUSED|Connection is closed|offline queue|ECONNRESET|CLUSTERDOWN|Stream isn't writeable|None of startup nodes/i.test(
+      msg,
+    )
+  ) {
     return 'connection';
   }
   return 'other';

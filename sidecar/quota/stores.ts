@@ -21,11 +21,17 @@ export function parseNodes(spec: string): { host: string; port: number }[] {
 }
 
 /** The store the settings ask for, behind the local deny cache. */
-export async function quotaStoreFor(settings: Settings, log: Logger, registry: Registry): Promise<QuotaStore> {
+export async function quotaStoreFor(
+  settings: Settings,
+  log: Logger,
+  registry: Registry,
+): Promise<QuotaStore> {
   if (settings.quotaStore === 'memory') return new DenyCachingStore(new MemoryQuotaStore(), registry);
   const nodes = parseNodes(settings.redisNodes);
   if (nodes.length === 0) throw new Error(`NOX_QUOTA_STORE=${settings.quotaStore} needs NOX_REDIS_NODES`);
-  const password = settings.redisPasswordFile ? readFileSync(settings.redisPasswordFile, 'utf8').trim() : undefined;
+  const password = settings.redisPasswordFile
+    ? readFileSync(settings.redisPasswordFile, 'utf8').trim()
+    : undefined;
   const store = new RedisQuotaStore({
     nodes,
     cluster: settings.quotaStore === 'redis-cluster',

@@ -39,7 +39,11 @@ describe('quotas on a real 3-master Redis Cluster, shared by 4 sidecars', () => 
   });
 
   it('admits exactly the limit out of 4×150 concurrent checks for one subject', async () => {
-    const limit: LimitCheck = { key: 'nox:q:{concurrent}:free:hourly', requests: 100, windowMs: 3_600_000 };
+    const limit: LimitCheck = {
+      key: 'nox:q:{concurrent}:free:yearly',
+      requests: 100,
+      windowMs: 365 * 86_400_000,
+    };
     const results = await Promise.all(
       stores.flatMap((s) => Array.from({ length: 150 }, () => s.take([limit], 1, Date.now(), false))),
     );
@@ -48,20 +52,18 @@ describe('quotas on a real 3-master Redis Cluster, shared by 4 sidecars', () => 
 
   it('never admits more than the limit when the subject’s master is killed mid-load', async () => {
     const subjectKey = 'nox:q:{failover}:free:hourly';
-    const limit: LimitCheck = { key: subjectKey, requests: 1500, windowMs: 3_600_000 };
+    // A year-long window: GCRA refills one request per window/limit, so over the seconds
+    // this test runs the limit is effectively fixed and any excess is a real over-admission.
+    const limit: LimitCheck = { key: subjectKey, requests: 1500, windowMs: 365 * 86_400_000 };
     const master = await cluster.masterForKey(subjectKey);
     let admitted = 0;
     let errors = 0;
-    let deniedCount = 0;
-    const lastErrors: string[] = [];
     let stop = false;
     const worker = async (s: RedisQuotaStore) => {
       while (!stop) {
         try {
           if ((await s.take([limit], 1, Date.now(), false)).allowed) admitted++;
-          else deniedCount++;
-        } catch (e) {
-          if (process.env.DEBUG_QUOTA && !String(e).includes('circuit open')) lastErrors.push(`${Date.now()} ${String(e)}`);
+        } catch {
           errors++; // failureMode Closed: a failed check is a denial
           await new Promise((r) => setTimeout(r, 5));
         }
@@ -76,11 +78,6 @@ describe('quotas on a real 3-master Redis Cluster, shared by 4 sidecars', () => 
     while (Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 50));
     stop = true;
     await Promise.all(workers);
-    if (process.env.DEBUG_QUOTA) {
-      const byMsg = new Map<string, number>();
-      for (const e of lastErrors) byMsg.set(e.slice(14, 80), (byMsg.get(e.slice(14, 80)) ?? 0) + 1);
-      console.log([...byMsg].join('\n'), 'first', lastErrors[0]?.slice(0, 13), 'last', lastErrors.at(-1)?.slice(0, 13), 'end', Date.now(), 'denied', deniedCount);
-    }
     expect(errors).toBeGreaterThan(0); // the kill was felt
     expect(admitted).toBeLessThanOrEqual(1500);
     // Only checks in flight at the moment of the kill may be charged without being admitted.
