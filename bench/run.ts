@@ -63,6 +63,15 @@ function printTable(results: LoadResult[]): void {
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const row of rows) process.stdout.write(`${row.map((c, i) => c.padStart(widths[i]!)).join('  ')}\n`);
+  for (const r of results) {
+    if (!r.extra) continue;
+    const fmt = (v: number) => (Number.isInteger(v) ? String(v) : v.toFixed(3));
+    process.stdout.write(
+      `  ${r.via}/${r.tool}: ${Object.entries(r.extra)
+        .map(([k, v]) => `${k}=${fmt(v)}`)
+        .join(' ')}\n`,
+    );
+  }
 }
 
 main().catch((e: unknown) => {

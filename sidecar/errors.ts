@@ -40,6 +40,18 @@ export const errorCodes = {
     metricLabel: 'no_policy',
     doc: 'No AccessPolicy matches the request’s host, path and method; Nox denies routes nobody has declared.',
   },
+  UNAUTHENTICATED: {
+    httpStatus: 401,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'unauthenticated',
+    doc: 'A credential was presented but is not valid here: bad signature, wrong issuer or audience, expired, a disallowed algorithm, too large, or from a provider this route does not accept.',
+  },
+  IDENTITY_PROVIDER_UNAVAILABLE: {
+    httpStatus: 503,
+    rpcCode: RpcCode.UNAVAILABLE,
+    metricLabel: 'identity_provider_unavailable',
+    doc: 'The provider’s keys (discovery or JWKS) cannot be fetched and none is cached, so the token cannot be checked.',
+  },
   ACCESS_DENIED: {
     httpStatus: 403,
     rpcCode: RpcCode.PERMISSION_DENIED,

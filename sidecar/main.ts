@@ -1,6 +1,7 @@
 import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
 import { configSourceFor } from './config/sources.js';
+import { IdentifyStage } from './identity/identifyStage.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
 import { QuotaStage } from './quota/quotaStage.js';
@@ -10,6 +11,7 @@ import { startGrpcServer } from './server/grpcServer.js';
 import { startHttpServer } from './server/httpServer.js';
 import { describeSettings, loadSettings, type Settings } from './settings/settings.js';
 import { accessStage } from './stages/access.js';
+import { routeStage } from './stages/route.js';
 
 /** nox-authz: the Envoy ext_authz sidecar. Settings come from the environment (see --help). */
 async function main(): Promise<void> {
@@ -34,7 +36,13 @@ async function main(): Promise<void> {
 
   const policy = new PolicyStore(log, registry);
   const quotaStore = await quotaStoreFor(settings, log, registry);
-  const pipeline = new Pipeline([accessStage, new QuotaStage(quotaStore, registry)], log, registry);
+  const identify = new IdentifyStage(registry);
+  policy.onSwap((s) => identify.onSnapshot(s));
+  const pipeline = new Pipeline(
+    [routeStage, identify, accessStage, new QuotaStage(quotaStore, registry)],
+    log,
+    registry,
+  );
   const checker = new Checker(pipeline, policy, settings.checkDeadlineMs, log, registry);
   let draining = false;
   const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);

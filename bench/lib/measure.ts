@@ -36,6 +36,8 @@ export interface LoadResult {
   readonly p999: number;
   /** Peak resident set of the sidecar process(es) over the run, MiB (VmHWM). */
   sidecarPeakRssMiB?: number;
+  /** Scenario-specific figures (e.g. from the sidecar's /metrics), printed under the table. */
+  extra?: Record<string, number>;
 }
 
 function percentile(sorted: Float64Array, q: number): number {
@@ -51,7 +53,11 @@ function percentile(sorted: Float64Array, q: number): number {
  */
 export async function ghz(opts: {
   port: number;
-  data: object;
+  /**
+   * The CheckRequest in proto3 JSON. A string is passed as is, so it may hold ghz's Go
+   * template actions (e.g. `{{randomInt 0 10000}}`), evaluated afresh for every call.
+   */
+  data: object | string;
   concurrency: number;
   durationS: number;
   connections?: number;
@@ -65,7 +71,7 @@ export async function ghz(opts: {
       '--call',
       'envoy.service.auth.v3.Authorization.Check',
       '-d',
-      JSON.stringify(opts.data),
+      typeof opts.data === 'string' ? opts.data : JSON.stringify(opts.data),
       '-c',
       String(opts.concurrency),
       '--connections',
@@ -124,15 +130,20 @@ done = function(summary, latency, requests)
 end
 `;
 
-/** wrk through Envoy: each HTTP request is one ext_authz check plus the upstream hop. */
+/**
+ * wrk through Envoy: each HTTP request is one ext_authz check plus the upstream hop.
+ * `lua` is prepended to the reporting script, e.g. a `request` function that varies headers
+ * (it must not define `done`).
+ */
 export async function wrk(opts: {
   url: string;
   concurrency: number;
   durationS: number;
   threads?: number;
+  lua?: string;
 }): Promise<LoadResult> {
   const script = join(scratchDir('wrk'), 'report.lua');
-  writeFileSync(script, wrkReport);
+  writeFileSync(script, `${opts.lua ?? ''}\n${wrkReport}`);
   const { stdout } = await run(tool('wrk'), [
     '-t',
     String(opts.threads ?? 1),
@@ -175,4 +186,22 @@ export function peakRssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
   return Math.round((kb / 1024) * 10) / 10;
+}
+
+/** CPU time (user + system) a live process has used so far, seconds. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the parenthesised command name (which may contain spaces); utime and
+  // stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Busy and total CPU time of the whole host so far (all cores), in clock ticks. */
+export function hostCpuTicks(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  const t = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = t.reduce((a, b) => a + b, 0);
+  // idle + iowait
+  return { busy: total - t[3]! - (t[4] ?? 0), total };
 }

@@ -1,5 +1,6 @@
 import type { LoadResult } from '../lib/measure.js';
 import { allow } from './allow.js';
+import { quota } from './quota.js';
 
 export interface Scenario {
   readonly name: string;
@@ -8,4 +9,4 @@ export interface Scenario {
 }
 
 /** Every scenario `make bench` knows; later work adds its own here. */
-export const scenarios: readonly Scenario[] = [allow];
+export const scenarios: readonly Scenario[] = [allow, quota];

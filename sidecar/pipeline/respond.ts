@@ -10,8 +10,22 @@ function headerOptions(headers: Readonly<Record<string, string>>): IHeaderValueO
   return out;
 }
 
-/** Headers the client must never be able to set for the upstream: Nox owns them. */
-export const ownedUpstreamHeaders = ['x-nox-decision-id', 'x-nox-snapshot'];
+/**
+ * Headers the upstream trusts because Nox sets them. A client's own copy is always
+ * replaced (when Nox sets the header) or removed (when it does not).
+ */
+export const ownedUpstreamHeaders = [
+  'x-nox-decision-id',
+  'x-nox-snapshot',
+  'x-nox-user',
+  'x-nox-provider',
+  'x-nox-email',
+  'x-nox-groups',
+  'x-nox-tier',
+  'x-nox-quota-remaining',
+  'x-nox-access-rule',
+  'x-nox-risk',
+];
 
 /** Decision → CheckResponse, as Envoy's ext_authz filter reads it. */
 export function toCheckResponse(decision: Decision): ICheckResponse {
@@ -20,6 +34,7 @@ export function toCheckResponse(decision: Decision): ICheckResponse {
       status: { code: RpcCode.OK },
       okResponse: {
         headers: headerOptions(decision.allow.upstreamHeaders),
+        headersToRemove: ownedUpstreamHeaders.filter((h) => !(h in decision.allow.upstreamHeaders)),
         responseHeadersToAdd: headerOptions(decision.allow.responseHeaders),
       },
     };

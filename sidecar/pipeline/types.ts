@@ -1,5 +1,6 @@
 import type { ErrorCode } from '../errors.js';
 import type { Identity } from '../identity/identity.js';
+import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
 
 /** What the decision is computed from: the parts of Envoy's CheckRequest Nox reads, normalized. */
@@ -24,6 +25,8 @@ export interface Ctx {
   readonly signal: AbortSignal;
   /** Milliseconds since the epoch when the check started: one clock reading for every stage. */
   readonly now: number;
+  /** Set by the route stage: the AccessPolicy that governs this request. */
+  accessPolicy?: CompiledAccessPolicy;
   /** Set by the identify stage; undefined means anonymous. */
   identity?: Identity;
 }

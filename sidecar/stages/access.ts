@@ -1,39 +1,18 @@
 import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
-import { type CompiledAccessPolicy, evaluateAccess } from '../policy/accessPolicy.js';
-import type { Hit } from '../policy/router.js';
+import { evaluateAccess } from '../policy/accessPolicy.js';
 
-/** Most specific policy wins: priority, then an exact host, then the longest path, then the key. */
-export function pickPolicy(hits: readonly Hit<CompiledAccessPolicy>[]): CompiledAccessPolicy | undefined {
-  let best: Hit<CompiledAccessPolicy> | undefined;
-  for (const h of hits) {
-    if (
-      !best ||
-      h.value.priority > best.value.priority ||
-      (h.value.priority === best.value.priority &&
-        (Number(h.exactHost) - Number(best.exactHost) ||
-          h.pathLength - best.pathLength ||
-          (h.value.key < best.value.key ? 1 : -1)) > 0)
-    ) {
-      best = h;
-    }
-  }
-  return best?.value;
-}
-
-/** AccessPolicy: may this caller make this request? Routes no policy covers are denied. */
+/** AccessPolicy rules: may this caller make this request? */
 export const accessStage: Stage = {
   name: 'access',
   run(input: CheckInput, ctx: Ctx): Outcome {
-    const policy = pickPolicy(ctx.snapshot.access.lookup(input.host, input.path, input.method));
-    if (!policy) {
+    const policy = ctx.accessPolicy;
+    // The route stage runs first; without its policy nothing here can be decided.
+    if (!policy)
       return {
-        kind: 'deny',
-        deny: {
-          code: 'NO_POLICY',
-          reason: `no AccessPolicy covers ${input.method} ${input.host}${input.path}`,
-        },
+        kind: 'error',
+        code: 'INTERNAL',
+        cause: new Error('access stage ran without a routed policy'),
       };
-    }
     const verdict = evaluateAccess(policy, input, ctx.identity, new Date(ctx.now));
     if (verdict.action === 'Allow')
       return { kind: 'continue', upstreamHeaders: { 'x-nox-access-rule': verdict.rule } };

@@ -92,7 +92,10 @@ function conformance(name: string, make: () => Promise<QuotaStore>) {
 let redis: RedisServer;
 let cluster: RedisCluster;
 beforeAll(async () => {
-  [redis, cluster] = await Promise.all([startRedis(), startRedisCluster({ masters: 3, replicasPerMaster: 1 })]);
+  [redis, cluster] = await Promise.all([
+    startRedis(),
+    startRedisCluster({ masters: 3, replicasPerMaster: 1 }),
+  ]);
 });
 afterAll(async () => {
   await Promise.all([redis?.stop(), cluster?.stop()]);
@@ -112,7 +115,14 @@ conformance('redis', async () => {
   return s;
 });
 conformance('redis-cluster', async () => {
-  const s = new RedisQuotaStore({ nodes: cluster.startupNodes, cluster: true, timeoutMs: 200, waitReplicas: 1, log, registry: new Registry() });
+  const s = new RedisQuotaStore({
+    nodes: cluster.startupNodes,
+    cluster: true,
+    timeoutMs: 200,
+    waitReplicas: 1,
+    log,
+    registry: new Registry(),
+  });
   await s.ready();
   return s;
 });

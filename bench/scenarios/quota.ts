@@ -1,0 +1,200 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startEnvoy } from '../../test/harness/envoy.js';
+import { scratchDir } from '../../test/harness/process.js';
+import { withProbe } from '../../test/harness/redis.js';
+import { type RedisCluster, startRedisCluster } from '../../test/harness/redisCluster.js';
+import { startSidecar } from '../../test/harness/sidecar.js';
+import { startUpstream } from '../../test/harness/upstream.js';
+import { cpuSeconds, ghz, hostCpuTicks, type LoadResult, peakRssMiB, wrk } from '../lib/measure.js';
+import { realisticCheckRequest } from '../lib/requests.js';
+import type { Scenario } from './index.js';
+
+/** Distinct subjects, one chosen at random per request. */
+const USERS = 10_000;
+
+// The subject is the x-user header: a stand-in for the authenticated user (subject type
+// User) until identity lands; the quota path (key, GCRA script + WAIT in Redis) is the same.
+// Limits are realistic ones most requests pass: with USERS subjects no one comes near
+// 1000/s, so every check is a Redis round trip and the local deny cache stays cold.
+const policies = `
+apiVersion: nox.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: bench-allow }
+spec:
+  rules:
+    - { name: no-admin, action: Deny, when: { paths: [{ value: /admin }] } }
+    - { name: everyone, action: Allow }
+---
+apiVersion: nox.dev/v1alpha1
+kind: QuotaPolicy
+metadata: { name: bench-quota }
+spec:
+  failureMode: Closed
+  subject: [{ type: Header, name: x-user }]
+  tiers:
+    - name: standard
+      limits:
+        - { name: per-second, requests: 1000, window: 1s }
+        - { name: per-hour, requests: 1000000, window: 1h }
+  defaultTier: standard
+`;
+
+/** ghz call data: the realistic request plus an x-user header ghz draws afresh per call. */
+function ghzData(path: string): string {
+  const req = realisticCheckRequest(path) as {
+    attributes: { request: { http: { headers: Record<string, string> } } };
+  };
+  req.attributes.request.http.headers['x-user'] = `user-{{randomInt 0 ${USERS}}}`;
+  return JSON.stringify(req);
+}
+
+/** wrk: a random x-user header on every request (wrk.format adds Host). */
+const wrkLua = `
+math.randomseed(os.time())
+request = function()
+  return wrk.format(nil, nil, { ["x-user"] = "user-" .. math.random(0, ${USERS - 1}) })
+end
+`;
+
+interface Sample {
+  readonly name: string;
+  readonly labels: Record<string, string>;
+  readonly value: number;
+}
+
+/** The Prometheus text format, as far as counters and histogram sums/counts need. */
+async function scrape(httpPort: number): Promise<Sample[]> {
+  const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
+  if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
+  const out: Sample[] = [];
+  for (const line of (await res.text()).split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const [, k, v] of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k!] = v!;
+    out.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+function sum(samples: Sample[], name: string, where: Record<string, string> = {}): number {
+  return samples
+    .filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
+    .reduce((a, s) => a + s.value, 0);
+}
+
+/** CPU seconds (user + system) every cluster node has used so far, from INFO cpu. */
+async function redisCpuSeconds(cluster: RedisCluster): Promise<number> {
+  const infos = await Promise.all(
+    cluster.startupNodes.map((n) => withProbe(n.port, undefined, (c) => c.info('cpu'))),
+  );
+  const field = (info: string, name: string) =>
+    Number(new RegExp(`^${name}:([0-9.]+)`, 'm').exec(info)?.[1] ?? 0);
+  return infos.reduce((a, i) => a + field(i, 'used_cpu_user') + field(i, 'used_cpu_sys'), 0);
+}
+
+/**
+ * Runs one load and adds to it what the sidecar's counters say happened meanwhile: Redis
+ * round trips per check, decisions, deny-cache hits, store errors, and CPU use.
+ */
+async function measured(
+  load: () => Promise<LoadResult>,
+  sidecar: { httpPort: number; pid: number },
+  cluster: RedisCluster,
+): Promise<LoadResult> {
+  const before = await scrape(sidecar.httpPort);
+  const cpu0 = cpuSeconds(sidecar.pid);
+  const redis0 = await redisCpuSeconds(cluster);
+  const host0 = hostCpuTicks();
+  const t0 = performance.now();
+  const result = await load();
+  const wallS = (performance.now() - t0) / 1000;
+  const cpu1 = cpuSeconds(sidecar.pid);
+  const redis1 = await redisCpuSeconds(cluster);
+  const host1 = hostCpuTicks();
+  const after = await scrape(sidecar.httpPort);
+  const d = (name: string, where?: Record<string, string>) =>
+    sum(after, name, where) - sum(before, name, where);
+
+  const checks = d('nox_checks_total');
+  const roundTrips = d('nox_quota_redis_round_trips_total');
+  const redisCalls = d('nox_quota_redis_seconds_count');
+  const extra: Record<string, number> = {
+    checks,
+    allowed: d('nox_checks_total', { decision: 'allow' }),
+    denied: d('nox_checks_total', { decision: 'deny' }),
+  };
+  // Denials by code, if any (quota_exceeded, quota_store_unavailable, deadline_exceeded, ...).
+  const codes = new Set(after.filter((s) => s.name === 'nox_checks_total').map((s) => s.labels.code ?? ''));
+  for (const code of codes) {
+    const n = d('nox_checks_total', { decision: 'deny', code });
+    if (n > 0) extra[`denied_${code}`] = n;
+  }
+  Object.assign(extra, {
+    quotaDenied: d('nox_quota_checks_total', { result: 'denied' }),
+    quotaStoreErrors: d('nox_quota_checks_total', { result: 'store_error' }),
+    localDenyHits: d('nox_quota_local_deny_hits_total'),
+    redisRoundTrips: roundTrips,
+    redisRoundTripsPerCheck: checks > 0 ? roundTrips / checks : Number.NaN,
+    redisErrors: d('nox_quota_redis_errors_total'),
+    redisMeanMs: redisCalls > 0 ? (d('nox_quota_redis_seconds_sum') / redisCalls) * 1000 : Number.NaN,
+    // Of one core: ~100 means the (single-threaded) sidecar is CPU-bound.
+    sidecarCpuPct: Math.round(((cpu1 - cpu0) / wallS) * 100),
+    // All six nodes together, of one core (each node is single-threaded).
+    redisCpuPct: Math.round(((redis1 - redis0) / wallS) * 100),
+    // Of all cores: the sidecar, Redis, Envoy and the load tool share them.
+    hostCpuBusyPct: Math.round(((host1.busy - host0.busy) / (host1.total - host0.total)) * 100),
+  });
+  result.extra = extra;
+  result.sidecarPeakRssMiB = peakRssMiB(sidecar.pid);
+  return result;
+}
+
+/** The quota stage on a real 3-master + 3-replica Redis Cluster, many subjects, nearly all admitted. */
+export const quota: Scenario = {
+  name: 'quota',
+  describe: `allow-all AccessPolicy + QuotaPolicy per x-user header (${USERS} random users, 1000/s and 1M/h each) on a 3+3 Redis Cluster`,
+  async run({ durationS, concurrency }) {
+    const policyPath = join(scratchDir('bench-policy'), 'policy.yaml');
+    writeFileSync(policyPath, policies);
+    const stops: (() => Promise<void>)[] = [];
+    const results: LoadResult[] = [];
+    try {
+      const cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
+      stops.push(() => cluster.stop());
+      const upstream = await startUpstream();
+      stops.push(() => upstream.close());
+      const sidecar = await startSidecar({
+        policyPath,
+        env: {
+          NOX_LOG_LEVEL: 'warn',
+          NOX_QUOTA_STORE: 'redis-cluster',
+          NOX_REDIS_NODES: cluster.startupNodes.map((n) => `${n.host}:${n.port}`).join(','),
+          // The default, spelled out: every admitted charge waits for one replica.
+          NOX_REDIS_WAIT_REPLICAS: '1',
+        },
+      });
+      stops.push(() => sidecar.stop());
+      const envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
+      stops.push(() => envoy.stop());
+      const target = { httpPort: sidecar.httpPort, pid: sidecar.service.child.pid! };
+
+      const data = ghzData('/api/items');
+      // Warm-up: JIT, connection pools, the script cached on every master.
+      await ghz({ port: sidecar.grpcPort, data, concurrency, durationS: 2 });
+      results.push(
+        await measured(() => ghz({ port: sidecar.grpcPort, data, concurrency, durationS }), target, cluster),
+      );
+
+      const url = `${envoy.url}/api/items`;
+      await wrk({ url, concurrency, durationS: 2, lua: wrkLua });
+      results.push(await measured(() => wrk({ url, concurrency, durationS, lua: wrkLua }), target, cluster));
+    } finally {
+      // Envoy first, Redis last: the reverse of starting.
+      for (const stop of stops.reverse()) await stop();
+    }
+    return results;
+  },
+};

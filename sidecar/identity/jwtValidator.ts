@@ -1,0 +1,131 @@
+import { createRemoteJWKSet, errors, type JWTPayload, jwtVerify } from 'jose';
+import type { Identity } from './identity.js';
+import type { ResolvedProvider } from './presets.js';
+
+export class InvalidToken extends Error {
+  override readonly name = 'InvalidToken';
+}
+export class ProviderUnavailable extends Error {
+  override readonly name = 'ProviderUnavailable';
+}
+
+type KeySet = ReturnType<typeof createRemoteJWKSet>;
+
+/**
+ * Validates one provider's bearer JWTs. Keys come from the JWKS (from discovery unless
+ * set), cached by jose for `cacheMaxAgeMs` and re-fetched on an unknown kid at most once
+ * per `cooldownMs`. A failed discovery is retried with backoff, never on every request.
+ */
+export class JwtValidator {
+  #keys: KeySet | undefined;
+  #discovery: Promise<KeySet> | undefined;
+  #nextDiscoveryAt = 0;
+  #backoffMs = 500;
+
+  constructor(
+    readonly provider: ResolvedProvider,
+    private readonly opts: { cooldownMs: number; cacheMaxAgeMs: number; timeoutMs: number },
+  ) {}
+
+  async #keySet(): Promise<KeySet> {
+    if (this.#keys) return this.#keys;
+    const p = this.provider;
+    if (p.jwksUri) {
+      this.#keys = this.#remote(p.jwksUri);
+      return this.#keys;
+    }
+    if (!p.issuer) throw new ProviderUnavailable(`provider ${p.key} has neither issuer nor endpoints.jwks`);
+    if (!this.#discovery) {
+      if (Date.now() < this.#nextDiscoveryAt)
+        throw new ProviderUnavailable(`discovery for ${p.issuer} failed recently; retrying later`);
+      this.#discovery = this.#discover(p.issuer);
+    }
+    try {
+      this.#keys = await this.#discovery;
+      return this.#keys;
+    } catch (e) {
+      this.#discovery = undefined;
+      this.#nextDiscoveryAt = Date.now() + this.#backoffMs;
+      this.#backoffMs = Math.min(this.#backoffMs * 2, 30_000);
+      throw new ProviderUnavailable(`discovery for ${p.issuer} failed: ${(e as Error).message}`);
+    }
+  }
+
+  async #discover(issuer: string): Promise<KeySet> {
+    const url = `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
+    const res = await fetch(url, { signal: AbortSignal.timeout(this.opts.timeoutMs), redirect: 'error' });
+    if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+    const doc = (await res.json()) as { issuer?: string; jwks_uri?: string };
+    // OIDC Discovery §4.3: the document must name the issuer it was fetched for.
+    if (doc.issuer !== issuer)
+      throw new Error(`${url} names issuer ${JSON.stringify(doc.issuer)}, expected ${issuer}`);
+    if (!doc.jwks_uri) throw new Error(`${url} has no jwks_uri`);
+    this.#backoffMs = 500;
+    return this.#remote(doc.jwks_uri);
+  }
+
+  #remote(uri: string): KeySet {
+    return createRemoteJWKSet(new URL(uri), {
+      cooldownDuration: this.opts.cooldownMs,
+      cacheMaxAge: this.opts.cacheMaxAgeMs,
+      timeoutDuration: this.opts.timeoutMs,
+    });
+  }
+
+  async validate(token: string): Promise<{ identity: Identity; expiresAt: number }> {
+    const p = this.provider;
+    const keys = await this.#keySet();
+    let payload: JWTPayload;
+    try {
+      const issuer = p.issuer?.includes('{tenantid}') ? undefined : p.issuer;
+      ({ payload } = await jwtVerify(token, keys, {
+        // RFC 8725 §3.1: only the provider's allow-listed algorithms; "none" and HS* are not
+        // even expressible in the OAuth2Provider schema.
+        algorithms: [...p.algorithms],
+        ...(issuer ? { issuer } : {}),
+        audience: [...p.audiences],
+        clockTolerance: p.clockToleranceS,
+        requiredClaims: ['exp', p.claims.subject],
+      }));
+    } catch (e) {
+      if (
+        e instanceof errors.JWKSTimeout ||
+        (e instanceof errors.JOSEError && e.code === 'ERR_JWKS_INVALID')
+      ) {
+        throw new ProviderUnavailable(`JWKS of ${p.key}: ${e.message}`);
+      }
+      if (e instanceof TypeError || (e instanceof Error && /fetch failed|ECONNREFUSED/.test(e.message))) {
+        throw new ProviderUnavailable(`JWKS of ${p.key} unreachable: ${e.message}`);
+      }
+      throw new InvalidToken(e instanceof Error ? e.message : String(e));
+    }
+    if (p.issuer?.includes('{tenantid}')) {
+      const expected = p.issuer.replace('{tenantid}', String(payload.tid ?? ''));
+      if (payload.iss !== expected) throw new InvalidToken(`unexpected "iss" claim value`);
+    }
+    return { identity: toIdentity(p, payload), expiresAt: (payload.exp ?? 0) * 1000 };
+  }
+}
+
+function strings(v: unknown): string[] {
+  if (Array.isArray(v)) return v.map(String);
+  if (typeof v === 'string') return v.split(' ').filter((s) => s !== '');
+  return [];
+}
+
+function toIdentity(p: ResolvedProvider, c: JWTPayload): Identity {
+  const email = c[p.claims.email];
+  const clientId = c.azp ?? c.client_id;
+  return {
+    subject: `${p.name}:${String(c[p.claims.subject])}`,
+    provider: p.name,
+    method: 'jwt',
+    ...(typeof email === 'string' ? { email } : {}),
+    emailVerified: c[p.claims.emailVerified] === true,
+    ...(typeof clientId === 'string' ? { clientId } : {}),
+    groups: strings(c[p.claims.groups]),
+    roles: strings(c[p.claims.roles]),
+    scopes: strings(c[p.claims.scopes]),
+    claims: c,
+  };
+}
