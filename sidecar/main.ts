@@ -1,11 +1,14 @@
+import pg from 'pg';
 import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
 import { configSourceFor } from './config/sources.js';
 import { IdentifyStage } from './identity/identifyStage.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
+import { OverrideStore } from './quota/overrides.js';
 import { QuotaStage } from './quota/quotaStage.js';
 import { quotaStoreFor } from './quota/stores.js';
+import { UsageRollup } from './quota/usageRollup.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
 import { startHttpServer } from './server/httpServer.js';
@@ -38,11 +41,31 @@ async function main(): Promise<void> {
   const quotaStore = await quotaStoreFor(settings, log, registry);
   const identify = new IdentifyStage(registry);
   policy.onSwap((s) => identify.onSnapshot(s));
-  const pipeline = new Pipeline(
-    [routeStage, identify, accessStage, new QuotaStage(quotaStore, registry)],
-    log,
+  // PostgreSQL is never on the hot path: overrides are polled into memory, usage is batched.
+  let db: { pool: pg.Pool; overrides: OverrideStore; usage: UsageRollup } | undefined;
+  if (settings.databaseUrl) {
+    const pool = new pg.Pool({
+      connectionString: settings.databaseUrl,
+      max: 4,
+      connectionTimeoutMillis: 2000,
+      query_timeout: 5000,
+    });
+    pool.on('error', (err) => log.warn({ err: err.message }, 'postgres connection error'));
+    db = {
+      pool,
+      overrides: new OverrideStore(pool, log, registry),
+      usage: new UsageRollup({ pool, registry, log }),
+    };
+    await db.overrides.start();
+  } else {
+    log.info('NOX_DATABASE_URL is not set: no quota overrides, no usage rollups');
+  }
+  const quotaStage = new QuotaStage(
+    quotaStore,
     registry,
+    db ? { overrides: db.overrides, usage: db.usage } : {},
   );
+  const pipeline = new Pipeline([routeStage, identify, accessStage, quotaStage], log, registry);
   const checker = new Checker(pipeline, policy, settings.checkDeadlineMs, log, registry);
   let draining = false;
   const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);
@@ -90,6 +113,11 @@ async function main(): Promise<void> {
     await grpcServer.shutdown(settings.drainTimeoutMs);
     await source?.stop();
     await quotaStore.close();
+    if (db) {
+      db.overrides.stop();
+      await db.usage.close().catch((e: unknown) => log.error({ err: String(e) }, 'last usage flush failed'));
+      await db.pool.end();
+    }
     await httpServer.close();
     log.info('stopped');
     process.exit(0);

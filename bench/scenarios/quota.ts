@@ -14,7 +14,8 @@ import type { Scenario } from './index.js';
 const USERS = 10_000;
 
 // The subject is the x-user header: a stand-in for the authenticated user (subject type
-// User) until identity lands; the quota path (key, GCRA script + WAIT in Redis) is the same.
+// User) until this bench sets up an identity provider and signs tokens; the quota path
+// (subject hash, GCRA script + WAIT in Redis) is the same, minus the token validation.
 // Limits are realistic ones most requests pass: with USERS subjects no one comes near
 // 1000/s, so every check is a Redis round trip and the local deny cache stays cold.
 const policies = `
@@ -139,6 +140,8 @@ async function measured(
     redisRoundTrips: roundTrips,
     redisRoundTripsPerCheck: checks > 0 ? roundTrips / checks : Number.NaN,
     redisErrors: d('nox_quota_redis_errors_total'),
+    // Inside the sidecar: the whole check, and its Redis round trip (script + WAIT).
+    checkMeanMs: checks > 0 ? (d('nox_check_duration_seconds_sum') / checks) * 1000 : Number.NaN,
     redisMeanMs: redisCalls > 0 ? (d('nox_quota_redis_seconds_sum') / redisCalls) * 1000 : Number.NaN,
     // Of one core: ~100 means the (single-threaded) sidecar is CPU-bound.
     sidecarCpuPct: Math.round(((cpu1 - cpu0) / wallS) * 100),
@@ -147,6 +150,14 @@ async function measured(
     // Of all cores: the sidecar, Redis, Envoy and the load tool share them.
     hostCpuBusyPct: Math.round(((host1.busy - host0.busy) / (host1.total - host0.total)) * 100),
   });
+  // Store errors by kind (timeout, connection, not_replicated, ...), if any.
+  const kinds = new Set(
+    after.filter((s) => s.name === 'nox_quota_redis_errors_total').map((s) => s.labels.kind ?? ''),
+  );
+  for (const kind of kinds) {
+    const n = d('nox_quota_redis_errors_total', { kind });
+    if (n > 0) extra[`redisErrors_${kind}`] = n;
+  }
   result.extra = extra;
   result.sidecarPeakRssMiB = peakRssMiB(sidecar.pid);
   return result;

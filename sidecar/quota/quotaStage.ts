@@ -1,13 +1,22 @@
 import { createHash } from 'node:crypto';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
-import type { CompiledQuotaPolicy } from '../policy/quotaPolicy.js';
+import { type CompiledLimit, type CompiledQuotaPolicy, windowMs } from '../policy/quotaPolicy.js';
 import { calendarPeriod } from './calendar.js';
 import { type PolicyLimit, rateLimitHeaders } from './headers.js';
+import type { OverrideLookup } from './overrides.js';
 import type { LimitCheck, QuotaResult, QuotaStore } from './store.js';
+import { policyName, subjectHash } from './subject.js';
+import type { UsageEvent } from './usageRollup.js';
+
+export interface QuotaStageOptions {
+  readonly overrides?: OverrideLookup;
+  readonly usage?: { record(e: UsageEvent): void };
+}
 
 interface Plan {
   readonly policy: CompiledQuotaPolicy;
+  readonly subject: string;
   readonly tier: string;
   readonly cost: number;
   readonly checks: LimitCheck[];
@@ -50,11 +59,27 @@ export class QuotaStage implements Stage {
   readonly #checks: Counter<'result'>;
   readonly #storeSeconds: Histogram<'store'>;
   readonly #failures: Counter<'failure_mode'>;
+  readonly #usage: Counter<'tier'>;
+  readonly #remaining: Histogram<'tier'>;
 
   constructor(
     private readonly store: QuotaStore,
     registry: Registry,
+    private readonly opts: QuotaStageOptions = {},
   ) {
+    this.#usage = new Counter({
+      name: 'nox_quota_usage_total',
+      help: 'Quota charged (requests weighted by cost) by tier.',
+      labelNames: ['tier'],
+      registers: [registry],
+    });
+    this.#remaining = new Histogram({
+      name: 'nox_quota_remaining_ratio',
+      help: 'Share of the tightest limit left after each allowed check, by tier.',
+      labelNames: ['tier'],
+      buckets: [0, 0.05, 0.1, 0.25, 0.5, 0.75, 1],
+      registers: [registry],
+    });
     this.#checks = new Counter({
       name: 'nox_quota_checks_total',
       help: 'Quota checks by result: allowed, denied, dry_run_denied, subject_missing, store_error.',
@@ -97,7 +122,11 @@ export class QuotaStage implements Stage {
         if (policy.mode === 'Enforce') missingDeny.push(deny);
         continue;
       }
-      plans.push(plan(policy, chooseTier(policy, ctx), parts, input, ctx.now));
+      const subject = subjectHash(parts);
+      const override = this.opts.overrides?.get(subject, policyName(policy.key), ctx.now);
+      const tier =
+        override?.tier && policy.tiers.has(override.tier) ? override.tier : chooseTier(policy, ctx);
+      plans.push(plan(policy, tier, subject, input, ctx.now, override?.limits));
     }
     if (missingDeny.length > 0) {
       this.#checks.inc({ result: 'subject_missing' });
@@ -120,6 +149,25 @@ export class QuotaStage implements Stage {
       this.#storeSeconds.observe({ store: this.store.name }, (performance.now() - started) / 1000);
     }
 
+    const usage = this.opts.usage;
+    plans.forEach((p, i) => {
+      const r = results[i]!;
+      if (usage && p.policy.mode === 'Enforce') {
+        usage.record({
+          subjectHash: p.subject,
+          policy: policyName(p.policy.key),
+          tier: p.tier,
+          cost: p.cost,
+          allowed: r.allowed,
+          at: ctx.now,
+        });
+      }
+      if (r.allowed) {
+        this.#usage.inc({ tier: p.tier }, p.cost);
+        const ratios = r.limits.map((l, j) => l.remaining / (p.checks[j]?.requests ?? 1));
+        if (ratios.length > 0) this.#remaining.observe({ tier: p.tier }, Math.min(...ratios));
+      }
+    });
     const headers: Record<string, string> = {};
     let denied: { plan: Plan; result: QuotaResult } | undefined;
     let dryRunDenied: { plan: Plan; result: QuotaResult } | undefined;
@@ -181,17 +229,28 @@ function short(policy: CompiledQuotaPolicy): string {
 function plan(
   policy: CompiledQuotaPolicy,
   tier: string,
-  parts: string[],
+  subject: string,
   input: CheckInput,
   now: number,
+  overrideLimits:
+    | readonly { name?: string; requests: number; window?: string; calendar?: string }[]
+    | undefined,
 ): Plan {
-  const subject = createHash('sha256').update(parts.join('\u0000')).digest('base64url').slice(0, 22);
   const policyTag = createHash('sha256').update(policy.key).digest('base64url').slice(0, 8);
-  const prefix = `nox:q:{${subject}}:${policyTag}:${tier}:`;
-  const t = policy.tiers.get(tier)!;
+  // An override's own limits are counted apart from the tier's.
+  const prefix = `nox:q:{${subject}}:${policyTag}:${overrideLimits ? 'override' : tier}:`;
+  const tierLimits: readonly CompiledLimit[] = overrideLimits
+    ? overrideLimits.map((l) => ({
+        name: l.name ?? l.window ?? (l.calendar ?? 'limit').toLowerCase(),
+        requests: l.requests,
+        ...(l.window
+          ? { windowMs: windowMs(l.window, 'override') }
+          : { calendar: l.calendar as NonNullable<CompiledLimit['calendar']> }),
+      }))
+    : policy.tiers.get(tier)!.limits;
   const checks: LimitCheck[] = [];
   const limits: PolicyLimit[] = [];
-  for (const l of t.limits) {
+  for (const l of tierLimits) {
     if (l.match && l.match.lookup(input.host, input.path, input.method).length === 0) continue;
     if (l.windowMs !== undefined) {
       checks.push({ key: `${prefix}${l.name}`, requests: l.requests, windowMs: l.windowMs });
@@ -209,5 +268,5 @@ function plan(
       break;
     }
   }
-  return { policy, tier, cost, checks, limits };
+  return { policy, subject, tier, cost, checks, limits };
 }

@@ -121,6 +121,12 @@ export const definitions = {
       return n;
     },
   },
+  databaseUrl: {
+    env: 'NOX_DATABASE_URL',
+    default: '',
+    doc: 'PostgreSQL connection string (from the PostgresCluster’s Secret) for quota overrides and usage rollups; empty: neither (standalone mode).',
+    parse: text,
+  },
   checkDeadlineMs: {
     env: 'NOX_CHECK_DEADLINE_MS',
     default: 150,

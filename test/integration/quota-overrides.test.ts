@@ -1,0 +1,108 @@
+import pg from 'pg';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../common/db/migrate.js';
+import { createLogger } from '../../common/logger.js';
+import type { RawResource } from '../../sidecar/config/source.js';
+import type { CheckInput, Ctx, Outcome } from '../../sidecar/pipeline/types.js';
+import { compileSnapshot } from '../../sidecar/policy/compile.js';
+import { MemoryQuotaStore } from '../../sidecar/quota/memoryStore.js';
+import { OverrideStore } from '../../sidecar/quota/overrides.js';
+import { QuotaStage } from '../../sidecar/quota/quotaStage.js';
+import { subjectHash } from '../../sidecar/quota/subject.js';
+import { UsageRollup } from '../../sidecar/quota/usageRollup.js';
+import { type PgNode, startPostgres } from '../harness/postgres.js';
+
+// Overrides set in PostgreSQL change a subject's quota on the next refresh, and usage is
+// rolled up per (subject, policy, tier, hour) — both off the request path.
+const log = createLogger('test', { level: 'silent' });
+const policy = {
+  apiVersion: 'nox.dev/v1alpha1',
+  kind: 'QuotaPolicy',
+  metadata: { name: 'api', namespace: 'shop' },
+  spec: {
+    subject: [{ type: 'Header', name: 'x-user' }],
+    tiers: [
+      { name: 'free', limits: [{ name: 'hourly', requests: 2, window: '1h' }] },
+      { name: 'pro', limits: [{ name: 'hourly', requests: 1000, window: '1h' }] },
+    ],
+  },
+  origin: 'test',
+} as unknown as RawResource;
+const snapshot = compileSnapshot({ resources: [policy], problems: [] }, undefined, 1);
+const input = (user: string): CheckInput => ({
+  method: 'GET',
+  host: 'h',
+  path: '/x',
+  query: '',
+  scheme: 'http',
+  protocol: 'HTTP/1.1',
+  headers: { 'x-user': user },
+  sourceAddress: '',
+  requestId: '',
+});
+const ctx = (): Ctx => ({ decisionId: 'd', snapshot, signal: new AbortController().signal, now: Date.now() });
+const tierOf = (o: Outcome) => (o.kind === 'continue' ? o.upstreamHeaders?.['x-nox-tier'] : o.kind);
+
+describe('quota overrides and usage rollups on real PostgreSQL', () => {
+  let node: PgNode;
+  let pool: pg.Pool;
+  let overrides: OverrideStore;
+  let usage: UsageRollup;
+  let stage: QuotaStage;
+
+  beforeAll(async () => {
+    node = await startPostgres();
+    pool = new pg.Pool({ connectionString: node.connectionString, max: 2 });
+    pool.on('error', () => undefined); // idle connections see the server stop at teardown
+    await migrate(pool, log);
+    const registry = new Registry();
+    overrides = new OverrideStore(pool, log, registry, 60_000);
+    await overrides.start();
+    usage = new UsageRollup({ pool, registry, log, intervalMs: 60_000 });
+    stage = new QuotaStage(new MemoryQuotaStore(), registry, { overrides, usage });
+  });
+  afterAll(async () => {
+    overrides?.stop();
+    await usage?.close().catch(() => undefined);
+    await pool?.end();
+    await node?.stop();
+  });
+
+  it('moves a subject to another tier, or gives it its own limits, and ignores expired overrides', async () => {
+    const hash = (u: string) => subjectHash([`Header=${u}`]);
+    expect(tierOf(await stage.run(input('ann'), ctx()))).toBe('free');
+    await pool.query(
+      `INSERT INTO quota_overrides (subject_hash, subject, policy, tier, created_by) VALUES ($1, 'ann', 'shop/api', 'pro', 'test'),
+       ($2, 'cat', 'shop/api', 'pro', 'test')`,
+      [hash('ann'), hash('cat')],
+    );
+    await pool.query(
+      `INSERT INTO quota_overrides (subject_hash, subject, policy, limits, created_by)
+       VALUES ($1, 'bob', 'shop/api', '[{"name":"tiny","requests":1,"window":"1h"}]', 'test')`,
+      [hash('bob')],
+    );
+    await pool.query(
+      `UPDATE quota_overrides SET created_at = now() - interval '2 hours', expires_at = now() - interval '1 minute' WHERE subject = 'cat'`,
+    );
+    expect(await overrides.refresh()).toBe(2);
+    expect(tierOf(await stage.run(input('ann'), ctx()))).toBe('pro');
+    for (let i = 0; i < 5; i++) expect(tierOf(await stage.run(input('ann'), ctx()))).toBe('pro');
+    // bob keeps his tier name but counts against the override's own limit.
+    expect(tierOf(await stage.run(input('bob'), ctx()))).toBe('free');
+    const second = await stage.run(input('bob'), ctx());
+    expect(second.kind).toBe('deny');
+    if (second.kind === 'deny') expect(second.deny.headers?.ratelimit).toMatch(/^"tiny";r=0/);
+    expect(tierOf(await stage.run(input('cat'), ctx()))).toBe('free');
+  });
+
+  it('rolls usage up per subject, policy, tier and hour', async () => {
+    for (let i = 0; i < 3; i++) await stage.run(input('dan'), ctx()); // free: 2 allowed, 1 denied
+    await usage.flush();
+    const { rows } = await pool.query(
+      `SELECT tier, requests::int, denied::int, cost::int FROM quota_usage_hourly WHERE subject_hash = $1 AND policy = 'shop/api'`,
+      [subjectHash(['Header=dan'])],
+    );
+    expect(rows).toEqual([{ tier: 'free', requests: 3, denied: 1, cost: 2 }]);
+  });
+});
