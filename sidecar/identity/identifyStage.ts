@@ -90,7 +90,7 @@ export class IdentifyStage implements Stage {
       if (expected.includes('{tenantid}'))
         return (
           typeof iss === 'string' &&
-          new RegExp(`^${escape(expected).replace('\\{tenantid\\}', '[0-9a-f-]+')}$`).test(iss)
+          new RegExp(`^${escapeRegExp(expected).replace('\\{tenantid\\}', '[0-9a-f-]+')}$`).test(iss)
         );
       return expected === iss;
     });
@@ -112,7 +112,7 @@ export class IdentifyStage implements Stage {
   }
 }
 
-function escape(s: string): string {
+function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
