@@ -80,6 +80,22 @@ async function scrape(httpPort: number): Promise<Sample[]> {
   return out;
 }
 
+/**
+ * /metrics once the sidecar has answered what is still in flight (a load tool stops with
+ * calls outstanding; their round trips would otherwise land in one window and their checks
+ * in the next): nox_checks_total unchanged across 100 ms, or after 2 s.
+ */
+async function settledScrape(httpPort: number): Promise<Sample[]> {
+  let last = await scrape(httpPort);
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const next = await scrape(httpPort);
+    if (sum(next, 'nox_checks_total') === sum(last, 'nox_checks_total')) return next;
+    last = next;
+  }
+  return last;
+}
+
 function sum(samples: Sample[], name: string, where: Record<string, string> = {}): number {
   return samples
     .filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
@@ -105,7 +121,7 @@ async function measured(
   sidecar: { httpPort: number; pid: number },
   cluster: RedisCluster,
 ): Promise<LoadResult> {
-  const before = await scrape(sidecar.httpPort);
+  const before = await settledScrape(sidecar.httpPort);
   const cpu0 = cpuSeconds(sidecar.pid);
   const redis0 = await redisCpuSeconds(cluster);
   const host0 = hostCpuTicks();
@@ -115,7 +131,7 @@ async function measured(
   const cpu1 = cpuSeconds(sidecar.pid);
   const redis1 = await redisCpuSeconds(cluster);
   const host1 = hostCpuTicks();
-  const after = await scrape(sidecar.httpPort);
+  const after = await settledScrape(sidecar.httpPort);
   const d = (name: string, where?: Record<string, string>) =>
     sum(after, name, where) - sum(before, name, where);
 
