@@ -1,14 +1,14 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
 import { configSourceFor } from './config/sources.js';
 import { IdentifyStage } from './identity/identifyStage.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
-import { OverrideStore } from './quota/overrides.js';
+import type { OverrideStore } from './quota/overrides.js';
 import { QuotaStage } from './quota/quotaStage.js';
 import { quotaStoreFor } from './quota/stores.js';
-import { UsageRollup } from './quota/usageRollup.js';
+import type { UsageRollup } from './quota/usageRollup.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
 import { startHttpServer } from './server/httpServer.js';
@@ -44,7 +44,12 @@ async function main(): Promise<void> {
   // PostgreSQL is never on the hot path: overrides are polled into memory, usage is batched.
   let db: { pool: pg.Pool; overrides: OverrideStore; usage: UsageRollup } | undefined;
   if (settings.databaseUrl) {
-    const pool = new pg.Pool({
+    const [{ default: pgLib }, { OverrideStore }, { UsageRollup }] = await Promise.all([
+      import('pg'),
+      import('./quota/overrides.js'),
+      import('./quota/usageRollup.js'),
+    ]);
+    const pool = new pgLib.Pool({
       connectionString: settings.databaseUrl,
       max: 4,
       connectionTimeoutMillis: 2000,
@@ -69,7 +74,7 @@ async function main(): Promise<void> {
   const checker = new Checker(pipeline, policy, settings.checkDeadlineMs, log, registry);
   let draining = false;
   const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);
-  const source = configSourceFor(settings, log, registry);
+  const source = await configSourceFor(settings, log, registry);
   const httpServer = await startHttpServer(
     registry,
     {

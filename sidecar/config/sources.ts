@@ -1,11 +1,9 @@
-import { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import { group, version } from '../../common/resources/kind.js';
 import { policyKinds } from '../../common/resources/kinds/index.js';
 import type { Settings } from '../settings/settings.js';
 import { FileSource } from './fileSource.js';
-import { KubeSource } from './kubeSource.js';
 import type { ConfigSource, ResourceKind } from './source.js';
 
 /** The nox.dev kinds the sidecar enforces (the cluster kinds are the operator's). */
@@ -16,12 +14,17 @@ export const sidecarKinds: readonly ResourceKind[] = policyKinds.map((k) => ({
   plural: k.plural,
 }));
 
-export function configSourceFor(
+export async function configSourceFor(
   settings: Settings,
   log: Logger,
   registry: Registry,
-): ConfigSource | undefined {
+): Promise<ConfigSource | undefined> {
   if (settings.configSource === 'kubernetes') {
+    // Loaded only in this mode: @kubernetes/client-node alone costs ~75 MB of resident memory.
+    const [{ KubeConfig }, { KubeSource }] = await Promise.all([
+      import('@kubernetes/client-node'),
+      import('./kubeSource.js'),
+    ]);
     const kubeConfig = new KubeConfig();
     if (settings.kubeconfig) kubeConfig.loadFromFile(settings.kubeconfig);
     else kubeConfig.loadFromDefault();

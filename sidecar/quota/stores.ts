@@ -4,7 +4,6 @@ import type { Logger } from '../../common/logger.js';
 import type { Settings } from '../settings/settings.js';
 import { DenyCachingStore } from './denyCache.js';
 import { MemoryQuotaStore } from './memoryStore.js';
-import { RedisQuotaStore } from './redisStore.js';
 import type { QuotaStore } from './store.js';
 
 export function parseNodes(spec: string): { host: string; port: number }[] {
@@ -29,6 +28,8 @@ export async function quotaStoreFor(
   if (settings.quotaStore === 'memory') return new DenyCachingStore(new MemoryQuotaStore(), registry);
   const nodes = parseNodes(settings.redisNodes);
   if (nodes.length === 0) throw new Error(`NOX_QUOTA_STORE=${settings.quotaStore} needs NOX_REDIS_NODES`);
+  // ioredis is loaded only when a Redis store is configured (~20 MB resident).
+  const { RedisQuotaStore } = await import('./redisStore.js');
   const password = settings.redisPasswordFile
     ? readFileSync(settings.redisPasswordFile, 'utf8').trim()
     : undefined;
