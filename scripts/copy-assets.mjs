@@ -1,6 +1,6 @@
 // Copies the non-TypeScript files the compiled programs read at run time (Lua scripts,
 // SQL migrations, generated protobuf code) next to their compiled modules in dist/.
-import { cpSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,4 +19,4 @@ function walk(dir) {
     }
   }
 }
-for (const r of roots) walk(join(root, r));
+for (const r of roots) if (existsSync(join(root, r))) walk(join(root, r));

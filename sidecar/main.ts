@@ -3,6 +3,7 @@ import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
 import { configSourceFor } from './config/sources.js';
 import { IdentifyStage } from './identity/identifyStage.js';
+import { JwtMethod } from './identity/jwtMethod.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
 import type { OverrideStore } from './quota/overrides.js';
@@ -39,7 +40,7 @@ async function main(): Promise<void> {
 
   const policy = new PolicyStore(log, registry);
   const quotaStore = await quotaStoreFor(settings, log, registry);
-  const identify = new IdentifyStage(registry);
+  const identify = new IdentifyStage([new JwtMethod()], registry);
   policy.onSwap((s) => identify.onSnapshot(s));
   // PostgreSQL is never on the hot path: overrides are polled into memory, usage is batched.
   let db: { pool: pg.Pool; overrides: OverrideStore; usage: UsageRollup } | undefined;

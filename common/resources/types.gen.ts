@@ -299,6 +299,30 @@ export type AccessPolicySpec = {
   mode: 'Enforce' | 'DryRun';
   /** OAuth2Providers (in this namespace) whose tokens and sessions identify callers on these routes. */
   providers?: string[];
+  /** Browser login for these routes: an unauthenticated browser is sent to a provider (with login.enabled) instead of getting 401. */
+  login?: {
+    /** Providers offered; one: a redirect to it; several: a chooser page. */
+    providers: string[];
+  };
+  /** API keys kept in Kubernetes Secrets of this namespace, selected by label; each Secret holds one key. */
+  apiKeys?: {
+    /** Labels the Secrets must carry. */
+    selector: Record<string, string>;
+    /** Header carrying the key. */
+    header: string;
+    /** Key in the Secret holding the API key. */
+    key: string;
+  };
+  /** Kubernetes ServiceAccount tokens (bearer), checked with TokenReview. */
+  serviceAccounts?: {
+    /** Audiences the token must be bound to; empty: the API server’s. */
+    audiences?: string[];
+  };
+  /** The client certificate Envoy verified (mTLS) names the caller. */
+  clientCertificates?: {
+    /** Which name is the subject: the first URI SAN (e.g. a SPIFFE id), the first DNS SAN, or the subject CN. */
+    subjectFrom: 'URISAN' | 'DNSSAN' | 'CommonName';
+  };
   /** Rules, first match wins. */
   rules?: Array<{
     /** Rule name, reported in decisions and metrics. */

@@ -37,6 +37,10 @@ export class TokenCache {
     }
   }
 
+  delete(hash: string): void {
+    this.#entries.delete(hash);
+  }
+
   /** Drop every entry of a provider (its configuration changed). */
   dropProvider(providerKey: string): void {
     for (const [k, e] of this.#entries) if (e.providerKey === providerKey) this.#entries.delete(k);

@@ -8,6 +8,7 @@ import {
   httpMethods,
   int,
   listMap,
+  mapOf,
   obj,
   pathMatch,
   patterns,
@@ -134,6 +135,49 @@ export const accessPolicy: KindDefinition = {
       str('Provider name.', { pattern: patterns.dnsLabel, maxLength: 63 }),
       { maxItems: 16 },
     ),
+    login: obj(
+      'Browser login for these routes: an unauthenticated browser is sent to a provider (with login.enabled) instead of getting 401.',
+      {
+        providers: set(
+          'Providers offered; one: a redirect to it; several: a chooser page.',
+          str('Provider name.', { pattern: patterns.dnsLabel, maxLength: 63 }),
+          { maxItems: 8, minItems: 1 },
+        ),
+      },
+      { required: ['providers'] },
+    ),
+    apiKeys: obj(
+      'API keys kept in Kubernetes Secrets of this namespace, selected by label; each Secret holds one key.',
+      {
+        selector: mapOf('Labels the Secrets must carry.', str('Value.', { maxLength: 63 }), {
+          minProperties: 1,
+          maxProperties: 8,
+        }),
+        header: str('Header carrying the key.', {
+          default: 'x-api-key',
+          pattern: patterns.headerName,
+          maxLength: 64,
+        }),
+        key: str('Key in the Secret holding the API key.', { default: 'api-key', maxLength: 253 }),
+      },
+      { required: ['selector'] },
+    ),
+    serviceAccounts: obj('Kubernetes ServiceAccount tokens (bearer), checked with TokenReview.', {
+      audiences: set(
+        'Audiences the token must be bound to; empty: the API server’s.',
+        str('Audience.', { maxLength: 253 }),
+        { maxItems: 8 },
+      ),
+    }),
+    clientCertificates: obj('The client certificate Envoy verified (mTLS) names the caller.', {
+      subjectFrom: enumOf(
+        'Which name is the subject: the first URI SAN (e.g. a SPIFFE id), the first DNS SAN, or the subject CN.',
+        ['URISAN', 'DNSSAN', 'CommonName'],
+        {
+          default: 'URISAN',
+        },
+      ),
+    }),
     rules: listMap('Rules, first match wins.', rule, 'name', { maxItems: 64 }),
     defaultAction: enumOf('What happens when no rule matches.', ['Allow', 'Deny'], { default: 'Deny' }),
     priority: int(
