@@ -40,7 +40,16 @@ async function main(): Promise<void> {
 
   const policy = new PolicyStore(log, registry);
   const quotaStore = await quotaStoreFor(settings, log, registry);
-  const identify = new IdentifyStage([new JwtMethod()], registry);
+  const identify = new IdentifyStage(
+    [
+      new JwtMethod({
+        cooldownMs: settings.jwksCooldownMs,
+        cacheMaxAgeMs: settings.jwksMaxAgeMs,
+        timeoutMs: 2000,
+      }),
+    ],
+    registry,
+  );
   policy.onSwap((s) => identify.onSnapshot(s));
   // PostgreSQL is never on the hot path: overrides are polled into memory, usage is batched.
   let db: { pool: pg.Pool; overrides: OverrideStore; usage: UsageRollup } | undefined;

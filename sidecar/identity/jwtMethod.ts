@@ -24,6 +24,15 @@ function escapeRegExp(s: string): string {
 /** Bearer JWTs from the route's OAuth2Providers, validated against their JWKS, cached until expiry. */
 export class JwtMethod implements IdentityMethod {
   readonly name = 'jwt';
+
+  constructor(
+    private readonly opts: { cooldownMs: number; cacheMaxAgeMs: number; timeoutMs: number } = {
+      cooldownMs: 30_000,
+      cacheMaxAgeMs: 600_000,
+      timeoutMs: 2_000,
+    },
+  ) {}
+
   readonly #validators = new Map<string, { digest: string; validator: JwtValidator }>();
   readonly #cache = new TokenCache();
 
@@ -35,11 +44,7 @@ export class JwtMethod implements IdentityMethod {
       if (cur) this.#cache.dropProvider(key);
       this.#validators.set(key, {
         digest,
-        validator: new JwtValidator(resolveProvider(key, spec), {
-          cooldownMs: 30_000,
-          cacheMaxAgeMs: 600_000,
-          timeoutMs: 2_000,
-        }),
+        validator: new JwtValidator(resolveProvider(key, spec), this.opts),
       });
     }
     for (const key of this.#validators.keys()) {

@@ -127,6 +127,18 @@ export const definitions = {
     doc: 'PostgreSQL connection string (from the PostgresCluster’s Secret) for quota overrides and usage rollups; empty: neither (standalone mode).',
     parse: text,
   },
+  jwksCooldownMs: {
+    env: 'NOX_JWKS_COOLDOWN_MS',
+    default: 30_000,
+    doc: 'After a JWKS fetch, a token with an unknown key id causes no new fetch for this long (per issuer): a flood of forged kids cannot hammer the provider.',
+    parse: positiveInt(3_600_000),
+  },
+  jwksMaxAgeMs: {
+    env: 'NOX_JWKS_MAX_AGE_MS',
+    default: 600_000,
+    doc: 'How long fetched signing keys are used without re-fetching; during a provider outage they keep validating until then.',
+    parse: positiveInt(86_400_000),
+  },
   checkDeadlineMs: {
     env: 'NOX_CHECK_DEADLINE_MS',
     default: 150,

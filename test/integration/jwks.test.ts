@@ -1,0 +1,157 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
+import { type OidcIssuer, startOidcIssuer } from '../harness/oidc.js';
+import { scratchDir } from '../harness/process.js';
+import { type Sidecar, startSidecar } from '../harness/sidecar.js';
+
+// Bearer JWTs from a real OpenID provider: discovery, JWKS caching, key rotation at the
+// provider, unknown-kid storms and outages, as the sidecar's answers show them.
+const policies = (issuer: string, audience: string) => `
+apiVersion: nox.dev/v1alpha1
+kind: OAuth2Provider
+metadata: { name: corp }
+spec: { type: oidc, issuer: "${issuer}", clientId: gw, audiences: ["${audience}"], allowedAlgorithms: [RS256] }
+---
+apiVersion: nox.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: api }
+spec:
+  providers: [corp]
+  rules: [{ name: signed-in, action: Allow, when: { authenticated: Authenticated } }]
+`;
+
+describe('bearer JWTs against a real OpenID provider', () => {
+  let op: OidcIssuer;
+  let sidecar: Sidecar;
+  let client: SidecarClient;
+  const check = async (token: string) => {
+    const res = await client.check(httpCheck('/api', { headers: { authorization: `Bearer ${token}` } }));
+    const user = res.okResponse?.headers?.find((h) => h.header?.key === 'x-nox-user')?.header?.value;
+    return {
+      status: res.deniedResponse?.status?.code ?? 200,
+      user,
+      error: JSON.parse(res.deniedResponse?.body ?? '{}').error,
+      reason: JSON.parse(res.deniedResponse?.body ?? '{}').reason as string | undefined,
+    };
+  };
+  const jwks = () => op.hits.get('/jwks') ?? 0;
+
+  beforeAll(async () => {
+    op = await startOidcIssuer([
+      { clientId: 'app-a', secret: 'a' },
+      { clientId: 'app-b', secret: 'b' },
+    ]);
+    const dir = scratchDir('jwks');
+    writeFileSync(join(dir, 'p.yaml'), policies(op.issuer, op.audience));
+    sidecar = await startSidecar({ policyPath: dir, env: { NOX_JWKS_COOLDOWN_MS: '1000' } });
+    client = new SidecarClient(sidecar.grpcPort);
+  });
+  afterAll(async () => {
+    client?.close();
+    await sidecar?.stop();
+    await op?.close();
+  });
+
+  it('validates a token through discovery and JWKS, and names the caller provider-qualified', async () => {
+    expect(await check(await op.token('app-a'))).toMatchObject({ status: 200, user: 'corp:app-a' });
+    expect(jwks()).toBe(1);
+  });
+
+  it('follows a key rotation at the provider with one JWKS fetch', async () => {
+    await op.rotateKeys();
+    // Providers publish a new key before signing with it; past the cooldown one fetch picks it up.
+    await new Promise((r) => setTimeout(r, 1100));
+    const before = jwks();
+    expect(await check(await op.token('app-b'))).toMatchObject({ status: 200, user: 'corp:app-b' });
+    expect(jwks()).toBe(before + 1);
+  });
+
+  it('answers a storm of unknown kids with 401 and at most one fetch per cooldown', async () => {
+    await new Promise((r) => setTimeout(r, 1100));
+    const { privateKey } = await generateKeyPair('RS256');
+    const before = jwks();
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        new SignJWT({ sub: `mallory-${i}` })
+          .setProtectedHeader({ alg: 'RS256', kid: `unknown-${i}` })
+          .setIssuer(op.issuer)
+          .setAudience(op.audience)
+          .setExpirationTime('5m')
+          .sign(privateKey)
+          .then(check),
+      ),
+    );
+    expect(results.every((r) => r.status === 401 && r.error === 'UNAUTHENTICATED')).toBe(true);
+    expect(jwks() - before).toBeLessThanOrEqual(1);
+  });
+
+  it('rejects tokens that are forged, for another audience, expired, or signed with HS256', async () => {
+    const good = await op.token('app-a');
+    const [h, p] = good.split('.');
+    expect((await check(`${h}.${p}.AAAA`)).status).toBe(401);
+    const { privateKey, publicKey } = await generateKeyPair('RS256');
+    const pub = await exportJWK(publicKey);
+    expect(pub.kty).toBe('RSA');
+    const wrongAud = await new SignJWT({ sub: 'x' })
+      .setProtectedHeader({ alg: 'RS256', kid: 'key-2' })
+      .setIssuer(op.issuer)
+      .setAudience('other')
+      .setExpirationTime('5m')
+      .sign(privateKey);
+    expect((await check(wrongAud)).status).toBe(401);
+    // RFC 8725 §3.1: an HMAC token "signed" with something public must never pass.
+    const hs = await new SignJWT({ sub: 'x' })
+      .setProtectedHeader({ alg: 'HS256', kid: 'key-2' })
+      .setIssuer(op.issuer)
+      .setAudience(op.audience)
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode('public-key-material-used-as-hmac-secret'));
+    expect((await check(hs)).status).toBe(401);
+    const none = `${Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url')}.${Buffer.from(JSON.stringify({ sub: 'x', iss: op.issuer, aud: op.audience })).toString('base64url')}.`;
+    expect((await check(none)).status).toBe(401);
+  });
+
+  it('keeps validating with cached keys while the provider is down', async () => {
+    const unused = await op.token('app-b');
+    await op.pause();
+    try {
+      expect(await check(unused)).toMatchObject({ status: 200, user: 'corp:app-b' });
+    } finally {
+      await op.resume();
+    }
+  });
+});
+
+describe('a provider that is down when the sidecar starts', () => {
+  it('fails closed with 503, then recovers within seconds once the provider is back', async () => {
+    const op = await startOidcIssuer([{ clientId: 'app-a', secret: 'a' }]);
+    const token = await op.token('app-a');
+    await op.pause();
+    const dir = scratchDir('jwks-down');
+    writeFileSync(join(dir, 'p.yaml'), policies(op.issuer, op.audience));
+    const sidecar = await startSidecar({ policyPath: dir });
+    const client = new SidecarClient(sidecar.grpcPort);
+    try {
+      const down = await client.check(httpCheck('/api', { headers: { authorization: `Bearer ${token}` } }));
+      expect(down.deniedResponse?.status?.code).toBe(503);
+      expect(JSON.parse(down.deniedResponse?.body ?? '{}').error).toBe('IDENTITY_PROVIDER_UNAVAILABLE');
+      await new Promise((r) => setTimeout(r, 1500));
+      await op.resume();
+      const t0 = Date.now();
+      for (;;) {
+        const res = await client.check(httpCheck('/api', { headers: { authorization: `Bearer ${token}` } }));
+        if (res.okResponse) break;
+        if (Date.now() - t0 > 8000) throw new Error(`still ${res.deniedResponse?.body} after 8 s`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(Date.now() - t0).toBeLessThan(8000);
+    } finally {
+      client.close();
+      await sidecar.stop();
+      await op.close();
+    }
+  });
+});
