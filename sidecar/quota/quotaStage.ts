@@ -138,7 +138,7 @@ export class QuotaStage implements Stage {
     const started = performance.now();
     try {
       results = await Promise.all(
-        plans.map((p) => this.store.take(p.checks, p.cost, ctx.now, p.policy.mode === 'DryRun', ctx.signal)),
+        plans.map((p) => this.store.take(p.checks, p.cost, ctx.now, false, ctx.signal)),
       );
     } catch (cause) {
       this.#checks.inc({ result: 'store_error' });
