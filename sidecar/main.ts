@@ -8,7 +8,7 @@ import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
 import type { OverrideStore } from './quota/overrides.js';
 import { QuotaStage } from './quota/quotaStage.js';
-import { quotaStoreFor } from './quota/stores.js';
+import { quotaStoreFor, revocationsFor } from './quota/stores.js';
 import type { UsageRollup } from './quota/usageRollup.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
@@ -40,17 +40,8 @@ async function main(): Promise<void> {
 
   const policy = new PolicyStore(log, registry);
   const quotaStore = await quotaStoreFor(settings, log, registry);
-  const identify = new IdentifyStage(
-    [
-      new JwtMethod({
-        cooldownMs: settings.jwksCooldownMs,
-        cacheMaxAgeMs: settings.jwksMaxAgeMs,
-        timeoutMs: 2000,
-      }),
-    ],
-    registry,
-  );
-  policy.onSwap((s) => identify.onSnapshot(s));
+  const revocations = await revocationsFor(settings, log, registry);
+  await revocations.start();
   // PostgreSQL is never on the hot path: overrides are polled into memory, usage is batched.
   let db: { pool: pg.Pool; overrides: OverrideStore; usage: UsageRollup } | undefined;
   if (settings.databaseUrl) {
@@ -75,6 +66,28 @@ async function main(): Promise<void> {
   } else {
     log.info('NOX_DATABASE_URL is not set: no quota overrides, no usage rollups');
   }
+  const profiles = db
+    ? new (await import('./identity/profileSync.js')).ProfileSync(db.pool, log, registry, () =>
+        [...(policy.current?.providers ?? [])].filter(([, p]) => p.linkAccountsByEmail).map(([k]) => k),
+      )
+    : undefined;
+  const identify = new IdentifyStage(
+    [
+      new JwtMethod({
+        cooldownMs: settings.jwksCooldownMs,
+        cacheMaxAgeMs: settings.jwksMaxAgeMs,
+        timeoutMs: 2000,
+        revocations,
+      }),
+    ],
+    registry,
+    {
+      revocations,
+      ...(profiles ? { profiles } : {}),
+      linkByEmail: (key) => policy.current?.providers.get(key)?.linkAccountsByEmail === true,
+    },
+  );
+  policy.onSwap((s) => identify.onSnapshot(s));
   const quotaStage = new QuotaStage(
     quotaStore,
     registry,
@@ -128,6 +141,8 @@ async function main(): Promise<void> {
     await grpcServer.shutdown(settings.drainTimeoutMs);
     await source?.stop();
     await quotaStore.close();
+    await revocations.stop();
+    await profiles?.close();
     if (db) {
       db.overrides.stop();
       await db.usage.close().catch((e: unknown) => log.error({ err: String(e) }, 'last usage flush failed'));

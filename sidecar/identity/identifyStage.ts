@@ -3,6 +3,15 @@ import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js
 import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from './identity.js';
 import type { IdentityMethod } from './method.js';
+import type { ProfileSync } from './profileSync.js';
+import type { Revocations } from './revocations.js';
+
+export interface IdentifyOptions {
+  readonly revocations?: Revocations;
+  readonly profiles?: ProfileSync;
+  /** OAuth2Provider "namespace/name" → whether it allows linking by email. */
+  readonly linkByEmail?: (providerKey: string) => boolean;
+}
 
 /**
  * Who is calling. The methods run in order (any-of): the first that identifies the caller
@@ -17,6 +26,7 @@ export class IdentifyStage implements Stage {
   constructor(
     private readonly methods: readonly IdentityMethod[],
     registry: Registry,
+    private readonly opts: IdentifyOptions = {},
   ) {
     this.#results = new Counter({
       name: 'nox_identity_results_total',
@@ -44,8 +54,20 @@ export class IdentifyStage implements Stage {
       const r = await m.identify(input, ctx, policy);
       if (r.kind === 'absent') continue;
       this.#results.inc({ method: m.name, result: r.kind });
-      if (r.kind === 'identified')
+      if (r.kind === 'identified') {
+        if (this.opts.revocations?.isRevoked(`subject:${r.identity.subject}`, ctx.now)) {
+          invalid ??= 'the caller’s access was revoked';
+          continue;
+        }
+        if (this.opts.profiles && (r.identity.method === 'jwt' || r.identity.method === 'session')) {
+          const providerKey = `${policy.key.split('/')[1]}/${r.identity.provider}`;
+          this.opts.profiles.seen(r.identity, {
+            providerKey,
+            linkByEmail: this.opts.linkByEmail?.(providerKey) ?? false,
+          });
+        }
         return { kind: 'continue', identity: r.identity, upstreamHeaders: identityHeaders(r.identity) };
+      }
       if (r.kind === 'invalid') invalid ??= r.reason;
       else unavailable ??= r.cause;
     }

@@ -6,6 +6,7 @@ import type { Snapshot } from '../policy/snapshot.js';
 import { InvalidToken, JwtValidator, ProviderUnavailable } from './jwtValidator.js';
 import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
 import { resolveProvider } from './presets.js';
+import type { Revocations } from './revocations.js';
 import { TokenCache } from './tokenCache.js';
 
 const bearer = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/;
@@ -26,7 +27,12 @@ export class JwtMethod implements IdentityMethod {
   readonly name = 'jwt';
 
   constructor(
-    private readonly opts: { cooldownMs: number; cacheMaxAgeMs: number; timeoutMs: number } = {
+    private readonly opts: {
+      cooldownMs: number;
+      cacheMaxAgeMs: number;
+      timeoutMs: number;
+      revocations?: Revocations;
+    } = {
       cooldownMs: 30_000,
       cacheMaxAgeMs: 600_000,
       timeoutMs: 2_000,
@@ -72,6 +78,8 @@ export class JwtMethod implements IdentityMethod {
     if (token.length > Math.max(...accepted.map((v) => v!.provider.maxTokenBytes)))
       return { kind: 'invalid', reason: 'the token is too large' };
     const hash = createHash('sha256').update(token).digest('base64url');
+    if (this.opts.revocations?.isRevoked(`token:${hash}`, ctx.now))
+      return { kind: 'invalid', reason: 'the token was revoked' };
     const hit = this.#cache.get(hash, ctx.now);
     if (hit && accepted.some((v) => v!.provider.key === hit.providerKey))
       return { kind: 'identified', identity: hit.identity };

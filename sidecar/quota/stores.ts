@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
+import type { Revocations } from '../identity/revocations.js';
 import type { Settings } from '../settings/settings.js';
 import { DenyCachingStore } from './denyCache.js';
 import { MemoryQuotaStore } from './memoryStore.js';
@@ -44,4 +45,25 @@ export async function quotaStoreFor(
   });
   await store.ready();
   return new DenyCachingStore(store, registry);
+}
+
+/** Revocations travel through the same Redis as quotas; without Redis they stay in this process. */
+export async function revocationsFor(
+  settings: Settings,
+  log: Logger,
+  registry: Registry,
+): Promise<Revocations> {
+  if (settings.quotaStore === 'memory')
+    return new (await import('../identity/memoryRevocations.js')).MemoryRevocations();
+  const { RedisRevocations } = await import('../identity/revocations.js');
+  const password = settings.redisPasswordFile
+    ? readFileSync(settings.redisPasswordFile, 'utf8').trim()
+    : undefined;
+  return new RedisRevocations(
+    parseNodes(settings.redisNodes),
+    settings.quotaStore === 'redis-cluster',
+    password,
+    log,
+    registry,
+  );
 }

@@ -1,0 +1,105 @@
+import { Cluster, Redis } from 'ioredis';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Logger } from '../../common/logger.js';
+
+/**
+ * Revoked credentials, known to every sidecar within about a second: the list lives in one
+ * Redis sorted set (score: until when the entry matters, e.g. the token's exp), changes are
+ * announced on a pub/sub channel, and each sidecar answers from its own copy — checking a
+ * revocation costs no round trip. Ids: "token:<sha256>", "subject:<provider>:<sub>",
+ * "session:<sha256>".
+ */
+export interface Revocations {
+  isRevoked(id: string, now: number): boolean;
+  revoke(id: string, untilMs: number): Promise<void>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const key = '{nox:revoked}';
+const channel = 'nox:revocations';
+
+export class RedisRevocations implements Revocations {
+  readonly #local = new Map<string, number>();
+  readonly #client: Redis | Cluster;
+  #subscriber: Redis | Cluster | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #revoked: Counter;
+  readonly #size: Gauge;
+
+  constructor(
+    nodes: readonly { host: string; port: number }[],
+    cluster: boolean,
+    password: string | undefined,
+    private readonly log: Logger,
+    registry: Registry,
+    private readonly resyncMs = 30_000,
+  ) {
+    const opts = { ...(password ? { password } : {}), maxRetriesPerRequest: 1 };
+    this.#client = cluster
+      ? new Cluster(nodes as { host: string; port: number }[], { redisOptions: opts })
+      : new Redis({ ...nodes[0]!, ...opts });
+    this.#client.on('error', (e: Error) => log.warn({ err: e.message }, 'revocations: redis error'));
+    this.#revoked = new Counter({
+      name: 'nox_identity_revocations_total',
+      help: 'Revocations announced by this process.',
+      registers: [registry],
+    });
+    this.#size = new Gauge({
+      name: 'nox_identity_revoked_entries',
+      help: 'Revoked credentials this sidecar knows about (not yet expired).',
+      registers: [registry],
+      collect: () => this.#size.set(this.#local.size),
+    });
+  }
+
+  isRevoked(id: string, now: number): boolean {
+    const until = this.#local.get(id);
+    return until !== undefined && until > now;
+  }
+
+  async revoke(id: string, untilMs: number): Promise<void> {
+    await this.#client.zadd(key, untilMs, id);
+    await this.#client.publish(channel, JSON.stringify({ id, until: untilMs }));
+    this.#local.set(id, untilMs);
+    this.#revoked.inc();
+  }
+
+  async start(): Promise<void> {
+    const sub = this.#client.duplicate();
+    this.#subscriber = sub;
+    sub.on('error', (e: Error) => this.log.warn({ err: e.message }, 'revocations: subscriber error'));
+    sub.on('message', (_ch: string, msg: string) => {
+      try {
+        const { id, until } = JSON.parse(msg) as { id: string; until: number };
+        this.#local.set(id, until);
+      } catch {
+        this.log.warn('revocations: malformed message ignored');
+      }
+    });
+    // A message missed while reconnecting is caught by re-reading the set.
+    sub.on('ready', () => void this.#resync());
+    await sub.subscribe(channel);
+    await this.#resync();
+    this.#timer = setInterval(() => void this.#resync(), this.resyncMs);
+    this.#timer.unref();
+  }
+
+  async #resync(): Promise<void> {
+    try {
+      const now = Date.now();
+      await this.#client.zremrangebyscore(key, '-inf', now);
+      const flat = await this.#client.zrangebyscore(key, now, '+inf', 'WITHSCORES');
+      for (let i = 0; i < flat.length; i += 2) this.#local.set(flat[i]!, Number(flat[i + 1]));
+      for (const [id, until] of this.#local) if (until <= now) this.#local.delete(id);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'revocations: resync failed; keeping the known list');
+    }
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#subscriber?.disconnect();
+    this.#client.disconnect();
+  }
+}
