@@ -79,7 +79,15 @@ export class OpaqueTokenMethod implements IdentityMethod {
       this.#cache.deletePrefix(`${key}|`);
       const endpoint = spec.endpoints?.introspection ?? (spec.issuer ? undefined : '');
       const p = resolveProvider(key, spec);
-      this.#providers.set(key, { digest, spec, p, endpoint, discovery: undefined, retryAt: 0, backoffMs: 500 });
+      this.#providers.set(key, {
+        digest,
+        spec,
+        p,
+        endpoint,
+        discovery: undefined,
+        retryAt: 0,
+        backoffMs: 500,
+      });
     }
     for (const key of this.#providers.keys()) {
       const spec = s.providers.get(key);
@@ -159,8 +167,11 @@ export class OpaqueTokenMethod implements IdentityMethod {
     const ref = s.spec.clientSecretRef;
     const secret = ref ? this.secrets.get(ns, ref.name, ref.key)?.toString('utf8').trim() : undefined;
     // RFC 7662 §2.1: the resource server authenticates to the endpoint.
-    if (!secret) throw new Error(`provider ${s.p.key}: client secret ${ref ? `${ns}/${ref.name}` : ''} not available`);
-    const basic = Buffer.from(`${encodeURIComponent(s.p.clientId)}:${encodeURIComponent(secret)}`).toString('base64');
+    if (!secret)
+      throw new Error(`provider ${s.p.key}: client secret ${ref ? `${ns}/${ref.name}` : ''} not available`);
+    const basic = Buffer.from(`${encodeURIComponent(s.p.clientId)}:${encodeURIComponent(secret)}`).toString(
+      'base64',
+    );
     const res = await fetch(endpoint, {
       method: 'POST',
       headers: {
@@ -182,8 +193,10 @@ export class OpaqueTokenMethod implements IdentityMethod {
     const skewMs = s.p.clockToleranceS * 1000;
     if (r.active !== true) return reject('inactive');
     // A refresh token is not an access token, whatever the endpoint says about it.
-    if (typeof r.token_type === 'string' && /refresh/i.test(r.token_type)) return reject('not an access token');
-    if (r.exp !== undefined && !(typeof r.exp === 'number' && r.exp * 1000 + skewMs > now)) return reject('expired');
+    if (typeof r.token_type === 'string' && /refresh/i.test(r.token_type))
+      return reject('not an access token');
+    if (r.exp !== undefined && !(typeof r.exp === 'number' && r.exp * 1000 + skewMs > now))
+      return reject('expired');
     if (r.nbf !== undefined && !(typeof r.nbf === 'number' && r.nbf * 1000 - skewMs <= now))
       return reject('not yet valid');
     if (r.iss !== undefined && s.p.issuer && r.iss !== s.p.issuer) return reject('unexpected issuer');

@@ -23,6 +23,7 @@ export function decodeCheckRequest(req: CheckRequest): CheckInput {
   const { path, query } = normalizePath(rawPath);
   const src = req.attributes?.source?.address?.socketAddress?.address ?? '';
   const headers = (http.headers ?? {}) as Record<string, string>;
+  const peerCertificate = req.attributes?.source?.certificate;
   return {
     method,
     host: host.toLowerCase(),
@@ -33,6 +34,7 @@ export function decodeCheckRequest(req: CheckRequest): CheckInput {
     headers,
     sourceAddress: src,
     requestId: http.id ?? headers['x-request-id'] ?? '',
+    ...(peerCertificate ? { peerCertificate } : {}),
   };
 }
 

@@ -16,6 +16,8 @@ export interface CheckInput {
   readonly headers: Readonly<Record<string, string>>;
   readonly sourceAddress: string;
   readonly requestId: string;
+  /** URL-encoded PEM of the downstream client certificate (Envoy's include_peer_certificate), if any. */
+  readonly peerCertificate?: string;
 }
 
 export interface Ctx {
@@ -41,6 +43,8 @@ export interface Deny {
   readonly code: ErrorCode;
   readonly reason: string;
   readonly headers?: Readonly<Record<string, string>>;
+  /** A body of Nox's own (e.g. the login chooser page, with its content-type in headers); default: the JSON error. */
+  readonly body?: string;
 }
 
 export type Outcome =

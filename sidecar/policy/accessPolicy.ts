@@ -28,6 +28,9 @@ export interface CompiledAccessPolicy {
   readonly rules: readonly CompiledRule[];
   readonly defaultAction: 'Allow' | 'Deny';
   readonly priority: number;
+  readonly apiKeys?: AccessPolicySpec['apiKeys'];
+  readonly serviceAccounts?: AccessPolicySpec['serviceAccounts'];
+  readonly clientCertificates?: AccessPolicySpec['clientCertificates'];
 }
 
 export interface AccessVerdict {
@@ -44,6 +47,9 @@ export function compileAccessPolicy(key: string, spec: AccessPolicySpec): Compil
     providers: spec.providers ?? [],
     defaultAction: spec.defaultAction,
     priority: spec.priority,
+    ...(spec.apiKeys ? { apiKeys: spec.apiKeys } : {}),
+    ...(spec.serviceAccounts ? { serviceAccounts: spec.serviceAccounts } : {}),
+    ...(spec.clientCertificates ? { clientCertificates: spec.clientCertificates } : {}),
     rules: (spec.rules ?? []).map((r) => ({
       name: r.name,
       action: r.action,

@@ -8,7 +8,10 @@ export interface SecretStore {
   /** One key of one Secret, or undefined when the Secret or the key does not exist. */
   get(namespace: string, name: string, key: string): Buffer | undefined;
   /** Every Secret of the namespace carrying all the given labels: name → data. */
-  select(namespace: string, labels: Readonly<Record<string, string>>): ReadonlyMap<string, Readonly<Record<string, Buffer>>>;
+  select(
+    namespace: string,
+    labels: Readonly<Record<string, string>>,
+  ): ReadonlyMap<string, Readonly<Record<string, Buffer>>>;
   /** Called after any change, so caches built from Secrets can be dropped. */
   onChange(listener: () => void): void;
   start(): Promise<void>;
