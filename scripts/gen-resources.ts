@@ -1,14 +1,15 @@
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { crdFor } from '../common/resources/crd.js';
 import { kinds } from '../common/resources/kinds/index.js';
 import { typesFor } from '../common/resources/typegen.js';
+import { sidecarRbac } from '../sidecar/rbac.js';
 import { repoRoot } from '../test/harness/tools.js';
 
 /**
- * Writes crds/<plural>.nox.dev.yaml and common/resources/types.gen.ts from the kind
- * definitions. `--check` writes nothing and fails if a checked-in file differs (the
+ * Writes crds/<plural>.nox.dev.yaml (also into the chart), common/resources/types.gen.ts
+ * and the chart's RBAC rules from the kind definitions and sidecar/rbac.ts. `--check` writes nothing and fails if a checked-in file differs (the
  * drift test runs the same comparison).
  */
 export function generatedFiles(): Map<string, string> {
@@ -18,6 +19,14 @@ export function generatedFiles(): Map<string, string> {
     files.set(join('crds', `${def.plural}.nox.dev.yaml`), header + stringify(crdFor(def), { lineWidth: 0 }));
   }
   files.set(join('common', 'resources', 'types.gen.ts'), typesFor(kinds));
+  // The chart installs the same CRDs (helm applies charts/nox/crds/ before templates).
+  for (const def of kinds) {
+    files.set(
+      join('charts', 'nox', 'crds', `${def.plural}.nox.dev.yaml`),
+      files.get(join('crds', `${def.plural}.nox.dev.yaml`))!,
+    );
+  }
+  files.set(join('charts', 'nox', 'files', 'sidecar-rbac.json'), `${JSON.stringify(sidecarRbac, null, 2)}\n`);
   return files;
 }
 
@@ -35,6 +44,7 @@ function main(): void {
     if (current === content) continue;
     if (check) stale.push(rel);
     else {
+      mkdirSync(dirname(path), { recursive: true });
       writeFileSync(path, content);
       process.stdout.write(`wrote ${rel}\n`);
     }
