@@ -3,13 +3,14 @@ import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
 import { configSourceFor } from './config/sources.js';
 import { IdentifyStage } from './identity/identifyStage.js';
-import { JwtMethod } from './identity/jwtMethod.js';
+import { identityMethodsFor } from './identity/methods.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
 import type { OverrideStore } from './quota/overrides.js';
 import { QuotaStage } from './quota/quotaStage.js';
 import { quotaStoreFor, revocationsFor } from './quota/stores.js';
 import type { UsageRollup } from './quota/usageRollup.js';
+import { secretStoreFor } from './secrets/stores.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
 import { startHttpServer } from './server/httpServer.js';
@@ -71,22 +72,13 @@ async function main(): Promise<void> {
         [...(policy.current?.providers ?? [])].filter(([, p]) => p.linkAccountsByEmail).map(([k]) => k),
       )
     : undefined;
-  const identify = new IdentifyStage(
-    [
-      new JwtMethod({
-        cooldownMs: settings.jwksCooldownMs,
-        cacheMaxAgeMs: settings.jwksMaxAgeMs,
-        timeoutMs: 2000,
-        revocations,
-      }),
-    ],
-    registry,
-    {
-      revocations,
-      ...(profiles ? { profiles } : {}),
-      linkByEmail: (key) => policy.current?.providers.get(key)?.linkAccountsByEmail === true,
-    },
-  );
+  const secrets = await secretStoreFor(settings, log, registry);
+  await secrets.start();
+  const identify = new IdentifyStage(await identityMethodsFor(settings, secrets, revocations), registry, {
+    revocations,
+    ...(profiles ? { profiles } : {}),
+    linkByEmail: (key) => policy.current?.providers.get(key)?.linkAccountsByEmail === true,
+  });
   policy.onSwap((s) => identify.onSnapshot(s));
   const quotaStage = new QuotaStage(
     quotaStore,
@@ -142,6 +134,7 @@ async function main(): Promise<void> {
     await source?.stop();
     await quotaStore.close();
     await revocations.stop();
+    await secrets.stop();
     await profiles?.close();
     if (db) {
       db.overrides.stop();

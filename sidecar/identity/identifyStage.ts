@@ -73,6 +73,10 @@ export class IdentifyStage implements Stage {
     }
     if (unavailable !== undefined)
       return { kind: 'error', code: 'IDENTITY_PROVIDER_UNAVAILABLE', cause: unavailable };
+    // A credential nobody on this route accepts is refused, never read as "anonymous".
+    if (invalid === undefined && input.headers.authorization !== undefined) {
+      invalid = 'the Authorization header carries no credential this route accepts';
+    }
     if (invalid !== undefined) {
       const deny: Deny = {
         code: 'UNAUTHENTICATED',

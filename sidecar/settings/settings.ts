@@ -87,6 +87,12 @@ export const definitions = {
     doc: 'kubernetes source: kubeconfig file; empty uses the in-cluster service account (or $KUBECONFIG).',
     parse: text,
   },
+  secretsDir: {
+    env: 'NOX_SECRETS_DIR',
+    default: '',
+    doc: 'files source: Secrets mounted as files, laid out <dir>/<namespace>/<secret>/<key> (client secrets, session keys, API keys). In kubernetes mode Secrets are read through the API.',
+    parse: text,
+  },
   quotaStore: {
     env: 'NOX_QUOTA_STORE',
     default: 'memory',

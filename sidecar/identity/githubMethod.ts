@@ -1,0 +1,221 @@
+import type { OAuth2ProviderSpec } from '../../common/resources/types.gen.js';
+import type { CheckInput, Ctx } from '../pipeline/types.js';
+import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
+import type { Snapshot } from '../policy/snapshot.js';
+import type { Identity } from './identity.js';
+import { bearerToken } from './jwtMethod.js';
+import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
+import { type Loaded, tokenHash, VerdictCache } from './verdictCache.js';
+
+export interface GithubMethodOptions {
+  /** A good token is trusted without asking GitHub again for this long (membership changes show after it). Default 5 min. */
+  maxCacheMs?: number;
+  /** A rejected token is rejected again without asking for this long. Default 60 s. */
+  negativeCacheMs?: number;
+  /** One GitHub API call. Default 3 s. */
+  timeoutMs?: number;
+  /** Pages (of 100) read from /user/orgs and /user/teams. Default 10. */
+  maxPages?: number;
+}
+
+type Verdict = Extract<MethodResult, { kind: 'identified' | 'invalid' }>;
+
+interface ProviderState {
+  readonly digest: string;
+  readonly key: string;
+  readonly name: string;
+  /** API base, e.g. https://api.github.com or https://ghe.example.com/api/v3. */
+  readonly api: string;
+  readonly orgs: ReadonlySet<string>;
+  readonly teams: ReadonlySet<string>;
+  readonly maxTokenBytes: number;
+}
+
+interface GithubUser {
+  login?: unknown;
+  id?: unknown;
+  email?: unknown;
+  name?: unknown;
+  avatar_url?: unknown;
+}
+
+class Rejected extends Error {}
+
+/**
+ * GitHub OAuth tokens (opaque), checked through GitHub's REST API: GET /user names the
+ * user; /user/orgs and /user/teams are read only when the provider requires membership.
+ * Results are cached by token hash. The subject is the numeric user id: logins can be
+ * renamed and then taken by someone else.
+ */
+export class GithubMethod implements IdentityMethod {
+  readonly name = 'github';
+  readonly #providers = new Map<string, ProviderState>();
+  readonly #cache = new VerdictCache<Verdict>();
+  readonly #opts: Required<GithubMethodOptions>;
+
+  constructor(opts: GithubMethodOptions = {}) {
+    this.#opts = {
+      maxCacheMs: opts.maxCacheMs ?? 300_000,
+      negativeCacheMs: opts.negativeCacheMs ?? 60_000,
+      timeoutMs: opts.timeoutMs ?? 3_000,
+      maxPages: opts.maxPages ?? 10,
+    };
+  }
+
+  onSnapshot(s: Snapshot): void {
+    for (const [key, spec] of s.providers) {
+      if (spec.type !== 'github') continue;
+      const digest = JSON.stringify(spec);
+      if (this.#providers.get(key)?.digest === digest) continue;
+      this.#cache.deletePrefix(`${key}|`);
+      this.#providers.set(key, providerState(key, spec, digest));
+    }
+    for (const key of this.#providers.keys()) {
+      if (s.providers.get(key)?.type === 'github') continue;
+      this.#providers.delete(key);
+      this.#cache.deletePrefix(`${key}|`);
+    }
+  }
+
+  /** Forget a token in this process (revocation). */
+  revoke(hash: string): void {
+    for (const key of this.#providers.keys()) this.#cache.delete(`${key}|${hash}`);
+  }
+
+  async identify(input: CheckInput, ctx: Ctx, policy: CompiledAccessPolicy): Promise<MethodResult> {
+    const ns = policyNamespace(policy);
+    const candidates = policy.providers
+      .map((name) => this.#providers.get(`${ns}/${name}`))
+      .filter((s) => s !== undefined);
+    if (candidates.length === 0) return { kind: 'absent' };
+    const token = bearerToken(input);
+    if (!token) return { kind: 'absent' }; // none, or malformed: JwtMethod reports that
+    // GitHub tokens are never JWTs; a JWT belongs to another provider and is not sent to GitHub.
+    if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(token)) return { kind: 'absent' };
+    const hash = tokenHash(token);
+    let invalid: Verdict | undefined;
+    for (const s of candidates) {
+      if (token.length > s.maxTokenBytes) {
+        invalid ??= { kind: 'invalid', reason: 'the token is too large' };
+        continue;
+      }
+      try {
+        const v = await this.#cache.getOrLoad(`${s.key}|${hash}`, ctx.now, () => this.#check(s, token));
+        if (v.kind === 'identified') return v;
+        invalid ??= v;
+      } catch (e) {
+        return { kind: 'unavailable', cause: e };
+      }
+    }
+    return invalid ?? { kind: 'absent' };
+  }
+
+  async #check(s: ProviderState, token: string): Promise<Loaded<Verdict>> {
+    const now = Date.now();
+    try {
+      const user = (await this.#fetch(`${s.api}/user`, token)).body as GithubUser;
+      if (typeof user.id !== 'number' || typeof user.login !== 'string')
+        throw new Error('GitHub /user answered without id or login');
+      const [orgs, teams] = await Promise.all([
+        s.orgs.size > 0 ? this.#list(s, '/user/orgs', token) : undefined,
+        s.teams.size > 0 ? this.#list(s, '/user/teams', token) : undefined,
+      ]);
+      const orgNames = (orgs ?? []).map((o) => String((o as { login?: unknown }).login ?? ''));
+      const teamNames = (teams ?? []).map((t) => {
+        const team = t as { slug?: unknown; organization?: { login?: unknown } };
+        return `${String(team.organization?.login ?? '')}/${String(team.slug ?? '')}`;
+      });
+      const required = s.orgs.size > 0 || s.teams.size > 0;
+      // GitHub logins and slugs are case-insensitive.
+      const member =
+        orgNames.some((o) => s.orgs.has(o.toLowerCase())) ||
+        teamNames.some((t) => s.teams.has(t.toLowerCase()));
+      if (required && !member)
+        throw new Rejected('the user is not a member of a required organization or team');
+      return {
+        value: { kind: 'identified', identity: toIdentity(s, user, [...orgNames, ...teamNames]) },
+        expiresAt: now + this.#opts.maxCacheMs,
+      };
+    } catch (e) {
+      if (!(e instanceof Rejected)) throw e;
+      return { value: { kind: 'invalid', reason: e.message }, expiresAt: now + this.#opts.negativeCacheMs };
+    }
+  }
+
+  /** All pages of a list, following Link rel="next" only to the same API origin: the token never leaves it. */
+  async #list(s: ProviderState, path: string, token: string): Promise<unknown[]> {
+    const out: unknown[] = [];
+    let url: string | undefined = `${s.api}${path}?per_page=100`;
+    for (let page = 0; url && page < this.#opts.maxPages; page++) {
+      const { body, next } = await this.#fetch(url, token);
+      if (!Array.isArray(body)) throw new Error(`GitHub ${path} answered with a non-list`);
+      out.push(...body);
+      url = next && new URL(next).origin === new URL(s.api).origin ? next : undefined;
+    }
+    return out;
+  }
+
+  async #fetch(url: string, token: string): Promise<{ body: unknown; next?: string }> {
+    const res = await fetch(url, {
+      headers: {
+        authorization: `Bearer ${token}`,
+        accept: 'application/vnd.github+json',
+        'x-github-api-version': '2022-11-28',
+        'user-agent': 'nox-authz',
+      },
+      signal: AbortSignal.timeout(this.#opts.timeoutMs),
+      redirect: 'error',
+    });
+    const path = new URL(url).pathname;
+    if (res.status === 401) throw new Rejected('GitHub rejected the token');
+    const limited =
+      res.status === 429 ||
+      (res.status === 403 &&
+        (res.headers.get('x-ratelimit-remaining') === '0' || res.headers.has('retry-after')));
+    if (limited) throw new Error(`GitHub rate limit reached (${path})`);
+    if (res.status === 403) throw new Rejected(`the token may not read ${path} (scope read:org missing?)`);
+    if (!res.ok) throw new Error(`GitHub ${path}: HTTP ${res.status}`);
+    const next = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') ?? '')?.[1];
+    return { body: await res.json(), ...(next ? { next } : {}) };
+  }
+}
+
+function providerState(key: string, spec: OAuth2ProviderSpec, digest: string): ProviderState {
+  // endpoints.userinfo may name the API base or its /user endpoint.
+  const api = (spec.endpoints?.userinfo ?? 'https://api.github.com')
+    .replace(/\/+$/, '')
+    .replace(/\/user$/, '');
+  const lower = (xs: readonly string[] | undefined) => new Set((xs ?? []).map((x) => x.toLowerCase()));
+  return {
+    digest,
+    key,
+    name: key.split('/').at(-1)!,
+    api,
+    orgs: lower(spec.github?.organizations),
+    teams: lower(spec.github?.teams),
+    maxTokenBytes: spec.maxTokenBytes,
+  };
+}
+
+function toIdentity(s: ProviderState, u: GithubUser, groups: string[]): Identity {
+  const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+  const email = str(u.email);
+  return {
+    subject: `${s.name}:${String(u.id)}`,
+    provider: s.name,
+    method: 'opaque',
+    ...(email ? { email } : {}),
+    // /user shows the public email, with no statement that it was verified.
+    emailVerified: false,
+    groups,
+    roles: [],
+    scopes: [],
+    claims: {
+      sub: String(u.id),
+      login: u.login,
+      ...(str(u.name) ? { name: u.name } : {}),
+      ...(email ? { email } : {}),
+      ...(str(u.avatar_url) ? { picture: u.avatar_url } : {}),
+    },
+  };
+}
