@@ -323,6 +323,19 @@ export type AccessPolicySpec = {
     /** Which name is the subject: the first URI SAN (e.g. a SPIFFE id), the first DNS SAN, or the subject CN. */
     subjectFrom: 'URISAN' | 'DNSSAN' | 'CommonName';
   };
+  /** Headers that tell the upstream who is calling. Nox sets them; any copy a client sends is removed. */
+  identityHeaders: {
+    /** Provider-qualified subject. */
+    user: string;
+    /** Provider name. */
+    provider: string;
+    /** Email (verified or not: see the provider). */
+    email: string;
+    /** Groups, comma-separated. */
+    groups: string;
+    /** More headers: header name → claim name (nested claims with dots). */
+    claims?: Record<string, string>;
+  };
   /** Rules, first match wins. */
   rules?: Array<{
     /** Rule name, reported in decisions and metrics. */

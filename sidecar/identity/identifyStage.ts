@@ -1,5 +1,6 @@
 import { Counter, type Registry } from 'prom-client';
 import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
+import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from './identity.js';
 import type { IdentityMethod } from './method.js';
@@ -66,7 +67,12 @@ export class IdentifyStage implements Stage {
             linkByEmail: this.opts.linkByEmail?.(providerKey) ?? false,
           });
         }
-        return { kind: 'continue', identity: r.identity, upstreamHeaders: identityHeaders(r.identity) };
+        return {
+          kind: 'continue',
+          identity: r.identity,
+          upstreamHeaders: identityHeaders(r.identity, policy.identityHeaders),
+          removeUpstreamHeaders: headerNames(policy.identityHeaders),
+        };
       }
       if (r.kind === 'invalid') invalid ??= r.reason;
       else unavailable ??= r.cause;
@@ -87,15 +93,33 @@ export class IdentifyStage implements Stage {
       return { kind: 'deny', deny };
     }
     this.#results.inc({ method: 'none', result: 'anonymous' });
-    return { kind: 'skip' };
+    return { kind: 'continue', removeUpstreamHeaders: headerNames(policy.identityHeaders) };
   }
 }
 
-export function identityHeaders(id: Identity): Record<string, string> {
-  return {
-    'x-nox-user': id.subject,
-    'x-nox-provider': id.provider,
-    ...(id.email ? { 'x-nox-email': id.email } : {}),
-    ...(id.groups.length > 0 ? { 'x-nox-groups': id.groups.join(',') } : {}),
+type HeaderNames = CompiledAccessPolicy['identityHeaders'];
+
+function headerNames(h: HeaderNames): string[] {
+  return [h.user, h.provider, h.email, h.groups, ...Object.keys(h.claims ?? {})].map((n) => n.toLowerCase());
+}
+
+export function identityHeaders(id: Identity, h: HeaderNames): Record<string, string> {
+  const out: Record<string, string> = {
+    [h.user.toLowerCase()]: id.subject,
+    [h.provider.toLowerCase()]: id.provider,
   };
+  if (id.email) out[h.email.toLowerCase()] = id.email;
+  if (id.groups.length > 0) out[h.groups.toLowerCase()] = id.groups.join(',');
+  for (const [header, claim] of Object.entries(h.claims ?? {})) {
+    let v: unknown = id.claims;
+    for (const part of claim.split('.'))
+      v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[part] : undefined;
+    if (v === undefined || v === null) continue;
+    // Header values cannot carry line breaks: a claim must never inject a header.
+    const text = (
+      Array.isArray(v) ? v.join(',') : typeof v === 'object' ? JSON.stringify(v) : String(v)
+    ).replace(/[\r\n]/g, ' ');
+    out[header.toLowerCase()] = text;
+  }
+  return out;
 }

@@ -35,6 +35,7 @@ export class Pipeline {
   async run(input: CheckInput, ctx: Ctx): Promise<Decision> {
     const upstreamHeaders: Record<string, string> = {};
     const responseHeaders: Record<string, string> = {};
+    const removeHeaders: string[] = [];
     const base = { decisionId: ctx.decisionId, snapshotVersion: ctx.snapshot.version };
     for (const stage of this.stages) {
       const started = performance.now();
@@ -63,6 +64,7 @@ export class Pipeline {
           if (outcome.upstreamHeaders) Object.assign(upstreamHeaders, outcome.upstreamHeaders);
           if (outcome.responseHeaders) Object.assign(responseHeaders, outcome.responseHeaders);
           if (outcome.identity) ctx.identity = outcome.identity;
+          if (outcome.removeUpstreamHeaders) removeHeaders.push(...outcome.removeUpstreamHeaders);
           break;
         case 'skip':
           this.#stageOutcomes.inc({ stage: stage.name, outcome: 'skip' });
@@ -107,7 +109,7 @@ export class Pipeline {
     }
     upstreamHeaders['x-nox-decision-id'] = ctx.decisionId;
     upstreamHeaders['x-nox-snapshot'] = String(ctx.snapshot.version);
-    return { ...base, allowed: true, allow: { upstreamHeaders, responseHeaders } };
+    return { ...base, allowed: true, allow: { upstreamHeaders, responseHeaders, removeHeaders } };
   }
 }
 

@@ -34,7 +34,9 @@ export function toCheckResponse(decision: Decision): ICheckResponse {
       status: { code: RpcCode.OK },
       okResponse: {
         headers: headerOptions(decision.allow.upstreamHeaders),
-        headersToRemove: ownedUpstreamHeaders.filter((h) => !(h in decision.allow.upstreamHeaders)),
+        headersToRemove: [
+          ...new Set([...ownedUpstreamHeaders, ...(decision.allow.removeHeaders ?? [])]),
+        ].filter((h) => !(h in decision.allow.upstreamHeaders)),
         responseHeadersToAdd: headerOptions(decision.allow.responseHeaders),
       },
     };
@@ -44,7 +46,7 @@ export function toCheckResponse(decision: Decision): ICheckResponse {
 
 export function denyResponse(deny: Deny, decisionId: string): ICheckResponse {
   const spec = errorSpec(deny.code);
-  const body = JSON.stringify({ error: deny.code, reason: deny.reason, decisionId });
+  const body = deny.body ?? JSON.stringify({ error: deny.code, reason: deny.reason, decisionId });
   return {
     status: { code: spec.rpcCode, message: deny.code },
     deniedResponse: {

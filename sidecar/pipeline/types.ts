@@ -36,6 +36,8 @@ export interface Ctx {
 /** Headers the upstream receives on allow, and headers the client receives. */
 export interface Allow {
   readonly upstreamHeaders: Record<string, string>;
+  /** Removed from the request unless set in upstreamHeaders. */
+  readonly removeHeaders?: readonly string[];
   readonly responseHeaders: Record<string, string>;
 }
 
@@ -53,6 +55,8 @@ export type Outcome =
       readonly upstreamHeaders?: Readonly<Record<string, string>>;
       readonly responseHeaders?: Readonly<Record<string, string>>;
       readonly identity?: Identity;
+      /** Headers to take out of the request if no stage sets them (e.g. a client's forged identity header). */
+      readonly removeUpstreamHeaders?: readonly string[];
       /** The stage would have denied, but its policy is in DryRun: recorded, not enforced. */
       readonly dryRunDeny?: Deny;
     }

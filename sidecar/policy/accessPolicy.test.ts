@@ -25,6 +25,12 @@ const spec = (
   defaultAction: 'Allow' | 'Deny' = 'Deny',
 ): AccessPolicySpec => ({
   mode: 'Enforce',
+  identityHeaders: {
+    user: 'x-nox-user',
+    provider: 'x-nox-provider',
+    email: 'x-nox-email',
+    groups: 'x-nox-groups',
+  },
   defaultAction,
   priority: 0,
   rules,

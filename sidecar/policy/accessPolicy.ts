@@ -28,6 +28,8 @@ export interface CompiledAccessPolicy {
   readonly rules: readonly CompiledRule[];
   readonly defaultAction: 'Allow' | 'Deny';
   readonly priority: number;
+  /** Header names the upstream gets the caller's identity in. */
+  readonly identityHeaders: AccessPolicySpec['identityHeaders'];
   readonly apiKeys?: AccessPolicySpec['apiKeys'];
   readonly serviceAccounts?: AccessPolicySpec['serviceAccounts'];
   readonly clientCertificates?: AccessPolicySpec['clientCertificates'];
@@ -47,6 +49,12 @@ export function compileAccessPolicy(key: string, spec: AccessPolicySpec): Compil
     providers: spec.providers ?? [],
     defaultAction: spec.defaultAction,
     priority: spec.priority,
+    identityHeaders: spec.identityHeaders ?? {
+      user: 'x-nox-user',
+      provider: 'x-nox-provider',
+      email: 'x-nox-email',
+      groups: 'x-nox-groups',
+    },
     ...(spec.apiKeys ? { apiKeys: spec.apiKeys } : {}),
     ...(spec.serviceAccounts ? { serviceAccounts: spec.serviceAccounts } : {}),
     ...(spec.clientCertificates ? { clientCertificates: spec.clientCertificates } : {}),

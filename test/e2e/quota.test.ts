@@ -26,6 +26,7 @@ kind: AccessPolicy
 metadata: { name: api }
 spec:
   providers: [test-op]
+  identityHeaders: { user: x-user, claims: { x-client: client_id } }
   rules:
     - { name: signed-in, action: Allow, when: { authenticated: Authenticated } }
 ---
@@ -81,18 +82,21 @@ describe('quotas through real Envoy, with a real Redis Cluster and real tokens',
     await cluster?.stop();
   });
 
-  const get = (who: string) =>
-    fetch(`${envoy.url}/api/items`, { headers: { authorization: `Bearer ${tokens[who]}` } });
+  const get = (who: string, extra: Record<string, string> = {}) =>
+    fetch(`${envoy.url}/api/items`, { headers: { authorization: `Bearer ${tokens[who]}`, ...extra } });
 
   it('gives a free-tier user 100 requests an hour; the 101st gets 429 with standard headers', async () => {
     for (let i = 1; i <= 100; i++) {
-      const res = await get('free-app');
+      // The client's own identity headers are forgeries: replaced or removed before the upstream.
+      const res = await get('free-app', { 'x-user': 'admin', 'x-nox-user': 'admin', 'x-client': 'root' });
       expect(res.status, `request ${i}`).toBe(200);
       if (i === 1) {
         expect(res.headers.get('ratelimit-policy')).toBe('"hourly";q=100;w=3600');
         expect(res.headers.get('ratelimit')).toMatch(/^"hourly";r=99;t=\d+$/);
         const seen = upstream.seen.at(-1)!.headers;
-        expect(seen['x-nox-user']).toBe('test-op:free-app');
+        expect(seen['x-user']).toBe('test-op:free-app');
+        expect(seen['x-client']).toBe('free-app');
+        expect(seen['x-nox-user']).toBeUndefined();
         expect(seen['x-nox-tier']).toBe('free');
         expect(seen['x-nox-quota-remaining']).toBe('99');
       }

@@ -178,6 +178,39 @@ export const accessPolicy: KindDefinition = {
         },
       ),
     }),
+    identityHeaders: obj(
+      'Headers that tell the upstream who is calling. Nox sets them; any copy a client sends is removed.',
+      {
+        user: str('Provider-qualified subject.', {
+          default: 'x-nox-user',
+          pattern: patterns.headerName,
+          maxLength: 64,
+        }),
+        provider: str('Provider name.', {
+          default: 'x-nox-provider',
+          pattern: patterns.headerName,
+          maxLength: 64,
+        }),
+        email: str('Email (verified or not: see the provider).', {
+          default: 'x-nox-email',
+          pattern: patterns.headerName,
+          maxLength: 64,
+        }),
+        groups: str('Groups, comma-separated.', {
+          default: 'x-nox-groups',
+          pattern: patterns.headerName,
+          maxLength: 64,
+        }),
+        claims: mapOf(
+          'More headers: header name → claim name (nested claims with dots).',
+          str('Claim.', { maxLength: 128 }),
+          {
+            maxProperties: 16,
+          },
+        ),
+      },
+      { default: {} },
+    ),
     rules: listMap('Rules, first match wins.', rule, 'name', { maxItems: 64 }),
     defaultAction: enumOf('What happens when no rule matches.', ['Allow', 'Deny'], { default: 'Deny' }),
     priority: int(
