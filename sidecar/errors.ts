@@ -64,6 +64,42 @@ export const errorCodes = {
     metricLabel: 'challenge_required',
     doc: 'An AccessPolicy rule asks for a fresh or stronger login (step-up) that the caller has not done.',
   },
+  LOGIN_REDIRECT: {
+    httpStatus: 302,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'login_redirect',
+    doc: 'An anonymous browser on a route whose AccessPolicy offers login is sent to the provider (Location) with a short-lived pre-login cookie holding state, nonce and PKCE verifier.',
+  },
+  LOGIN_PAGE: {
+    httpStatus: 200,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'login_page',
+    doc: 'Nox answers with a small HTML page of its own: the provider chooser when a route offers several, or the same-site hop after a login with a SameSite=Strict session cookie.',
+  },
+  LOGIN_COMPLETE: {
+    httpStatus: 302,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'login_complete',
+    doc: 'The provider sent the browser back to the callback path, the code was exchanged and the session stored; the browser goes back to the page it first asked for, with its session cookie.',
+  },
+  LOGIN_FAILED: {
+    httpStatus: 401,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'login_failed',
+    doc: 'A request on a callback path that does not complete a login: no or forged state, a missing, tampered or expired pre-login cookie, a replayed callback, or a code or ID token the provider or Nox rejected; the reason says which.',
+  },
+  LOGOUT: {
+    httpStatus: 302,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'logout',
+    doc: 'A request on a logout path: the session is ended on every sidecar, its cookie cleared, and the browser sent to the provider’s end-session endpoint (or postLogoutRedirect, or /).',
+  },
+  SESSION_STORE_UNAVAILABLE: {
+    httpStatus: 503,
+    rpcCode: RpcCode.UNAVAILABLE,
+    metricLabel: 'session_store_unavailable',
+    doc: 'The session store (Redis) did not answer, so a login could not be stored or a logout recorded; sessions are never assumed.',
+  },
   QUOTA_EXCEEDED: {
     httpStatus: 429,
     rpcCode: RpcCode.RESOURCE_EXHAUSTED,

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
@@ -8,7 +9,7 @@ import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
 import type { OverrideStore } from './quota/overrides.js';
 import { QuotaStage } from './quota/quotaStage.js';
-import { quotaStoreFor, revocationsFor } from './quota/stores.js';
+import { parseNodes, quotaStoreFor, revocationsFor } from './quota/stores.js';
 import type { UsageRollup } from './quota/usageRollup.js';
 import { secretStoreFor } from './secrets/stores.js';
 import { Checker } from './server/checker.js';
@@ -74,7 +75,21 @@ async function main(): Promise<void> {
     : undefined;
   const secrets = await secretStoreFor(settings, log, registry);
   await secrets.start();
-  const identify = new IdentifyStage(await identityMethodsFor(settings, secrets, revocations), registry, {
+  const { createLogin, sessionStoreFor } = await import('./login/wiring.js');
+  const sessions = await sessionStoreFor(
+    {
+      kind: settings.sessionStore,
+      nodes: parseNodes(settings.redisNodes),
+      ...(settings.redisPasswordFile
+        ? { password: readFileSync(settings.redisPasswordFile, 'utf8').trim() }
+        : {}),
+      timeoutMs: settings.sessionTimeoutMs,
+    },
+    log,
+  );
+  const login = createLogin({ store: sessions, secrets, log, registry });
+  const methods = await identityMethodsFor(settings, secrets, revocations, { session: login.method });
+  const identify = new IdentifyStage(methods, registry, {
     revocations,
     ...(profiles ? { profiles } : {}),
     linkByEmail: (key) => policy.current?.providers.get(key)?.linkAccountsByEmail === true,
@@ -85,7 +100,11 @@ async function main(): Promise<void> {
     registry,
     db ? { overrides: db.overrides, usage: db.usage } : {},
   );
-  const pipeline = new Pipeline([routeStage, identify, accessStage, quotaStage], log, registry);
+  const pipeline = new Pipeline(
+    [login.stage, routeStage, identify, login.wrapAccess(accessStage), quotaStage],
+    log,
+    registry,
+  );
   const checker = new Checker(pipeline, policy, settings.checkDeadlineMs, log, registry);
   let draining = false;
   const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);
@@ -131,6 +150,7 @@ async function main(): Promise<void> {
     // answered SHUTTING_DOWN rather than left hanging.
     void checker.drain();
     await grpcServer.shutdown(settings.drainTimeoutMs);
+    await login.close();
     await source?.stop();
     await quotaStore.close();
     await revocations.stop();

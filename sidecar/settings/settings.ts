@@ -87,6 +87,18 @@ export const definitions = {
     doc: 'kubernetes source: kubeconfig file; empty uses the in-cluster service account (or $KUBECONFIG).',
     parse: text,
   },
+  sessionStore: {
+    env: 'NOX_SESSION_STORE',
+    default: 'memory',
+    doc: 'Browser-login sessions: memory (in-process; one sidecar, lost on restart), redis or redis-cluster (shared by every sidecar; uses NOX_REDIS_NODES and NOX_REDIS_PASSWORD_FILE).',
+    parse: oneOf('memory', 'redis', 'redis-cluster'),
+  },
+  sessionTimeoutMs: {
+    env: 'NOX_SESSION_TIMEOUT_MS',
+    default: 100,
+    doc: 'A session read or write not answered within this fails: the request is denied (503), never treated as anonymous.',
+    parse: positiveInt(10_000),
+  },
   secretsDir: {
     env: 'NOX_SECRETS_DIR',
     default: '',

@@ -91,6 +91,25 @@ export function start(name: string, command: string, args: string[], opts: Start
       /* gone */
     }
   };
+  // The main process exiting is not enough: its children (postgres backends) may hold shared
+  // memory for a moment longer, and a restart on the same data dir would fail.
+  const groupGone = async () => {
+    if (child.pid === undefined) return;
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      try {
+        process.kill(-child.pid, 0);
+      } catch {
+        return;
+      }
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
   const svc: Service = {
     name,
     child,
@@ -102,10 +121,12 @@ export function start(name: string, command: string, args: string[], opts: Start
       const t = setTimeout(() => signal('SIGKILL'), graceMs);
       await exit;
       clearTimeout(t);
+      await groupGone();
     },
     async kill() {
       signal('SIGKILL');
       await exit;
+      await groupGone();
     },
   };
   live.add(svc);

@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { clearCookie, localTarget, parseCookies, setCookie } from './cookies.js';
+
+describe('cookies', () => {
+  it('parses a Cookie header, keeping repeated names in order', () => {
+    const c = parseCookies('a=1; nox_session=abc; a="2"; junk; =x');
+    expect(c.get('a')).toEqual(['1', '2']);
+    expect(c.get('nox_session')).toEqual(['abc']);
+    expect(c.size).toBe(2);
+  });
+
+  it('builds Secure, HttpOnly cookies with the SameSite and scope asked for', () => {
+    expect(setCookie('s', 'v', { path: '/', sameSite: 'Lax', maxAgeS: 3600 })).toBe(
+      's=v; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=Lax',
+    );
+    expect(clearCookie('s', { path: '/', sameSite: 'Strict', domain: 'example.com' })).toBe(
+      's=; Path=/; Domain=example.com; Max-Age=0; HttpOnly; Secure; SameSite=Strict',
+    );
+  });
+
+  it('refuses values that would inject attributes or break the header', () => {
+    expect(() => setCookie('s', 'v; Domain=evil', { path: '/', sameSite: 'Lax' })).toThrow();
+    expect(() => setCookie('s', 'v\r\nx: y', { path: '/', sameSite: 'Lax' })).toThrow();
+    expect(() => setCookie('s=x', 'v', { path: '/', sameSite: 'Lax' })).toThrow();
+  });
+
+  it('sends the browser back only to a local path (no open redirect)', () => {
+    expect(localTarget('/app/page?x=1')).toBe('/app/page?x=1');
+    for (const bad of [
+      '//evil.example/',
+      '/\\evil.example',
+      'https://evil.example/',
+      'evil',
+      '',
+      null,
+      '/a\nb',
+    ])
+      expect(localTarget(bad), String(bad)).toBeUndefined();
+  });
+});

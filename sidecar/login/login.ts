@@ -1,0 +1,88 @@
+import * as oidc from 'openid-client';
+import { Counter, type Registry } from 'prom-client';
+import type { Logger } from '../../common/logger.js';
+import type { Ctx } from '../pipeline/types.js';
+import type { SecretStore } from '../secrets/secretStore.js';
+import { type LoginProvider, LoginProviders, LoginUnavailable } from './providers.js';
+import type { SessionStore } from './sessionStore.js';
+
+/**
+ * What the login stage, the session method and the login redirect share: the providers,
+ * the session store, metrics, and a note from the session method to the redirect about a
+ * stale cookie to clear on this request's response.
+ */
+export class Login {
+  readonly providers: LoginProviders;
+  readonly logins: Counter<'provider' | 'result'>;
+  readonly refreshes: Counter<'result'>;
+  readonly revocations: Counter<'reason'>;
+  readonly #stale = new WeakMap<Ctx, LoginProvider>();
+
+  constructor(
+    readonly store: SessionStore,
+    secrets: SecretStore,
+    readonly log: Logger,
+    registry: Registry,
+  ) {
+    this.providers = new LoginProviders(secrets, log);
+    this.logins = new Counter({
+      name: 'nox_logins_total',
+      help: 'Browser logins completed at the callback path, by provider and result: success, failed (bad state, cookie or code), unavailable (provider or store down).',
+      labelNames: ['provider', 'result'],
+      registers: [registry],
+    });
+    this.refreshes = new Counter({
+      name: 'nox_session_refreshes_total',
+      help: 'Session token refreshes: refreshed; current (another request or sidecar had just refreshed); ended (the provider refused the refresh token: session over); error (transient: the session stands, retried later).',
+      labelNames: ['result'],
+      registers: [registry],
+    });
+    this.revocations = new Counter({
+      name: 'nox_session_revocations_total',
+      help: 'Sessions ended before their time, by reason: logout, provider (refresh refused), api.',
+      labelNames: ['reason'],
+      registers: [registry],
+    });
+  }
+
+  /** The session cookie of this request names no live session: the response should clear it. */
+  markStale(ctx: Ctx, p: LoginProvider): void {
+    this.#stale.set(ctx, p);
+  }
+
+  takeStale(ctx: Ctx): LoginProvider | undefined {
+    const p = this.#stale.get(ctx);
+    this.#stale.delete(ctx);
+    return p;
+  }
+
+  /** Ends a session on every sidecar (the store broadcasts it); `hash` is `sessionHash(id)`. */
+  async revoke(hash: string, reason: 'logout' | 'provider' | 'api'): Promise<boolean> {
+    const existed = await this.store.revoke(hash);
+    this.revocations.inc({ reason });
+    return existed;
+  }
+}
+
+/** How a call to the provider failed: it could not be reached (retry later), or it said no. */
+export function providerFailure(e: unknown): 'unavailable' | 'rejected' {
+  if (e instanceof LoginUnavailable) return 'unavailable';
+  if (e instanceof oidc.ResponseBodyError) return e.status >= 500 ? 'unavailable' : 'rejected';
+  if (e instanceof TypeError && /fetch failed|network/i.test(e.message)) return 'unavailable'; // refused, reset, DNS
+  if (e instanceof oidc.ClientError) {
+    const transient = [
+      'OAUTH_TIMEOUT',
+      'OAUTH_ABORT',
+      'OAUTH_RESPONSE_IS_NOT_CONFORM',
+      'OAUTH_RESPONSE_IS_NOT_JSON',
+    ];
+    return transient.includes(e.code ?? '') ? 'unavailable' : 'rejected';
+  }
+  return 'rejected';
+}
+
+export function describeError(e: unknown): string {
+  if (e instanceof oidc.AuthorizationResponseError) return `the provider answered ${e.error}`;
+  if (e instanceof oidc.ResponseBodyError) return `the token endpoint answered ${e.error}`;
+  return e instanceof Error ? e.message : String(e);
+}

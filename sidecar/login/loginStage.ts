@@ -1,0 +1,201 @@
+import { createHash } from 'node:crypto';
+import * as oidc from 'openid-client';
+import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
+import { openPending, pendingCookieName, pendingTtlMs, startLogin } from './authorize.js';
+import { clearCookie, localTarget, parseCookies, setCookie } from './cookies.js';
+import { describeError, type Login, providerFailure } from './login.js';
+import { continuePage } from './pages.js';
+import { type LoginProvider, LoginUnavailable } from './providers.js';
+import { nextRecord, openTokens, UnusableTokens } from './records.js';
+import { isSessionId, newSessionId, sessionHash } from './sessionStore.js';
+
+const deny = (d: Deny): Outcome => ({ kind: 'deny', deny: d });
+const failed = (reason: string): Outcome => deny({ code: 'LOGIN_FAILED', reason });
+
+/**
+ * Runs before route: a provider's callback path completes a login, its logout path ends a
+ * session. These paths are Nox's, whatever AccessPolicy covers them; every other request
+ * is skipped.
+ */
+export class LoginStage implements Stage {
+  readonly name = 'login';
+
+  constructor(private readonly login: Login) {}
+
+  run(input: CheckInput, ctx: Ctx): Outcome | Promise<Outcome> {
+    const idx = this.login.providers.index(ctx.snapshot);
+    const callback = idx.callbacks.get(input.path);
+    if (callback) return this.#guard(callback[0]!, true, () => this.#callback(callback, input, ctx));
+    const logout = idx.logouts.get(input.path);
+    if (logout) return this.#guard(logout[0]!, false, () => this.#logout(logout, input));
+    return { kind: 'skip' };
+  }
+
+  async #guard(p: LoginProvider, isLogin: boolean, f: () => Promise<Outcome>): Promise<Outcome> {
+    try {
+      return await f();
+    } catch (e) {
+      const code =
+        e instanceof StoreDown
+          ? 'SESSION_STORE_UNAVAILABLE'
+          : e instanceof LoginUnavailable || providerFailure(e) === 'unavailable'
+            ? 'IDENTITY_PROVIDER_UNAVAILABLE'
+            : undefined;
+      if (!code) throw e;
+      if (isLogin) this.login.logins.inc({ provider: p.key, result: 'unavailable' });
+      return { kind: 'error', code, cause: e };
+    }
+  }
+
+  async #callback(providers: LoginProvider[], input: CheckInput, ctx: Ctx): Promise<Outcome> {
+    const q = new URLSearchParams(input.query);
+    if (q.has('nox_start')) {
+      // A link of the chooser page: begin a login with the provider it names.
+      const p = providers.find((c) => c.resolved.name === q.get('provider')) ?? providers[0]!;
+      return deny(await startLogin(this.login, p, input, localTarget(q.get('rd')) ?? '/', ctx.now));
+    }
+    const state = q.get('state');
+    // The pre-login cookie is named after the state: a forged state finds none.
+    const cookies = parseCookies(input.headers.cookie);
+    const match = state
+      ? providers
+          .map((p) => ({ p, raw: cookies.get(pendingCookieName(p, state))?.[0] }))
+          .find((m) => m.raw !== undefined)
+      : undefined;
+    const result = !state
+      ? failed('the callback carries no state')
+      : !match
+        ? failed('no pre-login cookie matches the state (forged state, another browser, or a finished login)')
+        : await this.#complete(match.p, state, match.raw!, input, ctx);
+    const ok = result.kind === 'deny' && result.deny.code !== 'LOGIN_FAILED';
+    this.login.logins.inc({ provider: (match?.p ?? providers[0]!).key, result: ok ? 'success' : 'failed' });
+    return result;
+  }
+
+  async #complete(
+    p: LoginProvider,
+    state: string,
+    raw: string,
+    input: CheckInput,
+    ctx: Ctx,
+  ): Promise<Outcome> {
+    const keyring = this.login.providers.keyring(p);
+    const pending = openPending(keyring, p, state, raw, ctx.now);
+    if (typeof pending === 'string') return failed(pending);
+    const store = this.login.store;
+    // Single use: a replayed callback (same state) is refused even before the provider sees the code again.
+    const stateKey = createHash('sha256').update(state).digest('hex');
+    if (!(await this.#store(() => store.firstUse(stateKey, pendingTtlMs))))
+      return failed('the state was already used (replayed callback)');
+    const config = await this.login.providers.config(p);
+    let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
+    try {
+      // Checks state, iss (RFC 9207), sends the PKCE verifier, validates the ID token and its nonce.
+      tokens = await oidc.authorizationCodeGrant(config, new URL(`${pending.redirectUri}?${input.query}`), {
+        pkceCodeVerifier: pending.verifier,
+        expectedState: pending.state,
+        expectedNonce: pending.nonce,
+        idTokenExpected: true,
+      });
+    } catch (e) {
+      if (providerFailure(e) === 'unavailable') throw e;
+      return failed(`login at ${p.key} failed: ${describeError(e)}`);
+    }
+    const id = newSessionId();
+    const hash = sessionHash(id);
+    let record: ReturnType<typeof nextRecord>;
+    try {
+      record = nextRecord(p, keyring, hash, tokens, Date.now());
+    } catch (e) {
+      if (e instanceof UnusableTokens) return failed(`login at ${p.key} failed: ${e.message}`);
+      throw e;
+    }
+    await this.#store(() => store.create(hash, record, p.sessionTtlMs));
+    this.login.log.info({ provider: p.key, subject: record.subject, session: hash.slice(0, 12) }, 'login');
+    const cookie = setCookie(p.cookie.name, id, {
+      path: '/',
+      sameSite: p.cookie.sameSite,
+      domain: p.cookie.domain,
+      maxAgeS: p.sessionTtlMs / 1000,
+    });
+    if (p.cookie.sameSite === 'Strict') return deny(continuePage(pending.target, cookie));
+    return deny({
+      code: 'LOGIN_COMPLETE',
+      reason: `logged in at ${p.key} as ${record.subject}`,
+      headers: { location: pending.target, 'set-cookie': cookie, 'cache-control': 'no-store' },
+    });
+  }
+
+  async #logout(providers: LoginProvider[], input: CheckInput): Promise<Outcome> {
+    const cookies = parseCookies(input.headers.cookie);
+    let ended = providers[0]!;
+    let idToken: string | undefined;
+    let refreshToken: string | undefined;
+    for (const p of providers) {
+      for (const id of cookies.get(p.cookie.name) ?? []) {
+        if (!isSessionId(id)) continue;
+        const hash = sessionHash(id);
+        const record = await this.#store(() => this.login.store.get(hash));
+        if (!record || !providers.some((c) => c.key === record.provider)) continue;
+        ended = providers.find((c) => c.key === record.provider)!;
+        try {
+          const t = openTokens(this.login.providers.keyring(ended), hash, record);
+          idToken = t?.id;
+          refreshToken = t?.refresh;
+        } catch {
+          // No key: the session still ends here; the provider just gets no id_token_hint.
+        }
+        await this.#store(() => this.login.revoke(hash, 'logout'));
+      }
+    }
+    let location = ended.postLogoutRedirect ?? '/';
+    try {
+      const config = await this.login.providers.config(ended);
+      if (refreshToken && config.serverMetadata().revocation_endpoint) {
+        // RFC 7009, in the background: the browser does not wait for the provider.
+        void oidc.tokenRevocation(config, refreshToken).catch((e: unknown) => {
+          this.login.log.warn(
+            { provider: ended.key, err: describeError(e) },
+            'refresh token revocation failed',
+          );
+        });
+      }
+      if (config.serverMetadata().end_session_endpoint) {
+        location = oidc.buildEndSessionUrl(config, {
+          client_id: ended.spec.clientId,
+          ...(idToken ? { id_token_hint: idToken } : {}),
+          ...(ended.postLogoutRedirect ? { post_logout_redirect_uri: ended.postLogoutRedirect } : {}),
+        }).href;
+      }
+    } catch (e) {
+      // The provider is unreachable: the session has ended at Nox, which is what logout must guarantee.
+      this.login.log.warn({ provider: ended.key, err: describeError(e) }, 'logout without the provider');
+    }
+    const cookie = clearCookie(ended.cookie.name, {
+      path: '/',
+      sameSite: ended.cookie.sameSite,
+      domain: ended.cookie.domain,
+    });
+    return deny({
+      code: 'LOGOUT',
+      reason: `logged out of ${ended.key}`,
+      headers: { location, 'set-cookie': cookie, 'cache-control': 'no-store' },
+    });
+  }
+
+  /** A session store call; its failure is a deny (SESSION_STORE_UNAVAILABLE), never a login without a session. */
+  async #store<T>(f: () => Promise<T>): Promise<T> {
+    try {
+      return await f();
+    } catch (e) {
+      throw new StoreDown(e);
+    }
+  }
+}
+
+class StoreDown extends Error {
+  override readonly name = 'StoreDown';
+  constructor(cause: unknown) {
+    super(`session store: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+}

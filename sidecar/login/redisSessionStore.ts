@@ -1,0 +1,140 @@
+import { randomBytes } from 'node:crypto';
+import { Cluster, type ClusterNode, Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from '../../common/logger.js';
+import type { SessionRecord, SessionStore } from './sessionStore.js';
+
+export interface RedisSessionStoreOptions {
+  /** One node: a plain Redis. Several, or `cluster: true`: a Redis Cluster. */
+  readonly nodes: readonly { host: string; port: number }[];
+  readonly cluster: boolean;
+  readonly password?: string;
+  /** A session read or write not answered within this fails (the request is denied, never let through). */
+  readonly timeoutMs: number;
+  readonly log: Logger;
+}
+
+/** Revocations are broadcast here; the message is the session hash, never the id. */
+export const revokedChannel = 'nox:s:revoked';
+
+// The braces are a hash tag: a session, its lock and nothing else share one Cluster slot.
+const sessionKey = (hash: string) => `nox:s:{${hash}}`;
+const lockKey = (hash: string) => `nox:s:{${hash}}:lock`;
+const onceKey = (key: string) => `nox:l:{${key}}`;
+
+const unlockScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+
+type Client = Redis | Cluster;
+
+/**
+ * Sessions in Redis or Redis Cluster, shared by every sidecar: one key per session (JSON,
+ * expiring with the session), a lock key beside it for refreshes, and a pub/sub channel
+ * that tells every sidecar to drop a revoked session from its local cache.
+ */
+export class RedisSessionStore implements SessionStore {
+  readonly name: string;
+  readonly #client: Client;
+  readonly #subscriber: Client;
+  readonly #listeners: ((hash: string) => void)[] = [];
+
+  constructor(opts: RedisSessionStoreOptions) {
+    this.name = opts.cluster ? 'redis-cluster' : 'redis';
+    this.#client = connect(opts, {
+      commandTimeout: opts.timeoutMs,
+      // Fail fast while disconnected: a request waits for nothing that is not coming.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+    });
+    // The subscriber queues its SUBSCRIBE until connected, and ioredis re-subscribes after a reconnect.
+    this.#subscriber = connect(opts, {});
+    for (const [c, role] of [
+      [this.#client, 'sessions'],
+      [this.#subscriber, 'revocations'],
+    ] as const) {
+      c.on('error', (err: Error) => opts.log.warn({ err: err.message, role }, 'session store redis error'));
+    }
+    let connectedBefore = false;
+    this.#subscriber.on('ready', () => {
+      // Messages published while the subscription was down are lost: caches start over.
+      if (connectedBefore) this.#emit('*');
+      connectedBefore = true;
+    });
+    this.#subscriber.on('message', (channel: string, hash: string) => {
+      if (channel === revokedChannel) this.#emit(hash);
+    });
+    void this.#subscriber.subscribe(revokedChannel).catch((e: unknown) => {
+      opts.log.error({ err: String(e) }, 'cannot subscribe to session revocations');
+    });
+  }
+
+  /** Resolves once both connections are up (startup). */
+  async ready(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const c of [this.#client, this.#subscriber]) {
+      while (c.status !== 'ready') {
+        if (Date.now() > deadline) throw new Error(`session store redis not ready after ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+  }
+
+  async get(hash: string): Promise<SessionRecord | undefined> {
+    const raw = await this.#client.get(sessionKey(hash));
+    return raw === null ? undefined : (JSON.parse(raw) as SessionRecord);
+  }
+
+  async create(hash: string, record: SessionRecord, ttlMs: number): Promise<void> {
+    await this.#client.set(sessionKey(hash), JSON.stringify(record), 'PX', Math.max(1, Math.ceil(ttlMs)));
+  }
+
+  async replace(hash: string, record: SessionRecord): Promise<boolean> {
+    // XX: a session revoked during a refresh is not brought back; KEEPTTL: its lifetime is not extended.
+    return (await this.#client.set(sessionKey(hash), JSON.stringify(record), 'KEEPTTL', 'XX')) === 'OK';
+  }
+
+  async revoke(hash: string): Promise<boolean> {
+    const deleted = await this.#client.del(sessionKey(hash));
+    await this.#client.publish(revokedChannel, hash);
+    return deleted > 0;
+  }
+
+  async tryLock(hash: string, ttlMs: number): Promise<string | undefined> {
+    const token = randomBytes(12).toString('base64url');
+    const ok = await this.#client.set(lockKey(hash), token, 'PX', Math.ceil(ttlMs), 'NX');
+    return ok === 'OK' ? token : undefined;
+  }
+
+  async unlock(hash: string, token: string): Promise<void> {
+    // Only the holder deletes: a lock that expired and was taken by another sidecar stays theirs.
+    await this.#client.eval(unlockScript, 1, lockKey(hash), token);
+  }
+
+  async firstUse(key: string, ttlMs: number): Promise<boolean> {
+    return (await this.#client.set(onceKey(key), '1', 'PX', Math.ceil(ttlMs), 'NX')) === 'OK';
+  }
+
+  onRevoked(listener: (hash: string) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  async close(): Promise<void> {
+    this.#subscriber.disconnect();
+    this.#client.disconnect();
+  }
+
+  #emit(hash: string): void {
+    for (const l of this.#listeners) l(hash);
+  }
+}
+
+function connect(opts: RedisSessionStoreOptions, extra: RedisOptions): Client {
+  const common: RedisOptions = { password: opts.password, ...extra };
+  if (!opts.cluster) return new Redis({ ...opts.nodes[0]!, ...common });
+  return new Cluster(opts.nodes as ClusterNode[], {
+    enableOfflineQueue: extra.enableOfflineQueue ?? true,
+    redisOptions: common,
+    slotsRefreshTimeout: 1000,
+    retryDelayOnFailover: 50,
+    retryDelayOnClusterDown: 50,
+    maxRedirections: 4,
+  });
+}
