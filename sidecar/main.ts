@@ -88,7 +88,13 @@ async function main(): Promise<void> {
     log,
   );
   const login = createLogin({ store: sessions, secrets, log, registry });
-  const methods = await identityMethodsFor(settings, secrets, revocations, { session: login.method });
+  const methods = await identityMethodsFor(
+    settings,
+    secrets,
+    revocations,
+    { session: login.method },
+    registry,
+  );
   const identify = new IdentifyStage(methods, registry, {
     revocations,
     ...(profiles ? { profiles } : {}),

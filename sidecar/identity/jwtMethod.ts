@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt } from 'jose';
+import { Counter, type Registry } from 'prom-client';
 import type { CheckInput, Ctx } from '../pipeline/types.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
@@ -32,13 +33,30 @@ export class JwtMethod implements IdentityMethod {
       cacheMaxAgeMs: number;
       timeoutMs: number;
       revocations?: Revocations;
+      registry?: Registry;
     } = {
       cooldownMs: 30_000,
       cacheMaxAgeMs: 600_000,
       timeoutMs: 2_000,
     },
-  ) {}
+  ) {
+    const registers = opts.registry ? [opts.registry] : [];
+    this.#cacheResults = new Counter({
+      name: 'nox_identity_token_cache_total',
+      help: 'Bearer JWT lookups in the verified-token cache: hit or miss (hit ratio = hit / all).',
+      labelNames: ['result'],
+      registers,
+    });
+    this.#jwksFetches = new Counter({
+      name: 'nox_identity_jwks_fetches_total',
+      help: 'JWKS fetches per provider (first fetch, unknown key id past the cooldown, max age).',
+      labelNames: ['provider'],
+      registers,
+    });
+  }
 
+  readonly #cacheResults: Counter<'result'>;
+  readonly #jwksFetches: Counter<'provider'>;
   readonly #validators = new Map<string, { digest: string; validator: JwtValidator }>();
   readonly #cache = new TokenCache();
 
@@ -50,7 +68,10 @@ export class JwtMethod implements IdentityMethod {
       if (cur) this.#cache.dropProvider(key);
       this.#validators.set(key, {
         digest,
-        validator: new JwtValidator(resolveProvider(key, spec), this.opts),
+        validator: new JwtValidator(resolveProvider(key, spec), {
+          ...this.opts,
+          onFetch: (provider) => this.#jwksFetches.inc({ provider }),
+        }),
       });
     }
     for (const key of this.#validators.keys()) {
@@ -81,8 +102,11 @@ export class JwtMethod implements IdentityMethod {
     if (this.opts.revocations?.isRevoked(`token:${hash}`, ctx.now))
       return { kind: 'invalid', reason: 'the token was revoked' };
     const hit = this.#cache.get(hash, ctx.now);
-    if (hit && accepted.some((v) => v!.provider.key === hit.providerKey))
+    if (hit && accepted.some((v) => v!.provider.key === hit.providerKey)) {
+      this.#cacheResults.inc({ result: 'hit' });
       return { kind: 'identified', identity: hit.identity };
+    }
+    this.#cacheResults.inc({ result: 'miss' });
     let iss: unknown;
     try {
       iss = decodeJwt(token).iss;

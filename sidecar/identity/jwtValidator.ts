@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, errors, type JWTPayload, jwtVerify } from 'jose';
+import { createRemoteJWKSet, customFetch, errors, type JWTPayload, jwtVerify } from 'jose';
 import type { Identity } from './identity.js';
 import type { ResolvedProvider } from './presets.js';
 
@@ -24,7 +24,13 @@ export class JwtValidator {
 
   constructor(
     readonly provider: ResolvedProvider,
-    private readonly opts: { cooldownMs: number; cacheMaxAgeMs: number; timeoutMs: number },
+    private readonly opts: {
+      cooldownMs: number;
+      cacheMaxAgeMs: number;
+      timeoutMs: number;
+      /** Called on every JWKS fetch (metrics). */
+      onFetch?: (provider: string) => void;
+    },
   ) {}
 
   async #keySet(): Promise<KeySet> {
@@ -69,6 +75,10 @@ export class JwtValidator {
       cooldownDuration: this.opts.cooldownMs,
       cacheMaxAge: this.opts.cacheMaxAgeMs,
       timeoutDuration: this.opts.timeoutMs,
+      [customFetch]: (url: string, init: RequestInit) => {
+        this.opts.onFetch?.(this.provider.name);
+        return fetch(url, init);
+      },
     });
   }
 

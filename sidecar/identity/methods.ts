@@ -1,5 +1,4 @@
 import type { Registry } from 'prom-client';
-import type { Logger } from '../../common/logger.js';
 import type { SecretStore } from '../secrets/secretStore.js';
 import type { Settings } from '../settings/settings.js';
 import { ApiKeyMethod } from './apiKeyMethod.js';
@@ -19,8 +18,7 @@ export async function identityMethodsFor(
   secrets: SecretStore,
   revocations: Revocations,
   extra: { session?: IdentityMethod } = {},
-  _log?: Logger,
-  _registry?: Registry,
+  registry?: Registry,
 ): Promise<IdentityMethod[]> {
   const methods: IdentityMethod[] = [
     new JwtMethod({

@@ -1,22 +1,96 @@
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
+import { policyKinds } from '../../common/resources/kinds/index.js';
+import { validateResource } from '../../common/resources/validate.js';
+import { sidecarRbac } from '../../sidecar/rbac.js';
+import { definitions, loadSettings } from '../../sidecar/settings/settings.js';
 import { helm } from '../harness/helm.js';
+import { scratchDir } from '../harness/process.js';
+import { repoRoot } from '../harness/tools.js';
 
 interface K8sObject {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
   data?: Record<string, string>;
   automountServiceAccountToken?: boolean;
+  rules?: unknown[];
+  roleRef?: { apiGroup: string; kind: string; name: string };
+  subjects?: { kind: string; name: string; namespace?: string }[];
+  spec?: Record<string, unknown>;
+}
+
+interface Container {
+  name: string;
+  envFrom?: { configMapRef?: { name: string } }[];
+  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
+  readinessProbe?: unknown;
+}
+interface Volume {
+  name: string;
+  configMap?: { name: string; items?: { key: string; path: string }[] };
+  secret?: { secretName: string; items?: { key: string; path: string }[] };
+}
+
+const chartDir = join(repoRoot, 'charts', 'nox');
+
+function parseObjects(yaml: string): K8sObject[] {
+  const docs = parseAllDocuments(yaml);
+  for (const d of docs) expect(d.errors, String(d.errors)).toEqual([]);
+  return docs.map((d) => d.toJS() as K8sObject | null).filter((o): o is K8sObject => o !== null);
 }
 
 /** `helm template` → the objects it renders (the YAML is parsed, not grepped). */
-async function render(release: string, args: string[] = []): Promise<K8sObject[]> {
-  const res = await helm(['template', release, 'charts/nox', '--namespace', 'nox-system', ...args]);
+async function render(release: string, args: string[] = [], chart = 'charts/nox'): Promise<K8sObject[]> {
+  const res = await helm(['template', release, chart, '--namespace', 'nox-system', ...args]);
   expect(res.code, res.stderr).toBe(0);
-  const docs = parseAllDocuments(res.stdout);
-  for (const d of docs) expect(d.errors, String(d.errors)).toEqual([]);
-  return docs.map((d) => d.toJS() as K8sObject | null).filter((o): o is K8sObject => o !== null);
+  return parseObjects(res.stdout);
+}
+
+/** Values as a file (`-f`): manifests and lists read better as YAML than as --set. */
+function valuesFile(values: unknown): string {
+  const path = join(scratchDir('helm-values'), 'values.yaml');
+  writeFileSync(path, JSON.stringify(values));
+  return path;
+}
+
+/**
+ * The chart has no workload of its own: the sidecar container (envFrom, Secret env, mounts)
+ * is a named template that NOTES.txt prints. To check it as Kubernetes would read it, a copy
+ * of the chart renders it into a Pod.
+ */
+async function renderPod(args: string[]): Promise<{ pod: K8sObject; objects: K8sObject[] }> {
+  const dir = join(scratchDir('helm-chart'), 'nox');
+  cpSync(chartDir, dir, { recursive: true });
+  writeFileSync(
+    join(dir, 'templates', 'zz-test-pod.yaml'),
+    [
+      'apiVersion: v1',
+      'kind: Pod',
+      'metadata:',
+      '  name: gateway',
+      '  namespace: {{ .Release.Namespace }}',
+      'spec:',
+      '  serviceAccountName: {{ include "nox.serviceAccountName" . }}',
+      '  containers:',
+      '    - {{ include "nox.sidecarContainer" . | nindent 6 | trim }}',
+      '  {{- with include "nox.sidecarVolumes" . | trim }}',
+      '  volumes:',
+      '    {{- . | nindent 4 }}',
+      '  {{- end }}',
+      '',
+    ].join('\n'),
+  );
+  const objects = await render('demo', args, dir);
+  return { pod: find(objects, 'Pod', 'gateway'), objects };
 }
 
 function find(objects: K8sObject[], kind: string, name: string): K8sObject {
@@ -25,13 +99,46 @@ function find(objects: K8sObject[], kind: string, name: string): K8sObject {
     throw new Error(`no ${kind} ${name} in ${objects.map((x) => `${x.kind}/${x.metadata.name}`).join(', ')}`);
   return o;
 }
+const ids = (objects: K8sObject[]) =>
+  objects
+    .map((o) => `${o.kind}/${o.metadata.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata.name}`)
+    .sort();
+const rbacKinds = new Set(['Role', 'RoleBinding', 'ClusterRole', 'ClusterRoleBinding']);
+
+/** The example manifests the demo runs, as a user would list them in sidecar.policies. */
+const demoPolicies = readdirSync(join(repoRoot, 'examples', 'demo'))
+  .filter((f) => f.endsWith('.yaml'))
+  .sort()
+  .flatMap((f) =>
+    parseAllDocuments(readFileSync(join(repoRoot, 'examples', 'demo', f), 'utf8')).map(
+      (d) => d.toJS() as Record<string, unknown>,
+    ),
+  );
+
+/** Every NOX_* setting the chart sets through its ConfigMap: all but the Secret and the dev-only one. */
+const configMapSettings = Object.values(definitions)
+  .map((d) => d.env)
+  .filter((env) => env !== 'NOX_DATABASE_URL' && env !== 'NOX_KUBECONFIG')
+  .sort();
 
 describe('charts/nox', () => {
-  it('passes helm lint --strict', async () => {
-    const res = await helm(['lint', '--strict', 'charts/nox']);
-    expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0);
-    expect(res.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
-    expect(res.stdout).not.toMatch(/\[(WARNING|ERROR)\]/);
+  it('passes helm lint --strict, with the defaults and with every option set', async () => {
+    const all = valuesFile({
+      sidecar: {
+        configSource: 'files',
+        policies: demoPolicies,
+        quotaStore: 'redis-cluster',
+        redisNodes: ['redis-0.redis:6379'],
+        redisPasswordSecret: { name: 'redis-auth', key: 'password' },
+        databaseUrlSecret: { name: 'pg-app', key: 'uri' },
+      },
+    });
+    for (const args of [[], ['-f', all], ['--set-json', 'sidecar.watchNamespaces=["team-a"]']]) {
+      const res = await helm(['lint', '--strict', 'charts/nox', ...args]);
+      expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0);
+      expect(res.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
+      expect(res.stdout).not.toMatch(/\[(WARNING|ERROR)\]/);
+    }
   });
 
   it('has the chart metadata the release expects', async () => {
@@ -45,20 +152,23 @@ describe('charts/nox', () => {
     });
   });
 
-  it('renders a ServiceAccount and the sidecar ConfigMap with the default values', async () => {
+  it('renders the ServiceAccount, the ConfigMap and cluster-wide read RBAC with the default values', async () => {
     const objects = await render('demo');
-    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual([
-      'ConfigMap/demo-nox-sidecar',
-      'ServiceAccount/demo-nox',
+    expect(ids(objects)).toEqual([
+      'ClusterRole/nox-system:demo-nox-sidecar-policies',
+      'ClusterRole/nox-system:demo-nox-sidecar-tokenreview',
+      'ClusterRoleBinding/nox-system:demo-nox-sidecar-policies',
+      'ClusterRoleBinding/nox-system:demo-nox-sidecar-tokenreview',
+      'ConfigMap/nox-system/demo-nox-sidecar',
+      'ServiceAccount/nox-system/demo-nox',
     ]);
     for (const o of objects) {
-      expect(o.apiVersion).toBe('v1');
-      expect(o.metadata.namespace).toBe('nox-system');
       expect(o.metadata.labels).toMatchObject({
         'app.kubernetes.io/name': 'nox',
         'app.kubernetes.io/instance': 'demo',
         'app.kubernetes.io/version': '0.1.0',
         'app.kubernetes.io/managed-by': 'Helm',
+        'app.kubernetes.io/component': 'sidecar',
         'helm.sh/chart': 'nox-0.1.0',
       });
     }
@@ -70,65 +180,437 @@ describe('charts/nox', () => {
       NOX_GRPC_PORT: '9001',
       NOX_HTTP_HOST: '0.0.0.0',
       NOX_HTTP_PORT: '9002',
+      NOX_CONFIG_SOURCE: 'kubernetes',
+      NOX_POLICY_PATH: '',
+      NOX_WATCH_NAMESPACES: '',
+      NOX_SECRETS_DIR: '',
+      NOX_QUOTA_STORE: 'memory',
+      NOX_SESSION_STORE: 'memory',
+      NOX_SESSION_TIMEOUT_MS: '100',
+      NOX_REDIS_NODES: '',
+      NOX_REDIS_PASSWORD_FILE: '',
+      NOX_REDIS_TIMEOUT_MS: '50',
+      NOX_REDIS_WAIT_REPLICAS: '1',
+      NOX_JWKS_COOLDOWN_MS: '30000',
+      NOX_JWKS_MAX_AGE_MS: '600000',
       NOX_CHECK_DEADLINE_MS: '150',
       NOX_DRAIN_TIMEOUT_MS: '10000',
       NOX_LOG_LEVEL: 'info',
-      NOX_POLICY_FILE: '/etc/nox/policy.yaml',
-      'policy.yaml': 'denyPaths: []\n',
     });
+    // The chart's defaults equal the sidecar's, except where a chart means to differ.
+    const settings = loadSettings(cm.data);
+    for (const [key, def] of Object.entries(definitions)) {
+      const chartDiffers = ['configSource', 'httpHost'].includes(key);
+      if (!chartDiffers) expect(settings[key as keyof typeof settings], def.env).toEqual(def.default);
+    }
+    expect(settings.configSource).toBe('kubernetes');
   });
 
-  it('takes ports, policy, names and labels from values', async () => {
-    const objects = await render('nox', [
-      '--set',
-      'sidecar.grpcPort=7001',
-      '--set',
-      'sidecar.grpcHost=0.0.0.0',
-      '--set',
-      'sidecar.logLevel=debug',
-      '--set',
-      'sidecar.policyMountPath=/config/',
-      '--set-json',
-      'sidecar.policy={"denyPaths":["/admin","/internal"]}',
-      '--set',
-      'serviceAccount.name=authz',
-      '--set',
-      'serviceAccount.annotations.example\\.com/role=authz',
-      '--set',
-      'commonLabels.team=platform',
-    ]);
+  it('has one ConfigMap key per sidecar setting, except the database URL (a Secret) and the kubeconfig', async () => {
+    for (const args of [[], ['--set', 'sidecar.configSource=files']]) {
+      const cm = find(await render('demo', args), 'ConfigMap', 'demo-nox-sidecar');
+      const keys = Object.keys(cm.data ?? {}).filter((k) => k.startsWith('NOX_'));
+      expect(keys.sort()).toEqual(configMapSettings);
+    }
+  });
+
+  it('takes every setting, names and labels from values', async () => {
+    const values = valuesFile({
+      serviceAccount: { name: 'authz', annotations: { 'example.com/role': 'authz' } },
+      commonLabels: { team: 'platform' },
+      sidecar: {
+        grpcHost: '0.0.0.0',
+        grpcPort: 7001,
+        httpPort: 7002,
+        configSource: 'kubernetes',
+        watchNamespaces: ['team-a', 'team-b', 'team-a'],
+        quotaStore: 'redis-cluster',
+        sessionStore: 'redis-cluster',
+        sessionTimeoutMs: 80,
+        redisNodes: ['redis-0.redis:6379', 'redis-1.redis:6379'],
+        redisPasswordSecret: { name: 'redis-auth', key: 'redis-password' },
+        redisTimeoutMs: 40,
+        redisWaitReplicas: 0,
+        databaseUrlSecret: { name: 'pg-app', key: 'uri' },
+        checkDeadlineMs: 120,
+        drainTimeoutMs: 5000,
+        jwksCooldownMs: 10000,
+        jwksMaxAgeMs: 300000,
+        logLevel: 'debug',
+      },
+    });
+    const objects = await render('nox', ['-f', values]);
     // A release named like the chart is not prefixed twice.
     const cm = find(objects, 'ConfigMap', 'nox-sidecar');
-    expect(cm.data).toMatchObject({
+    expect(cm.data).toEqual({
       NOX_GRPC_HOST: '0.0.0.0',
       NOX_GRPC_PORT: '7001',
+      NOX_HTTP_HOST: '0.0.0.0',
+      NOX_HTTP_PORT: '7002',
+      NOX_CONFIG_SOURCE: 'kubernetes',
+      NOX_POLICY_PATH: '',
+      NOX_WATCH_NAMESPACES: 'team-a,team-b',
+      NOX_SECRETS_DIR: '',
+      NOX_QUOTA_STORE: 'redis-cluster',
+      NOX_SESSION_STORE: 'redis-cluster',
+      NOX_SESSION_TIMEOUT_MS: '80',
+      NOX_REDIS_NODES: 'redis-0.redis:6379,redis-1.redis:6379',
+      NOX_REDIS_PASSWORD_FILE: '/var/run/secrets/nox/redis/password',
+      NOX_REDIS_TIMEOUT_MS: '40',
+      NOX_REDIS_WAIT_REPLICAS: '0',
+      NOX_JWKS_COOLDOWN_MS: '10000',
+      NOX_JWKS_MAX_AGE_MS: '300000',
+      NOX_CHECK_DEADLINE_MS: '120',
+      NOX_DRAIN_TIMEOUT_MS: '5000',
       NOX_LOG_LEVEL: 'debug',
-      NOX_POLICY_FILE: '/config/policy.yaml',
     });
-    // The policy file is YAML the sidecar's compiler reads.
-    expect(parse(cm.data?.['policy.yaml'] ?? '')).toEqual({ denyPaths: ['/admin', '/internal'] });
+    // What the sidecar makes of them.
+    expect(loadSettings(cm.data)).toMatchObject({
+      grpcPort: 7001,
+      watchNamespaces: 'team-a,team-b',
+      quotaStore: 'redis-cluster',
+      redisWaitReplicas: 0,
+      databaseUrl: '',
+      logLevel: 'debug',
+    });
     expect(cm.metadata.labels?.team).toBe('platform');
+    expect(find(objects, 'ServiceAccount', 'authz').metadata.annotations).toEqual({
+      'example.com/role': 'authz',
+    });
+  });
 
-    const sa = find(objects, 'ServiceAccount', 'authz') as K8sObject & {
-      metadata: { annotations?: Record<string, string> };
+  it('files source: writes sidecar.policies into the ConfigMap as manifests the sidecar accepts', async () => {
+    const objects = await render('demo', [
+      '-f',
+      valuesFile({
+        sidecar: { configSource: 'files', policyMountPath: '/config/', policies: demoPolicies },
+      }),
+    ]);
+    const cm = find(objects, 'ConfigMap', 'demo-nox-sidecar');
+    expect(cm.data).toMatchObject({ NOX_CONFIG_SOURCE: 'files', NOX_POLICY_PATH: '/config/policies.yaml' });
+    const docs = parseAllDocuments(cm.data?.['policies.yaml'] ?? '');
+    for (const d of docs) expect(d.errors).toEqual([]);
+    const manifests = docs.map((d) => d.toJS() as Record<string, unknown>);
+    expect(manifests).toEqual(demoPolicies);
+    expect(manifests.map((m) => m.kind).sort()).toEqual(['AccessPolicy', 'QuotaPolicy']);
+    for (const m of manifests) expect(validateResource(m), JSON.stringify(m)).toMatchObject({ ok: true });
+    expect(loadSettings(cm.data).policyPath).toBe('/config/policies.yaml');
+
+    // No policies: an empty file (every route denied NO_POLICY), never a missing one.
+    const empty = find(
+      await render('demo', ['--set', 'sidecar.configSource=files']),
+      'ConfigMap',
+      'demo-nox-sidecar',
+    );
+    expect(empty.data?.['policies.yaml']).toBe('');
+    expect(empty.data?.NOX_POLICY_PATH).toBe('/etc/nox/policies.yaml');
+  });
+
+  it('keeps Secrets out of values and the ConfigMap: the container gets them by reference', async () => {
+    const { pod, objects } = await renderPod([
+      '-f',
+      valuesFile({
+        sidecar: {
+          configSource: 'files',
+          policies: demoPolicies,
+          policySecrets: [{ name: 'github-client' }, { name: 'api-keys', namespace: 'team-a' }],
+          quotaStore: 'redis',
+          redisNodes: ['redis:6379'],
+          redisPasswordSecret: { name: 'redis-auth', key: 'redis-password' },
+          databaseUrlSecret: { name: 'pg-app', key: 'uri' },
+        },
+      }),
+    ]);
+    expect(objects.filter((o) => o.kind === 'Secret')).toEqual([]);
+    const cm = find(objects, 'ConfigMap', 'demo-nox-sidecar');
+    expect(Object.keys(cm.data ?? {})).not.toContain('NOX_DATABASE_URL');
+
+    const spec = pod.spec as { containers: Container[]; volumes: Volume[] };
+    const [c] = spec.containers;
+    expect(c?.name).toBe('nox-authz');
+    expect(c?.envFrom).toEqual([{ configMapRef: { name: 'demo-nox-sidecar' } }]);
+    expect(c?.env).toEqual([
+      { name: 'NOX_DATABASE_URL', valueFrom: { secretKeyRef: { name: 'pg-app', key: 'uri' } } },
+    ]);
+    // Each file setting names a file that a read-only mount of the right volume provides.
+    const fileFrom = (setting: string) => {
+      const path = cm.data?.[setting] ?? '';
+      const mount = c?.volumeMounts?.find((m) => m.mountPath === dirname(path));
+      expect(mount, `${setting}=${path}`).toBeDefined();
+      expect(mount?.readOnly).toBe(true);
+      const volume = spec.volumes.find((v) => v.name === mount?.name);
+      return {
+        volume,
+        item: (volume?.configMap ?? volume?.secret)?.items?.find((i) => i.path === basename(path)),
+      };
     };
-    expect(sa.metadata.annotations).toEqual({ 'example.com/role': 'authz' });
+    const policies = fileFrom('NOX_POLICY_PATH');
+    expect(policies.volume?.configMap?.name).toBe('demo-nox-sidecar');
+    expect(policies.item?.key).toBe('policies.yaml');
+    const password = fileFrom('NOX_REDIS_PASSWORD_FILE');
+    expect(password.volume?.secret?.secretName).toBe('redis-auth');
+    expect(password.item?.key).toBe('redis-password');
+    // Policy Secrets: each a directory <NOX_SECRETS_DIR>/<namespace>/<name> holding its keys.
+    const secretsDir = cm.data?.NOX_SECRETS_DIR ?? '';
+    expect(secretsDir).toMatch(/^\/.+/);
+    for (const [ns, name] of [
+      ['default', 'github-client'],
+      ['team-a', 'api-keys'],
+    ]) {
+      const mount = c?.volumeMounts?.find((m) => m.mountPath === `${secretsDir}/${ns}/${name}`);
+      expect(mount?.readOnly, `${ns}/${name}`).toBe(true);
+      expect(spec.volumes.find((v) => v.name === mount?.name)?.secret).toEqual({ secretName: name });
+    }
+    expect(loadSettings(cm.data)).toMatchObject({
+      secretsDir,
+      redisPasswordFile: '/var/run/secrets/nox/redis/password',
+      databaseUrl: '',
+    });
+    expect(c?.readinessProbe).toBeDefined();
+
+    // Nothing to mount and no Secret env when no Secret is referenced (memory store, kubernetes source).
+    const bare = (await renderPod([])).pod.spec as { containers: Container[]; volumes?: Volume[] };
+    expect(bare.containers[0]?.env).toBeUndefined();
+    expect(bare.containers[0]?.volumeMounts).toBeUndefined();
+    expect(bare.volumes).toBeUndefined();
+    // A password Secret without a Redis store is not mounted.
+    const memory = await renderPod(['--set', 'sidecar.redisPasswordSecret.name=redis-auth']);
+    expect((memory.pod.spec as { volumes?: Volume[] }).volumes).toBeUndefined();
+    expect(find(memory.objects, 'ConfigMap', 'demo-nox-sidecar').data?.NOX_REDIS_PASSWORD_FILE).toBe('');
+    // Sessions in Redis use the same password file as quotas do.
+    const sessions = await renderPod([
+      '--set',
+      'sidecar.sessionStore=redis',
+      '--set',
+      'sidecar.redisNodes={redis:6379}',
+      '--set',
+      'sidecar.redisPasswordSecret.name=redis-auth',
+    ]);
+    expect((sessions.pod.spec as { volumes?: Volume[] }).volumes?.map((v) => v.secret?.secretName)).toEqual([
+      'redis-auth',
+    ]);
+    expect(find(sessions.objects, 'ConfigMap', 'demo-nox-sidecar').data).toMatchObject({
+      NOX_QUOTA_STORE: 'memory',
+      NOX_SESSION_STORE: 'redis',
+      NOX_REDIS_PASSWORD_FILE: '/var/run/secrets/nox/redis/password',
+    });
   });
 
-  it('leaves the ServiceAccount out when serviceAccount.create=false', async () => {
-    const objects = await render('demo', ['--set', 'serviceAccount.create=false']);
-    expect(objects.map((o) => o.kind)).toEqual(['ConfigMap']);
+  it('grants the generated rules cluster-wide when watching all namespaces', async () => {
+    const objects = await render('demo');
+    const policies = find(objects, 'ClusterRole', 'nox-system:demo-nox-sidecar-policies');
+    expect(policies.rules).toEqual(sidecarRbac.namespaced);
+    const tokenreview = find(objects, 'ClusterRole', 'nox-system:demo-nox-sidecar-tokenreview');
+    expect(tokenreview.rules).toEqual(sidecarRbac.cluster);
+    for (const name of ['nox-system:demo-nox-sidecar-policies', 'nox-system:demo-nox-sidecar-tokenreview']) {
+      const binding = find(objects, 'ClusterRoleBinding', name);
+      expect(binding.roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name });
+      expect(binding.subjects).toEqual([
+        { kind: 'ServiceAccount', name: 'demo-nox', namespace: 'nox-system' },
+      ]);
+    }
   });
 
-  it('rejects values that break the schema', async () => {
-    for (const [set, field] of [
-      ['sidecar.grpcPort=70000', 'grpcPort'],
-      ['sidecar.logLevel=loud', 'logLevel'],
-      ['image.pullPolicy=Sometimes', 'pullPolicy'],
+  it('grants the generated rules by a Role in each watched namespace, and nothing cluster-wide but TokenReview', async () => {
+    const objects = await render('demo', [
+      '--set-json',
+      'sidecar.watchNamespaces=["team-a","team-b","team-a"]',
+    ]);
+    expect(ids(objects.filter((o) => rbacKinds.has(o.kind)))).toEqual([
+      'ClusterRole/nox-system:demo-nox-sidecar-tokenreview',
+      'ClusterRoleBinding/nox-system:demo-nox-sidecar-tokenreview',
+      'Role/team-a/demo-nox-sidecar',
+      'Role/team-b/demo-nox-sidecar',
+      'RoleBinding/team-a/demo-nox-sidecar',
+      'RoleBinding/team-b/demo-nox-sidecar',
+    ]);
+    for (const ns of ['team-a', 'team-b']) {
+      const role = objects.find((o) => o.kind === 'Role' && o.metadata.namespace === ns);
+      expect(role?.rules).toEqual(sidecarRbac.namespaced);
+      const binding = objects.find((o) => o.kind === 'RoleBinding' && o.metadata.namespace === ns);
+      expect(binding?.roleRef).toEqual({
+        apiGroup: 'rbac.authorization.k8s.io',
+        kind: 'Role',
+        name: 'demo-nox-sidecar',
+      });
+      // The subject lives in the release namespace, not in the watched one.
+      expect(binding?.subjects).toEqual([
+        { kind: 'ServiceAccount', name: 'demo-nox', namespace: 'nox-system' },
+      ]);
+    }
+    expect(find(objects, 'ClusterRole', 'nox-system:demo-nox-sidecar-tokenreview').rules).toEqual(
+      sidecarRbac.cluster,
+    );
+  });
+
+  it('grants nothing with the files source (the sidecar never calls the API), nor with rbac.create=false', async () => {
+    const files = await render('demo', ['--set', 'sidecar.configSource=files']);
+    expect(files.filter((o) => rbacKinds.has(o.kind))).toEqual([]);
+    const none = await render('demo', ['--set', 'rbac.create=false']);
+    expect(none.filter((o) => rbacKinds.has(o.kind))).toEqual([]);
+  });
+
+  it('binds an existing ServiceAccount when serviceAccount.create=false, never the default one', async () => {
+    const objects = await render('demo', [
+      '--set',
+      'serviceAccount.create=false',
+      '--set',
+      'serviceAccount.name=gateway',
+    ]);
+    expect(objects.filter((o) => o.kind === 'ServiceAccount')).toEqual([]);
+    for (const o of objects.filter((x) => x.kind === 'ClusterRoleBinding'))
+      expect(o.subjects).toEqual([{ kind: 'ServiceAccount', name: 'gateway', namespace: 'nox-system' }]);
+
+    const res = await helm(['template', 'demo', 'charts/nox', '--set', 'serviceAccount.create=false']);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('needs serviceAccount.name');
+    const noRbac = await render('demo', [
+      '--set',
+      'serviceAccount.create=false',
+      '--set',
+      'rbac.create=false',
+    ]);
+    expect(noRbac.map((o) => o.kind)).toEqual(['ConfigMap']);
+  });
+
+  it('the generated sidecar RBAC is read-only but for creating TokenReviews, without wildcards', () => {
+    const rules = [...sidecarRbac.namespaced, ...sidecarRbac.cluster];
+    for (const r of rules) {
+      for (const list of [r.apiGroups, r.resources, r.verbs]) expect(list).not.toContain('*');
+      const writes = r.verbs.filter((v) => !['get', 'list', 'watch'].includes(v));
+      if (writes.length > 0)
+        expect(r).toEqual({
+          apiGroups: ['authentication.k8s.io'],
+          resources: ['tokenreviews'],
+          verbs: ['create'],
+        });
+    }
+    expect(JSON.parse(readFileSync(join(chartDir, 'files', 'sidecar-rbac.json'), 'utf8'))).toEqual(
+      sidecarRbac,
+    );
+  });
+
+  it('ships the CRDs of crds/ unchanged (helm installs them before the templates)', async () => {
+    const top = readdirSync(join(repoRoot, 'crds')).sort();
+    expect(readdirSync(join(chartDir, 'crds')).sort()).toEqual(top);
+    for (const f of top)
+      expect(readFileSync(join(chartDir, 'crds', f), 'utf8'), f).toBe(
+        readFileSync(join(repoRoot, 'crds', f), 'utf8'),
+      );
+    const res = await helm(['template', 'demo', 'charts/nox', '--include-crds']);
+    expect(res.code, res.stderr).toBe(0);
+    const byName = (objs: K8sObject[]) => Object.fromEntries(objs.map((o) => [o.metadata.name, o]));
+    const shipped = byName(parseObjects(res.stdout).filter((o) => o.kind === 'CustomResourceDefinition'));
+    const expected = byName(
+      top.map((f) => parse(readFileSync(join(repoRoot, 'crds', f), 'utf8')) as K8sObject),
+    );
+    expect(Object.keys(shipped).sort()).toEqual(
+      [
+        ...policyKinds.map((k) => `${k.plural}.nox.dev`),
+        'postgresclusters.nox.dev',
+        'redisclusters.nox.dev',
+      ].sort(),
+    );
+    expect(shipped).toEqual(expected);
+  });
+
+  it('ships CRDs that mean the same to YAML 1.1 readers (helm, kubectl) as to YAML 1.2 ones', () => {
+    // Go's YAML (sigs.k8s.io/yaml) reads unquoted Off/On/Yes/No as booleans; the yaml package
+    // (YAML 1.2) reads them as strings. A CRD must not depend on which one reads it.
+    const drift: string[] = [];
+    const walk = (a: unknown, b: unknown, path: string) => {
+      if (a !== null && b !== null && typeof a === 'object' && typeof b === 'object') {
+        for (const k of new Set([...Object.keys(a), ...Object.keys(b)]))
+          walk((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${path}.${k}`);
+      } else if (a !== b)
+        drift.push(`${path}: ${JSON.stringify(a)} (YAML 1.2) vs ${JSON.stringify(b)} (YAML 1.1)`);
+    };
+    for (const f of readdirSync(join(chartDir, 'crds'))) {
+      const text = readFileSync(join(chartDir, 'crds', f), 'utf8');
+      walk(parse(text), parse(text, { version: '1.1' }), f);
+    }
+    expect(drift).toEqual([]);
+  });
+
+  it('lists the policy kinds the sidecar reads in the schema of sidecar.policies', () => {
+    const schema = JSON.parse(readFileSync(join(chartDir, 'values.schema.json'), 'utf8'));
+    expect(schema.properties.sidecar.properties.policies.items.properties.kind.enum.sort()).toEqual(
+      policyKinds.map((k) => k.kind).sort(),
+    );
+  });
+
+  it('rejects values that break the schema, and Secrets given as values', async () => {
+    for (const [args, field] of [
+      [['--set', 'sidecar.grpcPort=70000'], 'grpcPort'],
+      [['--set', 'sidecar.logLevel=loud'], 'logLevel'],
+      [['--set', 'image.pullPolicy=Sometimes'], 'pullPolicy'],
+      [['--set', 'sidecar.configSource=git'], 'configSource'],
+      [['--set', 'sidecar.quotaStore=etcd'], 'quotaStore'],
+      [['--set', 'sidecar.sessionStore=cookie'], 'sessionStore'],
+      [['--set', 'sidecar.sessionTimeoutMs=0'], 'sessionTimeoutMs'],
+      [['--set', 'sidecar.redisNodes={redis}'], 'redisNodes'],
+      [['--set', 'sidecar.redisWaitReplicas=6'], 'redisWaitReplicas'],
+      [['--set', 'sidecar.watchNamespaces={Team_A}'], 'watchNamespaces'],
+      [['--set', 'sidecar.policyMountPath=etc'], 'policyMountPath'],
+      [['--set-json', 'sidecar.policySecrets=[{"name":"Bad_Name"}]'], 'policySecrets'],
+      [
+        [
+          '--set-json',
+          'sidecar.policies=[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"spec":{}}]',
+        ],
+        'policies',
+      ],
+      // A Secret's value has no place in values: only { name, key } references are accepted.
+      [['--set', 'sidecar.databaseUrl=postgres://nox:hunter2@db/nox'], 'databaseUrl'],
+      [['--set', 'sidecar.redisPassword=hunter2'], 'redisPassword'],
+      [['--set', 'sidecar.redisPasswordSecret.value=hunter2'], 'value'],
     ] as const) {
-      const res = await helm(['template', 'demo', 'charts/nox', '--set', set]);
-      expect(res.code, set).not.toBe(0);
-      expect(res.stderr).toContain(field);
+      const res = await helm(['template', 'demo', 'charts/nox', ...args]);
+      expect(res.code, args.join(' ')).not.toBe(0);
+      expect(res.stderr, args.join(' ')).toContain(field);
+    }
+  });
+
+  it('rejects combinations the sidecar would not start with, or would silently ignore', async () => {
+    for (const [args, message] of [
+      [['--set', 'sidecar.quotaStore=redis'], 'sidecar.quotaStore=redis needs sidecar.redisNodes'],
+      [
+        ['--set', 'sidecar.quotaStore=redis-cluster'],
+        'sidecar.quotaStore=redis-cluster needs sidecar.redisNodes',
+      ],
+      [['--set', 'sidecar.sessionStore=redis'], 'sidecar.sessionStore=redis needs sidecar.redisNodes'],
+      [
+        [
+          '--set',
+          'sidecar.quotaStore=redis-cluster',
+          '--set',
+          'sidecar.sessionStore=redis',
+          '--set',
+          'sidecar.redisNodes={redis:6379}',
+        ],
+        'both must be redis or both redis-cluster',
+      ],
+      [
+        ['-f', valuesFile({ sidecar: { policies: demoPolicies } })],
+        'sidecar.policies is read only with sidecar.configSource=files',
+      ],
+      [
+        ['--set-json', 'sidecar.policySecrets=[{"name":"a"}]'],
+        'sidecar.policySecrets is read only with sidecar.configSource=files',
+      ],
+      [
+        [
+          '--set',
+          'sidecar.configSource=files',
+          '--set-json',
+          'sidecar.policySecrets=[{"name":"a"},{"name":"a","namespace":"default"}]',
+        ],
+        'sidecar.policySecrets lists default/a twice',
+      ],
+    ] as const) {
+      const res = await helm(['template', 'demo', 'charts/nox', ...args]);
+      expect(res.code, args.join(' ')).not.toBe(0);
+      expect(res.stderr).toContain(message);
     }
   });
 });

@@ -1,17 +1,34 @@
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   ApiException,
   AppsV1Api,
+  AuthenticationV1Api,
+  AuthorizationV1Api,
   CoreV1Api,
+  CustomObjectsApi,
   KubeConfig,
   RbacAuthorizationV1Api,
   type User,
   type V1Pod,
+  Watch,
 } from '@kubernetes/client-node';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
+import { createLogger } from '../../common/logger.js';
+import { KubeSource } from '../../sidecar/config/kubeSource.js';
+import type { SourceState } from '../../sidecar/config/source.js';
+import { sidecarKinds } from '../../sidecar/config/sources.js';
+import { sidecarRbac } from '../../sidecar/rbac.js';
+import { KubeSecretStore } from '../../sidecar/secrets/kubeSecretStore.js';
+import { installCrds } from '../harness/crds.js';
 import { helm } from '../harness/helm.js';
 import { type Kube, startKube } from '../harness/kube.js';
-import { waitUntil } from '../harness/process.js';
+import { scratchDir, waitUntil } from '../harness/process.js';
+import { repoRoot } from '../harness/tools.js';
+
+const demoAccessPolicy = readFileSync(join(repoRoot, 'examples', 'demo', 'access.yaml'), 'utf8');
 
 /** The HTTP status of an API call: 200 when it succeeds, the ApiException code otherwise. */
 async function statusOf(call: Promise<unknown>): Promise<number> {
@@ -60,12 +77,14 @@ describe('kube-apiserver and etcd', () => {
     expect(ns.metadata?.labels?.team).toBe('nox');
     expect(ns.status?.phase).toBe('Active');
 
+    // What the chart's ConfigMap holds for the files source: settings and a manifest.
+    const data = { NOX_CONFIG_SOURCE: 'files', 'policies.yaml': demoAccessPolicy };
     await core.createNamespacedConfigMap({
       namespace: 'nox-it',
-      body: { metadata: { name: 'settings' }, data: { 'policy.yaml': 'denyPaths: [/admin]\n' } },
+      body: { metadata: { name: 'settings' }, data },
     });
     const cm = await core.readNamespacedConfigMap({ namespace: 'nox-it', name: 'settings' });
-    expect(cm.data).toEqual({ 'policy.yaml': 'denyPaths: [/admin]\n' });
+    expect(cm.data).toEqual(data);
     expect(cm.metadata?.resourceVersion).toMatch(/^\d+$/);
 
     const list = await core.listNamespacedConfigMap({ namespace: 'nox-it' });
@@ -165,7 +184,7 @@ describe('kube-apiserver and etcd', () => {
     console.log(`apiserver restarted in ${Date.now() - t0} ms`);
     expect(kube.server).toBe(before);
     const cm = await core.readNamespacedConfigMap({ namespace: 'nox-it', name: 'settings' });
-    expect(cm.data?.['policy.yaml']).toContain('/admin');
+    expect(cm.data?.['policies.yaml']).toBe(demoAccessPolicy);
   });
 });
 
@@ -315,7 +334,15 @@ describe('with kube-controller-manager', () => {
       .filter((o) => o !== null)
       .map((o) => o.kind)
       .sort();
-    expect(kinds).toEqual(['ConfigMap', 'ServiceAccount']);
+    // Defaults: the kubernetes source over all namespaces, so cluster-wide read RBAC.
+    expect(kinds).toEqual([
+      'ClusterRole',
+      'ClusterRole',
+      'ClusterRoleBinding',
+      'ClusterRoleBinding',
+      'ConfigMap',
+      'ServiceAccount',
+    ]);
 
     const un = await helm(['uninstall', 'nox', '--namespace', 'nox-system', '--wait'], {
       kubeconfig: kube.kubeconfigPath,
@@ -324,5 +351,416 @@ describe('with kube-controller-manager', () => {
     expect(
       await statusOf(core.readNamespacedConfigMap({ namespace: 'nox-system', name: 'nox-sidecar' })),
     ).toBe(404);
+  });
+});
+
+/** Opens a watch as `kc`'s user: the HTTP status, and the first event when the server streams one. */
+async function watchOnce(kc: KubeConfig, path: string): Promise<{ status: number; first?: string }> {
+  return new Promise((resolve, reject) => {
+    let controller: AbortController | undefined;
+    let settled = false;
+    const finish = (r: { status: number; first?: string }) => {
+      if (settled) return;
+      settled = true;
+      controller?.abort();
+      resolve(r);
+    };
+    new Watch(kc)
+      .watch(
+        path,
+        { timeoutSeconds: 5 },
+        (type, obj: { metadata?: { namespace?: string; name?: string } }) =>
+          finish({ status: 200, first: `${type} ${obj.metadata?.namespace}/${obj.metadata?.name}` }),
+        (err: (Error & { statusCode?: number }) | null) =>
+          finish({ status: err ? (err.statusCode ?? 0) : 200 }),
+      )
+      .then((c) => {
+        controller = c;
+        if (settled) c.abort();
+      }, reject);
+  });
+}
+
+/** "group/resource:verb" for each permission a set of rules grants. */
+function permissions(
+  rules: readonly {
+    apiGroups?: readonly string[];
+    resources?: readonly string[];
+    verbs: readonly string[];
+  }[],
+): string[] {
+  return rules
+    .flatMap((r) =>
+      (r.apiGroups ?? []).flatMap((g) =>
+        (r.resources ?? []).flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`)),
+      ),
+    )
+    .sort();
+}
+
+describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a real API server", () => {
+  const log = createLogger('kube-rbac-test', { level: process.env.NOX_LOG_LEVEL ?? 'silent' });
+  let kube: Kube;
+  let kc: KubeConfig;
+  let core: CoreV1Api;
+  let custom: CustomObjectsApi;
+  const group = 'nox.dev';
+  const version = 'v1alpha1';
+  const plural = 'accesspolicies';
+  const accessPolicy = parse(demoAccessPolicy) as { metadata: { name: string } };
+
+  /** A kubeconfig holding a real token of the release's ServiceAccount (TokenRequest API). */
+  const sidecarIdentity = async (namespace: string, name: string): Promise<KubeConfig> => {
+    const tr = await core.createNamespacedServiceAccountToken({
+      namespace,
+      name,
+      body: { spec: { audiences: [], expirationSeconds: 600 } },
+    });
+    return asUser(kc, { token: tr.status?.token });
+  };
+  const install = async (namespace: string, args: string[]) => {
+    const t0 = Date.now();
+    // The CRDs come from crds/ through the harness: what is under test here is the RBAC.
+    const res = await helm(
+      [
+        'install',
+        'nox',
+        'charts/nox',
+        '--namespace',
+        namespace,
+        '--create-namespace',
+        '--skip-crds',
+        '--wait',
+        '--timeout',
+        '60s',
+        ...args,
+      ],
+      { kubeconfig: kube.kubeconfigPath },
+    );
+    expect(res.code, res.stderr).toBe(0);
+    console.log(`helm install in ${namespace} took ${Date.now() - t0} ms`);
+    return res;
+  };
+  /** The permissions SelfSubjectRulesReview reports in a namespace, less what every authenticated user has. */
+  const granted = async (as: KubeConfig, namespace: string): Promise<string[]> => {
+    const review = await as.makeApiClient(AuthorizationV1Api).createSelfSubjectRulesReview({
+      body: { spec: { namespace } },
+    });
+    expect(review.status?.incomplete).toBe(false);
+    return permissions(review.status?.resourceRules ?? []).filter(
+      (p) => !/^authorization\.k8s\.io\/selfsubject|^authentication\.k8s\.io\/selfsubject/.test(p),
+    );
+  };
+  const writesAreRefused = async (as: KubeConfig, namespace: string) => {
+    const api = as.makeApiClient(CustomObjectsApi);
+    const admin = await custom.getNamespacedCustomObject({
+      group,
+      version,
+      namespace,
+      plural,
+      name: accessPolicy.metadata.name,
+    });
+    const target = { group, version, namespace, plural, name: accessPolicy.metadata.name };
+    expect(
+      await statusOf(
+        api.createNamespacedCustomObject({
+          group,
+          version,
+          namespace,
+          plural,
+          body: { ...accessPolicy, metadata: { name: 'forged' } },
+        }),
+      ),
+    ).toBe(403);
+    expect(await statusOf(api.replaceNamespacedCustomObject({ ...target, body: admin }))).toBe(403);
+    expect(
+      await statusOf(
+        api.patchNamespacedCustomObject({
+          ...target,
+          body: [{ op: 'replace', path: '/spec/defaultAction', value: 'Allow' }],
+        }),
+      ),
+    ).toBe(403);
+    expect(await statusOf(api.deleteNamespacedCustomObject(target))).toBe(403);
+    expect(
+      await statusOf(api.deleteCollectionNamespacedCustomObject({ group, version, namespace, plural })),
+    ).toBe(403);
+    const coreAs = as.makeApiClient(CoreV1Api);
+    expect(
+      await statusOf(
+        coreAs.createNamespacedSecret({
+          namespace,
+          body: { metadata: { name: 'forged' }, stringData: { a: 'b' } },
+        }),
+      ),
+    ).toBe(403);
+    expect(await statusOf(coreAs.deleteNamespacedSecret({ namespace, name: 'app' }))).toBe(403);
+    // Nothing else is readable either.
+    expect(await statusOf(coreAs.listNamespacedConfigMap({ namespace }))).toBe(403);
+    expect(await statusOf(coreAs.listNamespacedPod({ namespace }))).toBe(403);
+  };
+  const tokenReviewWorks = async (as: KubeConfig) => {
+    const other = await sidecarIdentity('team-a', 'client');
+    const review = await as.makeApiClient(AuthenticationV1Api).createTokenReview({
+      body: { spec: { token: other.getCurrentUser()?.token ?? '' } },
+    });
+    expect(review.status?.authenticated).toBe(true);
+    expect(review.status?.user?.username).toBe('system:serviceaccount:team-a:client');
+  };
+
+  beforeAll(async () => {
+    const t0 = Date.now();
+    kube = await startKube();
+    kc = kube.kubeConfig();
+    core = kc.makeApiClient(CoreV1Api);
+    custom = kc.makeApiClient(CustomObjectsApi);
+    await installCrds(kc);
+    // Right after a CRD is established its storage may still answer 429 "storage is
+    // (re)initializing" or drop the connection: wait until every kind the sidecar reads is
+    // served, so that each status below is the authorizer's answer.
+    for (const kind of sidecarKinds)
+      await waitUntil(
+        `${kind.plural} served`,
+        async () =>
+          (await statusOf(custom.listClusterCustomObject({ group, version, plural: kind.plural })).catch(
+            () => 0,
+          )) === 200,
+        15_000,
+      );
+    for (const ns of ['team-a', 'team-b']) {
+      await core.createNamespace({ body: { metadata: { name: ns } } });
+      await custom.createNamespacedCustomObject({
+        group,
+        version,
+        namespace: ns,
+        plural,
+        body: accessPolicy,
+      });
+      await core.createNamespacedSecret({
+        namespace: ns,
+        body: { metadata: { name: 'app' }, stringData: { 'client-secret': `secret-of-${ns}` } },
+      });
+    }
+    await core.createNamespacedServiceAccount({
+      namespace: 'team-a',
+      body: { metadata: { name: 'client' } },
+    });
+    console.log(`apiserver with CRDs, namespaces, policies and Secrets in ${Date.now() - t0} ms`);
+  });
+  afterAll(async () => {
+    await kube?.stop();
+  });
+
+  it('watched namespaces: reads policies and Secrets there, nothing elsewhere, writes nothing', async () => {
+    const res = await install('nox-a', ['--set-json', 'sidecar.watchNamespaces=["team-a"]']);
+    // NOTES.txt: what the sidecar reads, and the container to add to the gateway's pod.
+    expect(res.stdout).toMatch(/policies: +nox\.dev resources in namespaces team-a \(list \+ watch\)/);
+    expect(res.stdout).toContain('    - name: nox-authz\n');
+    expect(res.stdout).toContain('name: nox-sidecar\n');
+    const sidecar = await sidecarIdentity('nox-a', 'nox');
+    const api = sidecar.makeApiClient(CustomObjectsApi);
+    const coreAs = sidecar.makeApiClient(CoreV1Api);
+
+    // What the sidecar does: list + watch policies, get Secrets, in the watched namespace.
+    await waitUntil(
+      'the RoleBinding to take effect',
+      async () =>
+        (await statusOf(api.listNamespacedCustomObject({ group, version, namespace: 'team-a', plural }))) ===
+        200,
+      10_000,
+    );
+    const list = (await api.listNamespacedCustomObject({ group, version, namespace: 'team-a', plural })) as {
+      items: { metadata: { name: string } }[];
+    };
+    expect(list.items.map((i) => i.metadata.name)).toEqual([accessPolicy.metadata.name]);
+    expect(await watchOnce(sidecar, `/apis/${group}/${version}/namespaces/team-a/${plural}`)).toEqual({
+      status: 200,
+      first: `ADDED team-a/${accessPolicy.metadata.name}`,
+    });
+    for (const kind of sidecarKinds)
+      expect(
+        await statusOf(
+          api.listNamespacedCustomObject({ group, version, namespace: 'team-a', plural: kind.plural }),
+        ),
+        kind.plural,
+      ).toBe(200);
+    const secret = await coreAs.readNamespacedSecret({ namespace: 'team-a', name: 'app' });
+    expect(Buffer.from(secret.data?.['client-secret'] ?? '', 'base64').toString()).toBe('secret-of-team-a');
+    expect(await statusOf(coreAs.listNamespacedSecret({ namespace: 'team-a' }))).toBe(200);
+    expect((await watchOnce(sidecar, '/api/v1/namespaces/team-a/secrets')).status).toBe(200);
+    await tokenReviewWorks(sidecar);
+
+    // Nothing in a namespace it does not watch, its own included, nor across all namespaces.
+    for (const ns of ['team-b', 'nox-a']) {
+      expect(await statusOf(coreAs.readNamespacedSecret({ namespace: ns, name: 'app' })), ns).toBe(403);
+      expect(await statusOf(coreAs.listNamespacedSecret({ namespace: ns })), ns).toBe(403);
+      expect(
+        await statusOf(api.listNamespacedCustomObject({ group, version, namespace: ns, plural })),
+        ns,
+      ).toBe(403);
+    }
+    expect((await watchOnce(sidecar, '/api/v1/namespaces/team-b/secrets')).status).toBe(403);
+    expect(await statusOf(coreAs.listSecretForAllNamespaces())).toBe(403);
+    expect(await statusOf(api.listClusterCustomObject({ group, version, plural }))).toBe(403);
+    await writesAreRefused(sidecar, 'team-a');
+
+    // The whole grant, as the API server sees it: the generated rules and nothing more.
+    expect(await granted(sidecar, 'team-a')).toEqual(
+      permissions([...sidecarRbac.namespaced, ...sidecarRbac.cluster]),
+    );
+    expect(await granted(sidecar, 'team-b')).toEqual(permissions(sidecarRbac.cluster));
+
+    // And it is enough for the sidecar's own code: its policy source and Secret store start
+    // with exactly this identity and see team-a only.
+    const source = new KubeSource({
+      kubeConfig: sidecar,
+      kinds: sidecarKinds,
+      namespaces: ['team-a'],
+      log,
+      registry: new Registry(),
+      startTimeoutMs: 15_000,
+    });
+    let state: SourceState | undefined;
+    await source.start((s) => {
+      state = s;
+    });
+    await source.stop();
+    expect(state?.resources.map((r) => `${r.kind} ${r.metadata.namespace}/${r.metadata.name}`)).toEqual([
+      `AccessPolicy team-a/${accessPolicy.metadata.name}`,
+    ]);
+    const secrets = new KubeSecretStore({
+      kubeConfig: sidecar,
+      namespaces: ['team-a'],
+      log,
+      registry: new Registry(),
+      startTimeoutMs: 15_000,
+    });
+    await secrets.start();
+    expect(secrets.get('team-a', 'app', 'client-secret')?.toString()).toBe('secret-of-team-a');
+    expect(secrets.get('team-b', 'app', 'client-secret')).toBeUndefined();
+    await secrets.stop();
+  });
+
+  it('all namespaces: reads policies and Secrets cluster-wide, still writes nothing', async () => {
+    // Same release name in another namespace: the cluster-scoped objects must not collide.
+    await install('nox-b', []);
+    const sidecar = await sidecarIdentity('nox-b', 'nox');
+    const api = sidecar.makeApiClient(CustomObjectsApi);
+    const coreAs = sidecar.makeApiClient(CoreV1Api);
+    await waitUntil(
+      'the ClusterRoleBinding to take effect',
+      async () => (await statusOf(api.listClusterCustomObject({ group, version, plural }))) === 200,
+      10_000,
+    );
+    const all = (await api.listClusterCustomObject({ group, version, plural })) as {
+      items: { metadata: { namespace: string } }[];
+    };
+    expect(all.items.map((i) => i.metadata.namespace).sort()).toEqual(['team-a', 'team-b']);
+    expect((await watchOnce(sidecar, `/apis/${group}/${version}/${plural}`)).status).toBe(200);
+    expect(await statusOf(coreAs.readNamespacedSecret({ namespace: 'team-b', name: 'app' }))).toBe(200);
+    expect(await statusOf(coreAs.listSecretForAllNamespaces())).toBe(200);
+    await tokenReviewWorks(sidecar);
+    await writesAreRefused(sidecar, 'team-b');
+    for (const ns of ['team-a', 'team-b', 'kube-system'])
+      expect(await granted(sidecar, ns), ns).toEqual(
+        permissions([...sidecarRbac.namespaced, ...sidecarRbac.cluster]),
+      );
+
+    const source = new KubeSource({
+      kubeConfig: sidecar,
+      kinds: sidecarKinds,
+      namespaces: [],
+      log,
+      registry: new Registry(),
+      startTimeoutMs: 15_000,
+    });
+    let state: SourceState | undefined;
+    await source.start((s) => {
+      state = s;
+    });
+    await source.stop();
+    expect(state?.resources.map((r) => r.metadata.namespace).sort()).toEqual(['team-a', 'team-b']);
+
+    // The first release's sidecar is unaffected by the second's grant...
+    const first = await sidecarIdentity('nox-a', 'nox');
+    expect(
+      await statusOf(
+        first.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace: 'team-b', name: 'app' }),
+      ),
+    ).toBe(403);
+    // ...and loses its rights with its release.
+    const un = await helm(['uninstall', 'nox', '--namespace', 'nox-a', '--wait'], {
+      kubeconfig: kube.kubeconfigPath,
+    });
+    expect(un.code, un.stderr).toBe(0);
+    await waitUntil(
+      'the RoleBinding to be gone',
+      async () =>
+        (await statusOf(first.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: 'team-a' }))) ===
+        403,
+      10_000,
+    );
+    expect(await statusOf(coreAs.listNamespacedSecret({ namespace: 'team-a' }))).toBe(200);
+  });
+
+  it("accepts the chart's sidecar container as a Pod (server-side dry run)", async () => {
+    // The chart ships the container as a named template (NOTES.txt prints it); a copy of the
+    // chart renders it into a Pod, with every Secret reference and mount in use.
+    const dir = join(scratchDir('helm-chart'), 'nox');
+    cpSync(join(repoRoot, 'charts', 'nox'), dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'templates', 'zz-test-pod.yaml'),
+      [
+        'apiVersion: v1',
+        'kind: Pod',
+        'metadata:',
+        '  name: gateway',
+        'spec:',
+        '  serviceAccountName: {{ include "nox.serviceAccountName" . }}',
+        '  containers:',
+        '    - {{ include "nox.sidecarContainer" . | nindent 6 | trim }}',
+        '  {{- with include "nox.sidecarVolumes" . | trim }}',
+        '  volumes:',
+        '    {{- . | nindent 4 }}',
+        '  {{- end }}',
+        '',
+      ].join('\n'),
+    );
+    const res = await helm([
+      'template',
+      'nox',
+      dir,
+      '--namespace',
+      'nox-b',
+      '--show-only',
+      'templates/zz-test-pod.yaml',
+      '--set',
+      'sidecar.configSource=files',
+      '--set',
+      'sidecar.quotaStore=redis',
+      '--set',
+      'sidecar.redisNodes={redis:6379}',
+      '--set',
+      'sidecar.redisPasswordSecret.name=redis-auth',
+      '--set',
+      'sidecar.databaseUrlSecret.name=pg-app',
+      '--set-json',
+      'sidecar.policySecrets=[{"name":"github-client"},{"name":"keys","namespace":"team-a"}]',
+    ]);
+    expect(res.code, res.stderr).toBe(0);
+    const pod = parse(res.stdout) as V1Pod;
+    const created = await core.createNamespacedPod({ namespace: 'nox-b', body: pod, dryRun: 'All' });
+    expect(created.spec?.containers[0]?.env?.[0]?.valueFrom?.secretKeyRef).toEqual({
+      name: 'pg-app',
+      key: 'url',
+    });
+    expect(created.spec?.volumes?.map((v) => v.name)).toEqual(
+      expect.arrayContaining([
+        'nox-policies',
+        'nox-redis-password',
+        'nox-policy-secret-0',
+        'nox-policy-secret-1',
+      ]),
+    );
   });
 });

@@ -75,3 +75,174 @@ Image reference; the tag defaults to the chart's appVersion.
 {{- define "nox.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+Cross-field checks the schema cannot express; rendered (as nothing) by the ConfigMap.
+*/}}
+{{- define "nox.validate" -}}
+{{- $s := .Values.sidecar }}
+{{- range $setting, $store := dict "quotaStore" $s.quotaStore "sessionStore" $s.sessionStore }}
+{{- if and (ne $store "memory") (not $s.redisNodes) }}
+{{- fail (printf "sidecar.%s=%s needs sidecar.redisNodes (host:port of the Redis nodes)" $setting $store) }}
+{{- end }}
+{{- end }}
+{{- if and (ne $s.quotaStore "memory") (ne $s.sessionStore "memory") (ne $s.quotaStore $s.sessionStore) }}
+{{- fail (printf "sidecar.quotaStore=%s and sidecar.sessionStore=%s share sidecar.redisNodes: both must be redis or both redis-cluster" $s.quotaStore $s.sessionStore) }}
+{{- end }}
+{{- if and (eq $s.configSource "kubernetes") $s.policies }}
+{{- fail "sidecar.policies is read only with sidecar.configSource=files; with kubernetes, apply the policies to the cluster as resources" }}
+{{- end }}
+{{- if and (eq $s.configSource "kubernetes") $s.policySecrets }}
+{{- fail "sidecar.policySecrets is read only with sidecar.configSource=files; with kubernetes, the sidecar reads Secrets through the API" }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $s.policySecrets }}
+{{- $path := printf "%s/%s" (.namespace | default "default") .name }}
+{{- if hasKey $seen $path }}
+{{- fail (printf "sidecar.policySecrets lists %s twice" $path) }}
+{{- end }}
+{{- $_ := set $seen $path true }}
+{{- end }}
+{{- end }}
+
+{{/*
+Watched namespaces, without duplicates (empty: all namespaces).
+*/}}
+{{- define "nox.watchNamespaces" -}}
+{{- .Values.sidecar.watchNamespaces | default list | uniq | join "," }}
+{{- end }}
+
+{{/*
+files source: the file the ConfigMap's policies.yaml is mounted as (NOX_POLICY_PATH).
+*/}}
+{{- define "nox.policyFile" -}}
+{{- printf "%s/policies.yaml" (trimSuffix "/" .Values.sidecar.policyMountPath) }}
+{{- end }}
+
+{{/*
+Whether the Redis password Secret is used (a Redis store for quotas or sessions, and a
+Secret name), and where it is mounted: the Secret's key is the file "password" there.
+*/}}
+{{- define "nox.redisAuth" -}}
+{{- $s := .Values.sidecar }}
+{{- if and (or (ne $s.quotaStore "memory") (ne $s.sessionStore "memory")) $s.redisPasswordSecret.name }}true{{ end }}
+{{- end }}
+{{- define "nox.redisPasswordDir" -}}/var/run/secrets/nox/redis{{- end }}
+{{- define "nox.redisPasswordFile" -}}{{ include "nox.redisPasswordDir" . }}/password{{- end }}
+
+{{/*
+files source: where sidecar.policySecrets are mounted (NOX_SECRETS_DIR), as <namespace>/<name>/<key>;
+empty when there are none.
+*/}}
+{{- define "nox.secretsDir" -}}
+{{- if and (eq .Values.sidecar.configSource "files") .Values.sidecar.policySecrets }}/var/run/secrets/nox/policy-secrets{{ end }}
+{{- end }}
+
+{{/*
+Names of the sidecar's RBAC objects. Roles and RoleBindings live in the watched namespaces;
+cluster-scoped names also carry the release namespace, so that releases of the same name
+in different namespaces do not claim the same ClusterRole.
+*/}}
+{{- define "nox.sidecarRoleName" -}}
+{{- printf "%s-sidecar" (include "nox.fullname" .) }}
+{{- end }}
+{{- define "nox.sidecarClusterRoleName" -}}
+{{- printf "%s:%s-sidecar" .Release.Namespace (include "nox.fullname" .) }}
+{{- end }}
+
+{{/*
+The nox-authz container, for the pod that runs the sidecar (NOTES.txt prints it): the
+ConfigMap as environment, the database URL from its Secret, and the mounts NOX_POLICY_PATH
+and NOX_REDIS_PASSWORD_FILE point into. Its volumes are "nox.sidecarVolumes".
+*/}}
+{{- define "nox.sidecarContainer" -}}
+{{- $s := .Values.sidecar -}}
+name: nox-authz
+image: {{ include "nox.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+ports:
+  - name: grpc
+    containerPort: {{ $s.grpcPort | int }}
+  - name: http-metrics
+    containerPort: {{ $s.httpPort | int }}
+envFrom:
+  - configMapRef:
+      name: {{ include "nox.sidecarConfigName" . }}
+{{- if $s.databaseUrlSecret.name }}
+env:
+  - name: NOX_DATABASE_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ $s.databaseUrlSecret.name }}
+        key: {{ $s.databaseUrlSecret.key | quote }}
+{{- end }}
+{{- if not (or (hasPrefix "127." $s.httpHost) (eq $s.httpHost "localhost") (eq $s.httpHost "::1")) }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http-metrics
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http-metrics
+{{- end }}
+{{- with include "nox.sidecarVolumeMounts" . | trim }}
+volumeMounts:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container's mounts (a YAML list; empty when there are none).
+*/}}
+{{- define "nox.sidecarVolumeMounts" -}}
+{{- $s := .Values.sidecar -}}
+{{- if eq $s.configSource "files" }}
+- name: nox-policies
+  mountPath: {{ $s.policyMountPath }}
+  readOnly: true
+{{- end }}
+{{- if include "nox.redisAuth" . }}
+- name: nox-redis-password
+  mountPath: {{ include "nox.redisPasswordDir" . }}
+  readOnly: true
+{{- end }}
+{{- $dir := include "nox.secretsDir" . }}
+{{- if $dir }}
+{{- range $i, $secret := $s.policySecrets }}
+- name: nox-policy-secret-{{ $i }}
+  mountPath: {{ printf "%s/%s/%s" $dir ($secret.namespace | default "default") $secret.name }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The volumes "nox.sidecarContainer" mounts (a YAML list; empty when it mounts none).
+*/}}
+{{- define "nox.sidecarVolumes" -}}
+{{- $s := .Values.sidecar -}}
+{{- if eq $s.configSource "files" }}
+- name: nox-policies
+  configMap:
+    name: {{ include "nox.sidecarConfigName" . }}
+    items:
+      - key: policies.yaml
+        path: policies.yaml
+{{- end }}
+{{- if include "nox.redisAuth" . }}
+- name: nox-redis-password
+  secret:
+    secretName: {{ $s.redisPasswordSecret.name }}
+    items:
+      - key: {{ $s.redisPasswordSecret.key | quote }}
+        path: password
+{{- end }}
+{{- if include "nox.secretsDir" . }}
+{{- range $i, $secret := $s.policySecrets }}
+- name: nox-policy-secret-{{ $i }}
+  secret:
+    secretName: {{ $secret.name }}
+{{- end }}
+{{- end }}
+{{- end }}
