@@ -31,6 +31,15 @@ export function pendingCookieName(p: LoginProvider, state: string): string {
   return `${p.cookie.name}_login_${createHash('sha256').update(state).digest('base64url').slice(0, 12)}`;
 }
 
+const pendingName = /^(.+)_login_[A-Za-z0-9_-]{12}$/;
+
+/** Is this the name of a session cookie in `sessionCookies`, or of a pre-login cookie of one? */
+export function isLoginCookieName(name: string, sessionCookies: ReadonlySet<string>): boolean {
+  if (sessionCookies.has(name)) return true;
+  const m = pendingName.exec(name);
+  return m !== null && sessionCookies.has(m[1]!);
+}
+
 /** Redirect to the provider's authorization endpoint: authorization code + PKCE (S256), state and nonce. */
 export async function startLogin(
   login: Login,

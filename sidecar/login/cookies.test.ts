@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clearCookie, localTarget, parseCookies, setCookie } from './cookies.js';
+import { clearCookie, localTarget, parseCookies, setCookie, withoutCookies } from './cookies.js';
 
 describe('cookies', () => {
   it('parses a Cookie header, keeping repeated names in order', () => {
@@ -7,6 +7,14 @@ describe('cookies', () => {
     expect(c.get('a')).toEqual(['1', '2']);
     expect(c.get('nox_session')).toEqual(['abc']);
     expect(c.size).toBe(2);
+  });
+
+  it('takes cookies out of a Cookie header, keeping every other pair as sent', () => {
+    const nox = (n: string) => n === 'nox_session' || n.startsWith('nox_session_login_');
+    expect(withoutCookies('a=1; nox_session=abc;b="x y" ;junk', nox)).toBe('a=1; b="x y"; junk');
+    expect(withoutCookies('nox_session=abc; nox_session_login_abcdefghijkl=s', nox)).toBe('');
+    expect(withoutCookies('a=1; b=2', nox)).toBeUndefined();
+    expect(withoutCookies('a=nox_session', nox)).toBeUndefined();
   });
 
   it('builds Secure, HttpOnly cookies with the SameSite and scope asked for', () => {

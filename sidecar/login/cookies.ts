@@ -15,6 +15,25 @@ export function parseCookies(header: string | undefined): Map<string, string[]> 
   return out;
 }
 
+/**
+ * The Cookie header without the cookies `drop` names, every other pair kept as the browser
+ * sent it ('' when nothing is left); undefined when it has none of them.
+ */
+export function withoutCookies(header: string, drop: (name: string) => boolean): string | undefined {
+  let dropped = false;
+  const kept = header
+    .split(';')
+    .map((part) => part.trim())
+    .filter((part) => {
+      const eq = part.indexOf('=');
+      if (part === '') return false;
+      if (!drop(part.slice(0, Math.max(eq, 0)).trim())) return true;
+      dropped = true;
+      return false;
+    });
+  return dropped ? kept.join('; ') : undefined;
+}
+
 export interface CookieAttributes {
   readonly path: string;
   readonly sameSite: 'Lax' | 'Strict' | 'None';

@@ -34,6 +34,8 @@ interface Index {
   /** Callback and logout paths → the providers using them. */
   readonly callbacks: ReadonlyMap<string, LoginProvider[]>;
   readonly logouts: ReadonlyMap<string, LoginProvider[]>;
+  /** The session cookie names of every login provider: what never reaches an upstream. */
+  readonly cookieNames: ReadonlySet<string>;
   readonly offered: Map<string, LoginProvider[]>;
   readonly accepting: Map<string, LoginProvider[]>;
 }
@@ -102,7 +104,8 @@ export class LoginProviders {
       callbacks.set(p.callbackPath, [...(callbacks.get(p.callbackPath) ?? []), p]);
       if (p.logoutPath) logouts.set(p.logoutPath, [...(logouts.get(p.logoutPath) ?? []), p]);
     }
-    idx = { byKey, callbacks, logouts, offered: new Map(), accepting: new Map() };
+    const cookieNames = new Set([...byKey.values()].map((p) => p.cookie.name));
+    idx = { byKey, callbacks, logouts, cookieNames, offered: new Map(), accepting: new Map() };
     this.#indexes.set(s, idx);
     return idx;
   }

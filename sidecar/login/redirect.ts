@@ -1,6 +1,6 @@
 import type { CheckInput, Ctx, Outcome, Stage } from '../pipeline/types.js';
-import { startLogin } from './authorize.js';
-import { clearCookie, localTarget } from './cookies.js';
+import { isLoginCookieName, startLogin } from './authorize.js';
+import { clearCookie, localTarget, withoutCookies } from './cookies.js';
 import type { Login } from './login.js';
 import { chooserPage } from './pages.js';
 import { LoginUnavailable } from './providers.js';
@@ -26,7 +26,8 @@ export function isBrowser(input: CheckInput): boolean {
  * the chooser page when several are offered), an API client a 401 with WWW-Authenticate.
  * A wrapper, because the pipeline ends at the first deny, so a stage after access would
  * never see the decision it has to turn into a redirect; and the access rules stay free of
- * browser concerns. It also clears a stale session cookie the session method found.
+ * browser concerns. It also clears a stale session cookie the session method found, and
+ * keeps Nox's cookies from the upstream on every request it lets through.
  */
 export function withLoginRedirect(access: Stage, login: Login): Stage {
   return {
@@ -43,8 +44,19 @@ export function withLoginRedirect(access: Stage, login: Login): Stage {
             }),
           }
         : {};
-      if (out.kind === 'continue')
-        return stale ? { ...out, responseHeaders: { ...out.responseHeaders, ...clear } } : out;
+      if (out.kind === 'continue') {
+        const cookie = upstreamCookie(input, ctx, login);
+        if (!stale && cookie === undefined) return out;
+        return {
+          ...out,
+          ...(stale ? { responseHeaders: { ...out.responseHeaders, ...clear } } : {}),
+          ...(cookie === undefined
+            ? {}
+            : cookie === ''
+              ? { removeUpstreamHeaders: [...(out.removeUpstreamHeaders ?? []), 'cookie'] }
+              : { upstreamHeaders: { ...out.upstreamHeaders, cookie } }),
+        };
+      }
       if (out.kind !== 'deny') return out;
       const policy = ctx.accessPolicy;
       const asksLogin =
@@ -78,4 +90,21 @@ export function withLoginRedirect(access: Stage, login: Login): Stage {
       }
     },
   };
+}
+
+/**
+ * The Cookie header the upstream gets: the request's, without Nox's session and pre-login
+ * cookies (of every login provider, whoever identified the caller: a session id is a
+ * credential the upstream has no use for). undefined: the header goes through untouched;
+ * '': nothing is left, so the header is removed. Envoy overwrites a header the OK response
+ * sets, so every other cookie has to be passed on here.
+ */
+function upstreamCookie(input: CheckInput, ctx: Ctx, login: Login): string | undefined {
+  const header = input.headers.cookie;
+  if (!header) return undefined;
+  const names = login.providers.index(ctx.snapshot).cookieNames;
+  if (names.size === 0) return undefined;
+  // Fast path: most requests through a login route carry no Nox cookie name at all.
+  if (![...names].some((n) => header.includes(n))) return undefined;
+  return withoutCookies(header, (name) => isLoginCookieName(name, names));
 }

@@ -1,17 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../common/logger.js';
+import { RedisSessionStore } from '../../sidecar/login/redisSessionStore.js';
 import type { SessionRecord } from '../../sidecar/login/sessionStore.js';
 import { sessionHash } from '../../sidecar/login/sessionStore.js';
 import { Browser, type Hop } from '../harness/browser.js';
 import { type Envoy, startEnvoy } from '../harness/envoy.js';
-import { type LoginSidecar, MemorySecretStore, startLoginSidecar } from '../harness/loginSidecar.js';
 import { type LoginOp, startLoginOp } from '../harness/oidcLogin.js';
 import { freePorts } from '../harness/ports.js';
 import { scratchDir } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
+import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { startUpstream, type Upstream } from '../harness/upstream.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -80,15 +82,25 @@ spec:
 `;
 }
 
-// Real Envoy (two, each with its own sidecar) in front of an upstream; a real OpenID
-// provider; sessions in a real Redis shared by both sidecars; a client that behaves like a
-// browser as far as redirects and cookies go.
+/** A Secret as the files source reads it: <dir>/<namespace>/<secret>/<key>. */
+function writeSecret(dir: string, namespace: string, name: string, data: Record<string, string>): void {
+  const secretDir = join(dir, namespace, name);
+  mkdirSync(secretDir, { recursive: true });
+  for (const [key, value] of Object.entries(data)) writeFileSync(join(secretDir, key), value);
+}
+
+// Real Envoy (two, each with its own built nox-authz process) in front of an upstream; a
+// real OpenID provider; sessions in a real Redis shared by both sidecars; a client that
+// behaves like a browser as far as redirects and cookies go. The test process reaches the
+// sessions only through that Redis, as an operator's tooling would.
 describe('browser login through real Envoy, shared sessions in Redis', () => {
   let op: LoginOp;
   let redis: RedisServer;
   let raw: Redis;
+  /** The test's own client of the session store: revocations from here are cross-process. */
+  let sessions: RedisSessionStore;
   let upstream: Upstream;
-  let sidecars: LoginSidecar[] = [];
+  let sidecars: Sidecar[] = [];
   let envoys: Envoy[] = [];
   let a: Envoy;
   let b: Envoy;
@@ -110,22 +122,33 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     });
     redis = await startRedis({ appendonly: false });
     raw = new Redis({ host: redis.host, port: redis.port });
-    const secrets = new MemorySecretStore();
-    secrets.set('default', 'corp-oidc', { 'client-secret': 'web-secret' });
-    secrets.set('default', 'corp-session', { 'session-key': randomBytes(32).toString('base64') });
+    sessions = new RedisSessionStore({
+      nodes: [{ host: redis.host, port: redis.port }],
+      cluster: false,
+      timeoutMs: 500,
+      log: createLogger('browser-login-test', { level: 'warn' }),
+    });
+    await sessions.ready();
+    const secretsDir = scratchDir('login-secrets');
+    writeSecret(secretsDir, 'default', 'corp-oidc', { 'client-secret': 'web-secret' });
+    writeSecret(secretsDir, 'default', 'corp-session', {
+      'session-key': randomBytes(32).toString('base64'),
+    });
     const policyPath = join(scratchDir('login-policy'), 'policy.yaml');
     writeFileSync(policyPath, policy(op.issuer, `${origins[0]}/bye`));
     upstream = await startUpstream();
     sidecars = await Promise.all(
       ports.map(() =>
-        startLoginSidecar({
+        startSidecar({
           policyPath,
-          store: { kind: 'redis', nodes: [{ host: redis.host, port: redis.port }], timeoutMs: 500 },
-          secrets,
-          // A code exchange or refresh is a round trip to the provider inside the check.
-          deadlineMs: 2500,
-          // Long local caching: only the pub/sub revocation can end a session within 1 s.
-          session: { cacheMs: 30_000 },
+          env: {
+            NOX_SECRETS_DIR: secretsDir,
+            NOX_SESSION_STORE: 'redis',
+            NOX_REDIS_NODES: `${redis.host}:${redis.port}`,
+            NOX_SESSION_TIMEOUT_MS: '500',
+            // A code exchange or refresh is a round trip to the provider inside the check.
+            NOX_CHECK_DEADLINE_MS: '2500',
+          },
         }),
       ),
     );
@@ -144,6 +167,7 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
   afterAll(async () => {
     await Promise.all(envoys.map((e) => e.stop()));
     await Promise.all(sidecars.map((s) => s.stop()));
+    await sessions?.close();
     raw?.disconnect();
     await upstream?.close();
     await redis?.stop();
@@ -162,6 +186,12 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     return { browser, hops, id: browser.cookie('127.0.0.1', 'nox_session')! };
   }
 
+  /** The cookies a browser sends to a path on 127.0.0.1 other than Nox's: what the upstream should get. */
+  const otherCookies = (browser: Browser) =>
+    [...(browser.jar.get('127.0.0.1') ?? [])]
+      .filter(([n, c]) => c.path === '/' && c.expiresAt > Date.now() && !n.startsWith('nox_session'))
+      .map(([n, c]) => `${n}=${c.value}`)
+      .join('; ');
   const seenBy = (hop: Hop) => (JSON.parse(hop.body) as { headers: Record<string, string> }).headers;
   const record = async (id: string) => {
     const json = await raw.get(`nox:s:{${sessionHash(id)}}`);
@@ -169,7 +199,7 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
   };
 
   it('sends a browser through the provider and back, then lets it in with its identity', async () => {
-    const { hops, id } = await login('alice');
+    const { browser, hops, id } = await login('alice');
     const [first] = hops;
     expect(first!.status).toBe(302);
     const auth = new URL(first!.location!);
@@ -195,6 +225,10 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
       'x-nox-groups': 'staff',
     });
     expect(upstream.seen.at(-1)!.url).toBe('/app/page?x=1');
+    // The upstream gets the identity, never the session cookie; the browser's other cookies
+    // for this host (here the provider's, as it runs on 127.0.0.1 too) pass unchanged.
+    expect(seenBy(page).cookie ?? '').toBe(otherCookies(browser));
+    expect(seenBy(page).cookie ?? '').not.toContain(id);
     // The cookie holds only the session id; tokens are sealed in Redis, no JWT in the clear.
     const stored = await raw.get(`nox:s:{${sessionHash(id)}}`);
     expect(stored).toContain('"subject":"corp:alice"');
@@ -222,6 +256,31 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     expect(post.status).toBe(401);
     // An anonymous browser on a route that allows anonymous callers just passes.
     expect((await new Browser().request(`${a.url}/public/x`)).status).toBe(200);
+  });
+
+  it('passes the upstream every cookie of the request but Nox’s own', async () => {
+    const { id } = await login('alice');
+    const browser = new Browser();
+    browser.setCookie('127.0.0.1', 'nox_session', id);
+    for (const via of [a, b]) {
+      const hop = await browser.request(`${via.url}/app/only-session`);
+      expect(hop.status).toBe(200);
+      expect(seenBy(hop)['x-nox-user']).toBe('corp:alice');
+      // Nothing but Nox's cookie: the upstream gets no Cookie header at all.
+      expect(seenBy(hop).cookie).toBeUndefined();
+    }
+    browser.setCookie('127.0.0.1', 'theme', 'dark');
+    browser.setCookie('127.0.0.1', 'nox_session_login_AAAAAAAAAAAA', 'left-over-pre-login');
+    browser.setCookie('127.0.0.1', 'lang', 'en');
+    for (const via of [a, b]) {
+      for (const path of ['/app/cookies', '/public/cookies']) {
+        const hop = await browser.request(`${via.url}${path}`);
+        expect(hop.status, `${via.url}${path}`).toBe(200);
+        expect(seenBy(hop)['x-nox-user']).toBe('corp:alice');
+        expect(seenBy(hop).cookie, `${via.url}${path}`).toBe('theme=dark; lang=en');
+      }
+    }
+    expect(upstream.seen.some((r) => String(r.headers.cookie ?? '').includes(id))).toBe(false);
   });
 
   it('serves a session created through one sidecar through the other one', async () => {
@@ -290,15 +349,20 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
 
   it('revokes a session on every sidecar within 1 s (pub/sub drops their cached copies)', async () => {
     const { browser, id } = await login('carol');
+    // b reads the session for the first time here and keeps its copy for 1 s (the default cacheMs).
+    const warmed = Date.now();
     for (const via of [a, b]) expect((await browser.request(`${via.url}/app/warm`)).status).toBe(200);
     const started = Date.now();
-    expect(await sidecars[0]!.parts.login.revoke(sessionHash(id), 'api')).toBe(true);
-    const elapsed: number[] = [];
+    // From this process, through Redis: the sidecars learn of it only by pub/sub.
+    expect(await sessions.revoke(sessionHash(id))).toBe(true);
+    const ended: number[] = [];
     for (const via of [b, a]) {
       while ((await browser.request(`${via.url}/app/after`)).status === 200) await sleep(10);
-      elapsed.push(Date.now() - started);
+      ended.push(Date.now());
     }
-    expect(Math.max(...elapsed)).toBeLessThan(1000);
+    expect(Math.max(...ended) - started).toBeLessThan(1000);
+    // b's cached copy would have been served until at least warmed + 1 s: the broadcast ended it sooner.
+    expect(ended[0]!).toBeLessThan(warmed + 1000);
   });
 
   it('offers a chooser page when a route offers several providers', async () => {
@@ -346,5 +410,11 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     expect(rest.at(-1)!.status).toBe(401);
     expect(reasonOf(rest.at(-1)!).reason).toMatch(/tampered/);
     expect(tamperer.cookie('127.0.0.1', 'nox_session')).toBeUndefined();
+  });
+
+  it('never let a Nox cookie through to the upstream, on any request of this file', () => {
+    expect(upstream.seen.length).toBeGreaterThan(50);
+    const leaked = upstream.seen.filter((r) => /(^|;\s*)nox_session/.test(String(r.headers.cookie ?? '')));
+    expect(leaked.map((r) => `${r.url}: ${String(r.headers.cookie)}`)).toEqual([]);
   });
 });
