@@ -1,7 +1,20 @@
 import { createServer } from 'node:net';
 
-/** A free TCP port on 127.0.0.1, chosen by the kernel. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
+/**
+ * A free TCP port on 127.0.0.1. Chosen at random below the kernel's ephemeral range
+ * (32768+) rather than by bind(0): the kernel readily hands a just-released port to the
+ * next caller, so a test that stops a server and expects "connection refused" could find
+ * another test file's server (running in parallel) on that very port.
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await isFree(port, host)) return port;
+  }
+  return kernelPort(host);
+}
+
+function kernelPort(host: string): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const srv = createServer();
     srv.unref();
