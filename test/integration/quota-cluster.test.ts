@@ -12,7 +12,9 @@ import { type RedisCluster, startRedisCluster } from '../harness/redisCluster.js
 const log = createLogger('test', { level: 'silent' });
 
 /** A store as one sidecar has it: its own connections, its own registry. */
-async function sidecarStore(cluster: RedisCluster, timeoutMs = 100): Promise<RedisQuotaStore> {
+// Timeouts are generous where the test is about exactness, not latency: on a loaded 2-core
+// machine a burst of 600 concurrent scripts can take longer than a production timeout.
+async function sidecarStore(cluster: RedisCluster, timeoutMs = 2000): Promise<RedisQuotaStore> {
   const s = new RedisQuotaStore({
     nodes: cluster.startupNodes,
     cluster: true,
