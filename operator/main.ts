@@ -1,0 +1,104 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { KubeConfig } from '@kubernetes/client-node';
+import { createLogger } from '../common/logger.js';
+import { createRegistry } from '../common/metrics.js';
+import { policyControllers } from './policies/policyStatus.js';
+import { Manager } from './runtime/manager.js';
+import { describeSettings, loadSettings, parseNamespaces, type Settings } from './settings.js';
+
+const serviceAccountNamespace = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
+
+function leaseNamespace(settings: Settings): string {
+  if (settings.operatorNamespace) return settings.operatorNamespace;
+  if (process.env.POD_NAMESPACE) return process.env.POD_NAMESPACE;
+  try {
+    return readFileSync(serviceAccountNamespace, 'utf8').trim() || 'default';
+  } catch {
+    return 'default';
+  }
+}
+
+/** nox-operator: policy status, and (later) the Redis and PostgreSQL clusters. Settings come from the environment (see --help). */
+async function main(): Promise<void> {
+  if (process.argv.includes('--help')) {
+    process.stdout.write(
+      `nox-operator: the Nox Kubernetes operator\n\nSettings (environment):\n${describeSettings()}\n`,
+    );
+    return;
+  }
+  let settings: Settings;
+  try {
+    settings = loadSettings();
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    process.exit(2);
+  }
+  const log = createLogger('nox-operator', { level: settings.logLevel });
+  const registry = createRegistry('nox-operator');
+  process.on('unhandledRejection', (reason) => log.error({ err: String(reason) }, 'unhandled rejection'));
+
+  const kubeConfig = new KubeConfig();
+  if (settings.kubeconfig) kubeConfig.loadFromFile(settings.kubeconfig);
+  else kubeConfig.loadFromDefault();
+
+  const identity =
+    settings.identity || `${process.env.POD_NAME || hostname()}-${randomBytes(3).toString('hex')}`;
+  const manager = new Manager({
+    kubeConfig,
+    log,
+    registry,
+    namespaces: parseNamespaces(settings.watchNamespaces),
+    leaderElection: settings.leaderElection
+      ? {
+          namespace: leaseNamespace(settings),
+          name: settings.leaseName,
+          identity,
+          leaseDurationMs: settings.leaseDurationMs,
+          renewDeadlineMs: settings.renewDeadlineMs,
+          retryPeriodMs: settings.retryPeriodMs,
+        }
+      : false,
+    http: { host: settings.httpHost, port: settings.httpPort },
+    requestTimeoutMs: settings.requestTimeoutMs,
+    shutdownTimeoutMs: settings.shutdownTimeoutMs,
+  });
+  for (const c of policyControllers(manager, {
+    concurrency: settings.reconcileConcurrency,
+    resyncMs: settings.resyncMs,
+    rateLimit: { baseDelayMs: settings.retryBaseMs, maxDelayMs: settings.retryMaxMs },
+  }))
+    manager.add(c);
+
+  const { httpPort } = await manager.start();
+  // One line tests and scripts can wait for, with the port actually bound.
+  log.info(
+    {
+      httpPort,
+      identity,
+      leaderElection: settings.leaderElection,
+      namespaces: settings.watchNamespaces || '*',
+    },
+    'nox-operator listening',
+  );
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    // A stop that hangs (an API server that never answers) must not keep the pod alive forever.
+    const force = setTimeout(() => {
+      log.error('shutdown took too long; exiting');
+      process.exit(1);
+    }, settings.shutdownTimeoutMs + 15_000);
+    force.unref();
+    await manager.stop();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+void main();

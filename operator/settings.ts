@@ -1,0 +1,205 @@
+/**
+ * Process settings of the operator, read once from the environment at start, validated,
+ * then frozen. Each setting has exactly one definition here: its variable, default and
+ * meaning (`nox-operator --help` prints this list).
+ */
+
+interface Definition<T> {
+  readonly env: string;
+  readonly default: T;
+  readonly doc: string;
+  parse(raw: string): T;
+}
+
+const port = (raw: string): number => {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new Error(`must be a port number 0-65535, got "${raw}"`);
+  return n;
+};
+const intIn =
+  (min: number, max: number) =>
+  (raw: string): number => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new Error(`must be an integer ${min}-${max}, got "${raw}"`);
+    return n;
+  };
+const oneOf =
+  <T extends string>(...values: T[]) =>
+  (raw: string): T => {
+    if (!(values as string[]).includes(raw))
+      throw new Error(`must be one of ${values.join(', ')}, got "${raw}"`);
+    return raw as T;
+  };
+const bool = (raw: string): boolean => {
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  throw new Error(`must be true or false, got "${raw}"`);
+};
+const nonEmpty = (raw: string): string => {
+  if (raw.length === 0) throw new Error('must not be empty');
+  return raw;
+};
+const dnsName = (raw: string): string => {
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(raw) || raw.length > 253)
+    throw new Error(`must be a lowercase DNS name, got "${raw}"`);
+  return raw;
+};
+const text = (raw: string): string => raw;
+
+export const definitions = {
+  httpHost: {
+    env: 'NOX_HTTP_HOST',
+    default: '127.0.0.1',
+    doc: 'Address of the /metrics, /healthz, /readyz server (0.0.0.0 in a pod, so the kubelet can probe it).',
+    parse: nonEmpty,
+  },
+  httpPort: {
+    env: 'NOX_HTTP_PORT',
+    default: 9090,
+    doc: 'Port of the /metrics, /healthz, /readyz server (0: any free port).',
+    parse: port,
+  },
+  kubeconfig: {
+    env: 'NOX_KUBECONFIG',
+    default: '',
+    doc: 'kubeconfig file; empty uses the in-cluster service account (or $KUBECONFIG).',
+    parse: text,
+  },
+  watchNamespaces: {
+    env: 'NOX_WATCH_NAMESPACES',
+    default: '',
+    doc: 'Comma-separated namespaces whose resources the operator serves; empty means all namespaces (needs a ClusterRole).',
+    parse: text,
+  },
+  operatorNamespace: {
+    env: 'NOX_OPERATOR_NAMESPACE',
+    default: '',
+    doc: 'Namespace of the leader-election Lease; empty: $POD_NAMESPACE, else the service account’s namespace, else "default".',
+    parse: text,
+  },
+  leaderElection: {
+    env: 'NOX_LEADER_ELECTION',
+    default: true,
+    doc: 'Elect one leader among the replicas through a coordination.k8s.io Lease; only the leader reconciles. false: this process always reconciles (run exactly one).',
+    parse: bool,
+  },
+  leaseName: {
+    env: 'NOX_LEASE_NAME',
+    default: 'nox-operator',
+    doc: 'Name of the leader-election Lease.',
+    parse: dnsName,
+  },
+  identity: {
+    env: 'NOX_OPERATOR_IDENTITY',
+    default: '',
+    doc: 'This replica’s name in the Lease; empty: $POD_NAME (or the host name) plus a random suffix.',
+    parse: text,
+  },
+  leaseDurationMs: {
+    env: 'NOX_LEASE_DURATION_MS',
+    default: 15_000,
+    doc: 'How long a Lease that is not renewed stays the holder’s; a successor takes over at most this long (plus one retry period) after a leader dies. Written to the Lease rounded up to seconds.',
+    parse: intIn(1000, 600_000),
+  },
+  renewDeadlineMs: {
+    env: 'NOX_LEASE_RENEW_DEADLINE_MS',
+    default: 10_000,
+    doc: 'A leader that could not renew its Lease for this long stops reconciling. Must be below NOX_LEASE_DURATION_MS.',
+    parse: intIn(200, 600_000),
+  },
+  retryPeriodMs: {
+    env: 'NOX_LEASE_RETRY_PERIOD_MS',
+    default: 2_000,
+    doc: 'Interval of Lease renewals (leader) and acquisition attempts (the others).',
+    parse: intIn(100, 60_000),
+  },
+  resyncMs: {
+    env: 'NOX_RESYNC_MS',
+    default: 600_000,
+    doc: 'Every object is reconciled at least this often, even if nothing it depends on changed.',
+    parse: intIn(1000, 86_400_000),
+  },
+  reconcileConcurrency: {
+    env: 'NOX_RECONCILE_CONCURRENCY',
+    default: 2,
+    doc: 'Objects of one kind reconciled at the same time (never the same object twice at once).',
+    parse: intIn(1, 64),
+  },
+  retryBaseMs: {
+    env: 'NOX_RETRY_BASE_MS',
+    default: 200,
+    doc: 'First retry delay of a failed reconcile; it doubles per consecutive failure of the same object.',
+    parse: intIn(1, 600_000),
+  },
+  retryMaxMs: {
+    env: 'NOX_RETRY_MAX_MS',
+    default: 30_000,
+    doc: 'Cap of the retry delay of a failing object.',
+    parse: intIn(1, 3_600_000),
+  },
+  requestTimeoutMs: {
+    env: 'NOX_KUBE_REQUEST_TIMEOUT_MS',
+    default: 30_000,
+    doc: 'Deadline of one request to the Kubernetes API (watches excepted).',
+    parse: intIn(100, 600_000),
+  },
+  shutdownTimeoutMs: {
+    env: 'NOX_SHUTDOWN_TIMEOUT_MS',
+    default: 10_000,
+    doc: 'On SIGTERM, how long reconciles in flight may take before the Lease is released anyway.',
+    parse: intIn(0, 600_000),
+  },
+  logLevel: {
+    env: 'NOX_LOG_LEVEL',
+    default: 'info',
+    doc: 'pino log level.',
+    parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
+  },
+} as const satisfies Record<string, Definition<unknown>>;
+
+type Definitions = typeof definitions;
+export type Settings = { readonly [K in keyof Definitions]: ReturnType<Definitions[K]['parse']> };
+
+/** Reads every setting; a bad value fails with the variable name and the rule it broke. */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [key, def] of Object.entries(definitions) as [string, Definition<unknown>][]) {
+    const raw = env[def.env];
+    if (raw === undefined || raw === '') {
+      out[key] = def.default;
+      continue;
+    }
+    try {
+      out[key] = def.parse(raw);
+    } catch (e) {
+      problems.push(`${def.env}: ${(e as Error).message}`);
+    }
+  }
+  const s = out as Settings;
+  if (problems.length === 0 && s.leaderElection) {
+    if (!(s.leaseDurationMs > s.renewDeadlineMs))
+      problems.push('NOX_LEASE_RENEW_DEADLINE_MS: must be below NOX_LEASE_DURATION_MS');
+    if (!(s.renewDeadlineMs > s.retryPeriodMs * 1.2))
+      problems.push('NOX_LEASE_RETRY_PERIOD_MS: must be below NOX_LEASE_RENEW_DEADLINE_MS / 1.2');
+  }
+  if (problems.length === 0 && s.retryBaseMs > s.retryMaxMs)
+    problems.push('NOX_RETRY_BASE_MS: must not exceed NOX_RETRY_MAX_MS');
+  if (problems.length > 0) throw new Error(`invalid settings:\n  ${problems.join('\n  ')}`);
+  return Object.freeze(out) as Settings;
+}
+
+export function describeSettings(): string {
+  return Object.values(definitions)
+    .map((d: Definition<unknown>) => `  ${d.env} (default ${JSON.stringify(d.default)})\n      ${d.doc}`)
+    .join('\n');
+}
+
+export function parseNamespaces(raw: string): string[] {
+  return raw
+    .split(',')
+    .map((n) => n.trim())
+    .filter((n) => n !== '');
+}

@@ -1,0 +1,390 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { operatorRbac } from '../../operator/rbac.js';
+import { createNamespace, installCrds } from '../harness/crds.js';
+import { type Kube, startKube } from '../harness/kube.js';
+import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
+import { freePort } from '../harness/ports.js';
+import { type Service, start, waitUntil } from '../harness/process.js';
+import { repoRoot } from '../harness/tools.js';
+
+/**
+ * The built nox-operator (`node dist/operator/main.js`) against a real kube-apiserver,
+ * running as an identity that has exactly the RBAC operator/rbac.ts declares: policy
+ * status with reasons a user can act on, flipping when the referenced object appears.
+ */
+
+const entry = join(repoRoot, 'dist', 'operator', 'main.js');
+const NS = 'team-a';
+const SYSTEM_NS = 'nox-system';
+const api = `/apis/nox.dev/v1alpha1/namespaces/${NS}`;
+
+interface Cond {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+  observedGeneration?: number;
+  lastTransitionTime?: string;
+}
+interface Obj {
+  metadata: { generation?: number; resourceVersion?: string };
+  status?: { observedGeneration?: number; conditions?: Cond[] };
+}
+
+async function grantOperatorRbac(kc: KubeConfig, user: string): Promise<void> {
+  const post = async (path: string, body: object) => {
+    const r = await kubeRequest(kc, 'POST', path, { body: JSON.stringify(body) });
+    if (r.status !== 201 && r.status !== 409)
+      throw new Error(`${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  };
+  const rbac = '/apis/rbac.authorization.k8s.io/v1';
+  await post(`${rbac}/clusterroles`, {
+    metadata: { name: 'nox-operator' },
+    rules: [...operatorRbac.namespaced, ...operatorRbac.cluster],
+  });
+  await post(`${rbac}/clusterrolebindings`, {
+    metadata: { name: 'nox-operator' },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'nox-operator' },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }],
+  });
+  await post(`${rbac}/namespaces/${SYSTEM_NS}/roles`, {
+    metadata: { name: 'nox-operator-leader-election' },
+    rules: operatorRbac.ownNamespace,
+  });
+  await post(`${rbac}/namespaces/${SYSTEM_NS}/rolebindings`, {
+    metadata: { name: 'nox-operator-leader-election' },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'nox-operator-leader-election' },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }],
+  });
+}
+
+async function startOperator(kubeconfig: string, identity: string): Promise<{ svc: Service; port: number }> {
+  if (!existsSync(entry)) throw new Error(`${entry} is missing; run \`npm run build\``);
+  const port = await freePort();
+  const svc = start(`nox-operator-${identity}`, process.execPath, [entry], {
+    env: {
+      NOX_KUBECONFIG: kubeconfig,
+      NOX_HTTP_PORT: String(port),
+      NOX_OPERATOR_NAMESPACE: SYSTEM_NS,
+      NOX_OPERATOR_IDENTITY: identity,
+      NOX_LEASE_DURATION_MS: '3000',
+      NOX_LEASE_RENEW_DEADLINE_MS: '2000',
+      NOX_LEASE_RETRY_PERIOD_MS: '500',
+      NOX_RETRY_BASE_MS: '100',
+      NOX_RETRY_MAX_MS: '2000',
+      NOX_LOG_LEVEL: 'info',
+    },
+  });
+  await waitUntil(
+    `${identity} /readyz`,
+    async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
+    30_000,
+    svc,
+  );
+  return { svc, port };
+}
+
+async function metric(port: number, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(\{[^}]*\})? ([-+0-9.eE]+|NaN)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const ls = m[2] ?? '';
+    if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+describe('nox-operator: policy status', () => {
+  let kube: Kube;
+  let kc: KubeConfig;
+  let op: { svc: Service; port: number };
+  let opKubeconfig: string;
+
+  const get = async (plural: string, name: string): Promise<Obj> => {
+    const r = await kubeRequest(kc, 'GET', `${api}/${plural}/${name}`);
+    if (r.status !== 200) throw new Error(`GET ${plural}/${name}: ${r.status}`);
+    return r.body as Obj;
+  };
+  const cond = (o: Obj, type: string) => o.status?.conditions?.find((c) => c.type === type);
+  const apply = async (plural: string, obj: Record<string, unknown>) => {
+    const r = await serverSideApply(kc, `${api}/${plural}`, obj);
+    if (r.status !== 200 && r.status !== 201)
+      throw new Error(`apply ${plural}: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body as Obj;
+  };
+  const applyCore = async (plural: string, obj: Record<string, unknown>) => {
+    const r = await serverSideApply(kc, `/api/v1/namespaces/${NS}/${plural}`, obj);
+    if (r.status !== 200 && r.status !== 201)
+      throw new Error(`apply ${plural}: ${r.status} ${JSON.stringify(r.body)}`);
+  };
+  /** Waits until Ready has `status` (and `reason`) for the object's current generation; returns it and the time taken. */
+  const waitReady = async (
+    plural: string,
+    name: string,
+    status: string,
+    reason?: string,
+    timeoutMs = 10_000,
+  ) => {
+    const t0 = Date.now();
+    let last: Obj | undefined;
+    while (Date.now() - t0 < timeoutMs) {
+      last = await get(plural, name);
+      const c = cond(last, 'Ready');
+      if (
+        c?.status === status &&
+        (!reason || c.reason === reason) &&
+        last.status?.observedGeneration === last.metadata.generation
+      )
+        return { obj: last, ready: c, ms: Date.now() - t0 };
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(
+      `${plural}/${name}: Ready not ${status}/${reason} within ${timeoutMs} ms; status ${JSON.stringify(last?.status)}`,
+    );
+  };
+
+  const provider = (name: string, spec: Record<string, unknown> = {}) => ({
+    apiVersion: 'nox.dev/v1alpha1',
+    kind: 'OAuth2Provider',
+    metadata: { name, namespace: NS },
+    spec: { type: 'oidc', issuer: 'https://sso.example.com', clientId: 'nox', ...spec },
+  });
+  const accessPolicy = (name: string, spec: Record<string, unknown>) => ({
+    apiVersion: 'nox.dev/v1alpha1',
+    kind: 'AccessPolicy',
+    metadata: { name, namespace: NS },
+    spec: { defaultAction: 'Deny', ...spec },
+  });
+  const riskModel = (name: string, model: Record<string, unknown>) => ({
+    apiVersion: 'nox.dev/v1alpha1',
+    kind: 'RiskModel',
+    metadata: { name, namespace: NS },
+    spec: {
+      mode: 'DryRun',
+      failureMode: 'Open',
+      model,
+      features: ['hourOfDay', 'anonymous'],
+      thresholds: { challenge: 0.5, deny: 0.8, block: 0.9 },
+      blockDuration: '15m',
+    },
+  });
+  const quotaPolicy = (name: string, requests: number) => ({
+    apiVersion: 'nox.dev/v1alpha1',
+    kind: 'QuotaPolicy',
+    metadata: { name, namespace: NS },
+    spec: {
+      mode: 'Enforce',
+      failureMode: 'Closed',
+      subject: [{ type: 'User' }],
+      defaultTier: 'free',
+      tiers: [{ name: 'free', limits: [{ requests, window: '1h' }] }],
+    },
+  });
+
+  beforeAll(async () => {
+    const t0 = Date.now();
+    kube = await startKube();
+    kc = kube.kubeConfig();
+    await installCrds(kc);
+    await createNamespace(kc, NS);
+    await createNamespace(kc, SYSTEM_NS);
+    await grantOperatorRbac(kc, 'nox-operator');
+    opKubeconfig = await kube.kubeconfigFor('nox-operator');
+    op = await startOperator(opKubeconfig, 'policies-a');
+    console.log(`setup (kube-apiserver, CRDs, operator ready): ${Date.now() - t0} ms`);
+  });
+  afterAll(async () => {
+    await op?.svc.stop();
+    await kube?.stop();
+  });
+
+  it('an AccessPolicy naming a missing OAuth2Provider is ProviderNotFound, and Ready within seconds of the provider being created', async () => {
+    await apply('accesspolicies', accessPolicy('needs-sso', { providers: ['sso'] }));
+    const missing = await waitReady('accesspolicies', 'needs-sso', 'False', 'ProviderNotFound');
+    expect(missing.ready.message).toContain(`OAuth2Provider ${NS}/sso does not exist`);
+    expect(cond(missing.obj, 'Accepted')).toMatchObject({ status: 'True', reason: 'Valid' });
+
+    const t0 = Date.now();
+    await apply('oauth2providers', provider('sso'));
+    await waitReady('accesspolicies', 'needs-sso', 'True', 'Ready');
+    const flip = Date.now() - t0;
+    console.log(`AccessPolicy ProviderNotFound → Ready after the provider was created: ${flip} ms`);
+    expect(flip).toBeLessThan(5000);
+    expect((await waitReady('oauth2providers', 'sso', 'True', 'Ready')).obj.status?.observedGeneration).toBe(
+      1,
+    );
+  });
+
+  it('an OAuth2Provider whose Secret is missing is SecretNotFound, then SecretKeyNotFound, then Ready; its AccessPolicy follows', async () => {
+    await apply(
+      'oauth2providers',
+      provider('corp', { clientSecretRef: { name: 'corp-oauth', key: 'client-secret' } }),
+    );
+    await apply('accesspolicies', accessPolicy('corp-api', { providers: ['corp'] }));
+    const notFound = await waitReady('oauth2providers', 'corp', 'False', 'SecretNotFound');
+    expect(notFound.ready.message).toContain(`Secret ${NS}/corp-oauth does not exist`);
+    const dependent = await waitReady('accesspolicies', 'corp-api', 'False', 'ProviderNotReady');
+    expect(dependent.ready.message).toContain('SecretNotFound');
+
+    await applyCore('secrets', {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'corp-oauth', namespace: NS },
+      stringData: { wrong: 'x' },
+    });
+    const noKey = await waitReady('oauth2providers', 'corp', 'False', 'SecretKeyNotFound');
+    expect(noKey.ready.message).toContain('has no key "client-secret" (it has "wrong")');
+
+    const t0 = Date.now();
+    await applyCore('secrets', {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'corp-oauth', namespace: NS },
+      stringData: { 'client-secret': 's3cret' },
+    });
+    await waitReady('oauth2providers', 'corp', 'True', 'Ready');
+    const providerMs = Date.now() - t0;
+    await waitReady('accesspolicies', 'corp-api', 'True', 'Ready');
+    const policyMs = Date.now() - t0;
+    console.log(
+      `Secret created → provider Ready ${providerMs} ms, dependent AccessPolicy Ready ${policyMs} ms`,
+    );
+    expect(policyMs).toBeLessThan(5000);
+    // The status never carries the value.
+    expect(JSON.stringify((await get('oauth2providers', 'corp')).status)).not.toContain('s3cret');
+  });
+
+  it('a login provider with a malformed session key is InvalidEncryptionKey until the key is fixed', async () => {
+    await applyCore('secrets', {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'session', namespace: NS },
+      stringData: { key: 'short' },
+    });
+    await apply(
+      'oauth2providers',
+      provider('web', {
+        login: {
+          enabled: true,
+          callbackPath: '/oauth2/callback/web',
+          encryptionKeySecretRef: { name: 'session', key: 'key' },
+        },
+      }),
+    );
+    const bad = await waitReady('oauth2providers', 'web', 'False', 'InvalidEncryptionKey');
+    expect(bad.ready.message).toContain('AES-256 needs 32');
+    await applyCore('secrets', {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'session', namespace: NS },
+      stringData: { key: randomBytes(32).toString('base64') },
+    });
+    await waitReady('oauth2providers', 'web', 'True', 'Ready');
+  });
+
+  it('a RiskModel whose ConfigMap model has another sha256 is ModelDigestMismatch; fixing the digest makes it Ready at the new generation', async () => {
+    const model = randomBytes(4096);
+    const digest = createHash('sha256').update(model).digest('hex');
+    const wrong = createHash('sha256').update('something else').digest('hex');
+    await apply(
+      'riskmodels',
+      riskModel('scorer', { configMapRef: { name: 'scorer-model', key: 'model.onnx' }, sha256: wrong }),
+    );
+    await waitReady('riskmodels', 'scorer', 'False', 'ConfigMapNotFound');
+
+    await applyCore('configmaps', {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'scorer-model', namespace: NS },
+      binaryData: { 'model.onnx': model.toString('base64') },
+    });
+    const mismatch = await waitReady('riskmodels', 'scorer', 'False', 'ModelDigestMismatch');
+    expect(mismatch.ready.message).toContain(digest);
+    expect(mismatch.ready.message).toContain(wrong);
+    expect(mismatch.obj.status?.observedGeneration).toBe(1);
+
+    await apply(
+      'riskmodels',
+      riskModel('scorer', { configMapRef: { name: 'scorer-model', key: 'model.onnx' }, sha256: digest }),
+    );
+    const ok = await waitReady('riskmodels', 'scorer', 'True', 'Ready');
+    expect(ok.obj.metadata.generation).toBe(2);
+    expect(ok.obj.status?.observedGeneration).toBe(2);
+    expect(ok.ready.observedGeneration).toBe(2);
+
+    // Replacing the model bytes (not the spec) is noticed too.
+    await applyCore('configmaps', {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'scorer-model', namespace: NS },
+      binaryData: { 'model.onnx': randomBytes(100).toString('base64') },
+    });
+    await waitReady('riskmodels', 'scorer', 'False', 'ModelDigestMismatch');
+  });
+
+  it('status.observedGeneration follows spec changes; lastTransitionTime stays while Ready stays True', async () => {
+    await apply('quotapolicies', quotaPolicy('quotas', 100));
+    const first = await waitReady('quotapolicies', 'quotas', 'True', 'Ready');
+    expect(first.obj.status?.observedGeneration).toBe(1);
+    for (const [i, requests] of [200, 300, 400].entries()) {
+      await apply('quotapolicies', quotaPolicy('quotas', requests));
+      const r = await waitReady('quotapolicies', 'quotas', 'True', 'Ready');
+      expect(r.obj.metadata.generation).toBe(i + 2);
+      expect(r.obj.status?.observedGeneration).toBe(i + 2);
+      expect(cond(r.obj, 'Accepted')?.observedGeneration).toBe(i + 2);
+      expect(r.ready.lastTransitionTime).toBe(first.ready.lastTransitionTime);
+    }
+    // A status write does not make the operator write again (no reconcile loop on its own writes).
+    const rv = (await get('quotapolicies', 'quotas')).metadata.resourceVersion;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await get('quotapolicies', 'quotas')).metadata.resourceVersion).toBe(rv);
+  });
+
+  it('survives an API server restart: watches come back and a fix made afterwards is picked up within seconds', async () => {
+    await apply('accesspolicies', accessPolicy('after-restart', { providers: ['late'] }));
+    await waitReady('accesspolicies', 'after-restart', 'False', 'ProviderNotFound');
+    const restartsBefore = await metric(op.port, 'nox_operator_watch_restarts_total');
+
+    const t0 = Date.now();
+    await kube.restartApiServer();
+    console.log(`kube-apiserver restarted in ${Date.now() - t0} ms`);
+    // Created right away: the operator's watches may still be reconnecting.
+    const t1 = Date.now();
+    await apply('oauth2providers', provider('late'));
+    await waitReady('accesspolicies', 'after-restart', 'True', 'Ready', 30_000);
+    console.log(`after the restart, provider created → AccessPolicy Ready: ${Date.now() - t1} ms`);
+
+    await waitUntil(
+      'every watch healthy again',
+      async () => {
+        const text = await (await fetch(`http://127.0.0.1:${op.port}/metrics`)).text();
+        const healthy = text.split('\n').filter((l) => l.startsWith('nox_operator_watch_healthy{'));
+        return healthy.length > 0 && healthy.every((l) => l.endsWith(' 1'));
+      },
+      30_000,
+    );
+    expect(await metric(op.port, 'nox_operator_watch_restarts_total')).toBeGreaterThan(restartsBefore);
+    expect((await fetch(`http://127.0.0.1:${op.port}/readyz`)).status).toBe(200);
+    expect(op.svc.exited()).toBe(false);
+    expect(await metric(op.port, 'nox_operator_leader')).toBe(1);
+  });
+
+  it('counts reconciles and reports no errors for healthy policies', async () => {
+    expect(
+      await metric(op.port, 'nox_operator_reconciles_total', { kind: 'AccessPolicy', result: 'success' }),
+    ).toBeGreaterThan(0);
+    expect(
+      await metric(op.port, 'nox_operator_reconcile_seconds_count', { kind: 'RiskModel' }),
+    ).toBeGreaterThan(0);
+    const text = await (await fetch(`http://127.0.0.1:${op.port}/metrics`)).text();
+    expect(text).toContain('nox_operator_queue_depth{kind="QuotaPolicy"');
+    const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${op.svc.child.pid}/status`, 'utf8'))?.[1];
+    console.log(`nox-operator resident memory after the suite: ${Math.round(Number(rss) / 1024)} MB`);
+  });
+});
