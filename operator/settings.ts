@@ -4,49 +4,25 @@
  * meaning (`nox-operator --help` prints this list).
  */
 
-interface Definition<T> {
-  readonly env: string;
-  readonly default: T;
-  readonly doc: string;
-  parse(raw: string): T;
-}
+import {
+  bool,
+  type Definition,
+  describeDefinitions,
+  failIfProblems,
+  intIn,
+  logLevel,
+  nonEmpty,
+  port,
+  readSettings,
+  type SettingsOf,
+  text,
+} from '../common/settings.js';
 
-const port = (raw: string): number => {
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0 || n > 65535)
-    throw new Error(`must be a port number 0-65535, got "${raw}"`);
-  return n;
-};
-const intIn =
-  (min: number, max: number) =>
-  (raw: string): number => {
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max)
-      throw new Error(`must be an integer ${min}-${max}, got "${raw}"`);
-    return n;
-  };
-const oneOf =
-  <T extends string>(...values: T[]) =>
-  (raw: string): T => {
-    if (!(values as string[]).includes(raw))
-      throw new Error(`must be one of ${values.join(', ')}, got "${raw}"`);
-    return raw as T;
-  };
-const bool = (raw: string): boolean => {
-  if (raw === 'true') return true;
-  if (raw === 'false') return false;
-  throw new Error(`must be true or false, got "${raw}"`);
-};
-const nonEmpty = (raw: string): string => {
-  if (raw.length === 0) throw new Error('must not be empty');
-  return raw;
-};
 const dnsName = (raw: string): string => {
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(raw) || raw.length > 253)
     throw new Error(`must be a lowercase DNS name, got "${raw}"`);
   return raw;
 };
-const text = (raw: string): string => raw;
 
 export const definitions = {
   httpHost: {
@@ -151,34 +127,14 @@ export const definitions = {
     doc: 'On SIGTERM, how long reconciles in flight may take before the Lease is released anyway.',
     parse: intIn(0, 600_000),
   },
-  logLevel: {
-    env: 'NOX_LOG_LEVEL',
-    default: 'info',
-    doc: 'pino log level.',
-    parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
-  },
+  logLevel,
 } as const satisfies Record<string, Definition<unknown>>;
 
-type Definitions = typeof definitions;
-export type Settings = { readonly [K in keyof Definitions]: ReturnType<Definitions[K]['parse']> };
+export type Settings = SettingsOf<typeof definitions>;
 
 /** Reads every setting; a bad value fails with the variable name and the rule it broke. */
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
-  const out: Record<string, unknown> = {};
-  const problems: string[] = [];
-  for (const [key, def] of Object.entries(definitions) as [string, Definition<unknown>][]) {
-    const raw = env[def.env];
-    if (raw === undefined || raw === '') {
-      out[key] = def.default;
-      continue;
-    }
-    try {
-      out[key] = def.parse(raw);
-    } catch (e) {
-      problems.push(`${def.env}: ${(e as Error).message}`);
-    }
-  }
-  const s = out as Settings;
+  const { values: s, problems } = readSettings(definitions, env);
   if (problems.length === 0 && s.leaderElection) {
     if (!(s.leaseDurationMs > s.renewDeadlineMs))
       problems.push('NOX_LEASE_RENEW_DEADLINE_MS: must be below NOX_LEASE_DURATION_MS');
@@ -187,14 +143,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   }
   if (problems.length === 0 && s.retryBaseMs > s.retryMaxMs)
     problems.push('NOX_RETRY_BASE_MS: must not exceed NOX_RETRY_MAX_MS');
-  if (problems.length > 0) throw new Error(`invalid settings:\n  ${problems.join('\n  ')}`);
-  return Object.freeze(out) as Settings;
+  failIfProblems(problems);
+  return Object.freeze(s);
 }
 
 export function describeSettings(): string {
-  return Object.values(definitions)
-    .map((d: Definition<unknown>) => `  ${d.env} (default ${JSON.stringify(d.default)})\n      ${d.doc}`)
-    .join('\n');
+  return describeDefinitions(definitions);
 }
 
 export function parseNamespaces(raw: string): string[] {

@@ -4,39 +4,19 @@
  * meaning (`nox-authz --help` and the README table are printed from this list).
  */
 
-interface Definition<T> {
-  readonly env: string;
-  readonly default: T;
-  readonly doc: string;
-  parse(raw: string): T;
-}
-
-const port = (raw: string): number => {
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0 || n > 65535)
-    throw new Error(`must be a port number 0-65535, got "${raw}"`);
-  return n;
-};
-const positiveInt =
-  (max: number) =>
-  (raw: string): number => {
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n <= 0 || n > max)
-      throw new Error(`must be an integer 1-${max}, got "${raw}"`);
-    return n;
-  };
-const oneOf =
-  <T extends string>(...values: T[]) =>
-  (raw: string): T => {
-    if (!(values as string[]).includes(raw))
-      throw new Error(`must be one of ${values.join(', ')}, got "${raw}"`);
-    return raw as T;
-  };
-const host = (raw: string): string => {
-  if (raw.length === 0) throw new Error('must not be empty');
-  return raw;
-};
-const text = (raw: string): string => raw;
+import {
+  type Definition,
+  describeDefinitions,
+  failIfProblems,
+  nonEmpty as host,
+  logLevel,
+  oneOf,
+  port,
+  positiveInt,
+  readSettings,
+  type SettingsOf,
+  text,
+} from '../../common/settings.js';
 
 export const definitions = {
   grpcHost: {
@@ -169,39 +149,18 @@ export const definitions = {
     doc: 'On SIGTERM, how long in-flight checks may take to finish before the server closes.',
     parse: positiveInt(600_000),
   },
-  logLevel: {
-    env: 'NOX_LOG_LEVEL',
-    default: 'info',
-    doc: 'pino log level.',
-    parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
-  },
+  logLevel,
 } as const satisfies Record<string, Definition<unknown>>;
 
-type Definitions = typeof definitions;
-export type Settings = { readonly [K in keyof Definitions]: ReturnType<Definitions[K]['parse']> };
+export type Settings = SettingsOf<typeof definitions>;
 
 /** Reads every setting; a bad value fails with the variable name and the rule it broke. */
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
-  const out: Record<string, unknown> = {};
-  const problems: string[] = [];
-  for (const [key, def] of Object.entries(definitions) as [string, Definition<unknown>][]) {
-    const raw = env[def.env];
-    if (raw === undefined || raw === '') {
-      out[key] = def.default;
-      continue;
-    }
-    try {
-      out[key] = def.parse(raw);
-    } catch (e) {
-      problems.push(`${def.env}: ${(e as Error).message}`);
-    }
-  }
-  if (problems.length > 0) throw new Error(`invalid settings:\n  ${problems.join('\n  ')}`);
-  return Object.freeze(out) as Settings;
+  const { values, problems } = readSettings(definitions, env);
+  failIfProblems(problems);
+  return Object.freeze(values);
 }
 
 export function describeSettings(): string {
-  return Object.values(definitions)
-    .map((d: Definition<unknown>) => `  ${d.env} (default ${JSON.stringify(d.default)})\n      ${d.doc}`)
-    .join('\n');
+  return describeDefinitions(definitions);
 }
