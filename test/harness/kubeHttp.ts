@@ -32,7 +32,12 @@ export function kubeRequest(
         key: b64(user.keyData),
         headers: {
           accept: opts.accept ?? 'application/json',
-          ...(opts.body !== undefined ? { 'content-type': opts.contentType ?? 'application/json' } : {}),
+          ...(opts.body !== undefined
+            ? {
+                'content-type': opts.contentType ?? 'application/json',
+                'content-length': Buffer.byteLength(opts.body),
+              }
+            : {}),
         },
       },
       (res) => {

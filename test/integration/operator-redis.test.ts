@@ -1,0 +1,427 @@
+import { join } from 'node:path';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import { Cluster, Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RedisCluster } from '../../common/resources/types.gen.js';
+import { RedisClusterReconciler } from '../../operator/redis/reconciler.js';
+import type { Applier, ObjectKey, ReconcileResult } from '../../operator/runtime/types.js';
+import { fieldManager } from '../../operator/runtime/types.js';
+import { createNamespace, installCrds } from '../harness/crds.js';
+import { type Kube, startKube } from '../harness/kube.js';
+import { kubeRequest } from '../harness/kubeHttp.js';
+import { type Kubelet, startKubelet } from '../harness/kubelet.js';
+import { waitUntil } from '../harness/process.js';
+import { runDir } from '../harness/tools.js';
+
+/**
+ * The RedisCluster reconciler against a real kube-apiserver + controller-manager (the
+ * StatefulSet controller makes the Pods) and the kubelet stand-in (real redis-server per
+ * pod, each on its own loopback IP). The reconciler is driven by a plain loop here that
+ * honours its requeue (capped at 1 s, standing in for the watch-triggered runtime), and its
+ * writes go through a minimal server-side-apply Applier.
+ */
+
+const NS = 'nox-redis';
+const NAME = 'rc';
+const KEYS = 300;
+
+/** Server-side apply by path, as the operator's runtime does (field manager nox-operator, force). */
+class TestApplier implements Applier {
+  constructor(private readonly kc: KubeConfig) {}
+
+  static path(apiVersion: string, kind: string, key: ObjectKey): string {
+    const plural: Record<string, string> = {
+      Secret: 'secrets',
+      ConfigMap: 'configmaps',
+      Service: 'services',
+      StatefulSet: 'statefulsets',
+      PodDisruptionBudget: 'poddisruptionbudgets',
+      RedisCluster: 'redisclusters',
+    };
+    const base = apiVersion.includes('/') ? `/apis/${apiVersion}` : `/api/${apiVersion}`;
+    if (!plural[kind]) throw new Error(`TestApplier: unknown kind ${kind}`);
+    return `${base}/namespaces/${key.namespace}/${plural[kind]}/${key.name}`;
+  }
+
+  async #patch<T>(obj: KubernetesObject, sub = ''): Promise<T> {
+    const key = { namespace: obj.metadata!.namespace!, name: obj.metadata!.name! };
+    const path = `${TestApplier.path(obj.apiVersion!, obj.kind!, key)}${sub}`;
+    const res = await kubeRequest(
+      this.kc,
+      'PATCH',
+      `${path}?fieldManager=${fieldManager}&force=true&fieldValidation=Strict`,
+      {
+        body: JSON.stringify(obj),
+        contentType: 'application/apply-patch+yaml',
+      },
+    );
+    if (res.status !== 200 && res.status !== 201)
+      throw new Error(`apply ${obj.kind} ${key.name}${sub}: ${res.status} ${JSON.stringify(res.body)}`);
+    return res.body as T;
+  }
+
+  apply<T extends KubernetesObject>(obj: T): Promise<T> {
+    return this.#patch<T>(obj);
+  }
+
+  async applyStatus<T extends KubernetesObject>(obj: T): Promise<void> {
+    await this.#patch(obj, '/status');
+  }
+
+  async delete(apiVersion: string, kind: string, key: ObjectKey): Promise<void> {
+    const res = await kubeRequest(this.kc, 'DELETE', TestApplier.path(apiVersion, kind, key));
+    if (res.status !== 200 && res.status !== 202 && res.status !== 404)
+      throw new Error(`delete: ${res.status}`);
+  }
+}
+
+/** Reconciles one key over and over, serially; kick() runs the next one now. */
+class Driver {
+  running = true;
+  reconciles = 0;
+  last: ReconcileResult | undefined;
+  #wake: (() => void) | undefined;
+  readonly done: Promise<void>;
+
+  constructor(
+    private readonly reconcile: (key: ObjectKey) => Promise<ReconcileResult>,
+    private readonly key: ObjectKey,
+  ) {
+    this.done = this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    while (this.running) {
+      try {
+        this.last = await this.reconcile(this.key);
+      } catch (e) {
+        this.last = { kind: 'error', error: e };
+      }
+      this.reconciles++;
+      const after = this.last.kind === 'requeue' ? this.last.afterMs : 1000;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(after, 1000));
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+  }
+
+  kick(): void {
+    this.#wake?.();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.kick();
+    await this.done;
+  }
+}
+
+describe('RedisCluster operator on a real API server with the kubelet stand-in', () => {
+  let kube: Kube;
+  let kc: KubeConfig;
+  let kubelet: Kubelet;
+  let driver: Driver;
+  let password: string;
+  const t0 = Date.now();
+
+  const get = async <T>(path: string): Promise<T | undefined> => {
+    const r = await kubeRequest(kc, 'GET', path);
+    if (r.status === 404) return undefined;
+    if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+    return r.body as T;
+  };
+  const rc = async () =>
+    (await get<RedisCluster>(`/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters/${NAME}`))!;
+  const cond = (c: RedisCluster, type: string) => c.status?.conditions?.find((x) => x.type === type);
+  const waitStatus = async (what: string, ok: (c: RedisCluster) => boolean, timeoutMs: number) => {
+    let last: RedisCluster | undefined;
+    try {
+      await waitUntil(
+        what,
+        async () => {
+          last = await rc();
+          return ok(last);
+        },
+        timeoutMs,
+      );
+    } catch (e) {
+      console.log('last status:', JSON.stringify(last?.status, null, 1));
+      throw e;
+    }
+    return last!;
+  };
+  const clusterClient = (c: RedisCluster) =>
+    new Cluster(
+      (c.status?.nodes ?? []).map((n) => {
+        const [host, port] = n.address!.split(':');
+        return { host: host!, port: Number(port) };
+      }),
+      { redisOptions: { password }, slotsRefreshTimeout: 2000 },
+    );
+
+  const nodeInfo = async (addr: string, section: string) => {
+    const [host, port] = addr.split(':');
+    const r = new Redis({
+      host: host!,
+      port: Number(port),
+      password,
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+    });
+    r.on('error', () => {});
+    try {
+      await r.connect();
+      return section === 'nodes' ? String(await r.call('CLUSTER', 'NODES')) : await r.info(section);
+    } finally {
+      r.disconnect();
+    }
+  };
+  /** Replication is asynchronous: before a master dies, let its replica have every write. */
+  const replicaCaughtUp = (masterAddr: string, replicaAddr: string) =>
+    waitUntil(
+      'the replica to have every write',
+      async () => {
+        const offset = (text: string, field: string) =>
+          Number(new RegExp(`^${field}:(\\d+)`, 'm').exec(text)?.[1] ?? -1);
+        const m = offset(await nodeInfo(masterAddr, 'replication'), 'master_repl_offset');
+        const r = offset(await nodeInfo(replicaAddr, 'replication'), 'slave_repl_offset');
+        return r >= m && m > 0;
+      },
+      20_000,
+    );
+
+  beforeAll(async () => {
+    kube = await startKube({ controllerManager: true });
+    kc = kube.kubeConfig();
+    await installCrds(kc);
+    await createNamespace(kc, NS);
+    kubelet = await startKubelet(kube, { nodeName: 'node-a' });
+    const created = await kubeRequest(kc, 'POST', `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters`, {
+      body: JSON.stringify({
+        apiVersion: 'nox.dev/v1alpha1',
+        kind: 'RedisCluster',
+        metadata: { name: NAME, namespace: NS },
+        spec: { masters: 3, replicasPerMaster: 1, image: 'redis:7.0' },
+      }),
+    });
+    expect(created.status).toBe(201);
+    const log = pino(
+      { level: 'debug' },
+      pino.destination({ dest: join(runDir, 'logs', 'operator-redis-test.log'), sync: true }),
+    );
+    const reconciler = new RedisClusterReconciler({ kubeConfig: kc, applier: new TestApplier(kc), log });
+    driver = new Driver((k) => reconciler.reconcile(k), { namespace: NS, name: NAME });
+    console.log(`control plane, kubelet and operator up in ${Date.now() - t0} ms`);
+  });
+
+  afterAll(async () => {
+    await driver?.stop();
+    await kubelet?.stopAll();
+    await kube?.stop();
+  });
+
+  it('forms a working 3-master, 1-replica cluster: status Ready, 16384 slots, keys through the pods’ IPs', async () => {
+    const start = Date.now();
+    const c = await waitStatus('RedisCluster Ready', (x) => cond(x, 'Ready')?.status === 'True', 120_000);
+    console.log(
+      `Ready ${Date.now() - start} ms after the control plane (${Date.now() - t0} ms in all), ${driver.reconciles} reconciles`,
+    );
+    expect(c.status?.slotsCovered).toBe(16384);
+    expect(c.status?.readyNodes).toBe(6);
+    expect(c.status?.observedGeneration).toBe(c.metadata.generation);
+    expect(cond(c, 'Degraded')?.status).toBe('False');
+    const nodes = c.status!.nodes!;
+    expect(nodes).toHaveLength(6);
+    const masters = nodes.filter((n) => n.role === 'master');
+    const replicas = nodes.filter((n) => n.role === 'replica');
+    expect(masters).toHaveLength(3);
+    expect(new Set(replicas.map((r) => r.masterId))).toEqual(new Set(masters.map((m) => m.id)));
+    for (const r of replicas) expect(masters.find((m) => m.id === r.masterId)!.pod).not.toBe(r.pod);
+    const ips = nodes.map((n) => n.address!.split(':')[0]!);
+    expect(new Set(ips).size).toBe(6);
+    for (const ip of ips) expect(ip).toMatch(/^127\.0\.\d+\.\d+$/);
+    expect(ips).not.toContain('127.0.0.1');
+
+    // The children, all owned by the RedisCluster.
+    const owned = (o: KubernetesObject | undefined) => o?.metadata?.ownerReferences?.[0]?.uid;
+    for (const path of [
+      `/api/v1/namespaces/${NS}/secrets/${NAME}-auth`,
+      `/api/v1/namespaces/${NS}/configmaps/${NAME}-config`,
+      `/api/v1/namespaces/${NS}/services/${NAME}-nodes`,
+      `/api/v1/namespaces/${NS}/services/${NAME}`,
+      `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`,
+      `/apis/policy/v1/namespaces/${NS}/poddisruptionbudgets/${NAME}`,
+    ])
+      expect(owned(await get<KubernetesObject>(path)), path).toBe(c.metadata.uid);
+
+    const secret = await get<{ data: { password: string } }>(`/api/v1/namespaces/${NS}/secrets/${NAME}-auth`);
+    password = Buffer.from(secret!.data.password, 'base64').toString();
+    // Without the password a node refuses commands.
+    const anon = new Redis({
+      host: ips[0],
+      port: 6379,
+      lazyConnect: true,
+      enableReadyCheck: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    anon.on('error', () => {});
+    await anon.connect();
+    await expect(anon.get('k')).rejects.toThrow(/NOAUTH/);
+    anon.disconnect();
+
+    const client = clusterClient(c);
+    try {
+      for (let i = 0; i < KEYS; i++) await client.set(`key:${i}`, `value-${i}`);
+      for (let i = 0; i < KEYS; i++) expect(await client.get(`key:${i}`)).toBe(`value-${i}`);
+      // Keys really are spread over the three masters.
+      const sizes = await Promise.all(client.nodes('master').map((n) => n.dbsize()));
+      expect(sizes.every((s) => s > 0)).toBe(true);
+    } finally {
+      client.disconnect();
+    }
+    // The password survives reconciles: it was generated once.
+    driver.kick();
+    await new Promise((r) => setTimeout(r, 500));
+    const again = await get<{ data: { password: string } }>(`/api/v1/namespaces/${NS}/secrets/${NAME}-auth`);
+    expect(again!.data.password).toBe(secret!.data.password);
+  }, 180_000);
+
+  it('restarts a crashed replica in place (same IP): the pod goes not ready and back', async () => {
+    const c = await rc();
+    const replica = c.status!.nodes!.find((n) => n.role === 'replica')!;
+    const before = kubelet.pods().find((p) => p.name === replica.pod)!;
+    const start = Date.now();
+    await kubelet.kill(replica.pod!);
+    await waitUntil(
+      'the replica pod to restart',
+      async () => {
+        const p = kubelet.pods().find((x) => x.name === replica.pod)!;
+        return p.restarts === before.restarts + 1 && p.ready;
+      },
+      30_000,
+    );
+    const pod = await get<{ status: { podIP: string; containerStatuses: { restartCount: number }[] } }>(
+      `/api/v1/namespaces/${NS}/pods/${replica.pod}`,
+    );
+    expect(pod!.status.podIP).toBe(before.ip);
+    expect(pod!.status.containerStatuses[0]!.restartCount).toBe(before.restarts + 1);
+    await waitStatus('Ready again', (x) => cond(x, 'Ready')?.status === 'True', 60_000);
+    console.log(`replica crash → Ready again in ${Date.now() - start} ms`);
+  }, 120_000);
+
+  it('heals the loss of a master: Degraded, the replica takes over, the pod returns as a replica, Ready; keys survive', async () => {
+    const c = await rc();
+    const master = c.status!.nodes!.find((n) => n.role === 'master')!;
+    const replica = c.status!.nodes!.find((n) => n.masterId === master.id)!;
+    await replicaCaughtUp(master.address!, replica.address!);
+
+    const start = Date.now();
+    await kubelet.stop(master.pod!); // SIGKILL, and the kubelet keeps it down
+    const degraded = await waitStatus('Degraded', (x) => cond(x, 'Degraded')?.status === 'True', 30_000);
+    const tDegraded = Date.now() - start;
+    expect(cond(degraded, 'Ready')?.status).toBe('False');
+    expect(cond(degraded, 'Degraded')?.reason).toMatch(/NodesNotReady|SlotsNotCovered/);
+
+    const failedOver = await waitStatus(
+      'the replica to take over',
+      (x) =>
+        x.status?.slotsCovered === 16384 &&
+        x.status.nodes?.find((n) => n.pod === replica.pod)?.role === 'master',
+      60_000,
+    );
+    const tFailover = Date.now() - start;
+    expect(cond(failedOver, 'Degraded')?.status).toBe('True'); // still one pod down
+
+    await kubelet.resume(master.pod!);
+    const healed = await waitStatus(
+      'Ready after the pod returned',
+      (x) => cond(x, 'Ready')?.status === 'True',
+      90_000,
+    );
+    const tReady = Date.now() - start;
+    console.log(
+      `master kill: Degraded after ${tDegraded} ms, failover after ${tFailover} ms, Ready after ${tReady} ms`,
+    );
+    const back = healed.status!.nodes!.find((n) => n.pod === master.pod)!;
+    expect(back.role).toBe('replica');
+    expect(back.masterId).toBe(replica.id);
+    expect(healed.status?.slotsCovered).toBe(16384);
+
+    const client = clusterClient(healed);
+    try {
+      for (let i = 0; i < KEYS; i++) expect(await client.get(`key:${i}`)).toBe(`value-${i}`);
+    } finally {
+      client.disconnect();
+    }
+  }, 240_000);
+
+  it('replaces a deleted master pod: new IP and empty node, the old node forgotten, keys kept by the promoted replica', async () => {
+    const c = await rc();
+    const master = c.status!.nodes!.find((n) => n.role === 'master')!;
+    const replica = c.status!.nodes!.find((n) => n.masterId === master.id)!;
+    await replicaCaughtUp(master.address!, replica.address!);
+    const podPath = `/api/v1/namespaces/${NS}/pods/${master.pod}`;
+    const before = (await get<{ metadata: { uid: string } }>(podPath))!;
+
+    const start = Date.now();
+    expect((await kubeRequest(kc, 'DELETE', podPath)).status).toBe(200);
+    await waitUntil(
+      'the StatefulSet to replace the pod',
+      async () => {
+        const p = await get<{ metadata: { uid: string } }>(podPath);
+        return p !== undefined && p.metadata.uid !== before.metadata.uid;
+      },
+      60_000,
+    );
+    const tReplaced = Date.now() - start;
+    const healed = await waitStatus(
+      'Ready with the new node',
+      (x) =>
+        cond(x, 'Ready')?.status === 'True' &&
+        x.status?.nodes?.find((n) => n.pod === master.pod)?.id !== master.id,
+      120_000,
+    );
+    const tReady = Date.now() - start;
+    console.log(`master pod deleted: replaced after ${tReplaced} ms, Ready after ${tReady} ms`);
+    const now = healed.status!.nodes!.find((n) => n.pod === master.pod)!;
+    expect(now.address).not.toBe(master.address);
+    expect(now.role).toBe('replica');
+    expect(now.masterId).toBe(replica.id);
+    expect(healed.status!.nodes!.find((n) => n.pod === replica.pod)!.role).toBe('master');
+    for (const n of healed.status!.nodes!)
+      expect(await nodeInfo(n.address!, 'nodes')).not.toContain(master.id!);
+
+    const client = clusterClient(healed);
+    try {
+      for (let i = 0; i < KEYS; i++) expect(await client.get(`key:${i}`)).toBe(`value-${i}`);
+    } finally {
+      client.disconnect();
+    }
+  }, 240_000);
+
+  it('repairs a deleted child ConfigMap and client Service on the next reconcile', async () => {
+    const cmPath = `/api/v1/namespaces/${NS}/configmaps/${NAME}-config`;
+    const svcPath = `/api/v1/namespaces/${NS}/services/${NAME}`;
+    const before = await get<{ data: Record<string, string>; metadata: { uid: string } }>(cmPath);
+    for (const p of [cmPath, svcPath]) expect((await kubeRequest(kc, 'DELETE', p)).status).toBe(200);
+    const start = Date.now();
+    driver.kick();
+    await waitUntil(
+      'ConfigMap and Service back',
+      async () => (await get(cmPath)) !== undefined && (await get(svcPath)) !== undefined,
+      15_000,
+    );
+    console.log(`children repaired in ${Date.now() - start} ms`);
+    const after = await get<{ data: Record<string, string>; metadata: { uid: string } }>(cmPath);
+    expect(after!.metadata.uid).not.toBe(before!.metadata.uid);
+    expect(after!.data).toEqual(before!.data);
+    const c = await rc();
+    expect(cond(c, 'Ready')?.status).toBe('True');
+  }, 60_000);
+});
