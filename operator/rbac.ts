@@ -35,6 +35,38 @@ export const operatorRbac: {
     { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'list', 'watch'] },
     // ... and ConfigMaps holding RiskModel models (kept as sha256 digests).
     { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] },
+
+    // redis/controller.ts + redis/reconciler.ts: RedisClusters are read (list + watch into
+    // the cache; get by the reconciler) like the policies above, and only their status is
+    // written.
+    { apiGroups: [group], resources: ['redisclusters'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: [group], resources: ['redisclusters/status'], verbs: ['get', 'patch', 'update'] },
+    // Children carry a controller ownerReference with blockOwnerDeletion, which the API
+    // server admits only from whoever may update the owner's finalizers.
+    { apiGroups: [group], resources: ['redisclusters/finalizers'], verbs: ['update'] },
+    // The children, by server-side apply (a PATCH that creates what does not exist yet:
+    // patch + create). Never deleted by the operator: garbage collection follows the owner
+    // references. Read/watch (secrets and configmaps are already readable above): a changed
+    // or deleted child wakes its RedisCluster up.
+    { apiGroups: [''], resources: ['secrets', 'configmaps'], verbs: ['create', 'patch'] },
+    {
+      apiGroups: [''],
+      resources: ['services'],
+      verbs: ['get', 'list', 'watch', 'create', 'patch'],
+    },
+    {
+      apiGroups: ['apps'],
+      resources: ['statefulsets'],
+      verbs: ['get', 'list', 'watch', 'create', 'patch'],
+    },
+    {
+      apiGroups: ['policy'],
+      resources: ['poddisruptionbudgets'],
+      verbs: ['get', 'list', 'watch', 'create', 'patch'],
+    },
+    // The cluster's Pods (made by the StatefulSet controller): read only, for their IPs and
+    // readiness; the topology itself is driven over the Redis protocol.
+    { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
   ],
   ownNamespace: [
     // runtime/leaderElection.ts: the Lease that elects one reconciling replica.

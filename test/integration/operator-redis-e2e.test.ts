@@ -1,0 +1,323 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RedisCluster } from '../../common/resources/types.gen.js';
+import { operatorRbac } from '../../operator/rbac.js';
+import { RedisQuotaStore } from '../../sidecar/quota/redisStore.js';
+import { createNamespace, installCrds } from '../harness/crds.js';
+import { type Kube, startKube } from '../harness/kube.js';
+import { kubeRequest } from '../harness/kubeHttp.js';
+import { type Kubelet, startKubelet } from '../harness/kubelet.js';
+import { freePort } from '../harness/ports.js';
+import { type Service, start, waitUntil } from '../harness/process.js';
+import { repoRoot } from '../harness/tools.js';
+
+/**
+ * The built nox-operator (`node dist/operator/main.js`), running as an identity with exactly
+ * the RBAC operator/rbac.ts declares, against a real kube-apiserver + controller-manager
+ * (StatefulSet controller, garbage collector) and the kubelet stand-in (real redis-server
+ * per pod on 127.0.x.y). Nothing here drives the reconciler: the operator's own watches do.
+ */
+
+const entry = join(repoRoot, 'dist', 'operator', 'main.js');
+const NS = 'redis-e2e';
+const SYSTEM_NS = 'nox-system';
+const NAME = 'quota';
+const USER = 'nox-operator';
+const HEAL_RUNS = 5;
+const rcPath = `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters/${NAME}`;
+const children = [
+  `/api/v1/namespaces/${NS}/secrets/${NAME}-auth`,
+  `/api/v1/namespaces/${NS}/configmaps/${NAME}-config`,
+  `/api/v1/namespaces/${NS}/services/${NAME}-nodes`,
+  `/api/v1/namespaces/${NS}/services/${NAME}`,
+  `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`,
+  `/apis/policy/v1/namespaces/${NS}/poddisruptionbudgets/${NAME}`,
+];
+
+async function grantOperatorRbac(kc: KubeConfig, user: string): Promise<void> {
+  const post = async (path: string, body: object) => {
+    const r = await kubeRequest(kc, 'POST', path, { body: JSON.stringify(body) });
+    if (r.status !== 201 && r.status !== 409)
+      throw new Error(`${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  };
+  const rbac = '/apis/rbac.authorization.k8s.io/v1';
+  const subjects = [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }];
+  await post(`${rbac}/clusterroles`, {
+    metadata: { name: 'nox-operator' },
+    rules: [...operatorRbac.namespaced, ...operatorRbac.cluster],
+  });
+  await post(`${rbac}/clusterrolebindings`, {
+    metadata: { name: 'nox-operator' },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'nox-operator' },
+    subjects,
+  });
+  await post(`${rbac}/namespaces/${SYSTEM_NS}/roles`, {
+    metadata: { name: 'nox-operator-leader-election' },
+    rules: operatorRbac.ownNamespace,
+  });
+  await post(`${rbac}/namespaces/${SYSTEM_NS}/rolebindings`, {
+    metadata: { name: 'nox-operator-leader-election' },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'nox-operator-leader-election' },
+    subjects,
+  });
+}
+
+const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+
+describe('nox-operator (built) runs RedisClusters end to end', () => {
+  let kube: Kube;
+  let kc: KubeConfig;
+  let kubelet: Kubelet;
+  let op: Service;
+  let opPort: number;
+  const t0 = Date.now();
+
+  const get = async <T>(path: string): Promise<T | undefined> => {
+    const r = await kubeRequest(kc, 'GET', path);
+    if (r.status === 404) return undefined;
+    if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+    return r.body as T;
+  };
+  const rc = async () => get<RedisCluster>(rcPath);
+  const cond = (c: RedisCluster | undefined, type: string) =>
+    c?.status?.conditions?.find((x) => x.type === type);
+  const healthy = (c: RedisCluster | undefined) =>
+    cond(c, 'Ready')?.status === 'True' &&
+    c?.status?.slotsCovered === 16384 &&
+    c.status.readyNodes === 6 &&
+    c.status.observedGeneration === c.metadata.generation;
+  const waitStatus = async (
+    what: string,
+    ok: (c: RedisCluster | undefined) => boolean,
+    timeoutMs: number,
+  ) => {
+    let last: RedisCluster | undefined;
+    try {
+      await waitUntil(
+        what,
+        async () => {
+          last = await rc();
+          return ok(last);
+        },
+        timeoutMs,
+        op,
+      );
+    } catch (e) {
+      console.log('last status:', JSON.stringify(last?.status, null, 1));
+      throw e;
+    }
+    return last as RedisCluster;
+  };
+  const password = async () => {
+    const s = await get<{ data: { password: string } }>(`/api/v1/namespaces/${NS}/secrets/${NAME}-auth`);
+    return Buffer.from(s!.data.password, 'base64').toString('utf8');
+  };
+  const podIPs = async () => {
+    const list = await get<{ items: { status?: { podIP?: string } }[] }>(
+      `/api/v1/namespaces/${NS}/pods?labelSelector=${encodeURIComponent(`app.kubernetes.io/instance=${NAME}`)}`,
+    );
+    return (list?.items ?? []).map((p) => p.status?.podIP).filter((ip): ip is string => !!ip);
+  };
+
+  /**
+   * Polls the status (every 50 ms) after a kill until it has been seen unhealthy and then
+   * healthy again, with the Ready condition's transition after the kill (seconds precision):
+   * a status that never noticed the loss does not count as healed.
+   */
+  const healed = async (run: number, killedAt: number, killedSecond: string) => {
+    let sawUnhealthy = false;
+    let lastLine = '';
+    let last: RedisCluster | undefined;
+    while (Date.now() - killedAt < 120_000) {
+      if (op.exited()) throw new Error(`the operator exited; see ${op.logFile}`);
+      last = await rc();
+      const ready = cond(last, 'Ready');
+      const line = `Ready=${ready?.status}/${ready?.reason} since ${ready?.lastTransitionTime} slots=${last?.status?.slotsCovered} readyNodes=${last?.status?.readyNodes}`;
+      if (line !== lastLine) console.log(`run ${run} +${Date.now() - killedAt} ms: ${line}`);
+      lastLine = line;
+      if (!healthy(last)) sawUnhealthy = true;
+      else if (sawUnhealthy && (ready?.lastTransitionTime ?? '') >= killedSecond) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    console.log('last status:', JSON.stringify(last?.status, null, 1));
+    throw new Error(`run ${run}: not healed within 120 s (saw it unhealthy: ${sawUnhealthy})`);
+  };
+
+  beforeAll(async () => {
+    if (!existsSync(entry)) throw new Error(`${entry} is missing; run \`npm run build\``);
+    kube = await startKube({ controllerManager: true });
+    kc = kube.kubeConfig();
+    await installCrds(kc);
+    await createNamespace(kc, NS);
+    await createNamespace(kc, SYSTEM_NS);
+    await grantOperatorRbac(kc, USER);
+    const opKubeconfig = await kube.kubeconfigFor(USER);
+    kubelet = await startKubelet(kube, { nodeName: 'node-a' });
+    opPort = await freePort();
+    op = start('nox-operator-redis-e2e', process.execPath, [entry], {
+      env: {
+        ...process.env,
+        NOX_KUBECONFIG: opKubeconfig,
+        NOX_HTTP_PORT: String(opPort),
+        NOX_OPERATOR_NAMESPACE: SYSTEM_NS,
+        NOX_OPERATOR_IDENTITY: 'redis-e2e',
+        NOX_LEASE_DURATION_MS: '3000',
+        NOX_LEASE_RENEW_DEADLINE_MS: '2000',
+        NOX_LEASE_RETRY_PERIOD_MS: '500',
+        NOX_RETRY_BASE_MS: '100',
+        NOX_RETRY_MAX_MS: '2000',
+        NOX_LOG_LEVEL: 'info',
+      },
+    });
+    await waitUntil(
+      'nox-operator /readyz',
+      async () => (await fetch(`http://127.0.0.1:${opPort}/readyz`).catch(() => undefined))?.status === 200,
+      30_000,
+      op,
+    );
+    const created = await kubeRequest(kc, 'POST', `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters`, {
+      body: JSON.stringify({
+        apiVersion: 'nox.dev/v1alpha1',
+        kind: 'RedisCluster',
+        metadata: { name: NAME, namespace: NS },
+        spec: { masters: 3, replicasPerMaster: 1, image: 'redis:7.0' },
+      }),
+    });
+    expect(created.status).toBe(201);
+    console.log(`control plane, kubelet and built operator up in ${Date.now() - t0} ms`);
+  }, 120_000);
+
+  afterAll(async () => {
+    await op?.stop();
+    await kubelet?.stopAll();
+    await kube?.stop();
+  });
+
+  it('makes a 3-master, 1-replica RedisCluster Ready', async () => {
+    const start = Date.now();
+    const c = await waitStatus('RedisCluster Ready', healthy, 120_000);
+    console.log(`RedisCluster Ready ${Date.now() - start} ms after creation`);
+    const nodes = c.status!.nodes!;
+    expect(nodes.filter((n) => n.role === 'master')).toHaveLength(3);
+    expect(nodes.filter((n) => n.role === 'replica')).toHaveLength(3);
+    for (const path of children) {
+      const o = await get<KubernetesObject>(path);
+      expect(o?.metadata?.ownerReferences?.[0]?.uid, path).toBe(c.metadata.uid);
+      expect(o?.metadata?.ownerReferences?.[0]?.controller, path).toBe(true);
+    }
+  }, 150_000);
+
+  it('serves the sidecar: RedisQuotaStore in cluster mode admits exactly `limit` checks', async () => {
+    const ips = await podIPs();
+    expect(ips).toHaveLength(6);
+    const store = new RedisQuotaStore({
+      nodes: ips.map((host) => ({ host, port: 6379 })),
+      cluster: true,
+      password: await password(),
+      timeoutMs: 1000,
+      waitReplicas: 1,
+      log: pino({ level: 'silent' }),
+      registry: new Registry(),
+    });
+    try {
+      await store.ready();
+      const limit = 7;
+      // Back to back ...
+      const serial = { key: '{e2e:serial}:h', requests: limit, windowMs: 3_600_000 };
+      const results: boolean[] = [];
+      for (let i = 0; i < limit + 3; i++)
+        results.push((await store.take([serial], 1, Date.now(), false)).allowed);
+      expect(results).toEqual([...Array(limit).fill(true), false, false, false]);
+      // ... and all at once, on every shard.
+      for (const subject of ['a', 'b', 'c', 'd', 'e', 'f']) {
+        const l = { key: `{e2e:${subject}}:h`, requests: limit, windowMs: 3_600_000 };
+        const burst = await Promise.all(
+          Array.from({ length: limit * 3 }, () => store.take([l], 1, Date.now(), false)),
+        );
+        expect(burst.filter((r) => r.allowed)).toHaveLength(limit);
+      }
+    } finally {
+      await store.close();
+    }
+  }, 60_000);
+
+  it(`heals the loss of a master process (${HEAL_RUNS} runs)`, async () => {
+    const times: number[] = [];
+    for (let run = 0; run < HEAL_RUNS; run++) {
+      const before = await waitStatus(`healthy before run ${run + 1}`, healthy, 120_000);
+      const master = before.status!.nodes!.find((n) => n.role === 'master')!;
+      console.log(`run ${run + 1}: before the kill, Ready=${JSON.stringify(cond(before, 'Ready'))}`);
+      const killedAt = Date.now();
+      const killedSecond = `${new Date(killedAt).toISOString().slice(0, 19)}Z`;
+      // SIGKILL; the kubelet restarts the container (same IP, same volume) after its restart delay.
+      await kubelet.kill(master.pod!);
+      await healed(run + 1, killedAt, killedSecond);
+      const ms = Date.now() - killedAt;
+      times.push(ms);
+      const after = await rc();
+      const role = after?.status?.nodes?.find((n) => n.pod === master.pod)?.role;
+      console.log(`heal run ${run + 1}: master ${master.pod} killed → Ready in ${ms} ms (now ${role})`);
+      // Back to a steady state before the next run: every pod running and ready.
+      await waitUntil(
+        'every pod ready',
+        async () => kubelet.pods().filter((p) => p.running && p.ready).length === 6,
+        60_000,
+      );
+    }
+    const s = sorted(times);
+    const median = s[Math.floor(s.length / 2)]!;
+    console.log(
+      `REDIS_HEAL_MS min=${s[0]} median=${median} max=${s.at(-1)} runs=${s.length} all=${times.join(',')}`,
+    );
+    expect(times).toHaveLength(HEAL_RUNS);
+  }, 700_000);
+
+  it('repairs a deleted child StatefulSet', async () => {
+    const path = `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`;
+    const before = (await get<KubernetesObject>(path))!;
+    const c = (await rc())!;
+    const start = Date.now();
+    expect((await kubeRequest(kc, 'DELETE', path)).status).toBe(200);
+    await waitUntil(
+      'the StatefulSet to be recreated',
+      async () => {
+        const s = await get<KubernetesObject>(path);
+        return s !== undefined && s.metadata?.uid !== before.metadata?.uid;
+      },
+      30_000,
+      op,
+    );
+    const tBack = Date.now() - start;
+    const after = (await get<KubernetesObject>(path))!;
+    expect(after.metadata?.ownerReferences?.[0]?.uid).toBe(c.metadata.uid);
+    await waitStatus('Ready after the StatefulSet was recreated', healthy, 180_000);
+    console.log(
+      `StatefulSet deleted: recreated after ${tBack} ms, cluster Ready after ${Date.now() - start} ms`,
+    );
+  }, 240_000);
+
+  it('deleting the RedisCluster garbage-collects its children and the kubelet stops the processes', async () => {
+    expect(kubelet.pods().filter((p) => p.running).length).toBeGreaterThan(0);
+    const start = Date.now();
+    expect((await kubeRequest(kc, 'DELETE', rcPath)).status).toBe(200);
+    await waitUntil(
+      'children garbage-collected',
+      async () => {
+        for (const p of children) if ((await get(p)) !== undefined) return false;
+        return (await podIPs()).length === 0;
+      },
+      90_000,
+    );
+    const tGone = Date.now() - start;
+    await waitUntil('the kubelet to stop every pod', async () => kubelet.pods().length === 0, 60_000);
+    console.log(
+      `RedisCluster deleted: children gone after ${tGone} ms, processes stopped after ${Date.now() - start} ms`,
+    );
+    expect(await rc()).toBeUndefined();
+    expect(op.exited()).toBe(false);
+  }, 180_000);
+});
