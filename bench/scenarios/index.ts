@@ -1,5 +1,6 @@
 import type { LoadResult } from '../lib/measure.js';
 import { allow } from './allow.js';
+import { jwt } from './jwt.js';
 import { quota } from './quota.js';
 
 export interface Scenario {
@@ -9,4 +10,4 @@ export interface Scenario {
 }
 
 /** Every scenario `make bench` knows; later work adds its own here. */
-export const scenarios: readonly Scenario[] = [allow, quota];
+export const scenarios: readonly Scenario[] = [allow, quota, jwt];

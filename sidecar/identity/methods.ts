@@ -26,6 +26,7 @@ export async function identityMethodsFor(
       cacheMaxAgeMs: settings.jwksMaxAgeMs,
       timeoutMs: 2000,
       revocations,
+      ...(registry ? { registry } : {}),
     }),
   ];
   if (extra.session) methods.push(extra.session);

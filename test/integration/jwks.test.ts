@@ -58,6 +58,10 @@ describe('bearer JWTs against a real OpenID provider', () => {
   it('validates a token through discovery and JWKS, and names the caller provider-qualified', async () => {
     expect(await check(await op.token('app-a'))).toMatchObject({ status: 200, user: 'corp:app-a' });
     expect(jwks()).toBe(1);
+    await check(await op.token('app-a'));
+    const metrics = await (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
+    expect(metrics).toMatch(/nox_identity_token_cache_total\{result="miss",program="nox-authz"\} [1-9]/);
+    expect(metrics).toMatch(/nox_identity_jwks_fetches_total\{provider="corp",program="nox-authz"\} 1/);
   });
 
   it('follows a key rotation at the provider with one JWKS fetch', async () => {

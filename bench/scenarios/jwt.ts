@@ -1,0 +1,502 @@
+import { execFile } from 'node:child_process';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { createRequire } from 'node:module';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
+import { CheckRequest } from '../../proto/envoy.js';
+import { startEnvoy } from '../../test/harness/envoy.js';
+import { scratchDir } from '../../test/harness/process.js';
+import { startSidecar } from '../../test/harness/sidecar.js';
+import { tool } from '../../test/harness/tools.js';
+import { startUpstream } from '../../test/harness/upstream.js';
+import { cpuSeconds, hostCpuTicks, type LoadResult, peakRssMiB, wrk } from '../lib/measure.js';
+import { realisticCheckRequest } from '../lib/requests.js';
+import type { Scenario } from './index.js';
+
+const run = promisify(execFile);
+
+/** Distinct tokens of the cached case: after the warm-up every one is in the sidecar's token cache. */
+const CACHED_TOKENS = 100;
+/** Of each miss pool, the tokens its 1 s warm-up uses; the measured run starts after them. */
+const WARM_TOKENS = 10_000;
+const AUDIENCE = 'https://api.bench.test';
+const KID = 'bench-key-1';
+
+// Bearer JWTs validated against a JWKS: the OAuth2Provider names its JWKS (endpoints.jwks),
+// so there is no discovery; the policy admits any authenticated caller.
+const policies = (issuer: string, jwksUri: string) => `
+apiVersion: nox.dev/v1alpha1
+kind: OAuth2Provider
+metadata: { name: bench }
+spec:
+  type: oidc
+  issuer: "${issuer}"
+  clientId: bench
+  audiences: ["${AUDIENCE}"]
+  allowedAlgorithms: [RS256]
+  endpoints: { jwks: "${jwksUri}" }
+---
+apiVersion: nox.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: bench-jwt }
+spec:
+  providers: [bench]
+  rules: [{ name: signed-in, action: Allow, when: { authenticated: Authenticated } }]
+`;
+
+// ---------------------------------------------------------------------------------------
+// The issuer: an RSA-2048 key, its JWKS served over HTTP, tokens signed in worker threads.
+
+interface Issuer {
+  readonly issuer: string;
+  readonly jwksUri: string;
+  /** Requests to the JWKS endpoint since start. */
+  jwksHits(): number;
+  close(): Promise<void>;
+}
+
+async function serveJwks(publicKey: KeyObject): Promise<Issuer> {
+  const jwk = { ...publicKey.export({ format: 'jwk' }), kid: KID, alg: 'RS256', use: 'sig' };
+  const body = JSON.stringify({ keys: [jwk] });
+  let hits = 0;
+  const server: Server = createServer((req, res) => {
+    if (req.url !== '/jwks') {
+      res.writeHead(404).end();
+      return;
+    }
+    hits++;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const addr = server.address();
+  const issuer = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+  return {
+    issuer,
+    jwksUri: `${issuer}/jwks`,
+    jwksHits: () => hits,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+// A worker's whole program (CommonJS, run by `eval`): RS256 compact JWTs for subjects
+// from..to-1, newline-separated. An RSA-2048 signature costs ~0.3 ms, so the pool is
+// signed on every core.
+const mintWorker = `
+const { parentPort, workerData: w } = require('node:worker_threads');
+const { createPrivateKey, sign } = require('node:crypto');
+const key = createPrivateKey(w.pem);
+const header = Buffer.from(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid: w.kid })).toString('base64url');
+const out = [];
+for (let i = w.from; i < w.to; i++) {
+  const claims = { ...w.claims, sub: 'user-' + i, jti: 'bench-' + i };
+  const input = header + '.' + Buffer.from(JSON.stringify(claims)).toString('base64url');
+  out.push(input + '.' + sign('sha256', Buffer.from(input), key).toString('base64url'));
+}
+parentPort.postMessage(out.join('\\n'));
+`;
+
+/** `count` distinct valid access tokens (subjects user-<first>..), shaped like an OpenID provider's. */
+async function mint(privateKey: KeyObject, issuer: string, first: number, count: number): Promise<string[]> {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = {
+    iss: issuer,
+    aud: AUDIENCE,
+    iat: now,
+    exp: now + 2 * 3600,
+    client_id: 'bench-client',
+    scope: 'openid api:read api:write',
+  };
+  const pem = privateKey.export({ format: 'pem', type: 'pkcs8' });
+  const workers = Math.max(1, Math.min(cpus().length, Math.ceil(count / 1000)));
+  const per = Math.ceil(count / workers);
+  const parts = await Promise.all(
+    Array.from({ length: workers }, (_, w) => {
+      const from = first + w * per;
+      const to = Math.min(first + count, from + per);
+      return new Promise<string>((resolve, reject) => {
+        const worker = new Worker(mintWorker, {
+          eval: true,
+          workerData: { pem, kid: KID, claims, from, to },
+        });
+        worker.once('message', (m: string) => resolve(m));
+        worker.once('error', reject);
+        worker.once('exit', (code) => {
+          if (code !== 0) reject(new Error(`token worker exited with ${code}`));
+        });
+      });
+    }),
+  );
+  return parts.flatMap((p) => (p === '' ? [] : p.split('\n')));
+}
+
+// ---------------------------------------------------------------------------------------
+// Load files. ghz: CheckRequests as length-prefixed protobuf (-B), which ghz decodes once
+// before the run and sends round-robin by request number; as JSON (-D) it would parse each
+// request on first use, which with a new token per call makes ghz the bottleneck. wrk: the
+// tokens, one per line, made into requests by the Lua script before the run and sent in order.
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
+
+function writeGhzData(file: string, path: string, tokens: readonly string[]): void {
+  const req = realisticCheckRequest(path) as {
+    attributes: { request: { time: unknown; http: { headers: Record<string, string> } } };
+  };
+  // fromObject takes a Timestamp as seconds/nanos, not as its JSON string.
+  req.attributes.request.time = { seconds: Math.floor(Date.parse('2026-11-25T12:00:00Z') / 1000), nanos: 0 };
+  const headers = req.attributes.request.http.headers;
+  const fd = openSync(file, 'w');
+  try {
+    for (let i = 0; i < tokens.length; i += 1000) {
+      const chunk = tokens.slice(i, i + 1000).flatMap((t) => {
+        headers.authorization = `Bearer ${t}`;
+        const msg = Buffer.from(CheckRequest.encode(CheckRequest.fromObject(req)).finish());
+        return [varint(msg.length), msg];
+      });
+      writeSync(fd, Buffer.concat(chunk));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** wrk: every request of the file's tokens formatted up front, then sent in order, wrapping round at the end. */
+function wrkLua(tokenFile: string): string {
+  return `
+local reqs = {}
+for line in io.lines(${JSON.stringify(tokenFile)}) do
+  reqs[#reqs + 1] = wrk.format(nil, nil, { ["Host"] = wrk.host .. ":" .. wrk.port, ["authorization"] = "Bearer " .. line })
+end
+local n = #reqs
+local i = 0
+request = function()
+  i = i + 1
+  if i > n then i = 1 end
+  return reqs[i]
+end
+`;
+}
+
+// ---------------------------------------------------------------------------------------
+// ghz with call data from a file. measure.ts's ghz() passes JSON data on the command line
+// (-d), which cannot carry more than 128 KiB; this is the same run and report with -B.
+
+function envoyProtoArgs(): string[] {
+  const deps = join(
+    dirname(createRequire(import.meta.url).resolve('@grpc/grpc-js-xds/package.json')),
+    'deps',
+  );
+  return [
+    '--import-paths',
+    ['envoy-api', 'googleapis', 'protoc-gen-validate', 'xds'].map((d) => join(deps, d)).join(','),
+    '--proto',
+    'envoy/service/auth/v3/external_auth.proto',
+  ];
+}
+
+function percentile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const i = Math.min(sorted.length - 1, Math.ceil((q / 100) * sorted.length) - 1);
+  return sorted[Math.max(0, i)]!;
+}
+
+async function ghzFile(opts: {
+  port: number;
+  dataFile: string;
+  concurrency: number;
+  durationS: number;
+}): Promise<LoadResult> {
+  const out = join(scratchDir('ghz'), 'ghz.json');
+  await run(
+    tool('ghz'),
+    [
+      '--insecure',
+      ...envoyProtoArgs(),
+      '--call',
+      'envoy.service.auth.v3.Authorization.Check',
+      '-B',
+      opts.dataFile,
+      '-c',
+      String(opts.concurrency),
+      '--connections',
+      '1',
+      '-z',
+      `${opts.durationS}s`,
+      '--cpus',
+      '1',
+      '-O',
+      'json',
+      '-o',
+      out,
+      `127.0.0.1:${opts.port}`,
+    ],
+    {
+      maxBuffer: 64 * 1024 * 1024,
+      // Tens of thousands of decoded requests make a large, pointer-rich Go heap; at the
+      // default GOGC ghz would spend its one CPU rescanning it instead of sending calls.
+      env: { ...process.env, GOGC: '2000' },
+    },
+  );
+  const report = JSON.parse(readFileSync(out, 'utf8')) as {
+    total: number;
+    details?: { latency: number; status: string }[];
+    errorDistribution?: Record<string, number>;
+  };
+  rmSync(dirname(out), { recursive: true, force: true });
+  // As in measure.ts: calls cut off when -z runs out are the tool stopping, not errors.
+  const ok = (report.details ?? []).filter((d) => d.status === 'OK');
+  const lat = Float64Array.from(ok.map((d) => d.latency / 1e6)).sort();
+  const errors = Object.entries(report.errorDistribution ?? {})
+    .filter(([msg]) => !msg.includes('use of closed network connection'))
+    .reduce((a, [, v]) => a + v, 0);
+  return {
+    via: 'grpc',
+    tool: 'ghz',
+    concurrency: opts.concurrency,
+    durationS: opts.durationS,
+    requests: ok.length + errors,
+    errors,
+    checksPerSec: Math.round(ok.length / (report.total / 1e9)),
+    p50: percentile(lat, 50),
+    p90: percentile(lat, 90),
+    p99: percentile(lat, 99),
+    p999: percentile(lat, 99.9),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// /metrics around each run.
+
+type Samples = { name: string; labels: Record<string, string>; value: number }[] & {
+  /** Metric families the sidecar declares (# TYPE), whether or not they have samples yet. */
+  families?: Set<string>;
+};
+
+async function scrape(httpPort: number): Promise<Samples> {
+  const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
+  if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
+  const out: Samples = [];
+  out.families = new Set();
+  for (const line of (await res.text()).split('\n')) {
+    const family = /^# TYPE (\S+)/.exec(line)?.[1];
+    if (family) out.families.add(family);
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const [, k, v] of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k!] = v!;
+    out.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+function sum(samples: Samples, name: string, where: Record<string, string> = {}): number {
+  return samples
+    .filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
+    .reduce((a, s) => a + s.value, 0);
+}
+
+/** /metrics once the checks still in flight when the load tool stopped have been answered. */
+async function settledScrape(httpPort: number): Promise<Samples> {
+  let last = await scrape(httpPort);
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const next = await scrape(httpPort);
+    if (sum(next, 'nox_checks_total') === sum(last, 'nox_checks_total')) return next;
+    last = next;
+  }
+  return last;
+}
+
+/**
+ * CPU time (user + system) of this process's exited and reaped children, seconds: the
+ * load tool, which is the only child that ends during a run (cutime + cstime, /proc/self/stat).
+ */
+function reapedChildrenCpuSeconds(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / 100;
+}
+
+const warned = new Set<string>();
+
+/** One load, labelled with its case, and what the sidecar's counters say about it. */
+async function measured(
+  label: string,
+  distinctTokens: number,
+  load: () => Promise<LoadResult>,
+  sidecar: { httpPort: number; pid: number },
+  issuer: Issuer,
+): Promise<LoadResult> {
+  const before = await settledScrape(sidecar.httpPort);
+  const cpu0 = cpuSeconds(sidecar.pid);
+  const host0 = hostCpuTicks();
+  const tool0 = reapedChildrenCpuSeconds();
+  const t0 = performance.now();
+  const result = await load();
+  const wallS = (performance.now() - t0) / 1000;
+  const cpu1 = cpuSeconds(sidecar.pid);
+  const host1 = hostCpuTicks();
+  const tool1 = reapedChildrenCpuSeconds();
+  const after = await settledScrape(sidecar.httpPort);
+  const d = (name: string, where?: Record<string, string>) =>
+    sum(after, name, where) - sum(before, name, where);
+  // A counter the sidecar does not export reads as NaN, not as a misleading 0.
+  const exported = (name: string) => after.families?.has(name) ?? false;
+  const counter = (name: string, where?: Record<string, string>) =>
+    exported(name) ? d(name, where) : Number.NaN;
+  const checks = d('nox_checks_total');
+  const hits = counter('nox_identity_token_cache_total', { result: 'hit' });
+  const misses = counter('nox_identity_token_cache_total', { result: 'miss' });
+  const extra: Record<string, number> = {
+    checks,
+    allowed: d('nox_checks_total', { decision: 'allow' }),
+    denied: d('nox_checks_total', { decision: 'deny' }),
+  };
+  for (const code of new Set(after.filter((s) => s.name === 'nox_checks_total').map((s) => s.labels.code))) {
+    const n = d('nox_checks_total', { decision: 'deny', code: code ?? '' });
+    if (n > 0) extra[`denied_${code}`] = n;
+  }
+  Object.assign(extra, {
+    distinctTokens,
+    tokenCacheHits: hits,
+    tokenCacheMisses: misses,
+    tokenCacheHitPct: hits + misses > 0 ? Math.round((hits / (hits + misses)) * 1000) / 10 : Number.NaN,
+    // During this run, and in all since the sidecar started (the first is the only one expected).
+    jwksFetches: counter('nox_identity_jwks_fetches_total'),
+    jwksFetchesSinceStart: exported('nox_identity_jwks_fetches_total')
+      ? sum(after, 'nox_identity_jwks_fetches_total')
+      : Number.NaN,
+    jwksServed: issuer.jwksHits(),
+    checkMeanMs: checks > 0 ? (d('nox_check_duration_seconds_sum') / checks) * 1000 : Number.NaN,
+    // Of one core: ~100 means the (single-threaded) sidecar is CPU-bound.
+    sidecarCpuPct: Math.round(((cpu1 - cpu0) / wallS) * 100),
+    // ghz or wrk, of one core: the load tool competes with the sidecar for the same cores.
+    loadToolCpuPct: Math.round(((tool1 - tool0) / wallS) * 100),
+    // Of all cores: the sidecar, Envoy, the upstream and the load tool share them.
+    hostCpuBusyPct: Math.round(((host1.busy - host0.busy) / (host1.total - host0.total)) * 100),
+  });
+  if (label === 'miss') extra.tokensReused = Math.max(0, checks - distinctTokens);
+  for (const name of ['nox_identity_token_cache_total', 'nox_identity_jwks_fetches_total']) {
+    if (exported(name) || warned.has(name)) continue;
+    warned.add(name);
+    process.stderr.write(`warning: the sidecar's /metrics has no ${name}; its figures read NaN\n`);
+  }
+  return {
+    ...result,
+    tool: `${result.tool} ${label}`,
+    extra,
+    sidecarPeakRssMiB: peakRssMiB(sidecar.pid),
+  };
+}
+
+/**
+ * Bearer JWT validation: the same load once with a few tokens the sidecar has cached, once
+ * with a new token on (nearly) every request, so each is a cache miss: decode, RS256
+ * signature check against the cached JWKS, claim checks, cache insert.
+ */
+export const jwt: Scenario = {
+  name: 'jwt',
+  describe: `bearer RS256 JWTs on an AccessPolicy requiring authentication: ${CACHED_TOKENS} cached tokens, then a fresh token per request (token-cache misses)`,
+  async run({ durationS, concurrency }) {
+    const dir = scratchDir('bench-jwt');
+    const stops: (() => Promise<void>)[] = [];
+    const results: LoadResult[] = [];
+    try {
+      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const issuer = await serveJwks(publicKey);
+      stops.push(() => issuer.close());
+
+      // Each miss run (ghz, wrk) gets its own slice of the pool, sized for ~10k checks/s
+      // over its warm-up and run; distinctTokens in the table says how many it had. Were a
+      // run to go through its slice, it starts over at the beginning: still misses, as long
+      // as the slice is larger than the sidecar's token cache (50 000 entries, LRU).
+      const perRun = Math.max(60_000, 10_000 * (durationS + 1));
+      const t0 = performance.now();
+      const cachedTokens = await mint(privateKey, issuer.issuer, 0, CACHED_TOKENS);
+      const pool = await mint(privateKey, issuer.issuer, CACHED_TOKENS, 2 * (WARM_TOKENS + perRun));
+      const mintS = (performance.now() - t0) / 1000;
+      process.stdout.write(
+        `minted ${cachedTokens.length + pool.length} RS256 tokens in ${mintS.toFixed(1)} s\n`,
+      );
+      const path = '/api/items';
+      const files = {
+        ghzCached: join(dir, 'ghz-cached.bin'),
+        ghzMissWarm: join(dir, 'ghz-miss-warm.bin'),
+        ghzMiss: join(dir, 'ghz-miss.bin'),
+        wrkCached: join(dir, 'wrk-cached.txt'),
+        wrkMissWarm: join(dir, 'wrk-miss-warm.txt'),
+        wrkMiss: join(dir, 'wrk-miss.txt'),
+      };
+      const ghzWarm = pool.slice(0, WARM_TOKENS);
+      const ghzMain = pool.slice(WARM_TOKENS, WARM_TOKENS + perRun);
+      const wrkWarm = pool.slice(WARM_TOKENS + perRun, 2 * WARM_TOKENS + perRun);
+      const wrkMain = pool.slice(2 * WARM_TOKENS + perRun);
+      writeGhzData(files.ghzCached, path, cachedTokens);
+      writeGhzData(files.ghzMissWarm, path, ghzWarm);
+      writeGhzData(files.ghzMiss, path, ghzMain);
+      writeFileSync(files.wrkCached, `${cachedTokens.join('\n')}\n`);
+      writeFileSync(files.wrkMissWarm, `${wrkWarm.join('\n')}\n`);
+      writeFileSync(files.wrkMiss, `${wrkMain.join('\n')}\n`);
+
+      const policyPath = join(dir, 'policy.yaml');
+      writeFileSync(policyPath, policies(issuer.issuer, issuer.jwksUri));
+      const upstream = await startUpstream();
+      stops.push(() => upstream.close());
+      const sidecar = await startSidecar({ policyPath, env: { NOX_LOG_LEVEL: 'warn' } });
+      stops.push(() => sidecar.stop());
+      const envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
+      stops.push(() => envoy.stop());
+      const target = { httpPort: sidecar.httpPort, pid: sidecar.service.child.pid! };
+
+      // Fail fast on a setup that would only measure 401s: a token of each kind must pass.
+      for (const token of [cachedTokens[0]!, ghzWarm[0]!]) {
+        const res = await fetch(`${envoy.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+        if (res.status !== 200)
+          throw new Error(`a bench token was refused: ${res.status} ${await res.text()}`);
+      }
+
+      const port = sidecar.grpcPort;
+      const grpc = (dataFile: string, s: number) => () =>
+        ghzFile({ port, dataFile, concurrency, durationS: s });
+      await grpc(files.ghzCached, 2)();
+      results.push(
+        await measured('cached', cachedTokens.length, grpc(files.ghzCached, durationS), target, issuer),
+      );
+      await grpc(files.ghzMissWarm, 1)();
+      results.push(await measured('miss', ghzMain.length, grpc(files.ghzMiss, durationS), target, issuer));
+
+      const url = `${envoy.url}${path}`;
+      const http = (tokenFile: string, s: number) => () =>
+        wrk({ url, concurrency, durationS: s, lua: wrkLua(tokenFile) });
+      await http(files.wrkCached, 2)();
+      results.push(
+        await measured('cached', cachedTokens.length, http(files.wrkCached, durationS), target, issuer),
+      );
+      await http(files.wrkMissWarm, 1)();
+      results.push(await measured('miss', wrkMain.length, http(files.wrkMiss, durationS), target, issuer));
+    } finally {
+      // Envoy first, the JWKS server last: the reverse of starting.
+      for (const stop of stops.reverse()) {
+        await stop().catch((e: unknown) => process.stderr.write(`stopping: ${String(e)}\n`));
+      }
+      // The token files run to hundreds of MB.
+      rmSync(dir, { recursive: true, force: true });
+    }
+    return results;
+  },
+};
