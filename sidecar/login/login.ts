@@ -1,5 +1,5 @@
 import * as oidc from 'openid-client';
-import { Counter, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import type { Ctx } from '../pipeline/types.js';
 import type { SecretStore } from '../secrets/secretStore.js';
@@ -36,6 +36,18 @@ export class Login {
       help: 'Session token refreshes: refreshed; current (another request or sidecar had just refreshed); ended (the provider refused the refresh token: session over); error (transient: the session stands, retried later).',
       labelNames: ['result'],
       registers: [registry],
+    });
+    new Gauge({
+      name: 'nox_sessions_active',
+      help: 'Browser sessions not yet expired or revoked, in the shared store (read at scrape time).',
+      registers: [registry],
+      async collect() {
+        try {
+          this.set(await store.active());
+        } catch {
+          // Store unreachable: leave the last value; the store's own errors are counted elsewhere.
+        }
+      },
     });
     this.revocations = new Counter({
       name: 'nox_session_revocations_total',

@@ -14,7 +14,8 @@ export interface RedisSessionStoreOptions {
 }
 
 /** Revocations are broadcast here; the message is the session hash, never the id. */
-export const revokedChannel = 'nox:s:revoked';
+const activeIndex = '{nox:s}:active';
+const revokedChannel = 'nox:s:revoked';
 
 // The braces are a hash tag: a session, its lock and nothing else share one Cluster slot.
 const sessionKey = (hash: string) => `nox:s:{${hash}}`;
@@ -84,6 +85,13 @@ export class RedisSessionStore implements SessionStore {
 
   async create(hash: string, record: SessionRecord, ttlMs: number): Promise<void> {
     await this.#client.set(sessionKey(hash), JSON.stringify(record), 'PX', Math.max(1, Math.ceil(ttlMs)));
+    // An index for counting only (one slot; scored by expiry): losing an entry only undercounts.
+    await this.#client.zadd(activeIndex, Date.now() + ttlMs, hash).catch(() => undefined);
+  }
+
+  async active(): Promise<number> {
+    await this.#client.zremrangebyscore(activeIndex, '-inf', Date.now());
+    return this.#client.zcard(activeIndex);
   }
 
   async replace(hash: string, record: SessionRecord): Promise<boolean> {
@@ -93,6 +101,7 @@ export class RedisSessionStore implements SessionStore {
 
   async revoke(hash: string): Promise<boolean> {
     const deleted = await this.#client.del(sessionKey(hash));
+    await this.#client.zrem(activeIndex, hash).catch(() => undefined);
     await this.#client.publish(revokedChannel, hash);
     return deleted > 0;
   }

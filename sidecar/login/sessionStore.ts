@@ -46,6 +46,8 @@ export interface SessionStore {
   unlock(hash: string, token: string): Promise<void>;
   /** True the first time a key is seen within ttlMs, false on every repeat (single-use login state). */
   firstUse(key: string, ttlMs: number): Promise<boolean>;
+  /** Sessions not yet expired or revoked (for the active-sessions gauge; read per scrape, never per request). */
+  active(): Promise<number>;
   /** Called with the hash of each revoked session (from any sidecar), and with '*' when some may have been missed. */
   onRevoked(listener: (hash: string) => void): void;
   close(): Promise<void>;
@@ -93,6 +95,13 @@ export class MemorySessionStore implements SessionStore {
     if (!s || s.until <= Date.now()) return false;
     this.#sessions.set(hash, { record, until: s.until });
     return true;
+  }
+
+  async active(): Promise<number> {
+    const now = Date.now();
+    let n = 0;
+    for (const s of this.#sessions.values()) if (s.until > now) n++;
+    return n;
   }
 
   async revoke(hash: string): Promise<boolean> {

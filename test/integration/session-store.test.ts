@@ -55,6 +55,19 @@ function contract(name: string, makePair: () => Promise<[SessionStore, SessionSt
       expect(await b.replace(short, record('corp:bob'))).toBe(false);
     });
 
+    it('counts active sessions across sidecars: created ones, not expired or revoked ones', async () => {
+      const before = await b.active();
+      const live = sessionHash(newSessionId());
+      const brief = sessionHash(newSessionId());
+      await a.create(live, record('corp:dan'), 60_000);
+      await a.create(brief, record('corp:eve'), 100);
+      expect(await b.active()).toBe(before + 2);
+      await new Promise((r) => setTimeout(r, 250));
+      expect(await b.active()).toBe(before + 1);
+      await a.revoke(live);
+      expect(await b.active()).toBe(before);
+    });
+
     it('revokes a session on every sidecar and tells them all within 1 s', async () => {
       const h = sessionHash(newSessionId());
       await a.create(h, record('corp:carol'), 60_000);
