@@ -1,0 +1,596 @@
+import { createHash } from 'node:crypto';
+import type {
+  V1ConfigMap,
+  V1OwnerReference,
+  V1PodDisruptionBudget,
+  V1Secret,
+  V1Service,
+  V1StatefulSet,
+} from '@kubernetes/client-node';
+import { reservedPostgresParameters } from '../../common/resources/kinds/postgresCluster.js';
+import type { PostgresCluster, PostgresClusterSpec } from '../../common/resources/types.gen.js';
+import { FENCING_ANNOTATION, ROLE_LABEL } from './failover.js';
+
+export * from './failover.js';
+
+/**
+ * The child objects of a PostgresCluster, computed from its spec alone (plus the passwords the
+ * reconciler read or generated once): a pure function, unit-tested without a cluster and applied
+ * as a whole with server-side apply on every reconcile.
+ *
+ * Roles are not part of the pod template: the operator sets the label nox.dev/role on each pod
+ * (primary, replica or fenced) and the -rw / -ro Services select on it, so a failover is a label
+ * change and never rolls the StatefulSet.
+ */
+
+export const POSTGRES_PORT = 5432;
+export const PASSWORD_KEY = 'password';
+export const SUPERUSER = 'postgres';
+/** Where the pod template records the hash of the ConfigMap, so that a config change rolls the pods. */
+export const CONFIG_HASH_ANNOTATION = 'nox.dev/config-hash';
+export const CONFIG_DIR = '/etc/postgresql';
+export const PODINFO_DIR = '/etc/podinfo';
+export const DATA_MOUNT = '/var/lib/postgresql/data';
+export const PGDATA = `${DATA_MOUNT}/pgdata`;
+
+export interface PostgresClusterNames {
+  /** Generated superuser Secret (unused with spec.superuserSecretRef). */
+  readonly superuserSecret: string;
+  /** Generated application Secret (unused with spec.appSecretRef). */
+  readonly appSecret: string;
+  readonly configMap: string;
+  /** Headless Service: one DNS name per pod, not-ready addresses published. */
+  readonly headless: string;
+  /** Read-write: the primary only. */
+  readonly rw: string;
+  /** Read-only: the replicas. */
+  readonly ro: string;
+  readonly statefulSet: string;
+  readonly pdb: string;
+}
+
+export function namesOf(name: string): PostgresClusterNames {
+  return {
+    superuserSecret: `${name}-superuser`,
+    appSecret: `${name}-app`,
+    configMap: `${name}-config`,
+    headless: `${name}-instances`,
+    rw: `${name}-rw`,
+    ro: `${name}-ro`,
+    statefulSet: name,
+    pdb: name,
+  };
+}
+
+/** The pod names, in ordinal order (the StatefulSet's naming). */
+export function instanceNames(name: string, instances: number): string[] {
+  return Array.from({ length: instances }, (_, i) => `${name}-${i}`);
+}
+
+/** The replication slot of an instance on the primary (slot names allow [a-z0-9_] only). */
+export function slotName(pod: string): string {
+  return `nox_${pod.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`;
+}
+
+/** The labels the StatefulSet selects its pods by (immutable once created). */
+export function selectorLabels(name: string): Record<string, string> {
+  return {
+    'app.kubernetes.io/name': 'postgres',
+    'app.kubernetes.io/instance': name,
+  };
+}
+
+export function labelsOf(name: string): Record<string, string> {
+  return {
+    ...selectorLabels(name),
+    'app.kubernetes.io/component': 'postgres-cluster',
+    'app.kubernetes.io/part-of': 'nox',
+    'app.kubernetes.io/managed-by': 'nox-operator',
+  };
+}
+
+/** The PostgresCluster a Pod belongs to, from its labels (pods are owned by the StatefulSet). */
+export function clusterOfPod(pod: {
+  metadata?: { namespace?: string; labels?: Record<string, string> };
+}): { namespace: string; name: string }[] {
+  const labels = pod.metadata?.labels ?? {};
+  const name = labels['app.kubernetes.io/instance'];
+  const namespace = pod.metadata?.namespace;
+  if (
+    labels['app.kubernetes.io/name'] !== 'postgres' ||
+    labels['app.kubernetes.io/managed-by'] !== 'nox-operator'
+  )
+    return [];
+  return name && namespace ? [{ namespace, name }] : [];
+}
+
+/** Milliseconds of a duration like "5s", "1m30s", "500ms"; undefined when malformed. */
+export function durationMs(d: string): number | undefined {
+  if (!/^(\d+(ms|s|m|h|d|w))+$/.test(d)) return undefined;
+  const unit: Record<string, number> = { ms: 1, s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7, w: 6.048e8 };
+  let total = 0;
+  for (const m of d.matchAll(/(\d+)(ms|s|m|h|d|w)/g)) total += Number(m[1]) * unit[m[2]!]!;
+  return total;
+}
+
+/** Failover delay of the spec, in milliseconds (default 5 s). */
+export function failoverDelayMs(spec: PostgresClusterSpec): number {
+  return durationMs(spec.failover?.delay ?? '5s') ?? 5000;
+}
+
+/** Replicas that must confirm each commit (0: asynchronous). */
+export function syncNumber(spec: PostgresClusterSpec): number {
+  const s = spec.synchronous;
+  return !s || s.mode === 'Off' ? 0 : s.number;
+}
+
+/** Settings the operator writes after the user's parameters, beyond the schema's reserved list. */
+export const operatorOwnedParameters = ['password_encryption', 'wal_log_hints'] as const;
+
+/** Minimum max_wal_senders / max_replication_slots: one per replica, plus room for a re-clone and a backup. */
+export function minimumSenders(instances: number): number {
+  return Math.max(instances - 1, 0) + 2;
+}
+
+/**
+ * Problems a user can fix in the spec that the CRD schema cannot express. Empty: valid.
+ * `name` is the cluster's name (switchoverTo must be one of its instances).
+ */
+export function validateSpec(spec: PostgresClusterSpec, name: string): string[] {
+  const problems: string[] = [];
+  const managed = new Set<string>([...reservedPostgresParameters, ...operatorOwnedParameters]);
+  for (const [k, v] of Object.entries(spec.parameters ?? {})) {
+    if (!/^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/.test(k))
+      problems.push(`parameters: "${k}" is not a postgresql.conf parameter name`);
+    if (/[\r\n\0]/.test(v)) problems.push(`parameters: the value of "${k}" must be one line`);
+    if (managed.has(k)) problems.push(`parameters: "${k}" is managed by the operator`);
+  }
+  const min = minimumSenders(spec.instances);
+  for (const k of ['max_wal_senders', 'max_replication_slots']) {
+    const v = spec.parameters?.[k];
+    if (v === undefined) continue;
+    if (!/^\d+$/.test(v.trim()) || Number(v) < min)
+      problems.push(
+        `parameters: ${k} must be a whole number of at least ${min} for ${spec.instances} instances`,
+      );
+  }
+  const n = syncNumber(spec);
+  if (n > 0 && n > spec.instances - 1)
+    problems.push(
+      `synchronous.number: ${n} replicas must confirm each commit, but ${spec.instances} instances have only ${spec.instances - 1} replicas`,
+    );
+  if (spec.switchoverTo !== undefined) {
+    const pods = instanceNames(name, spec.instances);
+    if (!pods.includes(spec.switchoverTo))
+      problems.push(
+        `switchoverTo: "${spec.switchoverTo}" is not an instance of this cluster (${pods.join(', ')})`,
+      );
+  }
+  if (spec.failover?.delay !== undefined) {
+    const ms = durationMs(spec.failover.delay);
+    if (ms === undefined) problems.push(`failover.delay: "${spec.failover.delay}" is not a duration`);
+    else if (ms < 1000)
+      problems.push(
+        'failover.delay: must be at least 1s, or a brief hiccup of the primary causes a failover',
+      );
+  }
+  if (spec.database) {
+    if (['postgres', 'template0', 'template1'].includes(spec.database.name))
+      problems.push(`database.name: "${spec.database.name}" is a system database`);
+    if (spec.database.owner === SUPERUSER || spec.database.owner.startsWith('pg_'))
+      problems.push(`database.owner: "${spec.database.owner}" is reserved; choose an ordinary role`);
+  }
+  if (spec.superuserSecretRef && spec.appSecretRef && sameRef(spec.superuserSecretRef, spec.appSecretRef))
+    problems.push('appSecretRef: must not be the superuser password');
+  return problems;
+}
+
+function sameRef(a: { name: string; key: string }, b: { name: string; key: string }): boolean {
+  return a.name === b.name && a.key === b.key;
+}
+
+/**
+ * synchronous_standby_names for the spec: standbys are known by their application_name, which
+ * the instance manager sets to the pod name. Every instance is listed, the primary included (a
+ * server is never its own standby), so the value stays the same across failovers.
+ */
+export function synchronousStandbyNames(cluster: PostgresCluster): string {
+  const s = cluster.spec.synchronous;
+  if (!s || s.mode === 'Off') return '';
+  const names = instanceNames(cluster.metadata.name, cluster.spec.instances)
+    .map((n) => `"${n}"`)
+    .join(', ');
+  return `${s.mode === 'Quorum' ? 'ANY' : 'FIRST'} ${s.number} (${names})`;
+}
+
+/** Quote a postgresql.conf value (always single-quoted; quotes and backslashes doubled/escaped). */
+export function confValue(v: string): string {
+  return `'${v.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`;
+}
+
+/** postgresql.conf: the operator's defaults, then the user's parameters, then what the operator owns. */
+export function postgresqlConf(cluster: PostgresCluster): string {
+  const spec = cluster.spec;
+  const senders = String(minimumSenders(spec.instances) + 2);
+  const settings = new Map<string, string>([
+    ['max_wal_senders', senders],
+    ['max_replication_slots', senders],
+    ['wal_keep_size', '512MB'],
+    ['hot_standby_feedback', 'on'],
+    ['wal_receiver_timeout', '5s'],
+    ['wal_sender_timeout', '5s'],
+    ['wal_receiver_status_interval', '1s'],
+    ['log_line_prefix', '%m [%p] %q%u@%d '],
+  ]);
+  for (const k of Object.keys(spec.parameters ?? {}).sort()) settings.set(k, spec.parameters![k]!);
+  const owned: Record<string, string> = {
+    listen_addresses: '*',
+    port: String(POSTGRES_PORT),
+    hba_file: `${CONFIG_DIR}/pg_hba.conf`,
+    wal_level: 'replica',
+    hot_standby: 'on',
+    synchronous_standby_names: synchronousStandbyNames(cluster),
+    password_encryption: 'scram-sha-256',
+    // pg_rewind needs it to bring a fenced former primary back as a replica.
+    wal_log_hints: 'on',
+  };
+  for (const [k, v] of Object.entries(owned)) settings.set(k, v);
+  const lines = [
+    `# Generated by nox-operator for PostgresCluster ${cluster.metadata.namespace}/${cluster.metadata.name}.`,
+    '# Edit spec.parameters of the PostgresCluster instead; changes here are overwritten.',
+    ...[...settings].map(([k, v]) => `${k} = ${confValue(v)}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * pg_hba.conf: password (SCRAM) authentication everywhere; streaming replication for the
+ * superuser from `replicationSources` (CIDRs of the pod network; "all" by default, since pod
+ * addresses are not known in advance and the password is what guards the connection).
+ */
+export function pgHbaConf(replicationSources: readonly string[] = ['all']): string {
+  const lines = [
+    '# Generated by nox-operator; changes here are overwritten.',
+    '# TYPE  DATABASE     USER      ADDRESS  METHOD',
+    'local   all          all                scram-sha-256',
+    ...replicationSources.map((src) => `host    replication  ${SUPERUSER}  ${src}  scram-sha-256`),
+    'host    all          all       all      scram-sha-256',
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The instance manager: decides the role at start from the pod's labels and annotations (read
+ * through the downward API), never starts a fenced instance, and never starts a former primary
+ * as primary unless the operator labelled it so. Promotion itself is done by the operator
+ * (pg_promote() over SQL); this script only brings PostgreSQL up in the right role.
+ */
+export function instanceManagerScript(): string {
+  return `#!/bin/sh
+# Generated by nox-operator: the instance manager of a PostgresCluster pod.
+set -eu
+labels=${PODINFO_DIR}/labels
+annotations=${PODINFO_DIR}/annotations
+role() { sed -n 's|^${ROLE_LABEL.replace('.', '\\.')}="\\(.*\\)"$|\\1|p' "$labels" 2>/dev/null || true; }
+fenced() { grep -q '^${FENCING_ANNOTATION.replace('.', '\\.')}="true"$' "$annotations" 2>/dev/null; }
+export PGPASSWORD="$POSTGRES_PASSWORD"
+slot="nox_$(printf '%s' "$POD_NAME" | tr -c 'a-z0-9_' '_')"
+while :; do
+  r=$(role)
+  if fenced || [ "$r" = fenced ]; then echo "instance-manager: $POD_NAME is fenced; not starting"; sleep 2; continue; fi
+  case "$r" in primary|replica) break ;; esac
+  echo "instance-manager: waiting for the operator to assign a role to $POD_NAME"; sleep 2
+done
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  if [ "$r" = primary ]; then
+    pw=$(mktemp); printf '%s' "$POSTGRES_PASSWORD" > "$pw"
+    initdb -D "$PGDATA" -U ${SUPERUSER} --pwfile="$pw" --auth=scram-sha-256 --data-checksums
+    rm -f "$pw"
+    postgres -D "$PGDATA" -c config_file=${CONFIG_DIR}/postgresql.conf -c listen_addresses= -c synchronous_standby_names= &
+    until pg_isready -q -h /var/run/postgresql; do sleep 0.2; done
+    psql -v ON_ERROR_STOP=1 -h /var/run/postgresql -U ${SUPERUSER} -d postgres \\
+      -v owner="$NOX_APP_OWNER" -v pw="$NOX_APP_PASSWORD" -v db="$NOX_APP_DATABASE" <<'SQL'
+CREATE ROLE :"owner" LOGIN PASSWORD :'pw';
+CREATE DATABASE :"db" OWNER :"owner";
+SQL
+    pg_ctl -D "$PGDATA" stop -m fast
+  else
+    pg_basebackup -D "$PGDATA" -h "$NOX_PRIMARY_HOST" -p ${POSTGRES_PORT} -U ${SUPERUSER} -X stream -c fast
+  fi
+fi
+if [ "$r" = replica ]; then
+  if [ ! -f "$PGDATA/standby.signal" ]; then
+    # A former primary: rewind onto the current primary's timeline before following it.
+    pg_rewind -D "$PGDATA" --source-server="host=$NOX_PRIMARY_HOST port=${POSTGRES_PORT} user=${SUPERUSER} dbname=postgres" || true
+    touch "$PGDATA/standby.signal"
+  fi
+  exec postgres -D "$PGDATA" -c config_file=${CONFIG_DIR}/postgresql.conf \\
+    -c primary_conninfo="host=$NOX_PRIMARY_HOST port=${POSTGRES_PORT} user=${SUPERUSER} application_name=$POD_NAME" \\
+    -c primary_slot_name="$slot" -c recovery_target_timeline=latest
+fi
+rm -f "$PGDATA/standby.signal"
+exec postgres -D "$PGDATA" -c config_file=${CONFIG_DIR}/postgresql.conf
+`;
+}
+
+export interface DesiredChildren {
+  /** Absent with spec.superuserSecretRef. */
+  readonly superuserSecret?: V1Secret;
+  /** Absent with spec.appSecretRef. */
+  readonly appSecret?: V1Secret;
+  readonly configMap: V1ConfigMap;
+  readonly headless: V1Service;
+  readonly rw: V1Service;
+  readonly ro: V1Service;
+  readonly statefulSet: V1StatefulSet;
+  readonly pdb: V1PodDisruptionBudget;
+}
+
+export interface DesiredInput {
+  /** The generated superuser password (read back from its Secret, or new on the first reconcile). */
+  readonly superuserPassword?: string;
+  /** The generated application password, likewise. */
+  readonly appPassword?: string;
+  /** CIDRs allowed to stream WAL (pg_hba.conf); default "all". */
+  readonly replicationSources?: readonly string[];
+}
+
+/** Where the pods read the superuser password from. */
+export function superuserPasswordRef(cluster: PostgresCluster): { name: string; key: string } {
+  return (
+    cluster.spec.superuserSecretRef ?? {
+      name: namesOf(cluster.metadata.name).superuserSecret,
+      key: PASSWORD_KEY,
+    }
+  );
+}
+
+/** Where the pods (and applications) read the application password from. */
+export function appPasswordRef(cluster: PostgresCluster): { name: string; key: string } {
+  return cluster.spec.appSecretRef ?? { name: namesOf(cluster.metadata.name).appSecret, key: PASSWORD_KEY };
+}
+
+export function ownerReference(cluster: PostgresCluster): V1OwnerReference {
+  const uid = cluster.metadata.uid;
+  if (!uid) throw new Error('PostgresCluster without metadata.uid (not read from the API server?)');
+  return {
+    apiVersion: cluster.apiVersion,
+    kind: cluster.kind,
+    name: cluster.metadata.name,
+    uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+function b64(s: string): string {
+  return Buffer.from(s).toString('base64');
+}
+
+export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = {}): DesiredChildren {
+  const name = cluster.metadata.name;
+  const namespace = cluster.metadata.namespace!;
+  const spec = cluster.spec;
+  const names = namesOf(name);
+  const labels = labelsOf(name);
+  const selector = selectorLabels(name);
+  const database = spec.database ?? { name: 'nox', owner: 'nox' };
+  const rwHost = `${names.rw}.${namespace}.svc`;
+  const meta = (objName: string) => ({
+    name: objName,
+    namespace,
+    labels,
+    ownerReferences: [ownerReference(cluster)],
+  });
+
+  let superuserSecret: V1Secret | undefined;
+  if (!spec.superuserSecretRef) {
+    if (!input.superuserPassword)
+      throw new Error('desiredChildren: a generated superuser password is required');
+    superuserSecret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: meta(names.superuserSecret),
+      type: 'kubernetes.io/basic-auth',
+      data: { username: b64(SUPERUSER), [PASSWORD_KEY]: b64(input.superuserPassword) },
+    };
+  }
+  let appSecret: V1Secret | undefined;
+  if (!spec.appSecretRef) {
+    if (!input.appPassword) throw new Error('desiredChildren: a generated application password is required');
+    const uri = `postgresql://${encodeURIComponent(database.owner)}:${encodeURIComponent(input.appPassword)}@${rwHost}:${POSTGRES_PORT}/${encodeURIComponent(database.name)}`;
+    appSecret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: meta(names.appSecret),
+      type: 'kubernetes.io/basic-auth',
+      data: {
+        username: b64(database.owner),
+        [PASSWORD_KEY]: b64(input.appPassword),
+        dbname: b64(database.name),
+        host: b64(rwHost),
+        port: b64(String(POSTGRES_PORT)),
+        uri: b64(uri),
+      },
+    };
+  }
+
+  const configData = {
+    'postgresql.conf': postgresqlConf(cluster),
+    'pg_hba.conf': pgHbaConf(input.replicationSources),
+    'instance-manager.sh': instanceManagerScript(),
+  };
+  const configMap: V1ConfigMap = {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: meta(names.configMap),
+    data: configData,
+  };
+  const configHash = createHash('sha256')
+    .update(JSON.stringify(Object.entries(configData)))
+    .digest('hex')
+    .slice(0, 16);
+
+  const port = { name: 'postgres', port: POSTGRES_PORT, targetPort: 'postgres', protocol: 'TCP' };
+  const headless: V1Service = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta(names.headless),
+    spec: { clusterIP: 'None', publishNotReadyAddresses: true, selector, ports: [port] },
+  };
+  const rw: V1Service = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta(names.rw),
+    spec: { type: 'ClusterIP', selector: { ...selector, [ROLE_LABEL]: 'primary' }, ports: [port] },
+  };
+  const ro: V1Service = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta(names.ro),
+    spec: { type: 'ClusterIP', selector: { ...selector, [ROLE_LABEL]: 'replica' }, ports: [port] },
+  };
+
+  const su = superuserPasswordRef(cluster);
+  const app = appPasswordRef(cluster);
+  const storage = spec.storage;
+  const statefulSet: V1StatefulSet = {
+    apiVersion: 'apps/v1',
+    kind: 'StatefulSet',
+    metadata: meta(names.statefulSet),
+    spec: {
+      serviceName: names.headless,
+      replicas: spec.instances,
+      // Replicas clone from the primary, which the operator picks: no ordering needed, start all.
+      podManagementPolicy: 'Parallel',
+      selector: { matchLabels: selector },
+      // The operator restarts pods itself (replicas first, then a switchover), never the controller.
+      updateStrategy: { type: 'OnDelete' },
+      template: {
+        metadata: { labels, annotations: { [CONFIG_HASH_ANNOTATION]: configHash } },
+        spec: {
+          enableServiceLinks: false,
+          automountServiceAccountToken: false,
+          // Let a fast shutdown finish its checkpoint.
+          terminationGracePeriodSeconds: 60,
+          securityContext: { runAsNonRoot: true, runAsUser: 999, runAsGroup: 999, fsGroup: 999 },
+          ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
+          affinity: {
+            podAntiAffinity: {
+              preferredDuringSchedulingIgnoredDuringExecution: [
+                {
+                  weight: 100,
+                  podAffinityTerm: {
+                    topologyKey: 'kubernetes.io/hostname',
+                    labelSelector: { matchLabels: selector },
+                  },
+                },
+              ],
+            },
+          },
+          containers: [
+            {
+              name: 'instance-manager',
+              image: spec.image,
+              command: ['sh', `${CONFIG_DIR}/instance-manager.sh`],
+              env: [
+                { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+                { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+                { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+                { name: 'NOX_CLUSTER', value: name },
+                // The role is decided by the operator and read from the pod's labels; this is
+                // only the instance bootstrapped as primary when the cluster is new.
+                { name: 'NOX_INITIAL_PRIMARY', value: `${name}-0` },
+                { name: 'NOX_PRIMARY_HOST', value: rwHost },
+                { name: 'NOX_INSTANCES_HOST', value: `${names.headless}.${namespace}.svc` },
+                { name: 'NOX_APP_DATABASE', value: database.name },
+                { name: 'NOX_APP_OWNER', value: database.owner },
+                { name: 'PGDATA', value: PGDATA },
+                { name: 'PGPORT', value: String(POSTGRES_PORT) },
+                { name: 'POSTGRES_PASSWORD', valueFrom: { secretKeyRef: { name: su.name, key: su.key } } },
+                { name: 'NOX_APP_PASSWORD', valueFrom: { secretKeyRef: { name: app.name, key: app.key } } },
+              ],
+              ports: [{ name: 'postgres', containerPort: POSTGRES_PORT, protocol: 'TCP' }],
+              readinessProbe: {
+                exec: { command: ['pg_isready', '-q', '-h', '127.0.0.1', '-p', String(POSTGRES_PORT)] },
+                periodSeconds: 2,
+                timeoutSeconds: 2,
+                successThreshold: 1,
+                failureThreshold: 2,
+              },
+              ...(spec.resources ? { resources: spec.resources as never } : {}),
+              volumeMounts: [
+                { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+                { name: 'podinfo', mountPath: PODINFO_DIR, readOnly: true },
+                { name: 'data', mountPath: DATA_MOUNT },
+                { name: 'run', mountPath: '/var/run/postgresql' },
+              ],
+            },
+          ],
+          volumes: [
+            { name: 'config', configMap: { name: names.configMap } },
+            {
+              name: 'podinfo',
+              downwardAPI: {
+                items: [
+                  { path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } },
+                  { path: 'annotations', fieldRef: { fieldPath: 'metadata.annotations' } },
+                ],
+              },
+            },
+            { name: 'run', emptyDir: {} },
+            ...(storage ? [] : [{ name: 'data', emptyDir: {} }]),
+          ],
+        },
+      },
+      ...(storage
+        ? {
+            volumeClaimTemplates: [
+              {
+                apiVersion: 'v1',
+                kind: 'PersistentVolumeClaim',
+                metadata: { name: 'data', labels },
+                spec: {
+                  accessModes: ['ReadWriteOnce'],
+                  resources: { requests: { storage: storage.size } },
+                  ...(storage.storageClassName ? { storageClassName: storage.storageClassName } : {}),
+                },
+              },
+            ],
+          }
+        : {}),
+    },
+  };
+
+  const pdb: V1PodDisruptionBudget = {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: meta(names.pdb),
+    spec: { maxUnavailable: 1, selector: { matchLabels: selector } },
+  };
+
+  return {
+    ...(superuserSecret ? { superuserSecret } : {}),
+    ...(appSecret ? { appSecret } : {}),
+    configMap,
+    headless,
+    rw,
+    ro,
+    statefulSet,
+    pdb,
+  };
+}
+
+/** The children in apply order (Secrets and ConfigMap before the pods that mount them). */
+export function childList(c: DesiredChildren) {
+  return [
+    ...(c.superuserSecret ? [c.superuserSecret] : []),
+    ...(c.appSecret ? [c.appSecret] : []),
+    c.configMap,
+    c.headless,
+    c.rw,
+    c.ro,
+    c.pdb,
+    c.statefulSet,
+  ];
+}
