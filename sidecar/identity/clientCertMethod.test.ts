@@ -30,7 +30,8 @@ const ctxAt = (now: number): Ctx => ({
   signal: new AbortController().signal,
   now,
 });
-const ctx = ctxAt(Date.now());
+/** A check made now: certificates are minted in beforeAll, so the clock is read at check time. */
+const ctx = () => ctxAt(Date.now());
 const policy = (subjectFrom?: 'URISAN' | 'DNSSAN' | 'CommonName') =>
   compileAccessPolicy('AccessPolicy/ns/mtls', {
     mode: 'Enforce',
@@ -125,7 +126,7 @@ describe('ClientCertMethod', () => {
 
   it('names the caller by the URI SAN, the DNS SAN or the CN, as the policy says', () => {
     const subject = (cert: string, from: 'URISAN' | 'DNSSAN' | 'CommonName') => {
-      const r = method.identify(input(certs[cert]), ctx, policy(from));
+      const r = method.identify(input(certs[cert]), ctx(), policy(from));
       return r.kind === 'identified' ? r.identity.subject : r;
     };
     expect(subject('workload', 'URISAN')).toBe('mtls:spiffe://cluster.local/ns/shop/sa/payments');
@@ -134,7 +135,7 @@ describe('ClientCertMethod', () => {
     expect(subject('dnsOnly', 'DNSSAN')).toBe('mtls:reports.internal');
     expect(subject('cnOnly', 'CommonName')).toBe('mtls:legacy-client');
 
-    const r = method.identify(input(certs.workload), ctx, policy('URISAN'));
+    const r = method.identify(input(certs.workload), ctx(), policy('URISAN'));
     expect(r.kind === 'identified' && r.identity).toMatchObject({
       provider: 'mtls',
       method: 'clientCertificate',
@@ -149,16 +150,16 @@ describe('ClientCertMethod', () => {
   });
 
   it('is invalid when the chosen name is missing', () => {
-    expect(method.identify(input(certs.cnOnly), ctx, policy('URISAN'))).toEqual({
+    expect(method.identify(input(certs.cnOnly), ctx(), policy('URISAN'))).toEqual({
       kind: 'invalid',
       reason: 'the client certificate has no URISAN',
     });
-    expect(method.identify(input(certs.dnsOnly), ctx, policy('URISAN')).kind).toBe('invalid');
+    expect(method.identify(input(certs.dnsOnly), ctx(), policy('URISAN')).kind).toBe('invalid');
   });
 
   it('reads a SAN holding a comma as one name', () => {
-    expect(method.identify(input(certs.tricky), ctx, policy('DNSSAN')).kind).toBe('invalid');
-    const r = method.identify(input(certs.tricky), ctx, policy('URISAN'));
+    expect(method.identify(input(certs.tricky), ctx(), policy('DNSSAN')).kind).toBe('invalid');
+    const r = method.identify(input(certs.tricky), ctx(), policy('URISAN'));
     expect(r.kind === 'identified' && r.identity.subject).toBe('mtls:spiffe://x/a,DNS:admin.internal');
     expect(parseSubjectAltName('DNS:a.b, URI:"x,DNS:y", IP Address:10.0.0.1')).toEqual([
       ['DNS', 'a.b'],
@@ -179,14 +180,14 @@ describe('ClientCertMethod', () => {
   });
 
   it('is invalid for garbage, and absent without a certificate or a clientCertificates policy', () => {
-    expect(method.identify(input('not%20a%20cert'), ctx, policy('CommonName'))).toEqual({
+    expect(method.identify(input('not%20a%20cert'), ctx(), policy('CommonName'))).toEqual({
       kind: 'invalid',
       reason: 'the client certificate cannot be parsed',
     });
-    expect(method.identify(input('%E0%A4%A'), ctx, policy('CommonName')).kind).toBe('invalid');
-    expect(method.identify(input('x'.repeat(40_000)), ctx, policy('CommonName')).kind).toBe('invalid');
-    expect(method.identify(input(), ctx, policy('CommonName'))).toEqual({ kind: 'absent' });
-    expect(method.identify(input(certs.workload), ctx, policy())).toEqual({ kind: 'absent' });
+    expect(method.identify(input('%E0%A4%A'), ctx(), policy('CommonName')).kind).toBe('invalid');
+    expect(method.identify(input('x'.repeat(40_000)), ctx(), policy('CommonName')).kind).toBe('invalid');
+    expect(method.identify(input(), ctx(), policy('CommonName'))).toEqual({ kind: 'absent' });
+    expect(method.identify(input(certs.workload), ctx(), policy())).toEqual({ kind: 'absent' });
   });
 
   it('gets the certificate from the CheckRequest Envoy sends (attributes.source.certificate)', () => {
@@ -195,7 +196,7 @@ describe('ClientCertMethod', () => {
       attributes: { request: { http }, source: { certificate: certs.cnOnly } },
     });
     expect(decoded.peerCertificate).toBe(certs.cnOnly);
-    const r = method.identify(decoded, ctx, policy('CommonName'));
+    const r = method.identify(decoded, ctx(), policy('CommonName'));
     expect(r.kind === 'identified' && r.identity.subject).toBe('mtls:legacy-client');
     expect(decodeCheckRequest({ attributes: { request: { http } } }).peerCertificate).toBeUndefined();
   });
