@@ -9,6 +9,8 @@ import type {
 } from '@kubernetes/client-node';
 import { reservedPostgresParameters } from '../../common/resources/kinds/postgresCluster.js';
 import type { PostgresCluster, PostgresClusterSpec } from '../../common/resources/types.gen.js';
+import { clusterLabels } from '../clusterLabels.js';
+import { controllerRef } from '../runtime/controller.js';
 import { FENCING_ANNOTATION, ROLE_LABEL } from './failover.js';
 
 export * from './failover.js';
@@ -72,37 +74,8 @@ export function slotName(pod: string): string {
   return `nox_${pod.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`;
 }
 
-/** The labels the StatefulSet selects its pods by (immutable once created). */
-export function selectorLabels(name: string): Record<string, string> {
-  return {
-    'app.kubernetes.io/name': 'postgres',
-    'app.kubernetes.io/instance': name,
-  };
-}
-
-export function labelsOf(name: string): Record<string, string> {
-  return {
-    ...selectorLabels(name),
-    'app.kubernetes.io/component': 'postgres-cluster',
-    'app.kubernetes.io/part-of': 'nox',
-    'app.kubernetes.io/managed-by': 'nox-operator',
-  };
-}
-
-/** The PostgresCluster a Pod belongs to, from its labels (pods are owned by the StatefulSet). */
-export function clusterOfPod(pod: {
-  metadata?: { namespace?: string; labels?: Record<string, string> };
-}): { namespace: string; name: string }[] {
-  const labels = pod.metadata?.labels ?? {};
-  const name = labels['app.kubernetes.io/instance'];
-  const namespace = pod.metadata?.namespace;
-  if (
-    labels['app.kubernetes.io/name'] !== 'postgres' ||
-    labels['app.kubernetes.io/managed-by'] !== 'nox-operator'
-  )
-    return [];
-  return name && namespace ? [{ namespace, name }] : [];
-}
+const labels = clusterLabels('postgres', 'postgres-cluster');
+export const { selectorLabels, labelsOf, clusterOfPod } = labels;
 
 /** Milliseconds of a duration like "5s", "1m30s", "500ms"; undefined when malformed. */
 export function durationMs(d: string): number | undefined {
@@ -351,16 +324,7 @@ export function appPasswordRef(cluster: PostgresCluster): { name: string; key: s
 }
 
 export function ownerReference(cluster: PostgresCluster): V1OwnerReference {
-  const uid = cluster.metadata.uid;
-  if (!uid) throw new Error('PostgresCluster without metadata.uid (not read from the API server?)');
-  return {
-    apiVersion: cluster.apiVersion,
-    kind: cluster.kind,
-    name: cluster.metadata.name,
-    uid,
-    controller: true,
-    blockOwnerDeletion: true,
-  };
+  return controllerRef(cluster);
 }
 
 function b64(s: string): string {

@@ -9,6 +9,8 @@ import type {
 } from '@kubernetes/client-node';
 import { reservedRedisSettings } from '../../common/resources/kinds/redisCluster.js';
 import type { RedisCluster, RedisClusterSpec } from '../../common/resources/types.gen.js';
+import { clusterLabels } from '../clusterLabels.js';
+import { controllerRef } from '../runtime/controller.js';
 
 /**
  * The child objects of a RedisCluster, computed from its spec alone (plus the password the
@@ -45,41 +47,8 @@ export function namesOf(name: string): RedisClusterNames {
   };
 }
 
-/** The labels the StatefulSet selects its pods by (immutable once created). */
-export function selectorLabels(name: string): Record<string, string> {
-  return {
-    'app.kubernetes.io/name': 'redis',
-    'app.kubernetes.io/instance': name,
-  };
-}
-
-export function labelsOf(name: string): Record<string, string> {
-  return {
-    ...selectorLabels(name),
-    'app.kubernetes.io/component': 'redis-cluster',
-    'app.kubernetes.io/part-of': 'nox',
-    'app.kubernetes.io/managed-by': 'nox-operator',
-  };
-}
-
-/**
- * The RedisCluster a Pod belongs to, from its labels (for a runtime watch on Pods: a pod
- * turning ready or not wakes up its cluster). Pods are owned by the StatefulSet, not by the
- * RedisCluster, so owner references alone do not lead there.
- */
-export function clusterOfPod(pod: {
-  metadata?: { namespace?: string; labels?: Record<string, string> };
-}): { namespace: string; name: string }[] {
-  const labels = pod.metadata?.labels ?? {};
-  const name = labels['app.kubernetes.io/instance'];
-  const namespace = pod.metadata?.namespace;
-  if (
-    labels['app.kubernetes.io/name'] !== 'redis' ||
-    labels['app.kubernetes.io/managed-by'] !== 'nox-operator'
-  )
-    return [];
-  return name && namespace ? [{ namespace, name }] : [];
-}
+const labels = clusterLabels('redis', 'redis-cluster');
+export const { selectorLabels, labelsOf, clusterOfPod } = labels;
 
 /** `a=b,c=d`, for list calls. */
 export function labelSelector(labels: Record<string, string>): string {
@@ -178,16 +147,7 @@ export function passwordRef(cluster: RedisCluster): { name: string; key: string 
 }
 
 export function ownerReference(cluster: RedisCluster): V1OwnerReference {
-  const uid = cluster.metadata.uid;
-  if (!uid) throw new Error('RedisCluster without metadata.uid (not read from the API server?)');
-  return {
-    apiVersion: cluster.apiVersion,
-    kind: cluster.kind,
-    name: cluster.metadata.name!,
-    uid,
-    controller: true,
-    blockOwnerDeletion: true,
-  };
+  return controllerRef(cluster);
 }
 
 export function desiredChildren(cluster: RedisCluster, input: DesiredInput = {}): DesiredChildren {
