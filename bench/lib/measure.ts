@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -51,18 +51,33 @@ function percentile(sorted: Float64Array, q: number): number {
  * sidecar is generated from: ghz's reflection client fails to resolve a relative type
  * reference (envoy.type.v3.HttpStatus) in the descriptors @grpc/reflection serves.
  */
-export async function ghz(opts: {
-  port: number;
-  /**
-   * The CheckRequest in proto3 JSON. A string is passed as is, so it may hold ghz's Go
-   * template actions (e.g. `{{randomInt 0 10000}}`), evaluated afresh for every call.
-   */
-  data: object | string;
-  concurrency: number;
-  durationS: number;
-  connections?: number;
-}): Promise<LoadResult> {
+export async function ghz(
+  opts: {
+    port: number;
+    concurrency: number;
+    durationS: number;
+    connections?: number;
+  } & (
+    | {
+        /**
+         * The CheckRequest in proto3 JSON. A string is passed as is, so it may hold ghz's Go
+         * template actions (e.g. `{{randomInt 0 10000}}`), evaluated afresh for every call.
+         */
+        data: object | string;
+      }
+    | {
+        /** Length-prefixed binary CheckRequests (ghz -B), one per call in turn. */
+        binaryFile: string;
+        /** Extra environment for ghz (e.g. GOGC for a large data file). */
+        env?: NodeJS.ProcessEnv;
+      }
+  ),
+): Promise<LoadResult> {
   const out = join(scratchDir('ghz'), 'ghz.json');
+  const input =
+    'binaryFile' in opts
+      ? ['-B', opts.binaryFile]
+      : ['-d', typeof opts.data === 'string' ? opts.data : JSON.stringify(opts.data)];
   await run(
     tool('ghz'),
     [
@@ -70,8 +85,7 @@ export async function ghz(opts: {
       ...envoyProtoArgs(),
       '--call',
       'envoy.service.auth.v3.Authorization.Check',
-      '-d',
-      typeof opts.data === 'string' ? opts.data : JSON.stringify(opts.data),
+      ...input,
       '-c',
       String(opts.concurrency),
       '--connections',
@@ -86,7 +100,10 @@ export async function ghz(opts: {
       out,
       `127.0.0.1:${opts.port}`,
     ],
-    { maxBuffer: 64 * 1024 * 1024 },
+    {
+      maxBuffer: 64 * 1024 * 1024,
+      ...('env' in opts && opts.env ? { env: { ...process.env, ...opts.env } } : {}),
+    },
   );
   const report = JSON.parse(readFileSync(out, 'utf8')) as {
     count: number;
@@ -100,6 +117,7 @@ export async function ghz(opts: {
   // records them as Unavailable "use of closed network connection": the tool stopping,
   // not the server failing. Anything else is a real error.
   const artefact = (msg: string) => msg.includes('use of closed network connection');
+  rmSync(dirname(out), { recursive: true, force: true });
   // Percentiles from every request's latency (ghz's own distribution stops at p99).
   const ok = (report.details ?? []).filter((d) => d.status === 'OK');
   const lat = Float64Array.from(ok.map((d) => d.latency / 1e6)).sort();

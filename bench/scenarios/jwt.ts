@@ -2,22 +2,21 @@ import { execFile } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { CheckRequest } from '../../proto/envoy.js';
 import { startEnvoy } from '../../test/harness/envoy.js';
 import { scratchDir } from '../../test/harness/process.js';
 import { startSidecar } from '../../test/harness/sidecar.js';
-import { tool } from '../../test/harness/tools.js';
 import { startUpstream } from '../../test/harness/upstream.js';
-import { cpuSeconds, hostCpuTicks, type LoadResult, peakRssMiB, wrk } from '../lib/measure.js';
+import { cpuSeconds, ghz, hostCpuTicks, type LoadResult, peakRssMiB, wrk } from '../lib/measure.js';
+import { settledScrape, sum } from '../lib/metrics.js';
 import { realisticCheckRequest } from '../lib/requests.js';
 import type { Scenario } from './index.js';
 
-const run = promisify(execFile);
+const _run = promisify(execFile);
 
 /** Distinct tokens of the cached case: after the warm-up every one is in the sidecar's token cache. */
 const CACHED_TOKENS = 100;
@@ -196,132 +195,6 @@ end
 // ghz with call data from a file. measure.ts's ghz() passes JSON data on the command line
 // (-d), which cannot carry more than 128 KiB; this is the same run and report with -B.
 
-function envoyProtoArgs(): string[] {
-  const deps = join(
-    dirname(createRequire(import.meta.url).resolve('@grpc/grpc-js-xds/package.json')),
-    'deps',
-  );
-  return [
-    '--import-paths',
-    ['envoy-api', 'googleapis', 'protoc-gen-validate', 'xds'].map((d) => join(deps, d)).join(','),
-    '--proto',
-    'envoy/service/auth/v3/external_auth.proto',
-  ];
-}
-
-function percentile(sorted: Float64Array, q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const i = Math.min(sorted.length - 1, Math.ceil((q / 100) * sorted.length) - 1);
-  return sorted[Math.max(0, i)]!;
-}
-
-async function ghzFile(opts: {
-  port: number;
-  dataFile: string;
-  concurrency: number;
-  durationS: number;
-}): Promise<LoadResult> {
-  const out = join(scratchDir('ghz'), 'ghz.json');
-  await run(
-    tool('ghz'),
-    [
-      '--insecure',
-      ...envoyProtoArgs(),
-      '--call',
-      'envoy.service.auth.v3.Authorization.Check',
-      '-B',
-      opts.dataFile,
-      '-c',
-      String(opts.concurrency),
-      '--connections',
-      '1',
-      '-z',
-      `${opts.durationS}s`,
-      '--cpus',
-      '1',
-      '-O',
-      'json',
-      '-o',
-      out,
-      `127.0.0.1:${opts.port}`,
-    ],
-    {
-      maxBuffer: 64 * 1024 * 1024,
-      // Tens of thousands of decoded requests make a large, pointer-rich Go heap; at the
-      // default GOGC ghz would spend its one CPU rescanning it instead of sending calls.
-      env: { ...process.env, GOGC: '2000' },
-    },
-  );
-  const report = JSON.parse(readFileSync(out, 'utf8')) as {
-    total: number;
-    details?: { latency: number; status: string }[];
-    errorDistribution?: Record<string, number>;
-  };
-  rmSync(dirname(out), { recursive: true, force: true });
-  // As in measure.ts: calls cut off when -z runs out are the tool stopping, not errors.
-  const ok = (report.details ?? []).filter((d) => d.status === 'OK');
-  const lat = Float64Array.from(ok.map((d) => d.latency / 1e6)).sort();
-  const errors = Object.entries(report.errorDistribution ?? {})
-    .filter(([msg]) => !msg.includes('use of closed network connection'))
-    .reduce((a, [, v]) => a + v, 0);
-  return {
-    via: 'grpc',
-    tool: 'ghz',
-    concurrency: opts.concurrency,
-    durationS: opts.durationS,
-    requests: ok.length + errors,
-    errors,
-    checksPerSec: Math.round(ok.length / (report.total / 1e9)),
-    p50: percentile(lat, 50),
-    p90: percentile(lat, 90),
-    p99: percentile(lat, 99),
-    p999: percentile(lat, 99.9),
-  };
-}
-
-// ---------------------------------------------------------------------------------------
-// /metrics around each run.
-
-type Samples = { name: string; labels: Record<string, string>; value: number }[] & {
-  /** Metric families the sidecar declares (# TYPE), whether or not they have samples yet. */
-  families?: Set<string>;
-};
-
-async function scrape(httpPort: number): Promise<Samples> {
-  const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
-  if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
-  const out: Samples = [];
-  out.families = new Set();
-  for (const line of (await res.text()).split('\n')) {
-    const family = /^# TYPE (\S+)/.exec(line)?.[1];
-    if (family) out.families.add(family);
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const [, k, v] of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k!] = v!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-function sum(samples: Samples, name: string, where: Record<string, string> = {}): number {
-  return samples
-    .filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
-    .reduce((a, s) => a + s.value, 0);
-}
-
-/** /metrics once the checks still in flight when the load tool stopped have been answered. */
-async function settledScrape(httpPort: number): Promise<Samples> {
-  let last = await scrape(httpPort);
-  for (let i = 0; i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    const next = await scrape(httpPort);
-    if (sum(next, 'nox_checks_total') === sum(last, 'nox_checks_total')) return next;
-    last = next;
-  }
-  return last;
-}
-
 /**
  * CPU time (user + system) of this process's exited and reaped children, seconds: the
  * load tool, which is the only child that ends during a run (cutime + cstime, /proc/self/stat).
@@ -472,7 +345,9 @@ export const jwt: Scenario = {
 
       const port = sidecar.grpcPort;
       const grpc = (dataFile: string, s: number) => () =>
-        ghzFile({ port, dataFile, concurrency, durationS: s });
+        // Tens of thousands of decoded requests make a large, pointer-rich Go heap; at the default
+        // GOGC ghz would spend its one CPU rescanning it instead of sending calls.
+        ghz({ port, binaryFile: dataFile, env: { GOGC: '2000' }, concurrency, durationS: s });
       await grpc(files.ghzCached, 2)();
       results.push(
         await measured('cached', cachedTokens.length, grpc(files.ghzCached, durationS), target, issuer),

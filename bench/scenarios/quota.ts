@@ -7,6 +7,7 @@ import { type RedisCluster, startRedisCluster } from '../../test/harness/redisCl
 import { startSidecar } from '../../test/harness/sidecar.js';
 import { startUpstream } from '../../test/harness/upstream.js';
 import { cpuSeconds, ghz, hostCpuTicks, type LoadResult, peakRssMiB, wrk } from '../lib/measure.js';
+import { settledScrape, sum } from '../lib/metrics.js';
 import { realisticCheckRequest } from '../lib/requests.js';
 import type { Scenario } from './index.js';
 
@@ -57,50 +58,6 @@ request = function()
   return wrk.format(nil, nil, { ["x-user"] = "user-" .. math.random(0, ${USERS - 1}) })
 end
 `;
-
-interface Sample {
-  readonly name: string;
-  readonly labels: Record<string, string>;
-  readonly value: number;
-}
-
-/** The Prometheus text format, as far as counters and histogram sums/counts need. */
-async function scrape(httpPort: number): Promise<Sample[]> {
-  const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
-  if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
-  const out: Sample[] = [];
-  for (const line of (await res.text()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const [, k, v] of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k!] = v!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-/**
- * /metrics once the sidecar has answered what is still in flight (a load tool stops with
- * calls outstanding; their round trips would otherwise land in one window and their checks
- * in the next): nox_checks_total unchanged across 100 ms, or after 2 s.
- */
-async function settledScrape(httpPort: number): Promise<Sample[]> {
-  let last = await scrape(httpPort);
-  for (let i = 0; i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    const next = await scrape(httpPort);
-    if (sum(next, 'nox_checks_total') === sum(last, 'nox_checks_total')) return next;
-    last = next;
-  }
-  return last;
-}
-
-function sum(samples: Sample[], name: string, where: Record<string, string> = {}): number {
-  return samples
-    .filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
-    .reduce((a, s) => a + s.value, 0);
-}
 
 /** CPU seconds (user + system) every cluster node has used so far, from INFO cpu. */
 async function redisCpuSeconds(cluster: RedisCluster): Promise<number> {
