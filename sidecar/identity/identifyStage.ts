@@ -71,7 +71,7 @@ export class IdentifyStage implements Stage {
           kind: 'continue',
           identity: r.identity,
           upstreamHeaders: identityHeaders(r.identity, policy.identityHeaders),
-          removeUpstreamHeaders: headerNames(policy.identityHeaders),
+          removeUpstreamHeaders: policy.identityHeaderNames,
         };
       }
       if (r.kind === 'invalid') invalid ??= r.reason;
@@ -93,15 +93,11 @@ export class IdentifyStage implements Stage {
       return { kind: 'deny', deny };
     }
     this.#results.inc({ method: 'none', result: 'anonymous' });
-    return { kind: 'continue', removeUpstreamHeaders: headerNames(policy.identityHeaders) };
+    return { kind: 'continue', removeUpstreamHeaders: policy.identityHeaderNames };
   }
 }
 
 type HeaderNames = CompiledAccessPolicy['identityHeaders'];
-
-function headerNames(h: HeaderNames): string[] {
-  return [h.user, h.provider, h.email, h.groups, ...Object.keys(h.claims ?? {})].map((n) => n.toLowerCase());
-}
 
 export function identityHeaders(id: Identity, h: HeaderNames): Record<string, string> {
   const out: Record<string, string> = {

@@ -30,6 +30,8 @@ export interface CompiledAccessPolicy {
   readonly priority: number;
   /** Header names the upstream gets the caller's identity in. */
   readonly identityHeaders: AccessPolicySpec['identityHeaders'];
+  /** All of them, lower-case: removed from requests unless Nox sets them. */
+  readonly identityHeaderNames: readonly string[];
   readonly apiKeys?: AccessPolicySpec['apiKeys'];
   readonly serviceAccounts?: AccessPolicySpec['serviceAccounts'];
   readonly clientCertificates?: AccessPolicySpec['clientCertificates'];
@@ -43,18 +45,23 @@ export interface AccessVerdict {
 }
 
 export function compileAccessPolicy(key: string, spec: AccessPolicySpec): CompiledAccessPolicy {
+  const identityHeaders = spec.identityHeaders ?? {
+    user: 'x-nox-user',
+    provider: 'x-nox-provider',
+    email: 'x-nox-email',
+    groups: 'x-nox-groups',
+  };
+  const h = identityHeaders;
   return {
     key,
     mode: spec.mode,
     providers: spec.providers ?? [],
     defaultAction: spec.defaultAction,
     priority: spec.priority,
-    identityHeaders: spec.identityHeaders ?? {
-      user: 'x-nox-user',
-      provider: 'x-nox-provider',
-      email: 'x-nox-email',
-      groups: 'x-nox-groups',
-    },
+    identityHeaders,
+    identityHeaderNames: [h.user, h.provider, h.email, h.groups, ...Object.keys(h.claims ?? {})].map((n) =>
+      n.toLowerCase(),
+    ),
     ...(spec.apiKeys ? { apiKeys: spec.apiKeys } : {}),
     ...(spec.serviceAccounts ? { serviceAccounts: spec.serviceAccounts } : {}),
     ...(spec.clientCertificates ? { clientCertificates: spec.clientCertificates } : {}),

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { QuotaPolicySpec } from '../../common/resources/types.gen.js';
 import type { MatchSpec } from './router.js';
 import { RouteIndex } from './router.js';
@@ -31,6 +32,8 @@ export interface CompiledTier {
 
 export interface CompiledQuotaPolicy {
   readonly key: string;
+  /** Short hash of the key, for Redis keys; computed once here rather than on every check. */
+  readonly keyTag: string;
   readonly mode: 'Enforce' | 'DryRun';
   readonly failureMode: 'Open' | 'Closed';
   readonly subject: QuotaPolicySpec['subject'];
@@ -90,6 +93,7 @@ export function compileQuotaPolicy(key: string, spec: QuotaPolicySpec): Compiled
   });
   return {
     key,
+    keyTag: createHash('sha256').update(key).digest('base64url').slice(0, 8),
     mode: spec.mode,
     failureMode: spec.failureMode,
     subject: spec.subject,

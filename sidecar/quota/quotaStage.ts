@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
 import { type CompiledLimit, type CompiledQuotaPolicy, windowMs } from '../policy/quotaPolicy.js';
@@ -236,9 +235,8 @@ function plan(
     | readonly { name?: string; requests: number; window?: string; calendar?: string }[]
     | undefined,
 ): Plan {
-  const policyTag = createHash('sha256').update(policy.key).digest('base64url').slice(0, 8);
   // An override's own limits are counted apart from the tier's.
-  const prefix = `nox:q:{${subject}}:${policyTag}:${overrideLimits ? 'override' : tier}:`;
+  const prefix = `nox:q:{${subject}}:${policy.keyTag}:${overrideLimits ? 'override' : tier}:`;
   const tierLimits: readonly CompiledLimit[] = overrideLimits
     ? overrideLimits.map((l) => ({
         name: l.name ?? l.window ?? (l.calendar ?? 'limit').toLowerCase(),
