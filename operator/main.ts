@@ -5,6 +5,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
 import { policyControllers } from './policies/policyStatus.js';
+import { postgresClusterController } from './postgres/controller.js';
 import { redisClusterController } from './redis/controller.js';
 import { Manager } from './runtime/manager.js';
 import { describeSettings, loadSettings, parseNamespaces, type Settings } from './settings.js';
@@ -21,7 +22,7 @@ function leaseNamespace(settings: Settings): string {
   }
 }
 
-/** nox-operator: policy status and RedisClusters (PostgreSQL clusters later). Settings come from the environment (see --help). */
+/** nox-operator: policy status, RedisClusters and PostgresClusters. Settings come from the environment (see --help). */
 async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
     process.stdout.write(
@@ -72,6 +73,7 @@ async function main(): Promise<void> {
   };
   for (const c of policyControllers(manager, controllerOptions)) manager.add(c);
   manager.add(redisClusterController(manager, { ...controllerOptions, kubeConfig, log }));
+  manager.add(postgresClusterController(manager, { ...controllerOptions, log }));
 
   const { httpPort } = await manager.start();
   // One line tests and scripts can wait for, with the port actually bound.

@@ -44,6 +44,13 @@ export const operatorRbac: {
     // Children carry a controller ownerReference with blockOwnerDeletion, which the API
     // server admits only from whoever may update the owner's finalizers.
     { apiGroups: [group], resources: ['redisclusters/finalizers'], verbs: ['update'] },
+    // postgres/controller.ts + postgres/reconciler.ts: PostgresClusters likewise, and also
+    // patched (metadata only): the designated primary and the fenced instances are
+    // annotations changed by compare-and-swap on the resourceVersion, the guard that makes
+    // two promotions at once impossible.
+    { apiGroups: [group], resources: ['postgresclusters'], verbs: ['get', 'list', 'watch', 'patch'] },
+    { apiGroups: [group], resources: ['postgresclusters/status'], verbs: ['get', 'patch', 'update'] },
+    { apiGroups: [group], resources: ['postgresclusters/finalizers'], verbs: ['update'] },
     // The children, by server-side apply (a PATCH that creates what does not exist yet:
     // patch + create). Never deleted by the operator: garbage collection follows the owner
     // references. Read/watch (secrets and configmaps are already readable above): a changed
@@ -64,9 +71,11 @@ export const operatorRbac: {
       resources: ['poddisruptionbudgets'],
       verbs: ['get', 'list', 'watch', 'create', 'patch'],
     },
-    // The cluster's Pods (made by the StatefulSet controller): read only, for their IPs and
-    // readiness; the topology itself is driven over the Redis protocol.
-    { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
+    // The clusters' Pods (made by the StatefulSet controller): read for their IPs and
+    // readiness (a Redis topology is driven over the Redis protocol), and patched (metadata
+    // only) for a PostgresCluster: the role label the -rw/-ro Services select on and the
+    // fencing annotation its instance manager obeys.
+    { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'patch'] },
   ],
   ownNamespace: [
     // runtime/leaderElection.ts: the Lease that elects one reconciling replica.

@@ -1,3 +1,7 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../../common/resources/types.gen.js';
 import {
@@ -116,7 +120,7 @@ describe('PostgresCluster desired children', () => {
     expect(c.readinessProbe?.exec?.command?.[0]).toBe('pg_isready');
     const env = Object.fromEntries(c.env!.map((e) => [e.name, e.value ?? e.valueFrom]));
     expect(env.NOX_PRIMARY_HOST).toBe('pg-rw.nox.svc');
-    expect(env.NOX_INITIAL_PRIMARY).toBe('pg-0');
+    expect(env.NOX_SOCKET_DIR).toBe('/var/run/postgresql');
     expect(env.POD_NAME).toEqual({ fieldRef: { fieldPath: 'metadata.name' } });
     expect(pod.volumes?.find((v) => v.name === 'podinfo')?.downwardAPI?.items?.map((i) => i.path)).toEqual([
       'labels',
@@ -161,7 +165,7 @@ describe('postgresql.conf', () => {
     expect(lines).toContain("wal_level = 'replica'");
     expect(lines).toContain("hot_standby = 'on'");
     expect(lines).toContain("synchronous_standby_names = ''");
-    expect(lines).toContain("hba_file = '/etc/postgresql/pg_hba.conf'");
+    expect(lines.some((l) => l.startsWith('hba_file') || l.startsWith('listen_addresses'))).toBe(false);
     expect(lines.indexOf("wal_level = 'replica'")).toBeGreaterThan(lines.indexOf("work_mem = '8MB'"));
   });
 
@@ -196,6 +200,11 @@ describe('pg_hba.conf', () => {
 });
 
 describe('instance manager script', () => {
+  it('is valid sh', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'nox-im-')), 'instance-manager.sh');
+    writeFileSync(file, instanceManagerScript());
+    expect(spawnSync('sh', ['-n', file], { encoding: 'utf8' }).stderr).toBe('');
+  });
   it('never starts a fenced instance and waits for a role', () => {
     const s = instanceManagerScript();
     expect(s).toContain('nox\\.dev/fenced="true"');

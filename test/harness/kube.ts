@@ -51,8 +51,8 @@ export interface Kube {
 }
 
 const exec = promisify(execFile);
-const SERVICE_CIDR = '10.96.0.0/24';
-const FIRST_SERVICE_IP = '10.96.0.1';
+const SERVICE_CIDR = '127.96.0.0/24';
+const FIRST_SERVICE_IP = '127.96.0.1';
 const ISSUER = 'https://kubernetes.default.svc.cluster.local';
 
 /** What the controller-manager runs: the workload, lifecycle and identity controllers. */

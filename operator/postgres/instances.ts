@@ -1,0 +1,144 @@
+import pg from 'pg';
+import { POSTGRES_PORT, SUPERUSER } from './instanceManager.js';
+
+/**
+ * What the operator learns from one PostgreSQL instance over SQL, and the few commands it
+ * sends: promotion and replication slots. Every call has a short connect and statement
+ * timeout: an instance that does not answer is "unreachable", never a hung reconcile.
+ */
+
+export interface InstanceObservation {
+  readonly reachable: boolean;
+  /** Why not, when unreachable. */
+  readonly error?: string;
+  readonly inRecovery?: boolean;
+  /** Primary: pg_current_wal_lsn(). */
+  readonly currentLsn?: string;
+  /** Replica: pg_last_wal_receive_lsn() / pg_last_wal_replay_lsn(). */
+  readonly receivedLsn?: string;
+  readonly replayedLsn?: string;
+  readonly timeline?: number;
+  /** Replica: the WAL receiver's state ("streaming", ...), absent when it is not running. */
+  readonly walReceiver?: string;
+  /** Primary: the standbys connected to it, by application_name (the pod name). */
+  readonly standbys?: readonly { name: string; state: string; syncState: string; flushLsn?: string }[];
+  readonly slots?: readonly string[];
+}
+
+export interface InstanceAccess {
+  readonly password: string;
+  readonly port?: number;
+  readonly connectTimeoutMs?: number;
+  readonly statementTimeoutMs?: number;
+}
+
+async function withClient<T>(
+  ip: string,
+  access: InstanceAccess,
+  fn: (c: pg.Client) => Promise<T>,
+): Promise<T> {
+  const client = new pg.Client({
+    host: ip,
+    port: access.port ?? POSTGRES_PORT,
+    user: SUPERUSER,
+    password: access.password,
+    database: 'postgres',
+    application_name: 'nox-operator',
+    connectionTimeoutMillis: access.connectTimeoutMs ?? 1000,
+    query_timeout: access.statementTimeoutMs ?? 3000,
+  });
+  client.on('error', () => {}); // a dropped connection surfaces through the pending query
+  try {
+    await client.connect();
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+const positionsSql = `
+SELECT pg_is_in_recovery() AS recovery,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current,
+       pg_last_wal_receive_lsn()::text AS received,
+       pg_last_wal_replay_lsn()::text AS replayed,
+       CASE WHEN pg_is_in_recovery()
+            THEN (SELECT received_tli FROM pg_stat_wal_receiver)
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver`;
+
+export async function observeInstance(ip: string, access: InstanceAccess): Promise<InstanceObservation> {
+  try {
+    return await withClient(ip, access, async (c) => {
+      const row = (await c.query(positionsSql)).rows[0] as {
+        recovery: boolean;
+        current: string | null;
+        received: string | null;
+        replayed: string | null;
+        timeline: number | null;
+        receiver: string | null;
+      };
+      let standbys: InstanceObservation['standbys'];
+      let slots: string[] | undefined;
+      if (!row.recovery) {
+        const rep = await c.query(
+          'SELECT application_name, state, sync_state, flush_lsn::text AS flush FROM pg_stat_replication',
+        );
+        standbys = rep.rows.map(
+          (r: { application_name: string; state: string; sync_state: string; flush: string | null }) => ({
+            name: r.application_name,
+            state: r.state,
+            syncState: r.sync_state,
+            ...(r.flush ? { flushLsn: r.flush } : {}),
+          }),
+        );
+        slots = (
+          await c.query("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical'")
+        ).rows.map((r: { slot_name: string }) => r.slot_name);
+      }
+      return {
+        reachable: true,
+        inRecovery: row.recovery,
+        ...(row.current ? { currentLsn: row.current } : {}),
+        ...(row.received ? { receivedLsn: row.received } : {}),
+        ...(row.replayed ? { replayedLsn: row.replayed } : {}),
+        ...(row.timeline !== null ? { timeline: Number(row.timeline) } : {}),
+        ...(row.receiver ? { walReceiver: row.receiver } : {}),
+        ...(standbys ? { standbys } : {}),
+        ...(slots ? { slots } : {}),
+      };
+    });
+  } catch (e) {
+    return { reachable: false, error: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+/** pg_promote(wait): true once the instance has left recovery. */
+export async function promote(ip: string, access: InstanceAccess): Promise<boolean> {
+  return withClient(ip, { ...access, statementTimeoutMs: 65_000 }, async (c) => {
+    const r = await c.query('SELECT pg_promote(true, 60) AS promoted');
+    return (r.rows[0] as { promoted: boolean }).promoted;
+  });
+}
+
+/** Creates the physical replication slots that are missing on the primary; returns those created. */
+export async function ensureSlots(
+  ip: string,
+  access: InstanceAccess,
+  wanted: readonly string[],
+): Promise<string[]> {
+  return withClient(ip, access, async (c) => {
+    const have = new Set(
+      (await c.query('SELECT slot_name FROM pg_replication_slots')).rows.map(
+        (r: { slot_name: string }) => r.slot_name,
+      ),
+    );
+    const created: string[] = [];
+    for (const slot of wanted) {
+      if (have.has(slot)) continue;
+      // immediately_reserve: WAL is kept from now on, before the replica first connects.
+      await c.query('SELECT pg_create_physical_replication_slot($1, true)', [slot]);
+      created.push(slot);
+    }
+    return created;
+  });
+}

@@ -1,0 +1,132 @@
+import {
+  chooseFailoverTarget,
+  enoughReplicasForSafeFailover,
+  FENCING_ANNOTATION,
+  fencingAnnotation,
+  type InstanceRole,
+  type PodMetadataPatch,
+  primaryLabelPatch,
+  ROLE_LABEL,
+} from './failover.js';
+import type { InstanceObservation } from './instances.js';
+
+/**
+ * Who should be what, from what the reconciler observed: pure functions, unit-tested.
+ * The designated primary is the cluster's annotation nox.dev/primary, changed only by a
+ * compare-and-swap on the PostgresCluster (see reconciler.ts); everything else follows it.
+ */
+
+/** Cluster annotation: the instance that is (or is becoming) the primary. */
+export const PRIMARY_ANNOTATION = 'nox.dev/primary';
+
+export interface InstanceView {
+  readonly pod: string;
+  readonly ordinal: number;
+  readonly ip?: string;
+  /** Pod Ready condition (the readiness probe: PostgreSQL accepts connections). */
+  readonly ready: boolean;
+  /** Its container runs (the instance manager; PostgreSQL itself may be held back, e.g. when fenced). */
+  readonly running: boolean;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly annotations: Readonly<Record<string, string>>;
+  readonly obs?: InstanceObservation;
+}
+
+export function desiredRole(
+  pod: string,
+  designated: string | undefined,
+  fenced: ReadonlySet<string>,
+): InstanceRole {
+  if (fenced.has(pod)) return 'fenced';
+  return pod === designated ? 'primary' : 'replica';
+}
+
+/** Merge patches bringing each pod's role label and fencing annotation to the desired state. */
+export function podPatches(
+  views: readonly InstanceView[],
+  designated: string | undefined,
+  fenced: ReadonlySet<string>,
+): { pod: string; patch: PodMetadataPatch }[] {
+  const out: { pod: string; patch: PodMetadataPatch }[] = [];
+  for (const v of views) {
+    const role = desiredRole(v.pod, designated, fenced);
+    const meta = { metadata: { labels: { ...v.labels }, annotations: { ...v.annotations } } };
+    const patch =
+      role === 'fenced'
+        ? fencingAnnotation(meta, true)
+        : mergePatches(fencingAnnotation(meta, false), primaryLabelPatch(meta, role));
+    if (patch) out.push({ pod: v.pod, patch });
+  }
+  return out;
+}
+
+function mergePatches(
+  a: PodMetadataPatch | undefined,
+  b: PodMetadataPatch | undefined,
+): PodMetadataPatch | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return {
+    metadata: {
+      labels: { ...a.metadata.labels, ...b.metadata.labels },
+      annotations: { ...a.metadata.annotations, ...b.metadata.annotations },
+    },
+  };
+}
+
+/** The primary is healthy when its pod is ready and it answers as a primary (not in recovery). */
+export function isHealthyPrimary(v: InstanceView | undefined): boolean {
+  return !!v && v.ready && v.obs?.reachable === true && v.obs.inRecovery === false;
+}
+
+/** A replica counts as streaming when its WAL receiver streams from the primary. */
+export function isStreamingReplica(v: InstanceView): boolean {
+  return (
+    v.ready && v.obs?.reachable === true && v.obs.inRecovery === true && v.obs.walReceiver === 'streaming'
+  );
+}
+
+/** Instances other than `designated` that answer as primaries: must never happen. */
+export function otherPrimaries(views: readonly InstanceView[], designated: string | undefined): string[] {
+  return views
+    .filter((v) => v.pod !== designated && v.obs?.reachable && v.obs.inRecovery === false)
+    .map((v) => v.pod);
+}
+
+export type FailoverPlan =
+  | { kind: 'promote'; target: string; reason: string }
+  | { kind: 'wait'; reason: string; message: string };
+
+/**
+ * The replica to promote once the old primary is fenced and the replicas stopped receiving
+ * WAL, or why not yet: with synchronous replication the most advanced of the readable
+ * replicas holds every acknowledged commit only if enough replicas could be read.
+ */
+export function planFailover(
+  replicas: readonly InstanceView[],
+  totalReplicas: number,
+  syncNumber: number,
+): FailoverPlan {
+  const candidates = replicas.map((v) => ({
+    pod: v.pod,
+    ready: v.obs?.reachable === true && v.obs.inRecovery === true,
+    fenced: v.annotations[FENCING_ANNOTATION] === 'true' || v.labels[ROLE_LABEL] === 'fenced',
+    ...(v.obs?.receivedLsn ? { receivedLsn: v.obs.receivedLsn } : {}),
+    ...(v.obs?.replayedLsn ? { replayedLsn: v.obs.replayedLsn } : {}),
+  }));
+  const readable = candidates.filter((c) => c.ready && !c.fenced && c.receivedLsn).length;
+  if (!enoughReplicasForSafeFailover(readable, totalReplicas, syncNumber))
+    return {
+      kind: 'wait',
+      reason: 'NotEnoughReplicas',
+      message: `${readable} of ${totalReplicas} replicas can be read; with ${syncNumber} synchronous, ${totalReplicas - syncNumber + 1} are needed to be sure no acknowledged commit is lost`,
+    };
+  const target = chooseFailoverTarget(candidates);
+  if (!target)
+    return { kind: 'wait', reason: 'NoFailoverCandidate', message: 'no ready, unfenced replica to promote' };
+  return {
+    kind: 'promote',
+    target: target.pod,
+    reason: `most advanced replica (received ${target.receivedLsn}, replayed ${target.replayedLsn ?? 'unknown'})`,
+  };
+}

@@ -1,0 +1,155 @@
+import type { PostgresCluster, PostgresClusterStatus } from '../../common/resources/types.gen.js';
+import { setCondition } from '../runtime/conditions.js';
+import { lagBytes } from './failover.js';
+import { desiredRole, type InstanceView, isHealthyPrimary, isStreamingReplica } from './roles.js';
+
+/**
+ * The PostgresCluster's status from what the reconciler observed: a pure function.
+ *
+ * Conditions:
+ * - Accepted: the spec can work as written (False: InvalidSpec, with what to change).
+ * - Ready: the primary accepts writes and every other instance streams from it.
+ * - Degraded: the cluster has had a primary, but now the primary is lost (a failover is
+ *   pending or running) or an instance is fenced, down or not streaming.
+ * Ready=False/Degraded=False means the cluster is still being bootstrapped.
+ */
+
+type Instance = NonNullable<PostgresClusterStatus['instances']>[number];
+
+export interface Problem {
+  readonly reason: string;
+  readonly message: string;
+}
+
+export interface StatusInput {
+  readonly cluster: PostgresCluster;
+  readonly views: readonly InstanceView[];
+  readonly designated: string | undefined;
+  readonly fenced: ReadonlySet<string>;
+  /** The primary observed healthy before (status.currentPrimary as it will be written). */
+  readonly currentPrimary: string | undefined;
+  readonly lastFailover?: PostgresClusterStatus['lastFailover'];
+  readonly invalid?: Problem;
+  readonly blocked?: Problem;
+  /** A failover in progress or pending, with why. */
+  readonly failover?: Problem;
+  readonly now: Date;
+}
+
+export function computeStatus(input: StatusInput): PostgresClusterStatus {
+  const { cluster, views, designated, fenced, now } = input;
+  const generation = cluster.metadata.generation;
+  const gen = generation !== undefined ? { observedGeneration: generation } : {};
+  const primary = views.find((v) => v.pod === designated);
+  const primaryLsn = primary?.obs?.currentLsn;
+  const instances: Instance[] = views.map((v) => {
+    const role = v.obs?.reachable
+      ? v.obs.inRecovery
+        ? 'replica'
+        : 'primary'
+      : fenced.has(v.pod)
+        ? 'fenced'
+        : 'unknown';
+    const lag = v.obs?.inRecovery ? lagBytes(primaryLsn, v.obs.receivedLsn) : undefined;
+    return {
+      pod: v.pod,
+      role: fenced.has(v.pod) && role !== 'primary' ? 'fenced' : role,
+      ready: v.ready,
+      ...(v.obs?.receivedLsn ? { receivedLsn: v.obs.receivedLsn } : {}),
+      ...(v.obs?.replayedLsn ? { replayedLsn: v.obs.replayedLsn } : {}),
+      ...(lag !== undefined ? { lagBytes: lag } : {}),
+    };
+  });
+
+  const problems = readinessProblems(input);
+  const ready = problems.length === 0 && !input.invalid && !input.blocked;
+  const first = input.invalid ?? input.blocked ?? problems[0];
+  let conditions = setCondition(
+    cluster.status?.conditions as never,
+    input.invalid
+      ? { type: 'Accepted', status: 'False', ...input.invalid, ...gen }
+      : {
+          type: 'Accepted',
+          status: 'True',
+          reason: 'Valid',
+          message: 'the spec can be run as written',
+          ...gen,
+        },
+    now,
+  );
+  conditions = setCondition(
+    conditions,
+    ready
+      ? {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Healthy',
+          message: `primary ${designated} accepts writes; ${views.length - 1} replicas stream from it`,
+          ...gen,
+        }
+      : { type: 'Ready', status: 'False', reason: first!.reason, message: first!.message, ...gen },
+    now,
+  );
+  const degraded = !ready && input.currentPrimary !== undefined && !input.invalid;
+  conditions = setCondition(
+    conditions,
+    degraded
+      ? { type: 'Degraded', status: 'True', reason: first!.reason, message: first!.message, ...gen }
+      : {
+          type: 'Degraded',
+          status: 'False',
+          reason: ready ? 'Healthy' : 'NotFormed',
+          message: ready ? 'all instances healthy' : 'the cluster has not had a primary yet',
+          ...gen,
+        },
+    now,
+  );
+  return {
+    ...gen,
+    ...(input.currentPrimary ? { currentPrimary: input.currentPrimary } : {}),
+    ...(primary?.obs?.timeline !== undefined && isHealthyPrimary(primary)
+      ? { timeline: primary.obs.timeline }
+      : {}),
+    instances,
+    ...(input.lastFailover ? { lastFailover: input.lastFailover } : {}),
+    conditions: conditions as never,
+  };
+}
+
+function readinessProblems(input: StatusInput): Problem[] {
+  const { views, designated, fenced, cluster } = input;
+  const problems: Problem[] = [];
+  if (input.failover) problems.push(input.failover);
+  const primary = views.find((v) => v.pod === designated);
+  if (!designated || !primary)
+    problems.push({ reason: 'Bootstrapping', message: 'waiting for the first instance to be created' });
+  else if (!isHealthyPrimary(primary))
+    problems.push(
+      input.currentPrimary === undefined
+        ? { reason: 'Bootstrapping', message: `initialising the primary ${designated}` }
+        : {
+            reason: 'PrimaryUnavailable',
+            message: `primary ${designated} does not accept writes (${primary.obs?.error ?? (primary.ready ? 'in recovery' : 'pod not ready')})`,
+          },
+    );
+  if (views.length < cluster.spec.instances)
+    problems.push({
+      reason: 'InstancesMissing',
+      message: `${views.length} of ${cluster.spec.instances} instance pods exist`,
+    });
+  for (const v of views) {
+    if (v.pod === designated) continue;
+    const role = desiredRole(v.pod, designated, fenced);
+    if (role === 'fenced')
+      problems.push({
+        reason: 'InstanceFenced',
+        message: `${v.pod} is fenced (a former primary); it rejoins as a replica once its pod runs again`,
+      });
+    else if (!isStreamingReplica(v))
+      problems.push({
+        reason: 'ReplicaNotStreaming',
+        message: `${v.pod} is not streaming from the primary (${v.obs?.error ?? v.obs?.walReceiver ?? (v.ready ? 'no WAL receiver' : 'pod not ready')})`,
+      });
+  }
+  return problems;
+}
