@@ -28,7 +28,8 @@ stamp() { echo "$2" >"$TOOLS/stamps/$1"; }
 timed() { local start=$SECONDS; "$@"; log "$1 took $((SECONDS - start))s"; }
 
 debian_packages() {
-  local want=(redis-server redis-tools "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" wrk python3-pip)
+  local want=(redis-server redis-tools "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" wrk python3-pip
+    libnss-wrapper)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

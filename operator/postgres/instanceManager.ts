@@ -46,9 +46,17 @@ printf '*:*:*:${SUPERUSER}:%s\\n' "$(printf '%s' "$su_pw" | sed 's/[\\\\:]/\\\\&
 export PGPASSFILE="$sock/.pgpass"
 primary_conninfo="host=$NOX_PRIMARY_HOST port=${POSTGRES_PORT} user=${SUPERUSER} application_name=$POD_NAME"
 
+# Whatever starts PostgreSQL on this data directory (also pg_rewind's crash recovery in
+# single-user mode) must see the operator's settings: a standby refuses to start with
+# max_wal_senders & co. lower than the primary's.
+use_operator_config() {
+  printf "include '%s'\\n" "$conf/postgresql.conf" > "$PGDATA/postgresql.conf"
+}
+
 pid=
 as=
 run_postgres() {
+  use_operator_config
   env -u NOX_APP_PASSWORD postgres -D "$PGDATA" -c config_file="$conf/postgresql.conf" -c hba_file="$conf/pg_hba.conf" \\
     -c unix_socket_directories="$sock" -c listen_addresses="$POD_IP" "$@" &
   pid=$!
@@ -69,6 +77,7 @@ bootstrap_primary() {
   printf '%s' "$su_pw" > "$pw"
   initdb -D "$PGDATA" -U ${SUPERUSER} --pwfile="$pw" --auth=scram-sha-256 --data-checksums >/dev/null || exit 1
   rm -f "$pw"
+  use_operator_config
   run_postgres -c listen_addresses= -c synchronous_standby_names=
   until pg_isready -q -h "$sock"; do sleep 0.2; done
   psql -q -v ON_ERROR_STOP=1 -h "$sock" -U ${SUPERUSER} -d postgres <<'SQL' || exit 1
@@ -109,6 +118,7 @@ start_replica() {
     # A former primary: rewind onto the current primary's timeline (pg_rewind runs crash
     # recovery first when it was not shut down cleanly), or clone again when that fails.
     log "rejoining as a replica: pg_rewind"
+    use_operator_config
     if ! pg_rewind -D "$PGDATA" --source-server="host=$NOX_PRIMARY_HOST port=${POSTGRES_PORT} user=${SUPERUSER} dbname=postgres"; then
       log "pg_rewind failed; cloning again"
       clone_from_primary || return 0

@@ -116,7 +116,11 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
 export async function promote(ip: string, access: InstanceAccess): Promise<boolean> {
   return withClient(ip, { ...access, statementTimeoutMs: 65_000 }, async (c) => {
     const r = await c.query('SELECT pg_promote(true, 60) AS promoted');
-    return (r.rows[0] as { promoted: boolean }).promoted;
+    const promoted = (r.rows[0] as { promoted: boolean }).promoted;
+    // The new timeline reaches the control file only at a checkpoint; pg_rewind of the former
+    // primary reads it from there, and would otherwise find "the same timeline".
+    if (promoted) await c.query('CHECKPOINT');
+    return promoted;
   });
 }
 

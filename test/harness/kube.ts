@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, randomInt } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
@@ -51,8 +51,16 @@ export interface Kube {
 }
 
 const exec = promisify(execFile);
-const SERVICE_CIDR = '127.96.0.0/24';
-const FIRST_SERVICE_IP = '127.96.0.1';
+/**
+ * ClusterIPs are loopback addresses, so that the kube-proxy stand-in can listen on them; each
+ * control plane gets a /24 of its own (127.96–127.254.x.0), so that two test files running at
+ * once do not hand out the same ClusterIP. Pods use 127.0.x.y (the kubelet stand-in).
+ */
+function serviceCidr(): { cidr: string; first: string } {
+  const b = 96 + randomInt(159);
+  const c = randomInt(256);
+  return { cidr: `127.${b}.${c}.0/24`, first: `127.${b}.${c}.1` };
+}
 const ISSUER = 'https://kubernetes.default.svc.cluster.local';
 
 /** What the controller-manager runs: the workload, lifecycle and identity controllers. */
@@ -274,6 +282,7 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
   const kcmBin = opts.controllerManager ? tool('kube-controller-manager') : undefined;
 
   const dir = scratchDir('kube');
+  const services = serviceCidr();
   const [etcdClientPort, etcdPeerPort, apiPort, kcmPort] = (await freePorts(4)) as [
     number,
     number,
@@ -293,7 +302,7 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
     frontProxy.issue('front-proxy-client', { cn: 'front-proxy-client' }, 'client'),
     pki.issue('apiserver', { cn: 'kube-apiserver' }, 'server', [
       'IP:127.0.0.1',
-      `IP:${FIRST_SERVICE_IP}`,
+      `IP:${services.first}`,
       'DNS:localhost',
       'DNS:kubernetes',
       'DNS:kubernetes.default',
@@ -342,7 +351,7 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
     `--service-account-issuer=${ISSUER}`,
     `--service-account-key-file=${saPub}`,
     `--service-account-signing-key-file=${saKey}`,
-    `--service-cluster-ip-range=${SERVICE_CIDR}`,
+    `--service-cluster-ip-range=${services.cidr}`,
     '--authorization-mode=RBAC',
     '--anonymous-auth=false',
     // The default admission plugins (NamespaceLifecycle, ServiceAccount, LimitRanger,

@@ -108,7 +108,7 @@ describe('kube-apiserver and etcd', () => {
       namespace: 'nox-it',
       body: { metadata: { name: 'redis' }, spec: { ports: [{ port: 6379 }], selector: { app: 'redis' } } },
     });
-    expect(svc.spec?.clusterIP).toMatch(/^127\.96\.0\.\d+$/);
+    expect(svc.spec?.clusterIP).toMatch(/^127\.\d+\.\d+\.\d+$/);
   });
 
   it('denies what RBAC does not grant, to every kind of identity', async () => {

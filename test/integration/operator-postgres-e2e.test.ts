@@ -1,0 +1,490 @@
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PostgresCluster } from '../../common/resources/types.gen.js';
+import { createNamespace, installCrds } from '../harness/crds.js';
+import { type Kube, startKube } from '../harness/kube.js';
+import { kubeRequest } from '../harness/kubeHttp.js';
+import { type Kubelet, startKubelet } from '../harness/kubelet.js';
+import { type KubeProxy, startKubeProxy } from '../harness/kubeProxy.js';
+import { type RunningOperator, startOperator } from '../harness/operator.js';
+import { waitUntil } from '../harness/process.js';
+
+/**
+ * The built nox-operator runs a 3-instance PostgresCluster (quorum synchronous replication,
+ * 2 s failover delay) on a real kube-apiserver + controller-manager, with the kubelet stand-in
+ * running real PostgreSQL per pod and the kube-proxy stand-in routing ClusterIPs to ready
+ * endpoints. Clients reach the primary only as an application would: through the -rw Service.
+ */
+
+const NS = 'pg-e2e';
+const NAME = 'db';
+const FAILOVER_RUNS = 5;
+const clusterPath = `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters/${NAME}`;
+const children = [
+  `/api/v1/namespaces/${NS}/secrets/${NAME}-superuser`,
+  `/api/v1/namespaces/${NS}/secrets/${NAME}-app`,
+  `/api/v1/namespaces/${NS}/configmaps/${NAME}-config`,
+  `/api/v1/namespaces/${NS}/services/${NAME}-instances`,
+  `/api/v1/namespaces/${NS}/services/${NAME}-rw`,
+  `/api/v1/namespaces/${NS}/services/${NAME}-ro`,
+  `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`,
+  `/apis/policy/v1/namespaces/${NS}/poddisruptionbudgets/${NAME}`,
+];
+
+const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('nox-operator (built) runs PostgresClusters end to end', () => {
+  let kube: Kube;
+  let kc: KubeConfig;
+  let kubelet: Kubelet;
+  let proxy: KubeProxy;
+  let op: RunningOperator;
+
+  const get = async <T>(path: string): Promise<T | undefined> => {
+    const r = await kubeRequest(kc, 'GET', path);
+    if (r.status === 404) return undefined;
+    if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+    return r.body as T;
+  };
+  const cluster = async () => get<PostgresCluster>(clusterPath);
+  const cond = (c: PostgresCluster | undefined, type: string) =>
+    c?.status?.conditions?.find((x) => x.type === type);
+  const healthy = (c: PostgresCluster | undefined) =>
+    cond(c, 'Ready')?.status === 'True' &&
+    c?.status?.observedGeneration === c?.metadata.generation &&
+    (c?.status?.instances ?? []).filter((i) => i.role === 'replica' && i.ready).length === 2;
+  const waitStatus = async (
+    what: string,
+    ok: (c: PostgresCluster | undefined) => boolean,
+    timeoutMs: number,
+  ) => {
+    let last: PostgresCluster | undefined;
+    try {
+      await waitUntil(
+        what,
+        async () => {
+          last = await cluster();
+          return ok(last);
+        },
+        timeoutMs,
+        op.service,
+      );
+    } catch (e) {
+      console.log('last status:', JSON.stringify(last?.status, null, 1));
+      throw e;
+    }
+    return last as PostgresCluster;
+  };
+  const secret = async (name: string, key: string) => {
+    const s = await get<{ data: Record<string, string> }>(`/api/v1/namespaces/${NS}/secrets/${name}`);
+    return Buffer.from(s!.data[key]!, 'base64').toString('utf8');
+  };
+  const clusterIP = async (service: string) =>
+    (await get<{ spec: { clusterIP: string } }>(`/api/v1/namespaces/${NS}/services/${service}`))!.spec
+      .clusterIP;
+  const podIP = async (pod: string) =>
+    (await get<{ status?: { podIP?: string } }>(`/api/v1/namespaces/${NS}/pods/${pod}`))?.status?.podIP;
+
+  /** The application's connection: user, database and password from the app Secret, host the -rw ClusterIP. */
+  const appClient = async () => {
+    const c = new pg.Client({
+      host: await clusterIP(`${NAME}-rw`),
+      port: 5432,
+      user: await secret(`${NAME}-app`, 'username'),
+      password: await secret(`${NAME}-app`, 'password'),
+      database: await secret(`${NAME}-app`, 'dbname'),
+      connectionTimeoutMillis: 1000,
+      query_timeout: 3000,
+    });
+    c.on('error', () => {});
+    await c.connect();
+    return c;
+  };
+  /** A superuser query straight to one instance's pod IP. */
+  const onInstance = async <T>(pod: string, sql: string, database = 'postgres'): Promise<T[]> => {
+    const ip = await podIP(pod);
+    if (!ip) throw new Error(`${pod} has no IP`);
+    const c = new pg.Client({
+      host: ip,
+      port: 5432,
+      user: 'postgres',
+      password: await secret(`${NAME}-superuser`, 'password'),
+      database,
+      connectionTimeoutMillis: 1000,
+      query_timeout: 3000,
+    });
+    c.on('error', () => {});
+    try {
+      await c.connect();
+      return (await c.query(sql)).rows as T[];
+    } finally {
+      await c.end().catch(() => {});
+    }
+  };
+  /** Which instances answer as primaries right now (unreachable ones do not count). */
+  const primariesNow = async (): Promise<string[]> => {
+    const out: string[] = [];
+    await Promise.all(
+      [0, 1, 2].map(async (i) => {
+        const pod = `${NAME}-${i}`;
+        const rows = await onInstance<{ r: boolean }>(pod, 'SELECT pg_is_in_recovery() AS r').catch(() => []);
+        if (rows[0] && rows[0].r === false) out.push(pod);
+      }),
+    );
+    return out.sort();
+  };
+
+  /** Inserts rows through -rw as fast as it can, reconnecting on errors; remembers what was acknowledged. */
+  const writeLoad = (run: number) => {
+    const acked: number[] = [];
+    const ackTimes: number[] = [];
+    let stop = false;
+    let seq = 0;
+    const done = (async () => {
+      let c: pg.Client | undefined;
+      while (!stop) {
+        try {
+          c ??= await appClient();
+          const n = ++seq;
+          await c.query('INSERT INTO writes (run, seq) VALUES ($1, $2)', [run, n]);
+          acked.push(n);
+          ackTimes.push(Date.now());
+        } catch {
+          await c?.end().catch(() => {});
+          c = undefined;
+          await sleep(50);
+        }
+      }
+      await c?.end().catch(() => {});
+    })();
+    return {
+      acked,
+      ackTimes,
+      stop: async () => {
+        stop = true;
+        await done;
+      },
+    };
+  };
+
+  /** Samples every 100 ms that at most one instance answers as primary. */
+  const splitBrainWatch = () => {
+    let stop = false;
+    let worst: string[] = [];
+    let samples = 0;
+    const done = (async () => {
+      while (!stop) {
+        const p = await primariesNow();
+        samples++;
+        if (p.length > worst.length) worst = p;
+        await sleep(100);
+      }
+    })();
+    return {
+      stop: async () => {
+        stop = true;
+        await done;
+        return { worst, samples };
+      },
+    };
+  };
+
+  beforeAll(async () => {
+    kube = await startKube({ controllerManager: true });
+    kc = kube.kubeConfig();
+    await installCrds(kc);
+    await createNamespace(kc, NS);
+    kubelet = await startKubelet(kube, { nodeName: 'node-a' });
+    proxy = await startKubeProxy(kube);
+    op = await startOperator(kube, { name: 'nox-operator-pg-e2e' });
+    const created = await kubeRequest(
+      kc,
+      'POST',
+      `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters`,
+      {
+        body: JSON.stringify({
+          apiVersion: 'nox.dev/v1alpha1',
+          kind: 'PostgresCluster',
+          metadata: { name: NAME, namespace: NS },
+          spec: {
+            instances: 3,
+            image: 'postgres:15',
+            synchronous: { mode: 'Quorum', number: 1 },
+            failover: { delay: '2s' },
+            storage: { size: '1Gi' },
+          },
+        }),
+      },
+    );
+    expect(created.status).toBe(201);
+  }, 120_000);
+
+  afterAll(async () => {
+    await op?.service.stop();
+    await proxy?.stop();
+    await kubelet?.stopAll();
+    await kube?.stop();
+  });
+
+  it('yields a primary and two streaming replicas, with -rw and -ro routing by role', async () => {
+    const t0 = Date.now();
+    const c = await waitStatus('PostgresCluster Ready', healthy, 180_000);
+    console.log(
+      `PostgresCluster Ready ${Date.now() - t0} ms after creation; primary ${c.status?.currentPrimary}`,
+    );
+    expect(c.status?.currentPrimary).toBe(`${NAME}-0`);
+    expect(c.status?.instances?.map((i) => i.role)).toEqual(['primary', 'replica', 'replica']);
+    for (const path of children) {
+      const o = await get<KubernetesObject>(path);
+      expect(o?.metadata?.ownerReferences?.[0]?.uid, path).toBe(c.metadata.uid);
+    }
+    const standbys = await onInstance<{ application_name: string; state: string; sync_state: string }>(
+      `${NAME}-0`,
+      'SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY application_name',
+    );
+    expect(standbys).toEqual([
+      { application_name: `${NAME}-1`, state: 'streaming', sync_state: 'quorum' },
+      { application_name: `${NAME}-2`, state: 'streaming', sync_state: 'quorum' },
+    ]);
+    const app = await appClient();
+    try {
+      await app.query('CREATE TABLE writes (run int NOT NULL, seq int NOT NULL, PRIMARY KEY (run, seq))');
+      expect((await app.query('SELECT pg_is_in_recovery() AS r')).rows[0].r).toBe(false);
+    } finally {
+      await app.end();
+    }
+    // -ro: a replica, read-only.
+    const ro = new pg.Client({
+      host: await clusterIP(`${NAME}-ro`),
+      port: 5432,
+      user: 'postgres',
+      password: await secret(`${NAME}-superuser`, 'password'),
+      database: 'postgres',
+      connectionTimeoutMillis: 2000,
+    });
+    await ro.connect();
+    try {
+      expect((await ro.query('SELECT pg_is_in_recovery() AS r')).rows[0].r).toBe(true);
+    } finally {
+      await ro.end();
+    }
+  }, 240_000);
+
+  it(`fails over under write load: writes through -rw again within 10 s, nothing acknowledged lost, one primary (${FAILOVER_RUNS} runs)`, async () => {
+    const times: number[] = [];
+    for (let run = 1; run <= FAILOVER_RUNS; run++) {
+      const before = await waitStatus(`healthy before run ${run}`, healthy, 180_000);
+      const old = before.status!.currentPrimary!;
+      const load = writeLoad(run);
+      const watch = splitBrainWatch();
+      await waitUntil('writes flowing', async () => load.acked.length > 20, 30_000);
+      const killedAt = Date.now();
+      // The primary's container is killed and held down, as a lost node would be.
+      await kubelet.stop(`${NS}/${old}`);
+      await waitUntil(
+        'a write acknowledged after the kill',
+        async () => load.ackTimes.some((t) => t > killedAt + 100),
+        60_000,
+        op.service,
+      );
+      const firstAck = load.ackTimes.find((t) => t > killedAt + 100)!;
+      times.push(firstAck - killedAt);
+      await sleep(1000);
+      await load.stop();
+      const after = await waitStatus(
+        `new primary recorded in run ${run}`,
+        (c) => !!c?.status?.currentPrimary && c.status.currentPrimary !== old,
+        30_000,
+      );
+      const promoted = after.status!.currentPrimary!;
+      // Every acknowledged row is on the new primary.
+      const rows = await onInstance<{ seq: number }>(
+        promoted,
+        `SELECT seq FROM writes WHERE run = ${run}`,
+        'nox',
+      );
+      const present = new Set(rows.map((r) => r.seq));
+      const lost = load.acked.filter((s) => !present.has(s));
+      expect(lost, `acknowledged rows missing after failover run ${run}`).toEqual([]);
+      // The old primary comes back: fenced, then a replica (pg_rewind), never a second primary.
+      await kubelet.resume(`${NS}/${old}`);
+      await waitStatus(`healthy after run ${run}`, healthy, 180_000);
+      const brain = await watch.stop();
+      expect(
+        brain.worst.length,
+        `instances answering as primary at once: ${brain.worst.join(', ')}`,
+      ).toBeLessThanOrEqual(1);
+      expect(await primariesNow()).toEqual([promoted]);
+      expect((await onInstance<{ r: boolean }>(old, 'SELECT pg_is_in_recovery() AS r'))[0]!.r).toBe(true);
+      console.log(
+        `failover run ${run}: ${old} stopped → write acknowledged through -rw after ${firstAck - killedAt} ms; promoted ${promoted}; ${load.acked.length} acknowledged rows all present; ${brain.samples} split-brain samples`,
+      );
+      expect(after.status?.lastFailover?.from).toBe(old);
+      expect(after.status?.lastFailover?.to).toBe(promoted);
+    }
+    const s = sorted(times);
+    console.log(
+      `PG_FAILOVER_MS min=${s[0]} median=${s[Math.floor(s.length / 2)]} max=${s.at(-1)} runs=${s.length} all=${times.join(',')}`,
+    );
+    for (const t of times) expect(t).toBeLessThanOrEqual(10_000);
+  }, 1_200_000);
+
+  it('promotes the more advanced replica when the other one’s WAL receiver is paused', async () => {
+    const before = await waitStatus('healthy before the paused-receiver run', healthy, 180_000);
+    const old = before.status!.currentPrimary!;
+    const replicas = before.status!.instances!.filter((i) => i.pod !== old).map((i) => i.pod!);
+    const [paused, advanced] = replicas as [string, string];
+    const [{ pid }] = (await onInstance<{ pid: number }>(paused, 'SELECT pid FROM pg_stat_wal_receiver')) as [
+      { pid: number },
+    ];
+    process.kill(pid, 'SIGSTOP');
+    try {
+      // Commits go on (the other replica confirms them) and the paused one falls behind.
+      const app = await appClient();
+      try {
+        for (let i = 1; i <= 200; i++) await app.query('INSERT INTO writes (run, seq) VALUES (100, $1)', [i]);
+      } finally {
+        await app.end();
+      }
+      const lsn = async (pod: string) =>
+        (await onInstance<{ l: string }>(pod, 'SELECT pg_last_wal_receive_lsn()::text AS l'))[0]!.l;
+      console.log(
+        `before the kill: ${paused} received ${await lsn(paused)}, ${advanced} received ${await lsn(advanced)}`,
+      );
+      await kubelet.stop(`${NS}/${old}`);
+      const after = await waitStatus(
+        'a new primary',
+        (c) => !!c?.status?.currentPrimary && c.status.currentPrimary !== old,
+        60_000,
+      );
+      expect(after.status!.currentPrimary).toBe(advanced);
+      const rows = await onInstance<{ n: string }>(
+        advanced,
+        'SELECT count(*) AS n FROM writes WHERE run = 100',
+        'nox',
+      );
+      expect(Number(rows[0]!.n)).toBe(200);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await kubelet.resume(`${NS}/${old}`);
+    await waitStatus('healthy after the paused-receiver run', healthy, 180_000);
+    expect(await primariesNow()).toEqual([advanced]);
+  }, 400_000);
+
+  it('switches over on request: the old primary is shut down cleanly and follows the new one', async () => {
+    const before = await waitStatus('healthy before the switchover', healthy, 180_000);
+    const old = before.status!.currentPrimary!;
+    const target = before.status!.instances!.find((i) => i.pod !== old)!.pod!;
+    const app = await appClient();
+    try {
+      await app.query('INSERT INTO writes (run, seq) VALUES (200, 1)');
+    } finally {
+      await app.end();
+    }
+    const t0 = Date.now();
+    const patch = async (switchoverTo: string | null) => {
+      const r = await kubeRequest(kc, 'PATCH', clusterPath, {
+        body: JSON.stringify({ spec: { switchoverTo } }),
+        contentType: 'application/merge-patch+json',
+      });
+      expect(r.status).toBe(200);
+    };
+    await patch(target);
+    const after = await waitStatus(
+      'switched over and healthy',
+      (c) => c?.status?.currentPrimary === target && healthy(c),
+      120_000,
+    );
+    console.log(`switchover ${old} → ${target}: healthy after ${Date.now() - t0} ms`);
+    expect(after.status?.lastFailover).toMatchObject({ from: old, to: target });
+    expect(await primariesNow()).toEqual([target]);
+    const rows = await onInstance<{ n: string }>(
+      target,
+      'SELECT count(*) AS n FROM writes WHERE run = 200',
+      'nox',
+    );
+    expect(Number(rows[0]!.n)).toBe(1);
+    await patch(null);
+  }, 240_000);
+
+  it('reports an impossible spec in status and creates nothing for it', async () => {
+    const bad = 'bad';
+    const r = await kubeRequest(kc, 'POST', `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters`, {
+      body: JSON.stringify({
+        apiVersion: 'nox.dev/v1alpha1',
+        kind: 'PostgresCluster',
+        metadata: { name: bad, namespace: NS },
+        spec: { instances: 3, parameters: { max_wal_senders: '1' } },
+      }),
+    });
+    expect(r.status).toBe(201);
+    const path = `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters/${bad}`;
+    await waitUntil(
+      'Accepted=False',
+      async () =>
+        (await get<PostgresCluster>(path))?.status?.conditions?.some(
+          (c) => c.type === 'Accepted' && c.status === 'False',
+        ) === true,
+      30_000,
+      op.service,
+    );
+    const c = (await get<PostgresCluster>(path))!;
+    expect(cond(c, 'Accepted')).toMatchObject({ reason: 'InvalidSpec' });
+    expect(cond(c, 'Accepted')?.message).toContain('max_wal_senders must be a whole number of at least 4');
+    expect(await get(`/apis/apps/v1/namespaces/${NS}/statefulsets/${bad}`)).toBeUndefined();
+    expect((await kubeRequest(kc, 'DELETE', path)).status).toBe(200);
+  }, 60_000);
+
+  it('repairs a deleted -rw Service and a deleted StatefulSet', async () => {
+    const c = (await cluster())!;
+    for (const path of [
+      `/api/v1/namespaces/${NS}/services/${NAME}-rw`,
+      `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`,
+    ]) {
+      const before = (await get<KubernetesObject>(path))!;
+      const t0 = Date.now();
+      // The StatefulSet is deleted leaving its pods (orphan): the recreated one adopts them.
+      const query = path.includes('statefulsets') ? '?propagationPolicy=Orphan' : '';
+      expect((await kubeRequest(kc, 'DELETE', `${path}${query}`)).status).toBe(200);
+      await waitUntil(
+        `${path} recreated`,
+        async () => {
+          const o = await get<KubernetesObject>(path);
+          return o !== undefined && o.metadata?.uid !== before.metadata?.uid;
+        },
+        30_000,
+        op.service,
+      );
+      expect((await get<KubernetesObject>(path))!.metadata?.ownerReferences?.[0]?.uid).toBe(c.metadata.uid);
+      console.log(`${path} deleted: recreated after ${Date.now() - t0} ms`);
+    }
+    await waitStatus('Ready after the repairs', healthy, 120_000);
+    // The new -rw ClusterIP routes to the primary, with the data written before.
+    const app = await appClient();
+    try {
+      expect(Number((await app.query('SELECT count(*) AS n FROM writes WHERE run = 100')).rows[0].n)).toBe(
+        200,
+      );
+    } finally {
+      await app.end();
+    }
+  }, 240_000);
+
+  it('deleting the PostgresCluster garbage-collects its children and the kubelet stops the processes', async () => {
+    expect((await kubeRequest(kc, 'DELETE', clusterPath)).status).toBe(200);
+    await waitUntil(
+      'children garbage-collected',
+      async () => {
+        for (const p of children) if ((await get(p)) !== undefined) return false;
+        return true;
+      },
+      90_000,
+    );
+    await waitUntil('the kubelet to stop every pod', async () => kubelet.pods().length === 0, 90_000);
+    expect(await cluster()).toBeUndefined();
+    expect(op.service.exited()).toBe(false);
+  }, 180_000);
+});
