@@ -1,5 +1,12 @@
 import { FENCING_ANNOTATION, ROLE_LABEL } from './failover.js';
 
+/**
+ * Pod annotation: this instance may initialise a new, empty cluster. The operator sets it only
+ * on the first primary of a cluster that has never had one, so that a primary whose data is
+ * gone (a new pod on an emptyDir) waits for a failover instead of starting an empty database.
+ */
+export const BOOTSTRAP_ANNOTATION = 'nox.dev/bootstrap';
+
 export const POSTGRES_PORT = 5432;
 export const SUPERUSER = 'postgres';
 
@@ -36,6 +43,7 @@ sock="$NOX_SOCKET_DIR"
 log() { printf '%s instance-manager %s: %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$POD_NAME" "$*"; }
 role() { sed -n 's|^${re(ROLE_LABEL)}="\\(.*\\)"$|\\1|p' "$info/labels" 2>/dev/null; }
 fenced() { grep -q '^${re(FENCING_ANNOTATION)}="true"$' "$info/annotations" 2>/dev/null; }
+may_bootstrap() { grep -q '^${re(BOOTSTRAP_ANNOTATION)}="allowed"$' "$info/annotations" 2>/dev/null; }
 slot="nox_$(printf '%s' "$POD_NAME" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9_' '_')"
 
 # The superuser password for replication, pg_rewind and psql: a passfile, never an argument.
@@ -103,7 +111,13 @@ clone_from_primary() {
 }
 
 start_primary() {
-  if [ ! -f "$PGDATA/${BOOTSTRAP_MARKER}" ]; then bootstrap_primary; fi
+  if [ ! -f "$PGDATA/${BOOTSTRAP_MARKER}" ]; then
+    if ! may_bootstrap; then
+      log "primary without data, and not allowed to initialise a new cluster: waiting for the operator"
+      return 0
+    fi
+    bootstrap_primary
+  fi
   rm -f "$PGDATA/standby.signal"
   log "starting as primary"
   run_postgres

@@ -219,7 +219,14 @@ export class PostgresClusterReconciler implements Reconciler {
       }
     }
 
-    await this.#patchPods(cluster, views, designated, fenced);
+    // Only the first primary of a cluster that never had one may initialise an empty database.
+    await this.#patchPods(
+      cluster,
+      views,
+      designated,
+      fenced,
+      currentPrimary === undefined ? designated : undefined,
+    );
 
     if (healthyNow && designated) {
       const p = views.find((v) => v.pod === designated)!;
@@ -396,8 +403,9 @@ export class PostgresClusterReconciler implements Reconciler {
     views: readonly InstanceView[],
     designated: string | undefined,
     fenced: ReadonlySet<string>,
+    bootstrap?: string,
   ): Promise<void> {
-    for (const { pod, patch } of podPatches(views, designated, fenced)) {
+    for (const { pod, patch } of podPatches(views, designated, fenced, bootstrap)) {
       await this.opts.client
         .request('PATCH', objectPath(podType, { namespace: cluster.metadata.namespace!, name: pod }), {
           body: patch,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../../common/resources/types.gen.js';
 import { FENCING_ANNOTATION, ROLE_LABEL } from './failover.js';
+import { BOOTSTRAP_ANNOTATION } from './instanceManager.js';
 import type { InstanceObservation } from './instances.js';
 import { type InstanceView, isHealthyPrimary, otherPrimaries, planFailover, podPatches } from './roles.js';
 import { computeStatus } from './status.js';
@@ -66,6 +67,25 @@ describe('podPatches', () => {
       },
     ]);
     expect(podPatches(views.slice(1), 'db-1', new Set())).toEqual([]);
+  });
+
+  it('lets only the first primary of a new cluster initialise a database, and takes the permission back', () => {
+    const views = [view('db-0', undefined), view('db-1', undefined)];
+    expect(podPatches(views, 'db-0', new Set(), 'db-0')[0]).toEqual({
+      pod: 'db-0',
+      patch: {
+        metadata: { labels: { [ROLE_LABEL]: 'primary' }, annotations: { [BOOTSTRAP_ANNOTATION]: 'allowed' } },
+      },
+    });
+    const formed = [
+      view('db-0', primary, {
+        labels: { [ROLE_LABEL]: 'primary' },
+        annotations: { [BOOTSTRAP_ANNOTATION]: 'allowed' },
+      }),
+    ];
+    expect(podPatches(formed, 'db-0', new Set())).toEqual([
+      { pod: 'db-0', patch: { metadata: { annotations: { [BOOTSTRAP_ANNOTATION]: null } } } },
+    ]);
   });
 });
 

@@ -8,6 +8,7 @@ import {
   primaryLabelPatch,
   ROLE_LABEL,
 } from './failover.js';
+import { BOOTSTRAP_ANNOTATION } from './instanceManager.js';
 import type { InstanceObservation } from './instances.js';
 
 /**
@@ -41,20 +42,32 @@ export function desiredRole(
   return pod === designated ? 'primary' : 'replica';
 }
 
-/** Merge patches bringing each pod's role label and fencing annotation to the desired state. */
+/**
+ * Merge patches bringing each pod's role label, fencing annotation and bootstrap permission
+ * to the desired state. `bootstrap`: the pod allowed to initialise a new cluster (only the
+ * first primary of a cluster that never had one).
+ */
 export function podPatches(
   views: readonly InstanceView[],
   designated: string | undefined,
   fenced: ReadonlySet<string>,
+  bootstrap?: string,
 ): { pod: string; patch: PodMetadataPatch }[] {
   const out: { pod: string; patch: PodMetadataPatch }[] = [];
   for (const v of views) {
     const role = desiredRole(v.pod, designated, fenced);
     const meta = { metadata: { labels: { ...v.labels }, annotations: { ...v.annotations } } };
-    const patch =
+    const allowed = v.pod === bootstrap && role === 'primary';
+    const bootstrapPatch: PodMetadataPatch | undefined =
+      allowed === (v.annotations[BOOTSTRAP_ANNOTATION] === 'allowed')
+        ? undefined
+        : { metadata: { annotations: { [BOOTSTRAP_ANNOTATION]: allowed ? 'allowed' : null } } };
+    const patch = mergePatches(
       role === 'fenced'
         ? fencingAnnotation(meta, true)
-        : mergePatches(fencingAnnotation(meta, false), primaryLabelPatch(meta, role));
+        : mergePatches(fencingAnnotation(meta, false), primaryLabelPatch(meta, role)),
+      bootstrapPatch,
+    );
     if (patch) out.push({ pod: v.pod, patch });
   }
   return out;

@@ -1,15 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { operatorRbac } from '../../operator/rbac.js';
 import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
-import { freePort } from '../harness/ports.js';
-import { type Service, start, waitUntil } from '../harness/process.js';
-import { repoRoot } from '../harness/tools.js';
+import { type RunningOperator, startOperator } from '../harness/operator.js';
+import { waitUntil } from '../harness/process.js';
 
 /**
  * The built nox-operator (`node dist/operator/main.js`) against a real kube-apiserver,
@@ -17,7 +14,6 @@ import { repoRoot } from '../harness/tools.js';
  * status with reasons a user can act on, flipping when the referenced object appears.
  */
 
-const entry = join(repoRoot, 'dist', 'operator', 'main.js');
 const NS = 'team-a';
 const SYSTEM_NS = 'nox-system';
 const api = `/apis/nox.dev/v1alpha1/namespaces/${NS}`;
@@ -35,59 +31,6 @@ interface Obj {
   status?: { observedGeneration?: number; conditions?: Cond[] };
 }
 
-async function grantOperatorRbac(kc: KubeConfig, user: string): Promise<void> {
-  const post = async (path: string, body: object) => {
-    const r = await kubeRequest(kc, 'POST', path, { body: JSON.stringify(body) });
-    if (r.status !== 201 && r.status !== 409)
-      throw new Error(`${path}: ${r.status} ${JSON.stringify(r.body)}`);
-  };
-  const rbac = '/apis/rbac.authorization.k8s.io/v1';
-  await post(`${rbac}/clusterroles`, {
-    metadata: { name: 'nox-operator' },
-    rules: [...operatorRbac.namespaced, ...operatorRbac.cluster],
-  });
-  await post(`${rbac}/clusterrolebindings`, {
-    metadata: { name: 'nox-operator' },
-    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'nox-operator' },
-    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }],
-  });
-  await post(`${rbac}/namespaces/${SYSTEM_NS}/roles`, {
-    metadata: { name: 'nox-operator-leader-election' },
-    rules: operatorRbac.ownNamespace,
-  });
-  await post(`${rbac}/namespaces/${SYSTEM_NS}/rolebindings`, {
-    metadata: { name: 'nox-operator-leader-election' },
-    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'nox-operator-leader-election' },
-    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }],
-  });
-}
-
-async function startOperator(kubeconfig: string, identity: string): Promise<{ svc: Service; port: number }> {
-  if (!existsSync(entry)) throw new Error(`${entry} is missing; run \`npm run build\``);
-  const port = await freePort();
-  const svc = start(`nox-operator-${identity}`, process.execPath, [entry], {
-    env: {
-      NOX_KUBECONFIG: kubeconfig,
-      NOX_HTTP_PORT: String(port),
-      NOX_OPERATOR_NAMESPACE: SYSTEM_NS,
-      NOX_OPERATOR_IDENTITY: identity,
-      NOX_LEASE_DURATION_MS: '3000',
-      NOX_LEASE_RENEW_DEADLINE_MS: '2000',
-      NOX_LEASE_RETRY_PERIOD_MS: '500',
-      NOX_RETRY_BASE_MS: '100',
-      NOX_RETRY_MAX_MS: '2000',
-      NOX_LOG_LEVEL: 'info',
-    },
-  });
-  await waitUntil(
-    `${identity} /readyz`,
-    async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
-    30_000,
-    svc,
-  );
-  return { svc, port };
-}
-
 async function metric(port: number, name: string, labels: Record<string, string> = {}): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   let sum = 0;
@@ -103,8 +46,7 @@ async function metric(port: number, name: string, labels: Record<string, string>
 describe('nox-operator: policy status', () => {
   let kube: Kube;
   let kc: KubeConfig;
-  let op: { svc: Service; port: number };
-  let opKubeconfig: string;
+  let op: RunningOperator;
 
   const get = async (plural: string, name: string): Promise<Obj> => {
     const r = await kubeRequest(kc, 'GET', `${api}/${plural}/${name}`);
@@ -193,14 +135,11 @@ describe('nox-operator: policy status', () => {
     kc = kube.kubeConfig();
     await installCrds(kc);
     await createNamespace(kc, NS);
-    await createNamespace(kc, SYSTEM_NS);
-    await grantOperatorRbac(kc, 'nox-operator');
-    opKubeconfig = await kube.kubeconfigFor('nox-operator');
-    op = await startOperator(opKubeconfig, 'policies-a');
+    op = await startOperator(kube, { name: 'nox-operator-policies-a', systemNamespace: SYSTEM_NS });
     console.log(`setup (kube-apiserver, CRDs, operator ready): ${Date.now() - t0} ms`);
   });
   afterAll(async () => {
-    await op?.svc.stop();
+    await op?.service.stop();
     await kube?.stop();
   });
 
@@ -349,7 +288,7 @@ describe('nox-operator: policy status', () => {
   it('survives an API server restart: watches come back and a fix made afterwards is picked up within seconds', async () => {
     await apply('accesspolicies', accessPolicy('after-restart', { providers: ['late'] }));
     await waitReady('accesspolicies', 'after-restart', 'False', 'ProviderNotFound');
-    const restartsBefore = await metric(op.port, 'nox_operator_watch_restarts_total');
+    const restartsBefore = await metric(op.httpPort, 'nox_operator_watch_restarts_total');
 
     const t0 = Date.now();
     await kube.restartApiServer();
@@ -363,28 +302,28 @@ describe('nox-operator: policy status', () => {
     await waitUntil(
       'every watch healthy again',
       async () => {
-        const text = await (await fetch(`http://127.0.0.1:${op.port}/metrics`)).text();
+        const text = await (await fetch(`http://127.0.0.1:${op.httpPort}/metrics`)).text();
         const healthy = text.split('\n').filter((l) => l.startsWith('nox_operator_watch_healthy{'));
         return healthy.length > 0 && healthy.every((l) => l.endsWith(' 1'));
       },
       30_000,
     );
-    expect(await metric(op.port, 'nox_operator_watch_restarts_total')).toBeGreaterThan(restartsBefore);
-    expect((await fetch(`http://127.0.0.1:${op.port}/readyz`)).status).toBe(200);
-    expect(op.svc.exited()).toBe(false);
-    expect(await metric(op.port, 'nox_operator_leader')).toBe(1);
+    expect(await metric(op.httpPort, 'nox_operator_watch_restarts_total')).toBeGreaterThan(restartsBefore);
+    expect((await fetch(`http://127.0.0.1:${op.httpPort}/readyz`)).status).toBe(200);
+    expect(op.service.exited()).toBe(false);
+    expect(await metric(op.httpPort, 'nox_operator_leader')).toBe(1);
   });
 
   it('counts reconciles and reports no errors for healthy policies', async () => {
     expect(
-      await metric(op.port, 'nox_operator_reconciles_total', { kind: 'AccessPolicy', result: 'success' }),
+      await metric(op.httpPort, 'nox_operator_reconciles_total', { kind: 'AccessPolicy', result: 'success' }),
     ).toBeGreaterThan(0);
     expect(
-      await metric(op.port, 'nox_operator_reconcile_seconds_count', { kind: 'RiskModel' }),
+      await metric(op.httpPort, 'nox_operator_reconcile_seconds_count', { kind: 'RiskModel' }),
     ).toBeGreaterThan(0);
-    const text = await (await fetch(`http://127.0.0.1:${op.port}/metrics`)).text();
+    const text = await (await fetch(`http://127.0.0.1:${op.httpPort}/metrics`)).text();
     expect(text).toContain('nox_operator_queue_depth{kind="QuotaPolicy"');
-    const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${op.svc.child.pid}/status`, 'utf8'))?.[1];
+    const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${op.service.child.pid}/status`, 'utf8'))?.[1];
     console.log(`nox-operator resident memory after the suite: ${Math.round(Number(rss) / 1024)} MB`);
   });
 });

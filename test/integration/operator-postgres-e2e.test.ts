@@ -2,6 +2,7 @@ import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../../common/resources/types.gen.js';
+import { compareLsn } from '../../operator/postgres/failover.js';
 import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { kubeRequest } from '../harness/kubeHttp.js';
@@ -136,14 +137,18 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     return out.sort();
   };
 
-  /** Inserts rows through -rw as fast as it can, reconnecting on errors; remembers what was acknowledged. */
-  const writeLoad = (run: number) => {
+  /**
+   * `writers` connections insert rows through -rw as fast as they can, reconnecting on errors;
+   * a row counts as acknowledged only when its INSERT returned (a commit confirmed by a
+   * synchronous standby).
+   */
+  const writeLoad = (run: number, writers = 4) => {
     const acked: number[] = [];
     const ackTimes: number[] = [];
     let stop = false;
-    let seq = 0;
-    const done = (async () => {
+    const writer = async (w: number) => {
       let c: pg.Client | undefined;
+      let seq = w * 1_000_000;
       while (!stop) {
         try {
           c ??= await appClient();
@@ -158,7 +163,8 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
         }
       }
       await c?.end().catch(() => {});
-    })();
+    };
+    const done = Promise.all(Array.from({ length: writers }, (_, w) => writer(w)));
     return {
       acked,
       ackTimes,

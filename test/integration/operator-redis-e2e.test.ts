@@ -1,19 +1,15 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RedisCluster } from '../../common/resources/types.gen.js';
-import { operatorRbac } from '../../operator/rbac.js';
 import { RedisQuotaStore } from '../../sidecar/quota/redisStore.js';
 import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { kubeRequest } from '../harness/kubeHttp.js';
 import { type Kubelet, startKubelet } from '../harness/kubelet.js';
-import { freePort } from '../harness/ports.js';
-import { type Service, start, waitUntil } from '../harness/process.js';
-import { repoRoot } from '../harness/tools.js';
+import { startOperator } from '../harness/operator.js';
+import { type Service, waitUntil } from '../harness/process.js';
 
 /**
  * The built nox-operator (`node dist/operator/main.js`), running as an identity with exactly
@@ -22,11 +18,10 @@ import { repoRoot } from '../harness/tools.js';
  * per pod on 127.0.x.y). Nothing here drives the reconciler: the operator's own watches do.
  */
 
-const entry = join(repoRoot, 'dist', 'operator', 'main.js');
 const NS = 'redis-e2e';
 const SYSTEM_NS = 'nox-system';
 const NAME = 'quota';
-const USER = 'nox-operator';
+const _USER = 'nox-operator';
 const HEAL_RUNS = 5;
 const rcPath = `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters/${NAME}`;
 const children = [
@@ -38,34 +33,6 @@ const children = [
   `/apis/policy/v1/namespaces/${NS}/poddisruptionbudgets/${NAME}`,
 ];
 
-async function grantOperatorRbac(kc: KubeConfig, user: string): Promise<void> {
-  const post = async (path: string, body: object) => {
-    const r = await kubeRequest(kc, 'POST', path, { body: JSON.stringify(body) });
-    if (r.status !== 201 && r.status !== 409)
-      throw new Error(`${path}: ${r.status} ${JSON.stringify(r.body)}`);
-  };
-  const rbac = '/apis/rbac.authorization.k8s.io/v1';
-  const subjects = [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }];
-  await post(`${rbac}/clusterroles`, {
-    metadata: { name: 'nox-operator' },
-    rules: [...operatorRbac.namespaced, ...operatorRbac.cluster],
-  });
-  await post(`${rbac}/clusterrolebindings`, {
-    metadata: { name: 'nox-operator' },
-    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'nox-operator' },
-    subjects,
-  });
-  await post(`${rbac}/namespaces/${SYSTEM_NS}/roles`, {
-    metadata: { name: 'nox-operator-leader-election' },
-    rules: operatorRbac.ownNamespace,
-  });
-  await post(`${rbac}/namespaces/${SYSTEM_NS}/rolebindings`, {
-    metadata: { name: 'nox-operator-leader-election' },
-    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'nox-operator-leader-election' },
-    subjects,
-  });
-}
-
 const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
 
 describe('nox-operator (built) runs RedisClusters end to end', () => {
@@ -73,7 +40,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
   let kc: KubeConfig;
   let kubelet: Kubelet;
   let op: Service;
-  let opPort: number;
+  let _opPort: number;
   const t0 = Date.now();
 
   const get = async <T>(path: string): Promise<T | undefined> => {
@@ -148,37 +115,12 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
   };
 
   beforeAll(async () => {
-    if (!existsSync(entry)) throw new Error(`${entry} is missing; run \`npm run build\``);
     kube = await startKube({ controllerManager: true });
     kc = kube.kubeConfig();
     await installCrds(kc);
     await createNamespace(kc, NS);
-    await createNamespace(kc, SYSTEM_NS);
-    await grantOperatorRbac(kc, USER);
-    const opKubeconfig = await kube.kubeconfigFor(USER);
     kubelet = await startKubelet(kube, { nodeName: 'node-a' });
-    opPort = await freePort();
-    op = start('nox-operator-redis-e2e', process.execPath, [entry], {
-      env: {
-        ...process.env,
-        NOX_KUBECONFIG: opKubeconfig,
-        NOX_HTTP_PORT: String(opPort),
-        NOX_OPERATOR_NAMESPACE: SYSTEM_NS,
-        NOX_OPERATOR_IDENTITY: 'redis-e2e',
-        NOX_LEASE_DURATION_MS: '3000',
-        NOX_LEASE_RENEW_DEADLINE_MS: '2000',
-        NOX_LEASE_RETRY_PERIOD_MS: '500',
-        NOX_RETRY_BASE_MS: '100',
-        NOX_RETRY_MAX_MS: '2000',
-        NOX_LOG_LEVEL: 'info',
-      },
-    });
-    await waitUntil(
-      'nox-operator /readyz',
-      async () => (await fetch(`http://127.0.0.1:${opPort}/readyz`).catch(() => undefined))?.status === 200,
-      30_000,
-      op,
-    );
+    op = (await startOperator(kube, { name: 'nox-operator-redis-e2e', systemNamespace: SYSTEM_NS })).service;
     const created = await kubeRequest(kc, 'POST', `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters`, {
       body: JSON.stringify({
         apiVersion: 'nox.dev/v1alpha1',
