@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { type Action, formatSlots, type PodView, parseClusterNodes } from './topology.js';
+import { type Action, formatSlots, type PodView, parseClusterNodes, toRanges } from './topology.js';
 
 /**
  * The operator's side of the Redis protocol: short-lived admin connections to the pods'
@@ -87,10 +87,14 @@ export function describeAction(a: Action): string {
       return `${a.pod}: CLUSTER REPLICATE ${a.masterId}`;
     case 'forget':
       return `${a.pod}: CLUSTER FORGET ${a.id}`;
+    case 'moveSlots':
+      return `${a.pod} → ${a.targetPod}: move ${a.slots.length} slots (${formatSlots(toRanges(a.slots))}) with their keys`;
   }
 }
 
-function command(a: Action): string[] {
+type SimpleAction = Exclude<Action, { kind: 'moveSlots' }>;
+
+function command(a: SimpleAction): string[] {
   switch (a.kind) {
     case 'setEpoch':
       return ['SET-CONFIG-EPOCH', String(a.epoch)];
@@ -120,17 +124,25 @@ export async function execute(
   const done: Action[] = [];
   const failed: { action: Action; error: string }[] = [];
   try {
+    const connect = async (pod: string) => {
+      let c = clients.get(pod);
+      if (!c) {
+        const ip = ipOf(pod);
+        if (!ip) throw new Error(`pod ${pod} has no IP`);
+        c = adminClient(ip, access);
+        clients.set(pod, c);
+        await c.connect();
+      }
+      return c;
+    };
     for (const action of actions) {
       try {
-        let c = clients.get(action.pod);
-        if (!c) {
-          const ip = ipOf(action.pod);
-          if (!ip) throw new Error(`pod ${action.pod} has no IP`);
-          c = adminClient(ip, access);
-          clients.set(action.pod, c);
-          await c.connect();
-        }
-        await c.call('CLUSTER', ...command(action));
+        const c = await connect(action.pod);
+        if (action.kind === 'moveSlots') {
+          const target = await connect(action.targetPod);
+          for (const slot of action.slots)
+            await moveSlot(c, target, action, slot, ipOf(action.targetPod)!, access);
+        } else await c.call('CLUSTER', ...command(action));
         done.push(action);
       } catch (e) {
         failed.push({ action, error: e instanceof Error ? e.message : String(e) });
@@ -140,4 +152,51 @@ export async function execute(
     for (const c of clients.values()) c.disconnect();
   }
   return { done, failed };
+}
+
+/**
+ * One slot with its keys, the way redis-cli moves slots: the target imports, the source
+ * migrates, keys go over with MIGRATE (REPLACE: a copy left by an interrupted attempt is
+ * stale), then both are told the new owner (the target first, so it bumps its epoch).
+ * A target that already owns the slot (an earlier attempt got that far) only needs the
+ * source told.
+ */
+async function moveSlot(
+  source: Redis,
+  target: Redis,
+  move: Extract<Action, { kind: 'moveSlots' }>,
+  slot: number,
+  targetIp: string,
+  access: NodeAccess,
+): Promise<void> {
+  const s = String(slot);
+  const owned = await target.call('CLUSTER', 'SETSLOT', s, 'IMPORTING', move.sourceId).then(
+    () => false,
+    (e: unknown) => {
+      if (e instanceof Error && /already the owner/i.test(e.message)) return true;
+      throw e;
+    },
+  );
+  if (!owned) {
+    await source.call('CLUSTER', 'SETSLOT', s, 'MIGRATING', move.targetId);
+    for (;;) {
+      const keys = (await source.call('CLUSTER', 'GETKEYSINSLOT', s, '500')) as string[];
+      if (keys.length === 0) break;
+      await source.call(
+        'MIGRATE',
+        targetIp,
+        String(access.port),
+        '',
+        '0',
+        '10000',
+        'REPLACE',
+        'AUTH',
+        access.password,
+        'KEYS',
+        ...keys,
+      );
+    }
+    await target.call('CLUSTER', 'SETSLOT', s, 'NODE', move.targetId);
+  }
+  await source.call('CLUSTER', 'SETSLOT', s, 'NODE', move.targetId);
 }

@@ -2,6 +2,7 @@ import type { RedisCluster, RedisClusterStatus } from '../../common/resources/ty
 import { setCondition } from '../runtime/conditions.js';
 import {
   analyse,
+  balance,
   CLUSTER_SLOTS,
   formatSlots,
   isHealthy,
@@ -123,6 +124,14 @@ export function health(input: Omit<StatusInput, 'cluster' | 'now' | 'invalid' | 
       problems.push({
         reason: 'MastersMismatch',
         message: `${a.owners.length} masters own slots, ${shape.masters} declared`,
+      });
+    const migrating = a.live.some((p) => p.redis.self.migrating?.length || p.redis.self.importing?.length);
+    if (migrating || (a.owners.length === shape.masters && balance(a, [], shape.masters).length > 0))
+      problems.push({
+        reason: 'Rebalancing',
+        message: `moving hash slots so that each of the ${shape.masters} masters serves an even share (now ${a.owners
+          .map((o) => slotCount(o.slots))
+          .join(', ')})`,
       });
     const short = a.owners.filter(
       (o) =>

@@ -6,6 +6,7 @@ import {
   CLUSTER_SLOTS,
   formatSlots,
   type Memory,
+  MOVE_BATCH,
   type NodeEntry,
   type PodView,
   parseClusterNodes,
@@ -14,6 +15,7 @@ import {
   slotCount,
   slotRange,
   splitSlots,
+  toRanges,
 } from './topology.js';
 
 /**
@@ -143,6 +145,18 @@ class Sim {
         expect(n.masterId).not.toBe(a.id);
         n.known.delete(a.id);
         break;
+      case 'moveSlots': {
+        const target = this.byPod(a.targetPod);
+        expect(target.role).toBe('master');
+        const moving = new Set(a.slots);
+        const owned = (r: SlotRange[]) =>
+          r.flatMap(([lo, hi]) => Array.from({ length: hi - lo + 1 }, (_, i) => lo + i));
+        const had = new Set(owned(n.slots));
+        expect([...moving].filter((x) => !had.has(x))).toEqual([]);
+        n.slots = toRanges(owned(n.slots).filter((x) => !moving.has(x)));
+        target.slots = toRanges([...owned(target.slots), ...moving].sort((x, y) => x - y));
+        break;
+      }
     }
   }
 
@@ -222,7 +236,18 @@ describe('CLUSTER NODES parsing', () => {
       slots: [[0, 5460]],
     });
     expect(nodes[1]).toMatchObject({ role: 'replica', masterId: nodes[0]!.id, busPort: 16379, slots: [] });
-    expect(nodes[2]).toMatchObject({ flags: ['master', 'fail'], connected: false, slots: [[5461, 10922]] });
+    expect(nodes[2]).toMatchObject({
+      flags: ['master', 'fail'],
+      connected: false,
+      slots: [[5461, 10922]],
+      migrating: [{ slot: 5461, to: 'abc' }],
+    });
+    expect(
+      parseClusterNodes('aa 1.2.3.4:6379@16379 myself,master - 0 0 1 connected 7 [12-<-bb]')[0],
+    ).toMatchObject({
+      slots: [[7, 7]],
+      importing: [{ slot: 12, from: 'bb' }],
+    });
     expect(nodes[3]).toMatchObject({ ip: '', flags: ['master', 'noaddr'] });
   });
 
@@ -503,5 +528,67 @@ describe('RedisCluster status for a spec or setup that cannot work', () => {
       blocked: { reason: 'PasswordSecretNotFound', message: 'Secret nox/pw does not exist' },
     });
     expect(cond(later, 'Ready')?.lastTransitionTime).toBe(cond(blocked, 'Ready')?.lastTransitionTime);
+  });
+});
+
+describe('scale-out', () => {
+  it('moves slots with their keys onto new masters until every master holds an even share, then gives them replicas', () => {
+    const sim = new Sim(6);
+    sim.converge(3, 1);
+    sim.addPod(6);
+    sim.addPod(7);
+    // New pods join as empty masters, then MEET; then the rebalancing moves slots in batches.
+    let moves = 0;
+    for (let round = 0; round < 40; round++) {
+      const p = plan(sim.views(), { masters: 4, replicasPerMaster: 1 }, sim.memory, {
+        port: 6379,
+        busPort: 16379,
+        totalPods: 8,
+      });
+      if (p.actions.length === 0) break;
+      for (const a of p.actions) {
+        if (a.kind === 'moveSlots') {
+          moves += a.slots.length;
+          expect(a.slots.length).toBeLessThanOrEqual(MOVE_BATCH);
+        }
+        sim.apply(a);
+      }
+      sim.remember();
+    }
+    const masters = sim.masters();
+    expect(masters).toHaveLength(4);
+    const counts = masters.map((m) => slotCount(m.slots));
+    expect(counts.reduce((x, y) => x + y, 0)).toBe(CLUSTER_SLOTS);
+    for (const c of counts) expect(Math.abs(c - CLUSTER_SLOTS / 4)).toBeLessThanOrEqual(41);
+    // Only what the new master needed moved (about a quarter of the slots), not a reshuffle.
+    expect(moves).toBeLessThan(CLUSTER_SLOTS / 4 + 50);
+    for (const m of masters)
+      expect([...sim.nodes.values()].filter((n) => n.masterId === m.id && n.role === 'replica')).toHaveLength(
+        1,
+      );
+  });
+
+  it('finishes a slot migration found half done before anything else', () => {
+    const sim = new Sim(6);
+    sim.converge(3, 1);
+    const views = sim.views();
+    const [src, dst] = [views[0]!, views[1]!];
+    const self = { ...src.redis!.self, migrating: [{ slot: 3, to: dst.redis!.self.id }] };
+    views[0] = { ...src, redis: { ...src.redis!, self } };
+    const p = plan(views, { masters: 3, replicasPerMaster: 1 }, sim.memory, {
+      port: 6379,
+      busPort: 16379,
+      totalPods: 6,
+    });
+    expect(p.actions).toEqual([
+      {
+        kind: 'moveSlots',
+        pod: src.pod,
+        sourceId: src.redis!.self.id,
+        targetPod: dst.pod,
+        targetId: dst.redis!.self.id,
+        slots: [3],
+      },
+    ]);
   });
 });

@@ -14,10 +14,17 @@
  *    master of a live replica before that replica has taken over.
  * 3. Coverage: slots nobody claims (their owner was forgotten) go to empty masters while
  *    there are fewer slot owners than `masters`, else to the owner with the fewest slots.
- * 4. Replicas: an empty master becomes a replica of the master with the fewest replicas
+ * 4. Balance (scale-out): while there are fewer slot owners than `masters`, empty masters
+ *    take slots from the owners above their fair share, slot by slot with their keys
+ *    (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE), in bounded batches; a migration
+ *    found half done (a crash in between) is finished first.
+ * 5. Replicas: an empty master becomes a replica of the master with the fewest replicas
  *    (preferring one on another Kubernetes node); a master with too many replicas gives
  *    one to a master with too few.
  */
+
+/** Slots moved per reconcile while rebalancing (each with its keys). */
+export const MOVE_BATCH = 512;
 
 export const CLUSTER_SLOTS = 16384;
 
@@ -34,8 +41,12 @@ export interface NodeEntry {
   readonly masterId?: string;
   readonly configEpoch: number;
   readonly connected: boolean;
-  /** Owned slot ranges, inclusive (migrations in progress are left out). */
+  /** Owned slot ranges, inclusive (migrations in progress are listed apart). */
   readonly slots: readonly SlotRange[];
+  /** Slots this node is handing over (`[slot->-id]`, only on the node's own line). */
+  readonly migrating?: readonly { readonly slot: number; readonly to: string }[];
+  /** Slots this node is taking over (`[slot-<-id]`). */
+  readonly importing?: readonly { readonly slot: number; readonly from: string }[];
 }
 
 /**
@@ -58,6 +69,13 @@ export function parseClusterNodes(text: string): NodeEntry[] {
           const [lo, hi] = t.split('-').map(Number);
           return [lo!, hi ?? lo!];
         });
+      const migrating: { slot: number; to: string }[] = [];
+      const importing: { slot: number; from: string }[] = [];
+      for (const t of slotTokens) {
+        const m = /^\[(\d+)-([<>])-([0-9a-f]+)\]$/.exec(t);
+        if (m?.[2] === '>') migrating.push({ slot: Number(m[1]), to: m[3]! });
+        else if (m) importing.push({ slot: Number(m[1]), from: m[3]! });
+      }
       return {
         id: id!,
         ip: hostPort.slice(0, colon),
@@ -69,6 +87,8 @@ export function parseClusterNodes(text: string): NodeEntry[] {
         configEpoch: Number(epoch ?? 0),
         connected: link === 'connected',
         slots,
+        ...(migrating.length ? { migrating } : {}),
+        ...(importing.length ? { importing } : {}),
       };
     });
 }
@@ -247,7 +267,20 @@ export type Action =
   /** CLUSTER REPLICATE masterId, sent to `pod`. */
   | { readonly kind: 'replicate'; readonly pod: string; readonly masterId: string }
   /** CLUSTER FORGET id, sent to `pod`. */
-  | { readonly kind: 'forget'; readonly pod: string; readonly id: string };
+  | { readonly kind: 'forget'; readonly pod: string; readonly id: string }
+  /**
+   * Moves slots with their keys from `pod` (the owner) to `targetPod`, one slot at a time:
+   * SETSLOT IMPORTING on the target, MIGRATING on the source, MIGRATE the keys, SETSLOT NODE
+   * on both. Every step may be repeated, so a move cut short is finished by the next one.
+   */
+  | {
+      readonly kind: 'moveSlots';
+      readonly pod: string;
+      readonly sourceId: string;
+      readonly targetPod: string;
+      readonly targetId: string;
+      readonly slots: readonly number[];
+    };
 
 export interface Plan {
   readonly actions: readonly Action[];
@@ -348,6 +381,10 @@ export function plan(pods: readonly PodView[], shape: Shape, memory: Memory, opt
     return { actions, waiting: waiting.join('; ') };
   }
 
+  // A slot migration cut short (the operator stopped mid-move): finish it first.
+  const half = unfinishedMoves(a);
+  if (half.length) return { actions: half, waiting: 'finishing slot migrations' };
+
   // 3. Coverage: unclaimed slots (their owner was forgotten).
   if (a.unclaimed.length > 0) {
     const liveById = new Map(live.map((p) => [p.redis.self.id, p]));
@@ -424,9 +461,10 @@ export function plan(pods: readonly PodView[], shape: Shape, memory: Memory, opt
       `master ${a.podOfId.get(failingOwner.id) ?? failingOwner.id.slice(0, 8)} is failing or gone; waiting for the failover`,
     );
   } else if (a.owners.length < shape.masters && spare.length > 0) {
-    waiting.push(
-      `${spare.length} empty masters and ${a.owners.length} of ${shape.masters} slot owners: rebalancing slots onto new masters is not implemented`,
-    );
+    // Scale-out: the new masters take their share of the slots before anyone replicates them.
+    const moves = balance(a, spare.slice(0, shape.masters - a.owners.length), shape.masters);
+    actions.push(...moves);
+    waiting.push(`moving slots onto ${shape.masters - a.owners.length} new masters`);
   } else {
     for (const p of attach) {
       const target = pickMaster(p.k8sNode);
@@ -441,6 +479,15 @@ export function plan(pods: readonly PodView[], shape: Shape, memory: Memory, opt
       replicasOf
         .get(target.id)!
         .push({ ...(a.view.get(p.redis.self.id) ?? p.redis.self), role: 'replica', masterId: target.id });
+    }
+  }
+
+  // Balance: a master added by a scale-out that holds less than its share keeps receiving slots.
+  if (actions.length === 0 && attach.length === 0 && !failingOwner && a.owners.length === shape.masters) {
+    const moves = balance(a, [], shape.masters);
+    if (moves.length) {
+      actions.push(...moves);
+      waiting.push('moving slots to balance the masters');
     }
   }
 
@@ -469,4 +516,82 @@ export function plan(pods: readonly PodView[], shape: Shape, memory: Memory, opt
     }
   }
   return { actions, ...(waiting.length ? { waiting: waiting.join('; ') } : {}) };
+}
+
+/**
+ * Slot moves that bring every master (the owners plus `newMasters`) to within 1% of an even
+ * share (redis-cli's rebalance threshold is 2%), at most MOVE_BATCH slots per call: each
+ * under-filled master takes the highest slots of the most over-filled owners.
+ */
+export function balance(a: Analysis, newMasters: readonly LivePod[], masters: number): Action[] {
+  const podOf = (id: string) => a.live.find((p) => p.redis.self.id === id);
+  const members = [
+    ...a.owners.map((o) => ({ id: o.id, pod: podOf(o.id), slots: expand(o.slots) })),
+    ...newMasters.map((p) => ({ id: p.redis.self.id, pod: p as LivePod | undefined, slots: [] as number[] })),
+  ].filter((m): m is { id: string; pod: LivePod; slots: number[] } => m.pod !== undefined);
+  if (members.length === 0 || members.length > masters) return [];
+  const fair = CLUSTER_SLOTS / members.length;
+  const tolerance = Math.max(1, Math.floor(fair * 0.01));
+  const under = members.filter((m) => fair - m.slots.length > tolerance);
+  if (under.length === 0) return [];
+  const donors = members
+    .filter((m) => m.slots.length > Math.ceil(fair))
+    .sort((x, y) => y.slots.length - x.slots.length);
+  const actions: Action[] = [];
+  let budget = MOVE_BATCH;
+  for (const to of under) {
+    let need = Math.floor(fair) - to.slots.length;
+    for (const from of donors) {
+      if (need <= 0 || budget <= 0) break;
+      const spare = from.slots.length - Math.ceil(fair);
+      const n = Math.min(spare, need, budget);
+      if (n <= 0) continue;
+      const moved = from.slots.splice(from.slots.length - n, n);
+      to.slots.push(...moved);
+      need -= n;
+      budget -= n;
+      actions.push({
+        kind: 'moveSlots',
+        pod: from.pod.pod,
+        sourceId: from.id,
+        targetPod: to.pod.pod,
+        targetId: to.id,
+        slots: moved,
+      });
+    }
+  }
+  return actions;
+}
+
+/** Migrations a node reports as in progress, as moves to finish (source side, then target side). */
+function unfinishedMoves(a: Analysis): Action[] {
+  const byId = new Map(a.live.map((p) => [p.redis.self.id, p]));
+  const moves = new Map<string, { source: LivePod; target: LivePod; slots: Set<number> }>();
+  const add = (sourceId: string, targetId: string, slot: number) => {
+    const source = byId.get(sourceId);
+    const target = byId.get(targetId);
+    if (!source || !target) return;
+    const key = `${sourceId}>${targetId}`;
+    const m = moves.get(key) ?? { source, target, slots: new Set<number>() };
+    m.slots.add(slot);
+    moves.set(key, m);
+  };
+  for (const p of a.live) {
+    for (const m of p.redis.self.migrating ?? []) add(p.redis.self.id, m.to, m.slot);
+    for (const m of p.redis.self.importing ?? []) add(m.from, p.redis.self.id, m.slot);
+  }
+  return [...moves.values()].map((m) => ({
+    kind: 'moveSlots',
+    pod: m.source.pod,
+    sourceId: m.source.redis.self.id,
+    targetPod: m.target.pod,
+    targetId: m.target.redis.self.id,
+    slots: [...m.slots].sort((x, y) => x - y),
+  }));
+}
+
+function expand(ranges: readonly SlotRange[]): number[] {
+  const out: number[] = [];
+  for (const [lo, hi] of [...ranges].sort((x, y) => x[0] - y[0])) for (let s = lo; s <= hi; s++) out.push(s);
+  return out;
 }

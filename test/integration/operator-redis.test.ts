@@ -424,4 +424,43 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
     const c = await rc();
     expect(cond(c, 'Ready')?.status).toBe('True');
   }, 60_000);
+
+  it('scales out from 3 to 4 masters: slots move with their keys, evenly, and the new master gets a replica', async () => {
+    const path = `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters/${NAME}`;
+    const r = await kubeRequest(kc, 'PATCH', path, {
+      body: JSON.stringify({ spec: { masters: 4 } }),
+      contentType: 'application/merge-patch+json',
+    });
+    expect(r.status).toBe(200);
+    const start = Date.now();
+    driver.kick();
+    const slotsOf = (spec: string | undefined) =>
+      (spec ?? '')
+        .split(',')
+        .filter((x) => x !== '')
+        .reduce((n, part) => {
+          const [lo, hi] = part.split('-').map(Number);
+          return n + (hi ?? lo!) - lo! + 1;
+        }, 0);
+    const scaled = await waitStatus(
+      '4 masters with even slots, 4 replicas, Ready',
+      (c) =>
+        cond(c, 'Ready')?.status === 'True' &&
+        c.status?.observedGeneration === c.metadata.generation &&
+        (c.status?.nodes ?? []).filter((n) => n.role === 'master').length === 4 &&
+        (c.status?.nodes ?? []).filter((n) => n.role === 'replica').length === 4,
+      240_000,
+    );
+    console.log(`scale-out to 4 masters: Ready after ${Date.now() - start} ms`);
+    const masters = scaled.status!.nodes!.filter((n) => n.role === 'master');
+    const counts = masters.map((m) => slotsOf(m.slots));
+    expect(counts.reduce((x, y) => x + y, 0)).toBe(16384);
+    for (const c of counts) expect(Math.abs(c - 4096)).toBeLessThanOrEqual(41);
+    const client = clusterClient(scaled);
+    try {
+      for (let i = 0; i < KEYS; i++) expect(await client.get(`key:${i}`)).toBe(`value-${i}`);
+    } finally {
+      client.disconnect();
+    }
+  }, 300_000);
 });
