@@ -29,6 +29,7 @@ import {
   walReceiptStopped,
 } from './desired.js';
 import { ensureSlots, type InstanceAccess, observeInstance, promote } from './instances.js';
+import type { PostgresMetrics } from './metrics.js';
 import {
   type InstanceView,
   isHealthyPrimary,
@@ -51,6 +52,7 @@ export interface PostgresClusterReconcilerOptions {
   readonly healthyRequeueMs?: number;
   /** Two samples of the replicas' received positions this far apart prove WAL stopped arriving (default 300 ms). */
   readonly walSampleGapMs?: number;
+  readonly metrics?: PostgresMetrics;
 }
 
 const clusterType = noxTypes.PostgresCluster!;
@@ -93,6 +95,7 @@ export class PostgresClusterReconciler implements Reconciler {
     let cluster = await this.opts.client.get<PostgresCluster & KubeObject>(clusterType, key);
     if (!cluster || cluster.metadata.deletionTimestamp) {
       this.#lostSince.delete(id);
+      this.#forgetMetrics(key);
       return { kind: 'done' }; // children go by owner references
     }
     const log = this.#log.child({ postgresCluster: id });
@@ -177,6 +180,7 @@ export class PostgresClusterReconciler implements Reconciler {
         lastFailover = outcome.record;
         designated = outcome.record.to;
         this.#lostSince.delete(id);
+        this.opts.metrics?.failovers.inc({ namespace: key.namespace, cluster: key.name, kind: 'failover' });
       }
     }
 
@@ -200,6 +204,7 @@ export class PostgresClusterReconciler implements Reconciler {
           reason: 'switchover requested (spec.switchoverTo)',
         };
         log.info({ from, to: target.pod }, 'switchover');
+        this.opts.metrics?.failovers.inc({ namespace: key.namespace, cluster: key.name, kind: 'switchover' });
       } else {
         failoverProblem = {
           reason: 'SwitchoverWaiting',
@@ -264,8 +269,29 @@ export class PostgresClusterReconciler implements Reconciler {
       lastFailover,
       ...(failoverProblem ? { failover: failoverProblem } : {}),
     });
+    this.#recordMetrics(key, healthyNow, status);
     const ready = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
     return { kind: 'requeue', afterMs: ready ? (this.opts.healthyRequeueMs ?? 10_000) : converging };
+  }
+
+  #recordMetrics(key: ObjectKey, primaryHealthy: boolean, status: PostgresClusterStatus): void {
+    const m = this.opts.metrics;
+    if (!m) return;
+    const labels = { namespace: key.namespace, cluster: key.name };
+    m.primaryHealthy.set(labels, primaryHealthy ? 1 : 0);
+    for (const i of status.instances ?? [])
+      if (i.pod && i.lagBytes !== undefined)
+        m.replicaLagBytes.set({ ...labels, instance: i.pod }, i.lagBytes);
+  }
+
+  #forgetMetrics(key: ObjectKey): void {
+    const m = this.opts.metrics;
+    if (!m) return;
+    const labels = { namespace: key.namespace, cluster: key.name };
+    m.primaryHealthy.remove(labels);
+    for (const kind of ['failover', 'switchover']) m.failovers.remove({ ...labels, kind });
+    // Instances are named <cluster>-<ordinal>; at most 9 (the schema's maximum).
+    for (let i = 0; i < 9; i++) m.replicaLagBytes.remove({ ...labels, instance: `${key.name}-${i}` });
   }
 
   /**

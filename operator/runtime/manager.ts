@@ -43,6 +43,8 @@ export interface ManagerOptions {
 export class Manager {
   readonly client: KubeClient;
   readonly cache: Cache;
+  /** Where controllers register metrics of their own. */
+  readonly registry: Registry;
   readonly applier: KubeApplier;
   readonly mapper: RestMapper;
   readonly metrics: OperatorMetrics;
@@ -65,6 +67,7 @@ export class Manager {
     this.client = new KubeClient(opts.kubeConfig, {
       ...(opts.requestTimeoutMs ? { requestTimeoutMs: opts.requestTimeoutMs } : {}),
     });
+    this.registry = opts.registry;
     this.metrics = operatorMetrics(opts.registry);
     this.cache = new Cache({
       client: this.client,

@@ -1,5 +1,6 @@
 import { request } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { type Service, waitUntil } from './process.js';
 
 export interface KubeResponse {
   readonly status: number;
@@ -103,4 +104,42 @@ export async function kubectlGet(
     columns: table.columnDefinitions.filter((_, i) => shown[i]).map((c) => c.name),
     rows: table.rows.map((r) => r.cells.filter((_, i) => shown[i])),
   };
+}
+
+/** One object by its API path; undefined when it does not exist. */
+export async function getObject<T>(kc: KubeConfig, path: string): Promise<T | undefined> {
+  const r = await kubeRequest(kc, 'GET', path);
+  if (r.status === 404) return undefined;
+  if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+  return r.body as T;
+}
+
+/**
+ * Polls an object until `ok` holds and returns it; on timeout prints its last status (what
+ * a reader of the failure needs first). `watched`: a process whose exit fails the wait early.
+ */
+export async function waitForObject<T extends { status?: unknown }>(
+  kc: KubeConfig,
+  path: string,
+  what: string,
+  ok: (obj: T | undefined) => boolean,
+  timeoutMs: number,
+  watched?: Service,
+): Promise<T> {
+  let last: T | undefined;
+  try {
+    await waitUntil(
+      what,
+      async () => {
+        last = await getObject<T>(kc, path);
+        return ok(last);
+      },
+      timeoutMs,
+      watched,
+    );
+  } catch (e) {
+    console.log('last status:', JSON.stringify(last?.status, null, 1));
+    throw e;
+  }
+  return last as T;
 }

@@ -2,10 +2,9 @@ import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../../common/resources/types.gen.js';
-import { compareLsn } from '../../operator/postgres/failover.js';
 import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
-import { kubeRequest } from '../harness/kubeHttp.js';
+import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
 import { type Kubelet, startKubelet } from '../harness/kubelet.js';
 import { type KubeProxy, startKubeProxy } from '../harness/kubeProxy.js';
 import { type RunningOperator, startOperator } from '../harness/operator.js';
@@ -43,12 +42,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
   let proxy: KubeProxy;
   let op: RunningOperator;
 
-  const get = async <T>(path: string): Promise<T | undefined> => {
-    const r = await kubeRequest(kc, 'GET', path);
-    if (r.status === 404) return undefined;
-    if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
-    return r.body as T;
-  };
+  const get = <T>(path: string) => getObject<T>(kc, path);
   const cluster = async () => get<PostgresCluster>(clusterPath);
   const cond = (c: PostgresCluster | undefined, type: string) =>
     c?.status?.conditions?.find((x) => x.type === type);
@@ -56,28 +50,8 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     cond(c, 'Ready')?.status === 'True' &&
     c?.status?.observedGeneration === c?.metadata.generation &&
     (c?.status?.instances ?? []).filter((i) => i.role === 'replica' && i.ready).length === 2;
-  const waitStatus = async (
-    what: string,
-    ok: (c: PostgresCluster | undefined) => boolean,
-    timeoutMs: number,
-  ) => {
-    let last: PostgresCluster | undefined;
-    try {
-      await waitUntil(
-        what,
-        async () => {
-          last = await cluster();
-          return ok(last);
-        },
-        timeoutMs,
-        op.service,
-      );
-    } catch (e) {
-      console.log('last status:', JSON.stringify(last?.status, null, 1));
-      throw e;
-    }
-    return last as PostgresCluster;
-  };
+  const waitStatus = (what: string, ok: (c: PostgresCluster | undefined) => boolean, timeoutMs: number) =>
+    waitForObject<PostgresCluster>(kc, clusterPath, what, ok, timeoutMs, op.service);
   const secret = async (name: string, key: string) => {
     const s = await get<{ data: Record<string, string> }>(`/api/v1/namespaces/${NS}/secrets/${name}`);
     return Buffer.from(s!.data[key]!, 'base64').toString('utf8');
@@ -335,6 +309,13 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       `PG_FAILOVER_MS min=${s[0]} median=${s[Math.floor(s.length / 2)]} max=${s.at(-1)} runs=${s.length} all=${times.join(',')}`,
     );
     for (const t of times) expect(t).toBeLessThanOrEqual(10_000);
+    const metrics = await (await fetch(`http://127.0.0.1:${op.httpPort}/metrics`)).text();
+    expect(metrics).toContain(
+      `nox_postgres_failovers_total{namespace="${NS}",cluster="${NAME}",kind="failover"} ${FAILOVER_RUNS}`,
+    );
+    expect(metrics).toMatch(
+      new RegExp(`nox_postgres_primary_healthy\\{namespace="${NS}",cluster="${NAME}"\\} 1`),
+    );
   }, 1_200_000);
 
   it('promotes the more advanced replica when the other one’s WAL receiver is paused', async () => {

@@ -6,7 +6,7 @@ import type { RedisCluster } from '../../common/resources/types.gen.js';
 import { RedisQuotaStore } from '../../sidecar/quota/redisStore.js';
 import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
-import { kubeRequest } from '../harness/kubeHttp.js';
+import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
 import { type Kubelet, startKubelet } from '../harness/kubelet.js';
 import { startOperator } from '../harness/operator.js';
 import { type Service, waitUntil } from '../harness/process.js';
@@ -43,12 +43,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
   let _opPort: number;
   const t0 = Date.now();
 
-  const get = async <T>(path: string): Promise<T | undefined> => {
-    const r = await kubeRequest(kc, 'GET', path);
-    if (r.status === 404) return undefined;
-    if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
-    return r.body as T;
-  };
+  const get = <T>(path: string) => getObject<T>(kc, path);
   const rc = async () => get<RedisCluster>(rcPath);
   const cond = (c: RedisCluster | undefined, type: string) =>
     c?.status?.conditions?.find((x) => x.type === type);
@@ -57,28 +52,8 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
     c?.status?.slotsCovered === 16384 &&
     c.status.readyNodes === 6 &&
     c.status.observedGeneration === c.metadata.generation;
-  const waitStatus = async (
-    what: string,
-    ok: (c: RedisCluster | undefined) => boolean,
-    timeoutMs: number,
-  ) => {
-    let last: RedisCluster | undefined;
-    try {
-      await waitUntil(
-        what,
-        async () => {
-          last = await rc();
-          return ok(last);
-        },
-        timeoutMs,
-        op,
-      );
-    } catch (e) {
-      console.log('last status:', JSON.stringify(last?.status, null, 1));
-      throw e;
-    }
-    return last as RedisCluster;
-  };
+  const waitStatus = (what: string, ok: (c: RedisCluster | undefined) => boolean, timeoutMs: number) =>
+    waitForObject<RedisCluster>(kc, rcPath, what, ok, timeoutMs, op);
   const password = async () => {
     const s = await get<{ data: { password: string } }>(`/api/v1/namespaces/${NS}/secrets/${NAME}-auth`);
     return Buffer.from(s!.data.password, 'base64').toString('utf8');

@@ -9,7 +9,7 @@ import type { Applier, ObjectKey, ReconcileResult } from '../../operator/runtime
 import { fieldManager } from '../../operator/runtime/types.js';
 import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
-import { kubeRequest } from '../harness/kubeHttp.js';
+import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
 import { type Kubelet, startKubelet } from '../harness/kubelet.js';
 import { waitUntil } from '../harness/process.js';
 import { runDir } from '../harness/tools.js';
@@ -129,32 +129,12 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
   let password: string;
   const t0 = Date.now();
 
-  const get = async <T>(path: string): Promise<T | undefined> => {
-    const r = await kubeRequest(kc, 'GET', path);
-    if (r.status === 404) return undefined;
-    if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
-    return r.body as T;
-  };
-  const rc = async () =>
-    (await get<RedisCluster>(`/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters/${NAME}`))!;
+  const get = <T>(path: string) => getObject<T>(kc, path);
+  const rcPath = `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters/${NAME}`;
+  const rc = async () => (await get<RedisCluster>(rcPath))!;
   const cond = (c: RedisCluster, type: string) => c.status?.conditions?.find((x) => x.type === type);
-  const waitStatus = async (what: string, ok: (c: RedisCluster) => boolean, timeoutMs: number) => {
-    let last: RedisCluster | undefined;
-    try {
-      await waitUntil(
-        what,
-        async () => {
-          last = await rc();
-          return ok(last);
-        },
-        timeoutMs,
-      );
-    } catch (e) {
-      console.log('last status:', JSON.stringify(last?.status, null, 1));
-      throw e;
-    }
-    return last!;
-  };
+  const waitStatus = (what: string, ok: (c: RedisCluster) => boolean, timeoutMs: number) =>
+    waitForObject<RedisCluster>(kc, rcPath, what, (c) => c !== undefined && ok(c), timeoutMs);
   const clusterClient = (c: RedisCluster) =>
     new Cluster(
       (c.status?.nodes ?? []).map((n) => {
@@ -426,8 +406,7 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
   }, 60_000);
 
   it('scales out from 3 to 4 masters: slots move with their keys, evenly, and the new master gets a replica', async () => {
-    const path = `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters/${NAME}`;
-    const r = await kubeRequest(kc, 'PATCH', path, {
+    const r = await kubeRequest(kc, 'PATCH', rcPath, {
       body: JSON.stringify({ spec: { masters: 4 } }),
       contentType: 'application/merge-patch+json',
     });
