@@ -113,7 +113,8 @@ clone_from_primary() {
 start_primary() {
   if [ ! -f "$PGDATA/${BOOTSTRAP_MARKER}" ]; then
     if ! may_bootstrap; then
-      log "primary without data, and not allowed to initialise a new cluster: waiting for the operator"
+      [ -n "\${told_no_data:-}" ] || log "primary without data, and not allowed to initialise a new cluster: waiting for the operator"
+      told_no_data=1
       return 0
     fi
     bootstrap_primary

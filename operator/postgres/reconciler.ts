@@ -151,8 +151,24 @@ export class PostgresClusterReconciler implements Reconciler {
       currentPrimary = designated;
     } else if (designated && primary?.obs?.reachable && primary.obs.inRecovery && primary.ready) {
       // Designated but still a replica: a failover or switchover was recorded and the
-      // promotion is still to be done (or the operator stopped between the two).
-      failoverProblem = await this.#promote(cluster, primary, access, log, views);
+      // promotion is still to be done (or the operator stopped between the two). After a
+      // switchover the former primary must first have finished its clean shutdown (which
+      // sends every WAL record to the standbys still streaming from it) and be back as a
+      // replica, or be gone: while it is shutting down it refuses connections, which alone
+      // proves nothing.
+      const previous =
+        currentPrimary !== designated ? views.find((v) => v.pod === currentPrimary) : undefined;
+      if (
+        previous &&
+        !fenced.has(previous.pod) &&
+        previous.running &&
+        !(previous.obs?.reachable && previous.obs.inRecovery)
+      )
+        failoverProblem = {
+          reason: 'WaitingForOldPrimary',
+          message: `${previous.pod} is shutting down; ${designated} is promoted once it follows as a replica`,
+        };
+      else failoverProblem = await this.#promote(cluster, primary, access, log, views);
     } else if (designated && currentPrimary !== undefined && spec.failover?.enabled !== false) {
       const since = this.#lostSince.get(id) ?? this.#now().getTime();
       this.#lostSince.set(id, since);

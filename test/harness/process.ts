@@ -64,8 +64,17 @@ export function start(name: string, command: string, args: string[], opts: Start
     uid: opts.uid,
     gid: opts.gid,
   });
-  child.stdout?.pipe(out);
-  child.stderr?.pipe(out);
+  // Two sources into one file: end it only when both are done (the first to close would
+  // otherwise end it under the other; postgres backends outlive the main process).
+  let open = 0;
+  for (const stream of [child.stdout, child.stderr]) {
+    if (!stream) continue;
+    open++;
+    stream.pipe(out, { end: false });
+    stream.once('close', () => {
+      if (--open === 0) out.end();
+    });
+  }
   const pidFile = join(pidDir, `${child.pid}`);
   if (child.pid !== undefined) writeFileSync(pidFile, `${name}\n`);
   let done = false;

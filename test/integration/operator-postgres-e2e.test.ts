@@ -63,13 +63,13 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     (await get<{ status?: { podIP?: string } }>(`/api/v1/namespaces/${NS}/pods/${pod}`))?.status?.podIP;
 
   /** The application's connection: user, database and password from the app Secret, host the -rw ClusterIP. */
-  const appClient = async () => {
+  const appClient = async (name = NAME) => {
     const c = new pg.Client({
-      host: await clusterIP(`${NAME}-rw`),
+      host: await clusterIP(`${name}-rw`),
       port: 5432,
-      user: await secret(`${NAME}-app`, 'username'),
-      password: await secret(`${NAME}-app`, 'password'),
-      database: await secret(`${NAME}-app`, 'dbname'),
+      user: await secret(`${name}-app`, 'username'),
+      password: await secret(`${name}-app`, 'password'),
+      database: await secret(`${name}-app`, 'dbname'),
       connectionTimeoutMillis: 1000,
       query_timeout: 3000,
     });
@@ -85,7 +85,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       host: ip,
       port: 5432,
       user: 'postgres',
-      password: await secret(`${NAME}-superuser`, 'password'),
+      password: await secret(`${pod.replace(/-\d+$/, '')}-superuser`, 'password'),
       database,
       connectionTimeoutMillis: 1000,
       query_timeout: 3000,
@@ -310,12 +310,12 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     );
     for (const t of times) expect(t).toBeLessThanOrEqual(10_000);
     const metrics = await (await fetch(`http://127.0.0.1:${op.httpPort}/metrics`)).text();
-    expect(metrics).toContain(
-      `nox_postgres_failovers_total{namespace="${NS}",cluster="${NAME}",kind="failover"} ${FAILOVER_RUNS}`,
-    );
-    expect(metrics).toMatch(
-      new RegExp(`nox_postgres_primary_healthy\\{namespace="${NS}",cluster="${NAME}"\\} 1`),
-    );
+    const series = (name: string, labels: string) =>
+      new RegExp(`^${name}\\{${labels}[^}]*\\} (\\S+)$`, 'm').exec(metrics)?.[1];
+    expect(
+      series('nox_postgres_failovers_total', `namespace="${NS}",cluster="${NAME}",kind="failover"`),
+    ).toBe(String(FAILOVER_RUNS));
+    expect(series('nox_postgres_primary_healthy', `namespace="${NS}",cluster="${NAME}"`)).toBe('1');
   }, 1_200_000);
 
   it('promotes the more advanced replica when the other one’s WAL receiver is paused', async () => {
@@ -379,6 +379,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       });
       expect(r.status).toBe(200);
     };
+    const watch = splitBrainWatch();
     await patch(target);
     const after = await waitStatus(
       'switched over and healthy',
@@ -387,7 +388,9 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     );
     console.log(`switchover ${old} → ${target}: healthy after ${Date.now() - t0} ms`);
     expect(after.status?.lastFailover).toMatchObject({ from: old, to: target });
+    expect((await watch.stop()).worst.length).toBeLessThanOrEqual(1);
     expect(await primariesNow()).toEqual([target]);
+    expect((await onInstance<{ r: boolean }>(old, 'SELECT pg_is_in_recovery() AS r'))[0]!.r).toBe(true);
     const rows = await onInstance<{ n: string }>(
       target,
       'SELECT count(*) AS n FROM writes WHERE run = 200',
@@ -396,6 +399,60 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     expect(Number(rows[0]!.n)).toBe(1);
     await patch(null);
   }, 240_000);
+
+  it('a primary whose data is gone (emptyDir, pod deleted) is replaced by failover, never by an empty database', async () => {
+    const eph = 'eph';
+    const path = `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters/${eph}`;
+    const created = await kubeRequest(
+      kc,
+      'POST',
+      `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters`,
+      {
+        body: JSON.stringify({
+          apiVersion: 'nox.dev/v1alpha1',
+          kind: 'PostgresCluster',
+          metadata: { name: eph, namespace: NS },
+          spec: { instances: 2, failover: { delay: '2s' } },
+        }),
+      },
+    );
+    expect(created.status).toBe(201);
+    const ready = (c: PostgresCluster | undefined) =>
+      cond(c, 'Ready')?.status === 'True' &&
+      (c?.status?.instances ?? []).filter((i) => i.role === 'replica' && i.ready).length === 1;
+    const before = await waitForObject<PostgresCluster>(kc, path, 'eph Ready', ready, 120_000, op.service);
+    const old = before.status!.currentPrimary!;
+    const app = await appClient(eph);
+    try {
+      await app.query('CREATE TABLE kept (v text)');
+      await app.query("INSERT INTO kept VALUES ('written before the loss')");
+    } finally {
+      await app.end();
+    }
+    // The pod goes and comes back empty (emptyDir): it must not initialise a new database.
+    expect((await kubeRequest(kc, 'DELETE', `/api/v1/namespaces/${NS}/pods/${old}`)).status).toBe(200);
+    const after = await waitForObject<PostgresCluster>(
+      kc,
+      path,
+      'eph failed over and Ready again',
+      (c) => c?.status?.currentPrimary !== old && ready(c),
+      120_000,
+      op.service,
+    );
+    expect(after.status?.lastFailover?.from).toBe(old);
+    const app2 = await appClient(eph);
+    try {
+      expect((await app2.query('SELECT v FROM kept')).rows).toEqual([{ v: 'written before the loss' }]);
+    } finally {
+      await app2.end();
+    }
+    // The recreated instance cloned the new primary: a replica holding the same row.
+    expect((await onInstance<{ r: boolean }>(old, 'SELECT pg_is_in_recovery() AS r'))[0]!.r).toBe(true);
+    expect(await onInstance<{ v: string }>(old, 'SELECT v FROM kept', 'nox')).toEqual([
+      { v: 'written before the loss' },
+    ]);
+    expect((await kubeRequest(kc, 'DELETE', path)).status).toBe(200);
+  }, 300_000);
 
   it('reports an impossible spec in status and creates nothing for it', async () => {
     const bad = 'bad';
