@@ -332,3 +332,15 @@ export function desiredChildren(cluster: RedisCluster, input: DesiredInput = {})
 export function childList(c: DesiredChildren) {
   return [...(c.secret ? [c.secret] : []), c.configMap, c.headless, c.client, c.pdb, c.statefulSet];
 }
+
+/**
+ * Pods a spec change would remove (ordinals at or past the new size) while they serve hash
+ * slots, from the last observed status: shrinking the StatefulSet then would drop those slots
+ * and their keys. Scale-in would have to move the slots away first, which is not done.
+ */
+export function podsLostByScaleIn(cluster: RedisCluster): string[] {
+  const total = totalNodes(cluster.spec);
+  return (cluster.status?.nodes ?? [])
+    .filter((n) => n.pod && n.slots && Number(/-(\d+)$/.exec(n.pod)?.[1] ?? -1) >= total)
+    .map((n) => n.pod!);
+}

@@ -18,6 +18,7 @@ import {
   namesOf,
   PASSWORD_KEY,
   passwordRef,
+  podsLostByScaleIn,
   REDIS_PORT,
   selectorLabels,
   totalNodes,
@@ -89,6 +90,19 @@ export class RedisClusterReconciler implements Reconciler {
       return { kind: 'requeue', afterMs: blockedMs };
     }
 
+    const lost = podsLostByScaleIn(cluster);
+    if (lost.length) {
+      const blocked = {
+        reason: 'ScaleInBlocked',
+        message: `${lost.join(', ')} serve hash slots and would be removed by masters=${spec.masters}, replicasPerMaster=${spec.replicasPerMaster}; moving slots off before a scale-in is not supported, so the StatefulSet keeps its size (restore the previous spec)`,
+      };
+      log.warn({ pods: lost }, 'scale-in refused');
+      // The status keeps describing the nodes as they are: it is what this check reads next time.
+      const access: NodeAccess = { password: password.value, port: REDIS_PORT };
+      const views = await Promise.all((await this.#pods(cluster)).map((p) => observePod(p, access)));
+      await this.#writeStatus(cluster, { pods: views, memory: memoryOf(cluster), shape, totalPods, blocked });
+      return { kind: 'requeue', afterMs: blockedMs };
+    }
     const children = desiredChildren(
       cluster,
       password.generated ? { generatedPassword: password.value } : {},
@@ -105,9 +119,7 @@ export class RedisClusterReconciler implements Reconciler {
     const access: NodeAccess = { password: password.value, port: REDIS_PORT };
     const pods = await this.#pods(cluster);
     const views = await Promise.all(pods.map((p) => observePod(p, access)));
-    const memory: Memory = Object.fromEntries(
-      (cluster.status?.nodes ?? []).filter((n) => n.pod && n.id).map((n) => [n.pod!, n.id!]),
-    );
+    const memory = memoryOf(cluster);
     const p = plan(views, shape, memory, { port: REDIS_PORT, busPort: BUS_PORT, totalPods });
     if (p.actions.length) {
       const ipOf = (pod: string) => views.find((v) => v.pod === pod)?.ip;
@@ -212,6 +224,13 @@ export class RedisClusterReconciler implements Reconciler {
     });
     return status;
   }
+}
+
+/** Pod name → Redis node id, as the last status recorded them. */
+function memoryOf(cluster: RedisCluster): Memory {
+  return Object.fromEntries(
+    (cluster.status?.nodes ?? []).filter((n) => n.pod && n.id).map((n) => [n.pod!, n.id!]),
+  );
 }
 
 function describeError(e: unknown): string {

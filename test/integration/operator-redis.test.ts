@@ -442,4 +442,28 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
       client.disconnect();
     }
   }, 300_000);
+
+  it('refuses a scale-in that would remove pods serving slots: status says why, the StatefulSet keeps its size', async () => {
+    const r = await kubeRequest(kc, 'PATCH', rcPath, {
+      body: JSON.stringify({ spec: { masters: 3 } }),
+      contentType: 'application/merge-patch+json',
+    });
+    expect(r.status).toBe(200);
+    driver.kick();
+    const blocked = await waitStatus(
+      'Ready=False ScaleInBlocked',
+      (c) =>
+        c.status?.observedGeneration === c.metadata.generation &&
+        cond(c, 'Ready')?.reason === 'ScaleInBlocked',
+      30_000,
+    );
+    expect(cond(blocked, 'Ready')?.message).toContain('serve hash slots');
+    await new Promise((res) => setTimeout(res, 2000));
+    const sts = await get<{ spec: { replicas: number } }>(
+      `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`,
+    );
+    expect(sts?.spec.replicas).toBe(8);
+    expect(kubelet.pods().filter((p) => p.running)).toHaveLength(8);
+    expect(cond(await rc(), 'Ready')?.reason).toBe('ScaleInBlocked');
+  }, 60_000);
 });
