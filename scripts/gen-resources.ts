@@ -4,13 +4,15 @@ import { stringify } from 'yaml';
 import { crdFor } from '../common/resources/crd.js';
 import { kinds } from '../common/resources/kinds/index.js';
 import { typesFor } from '../common/resources/typegen.js';
+import { operatorRbac } from '../operator/rbac.js';
 import { sidecarRbac } from '../sidecar/rbac.js';
 import { repoRoot } from '../test/harness/tools.js';
 
 /**
  * Writes crds/<plural>.nox.dev.yaml (also into the chart), common/resources/types.gen.ts
- * and the chart's RBAC rules from the kind definitions and sidecar/rbac.ts. `--check` writes nothing and fails if a checked-in file differs (the
- * drift test runs the same comparison).
+ * and the chart's RBAC rules from the kind definitions, sidecar/rbac.ts and operator/rbac.ts.
+ * `--check` writes nothing and fails if a checked-in file differs (the drift test runs the
+ * same comparison).
  */
 export function generatedFiles(): Map<string, string> {
   const files = new Map<string, string>();
@@ -31,7 +33,12 @@ export function generatedFiles(): Map<string, string> {
       files.get(join('crds', `${def.plural}.nox.dev.yaml`))!,
     );
   }
+  // The chart's roles use these rules verbatim: a permission is granted only in the .ts file.
   files.set(join('charts', 'nox', 'files', 'sidecar-rbac.json'), `${JSON.stringify(sidecarRbac, null, 2)}\n`);
+  files.set(
+    join('charts', 'nox', 'files', 'operator-rbac.json'),
+    `${JSON.stringify(operatorRbac, null, 2)}\n`,
+  );
   return files;
 }
 

@@ -4,6 +4,11 @@ import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { policyKinds } from '../../common/resources/kinds/index.js';
 import { validateResource } from '../../common/resources/validate.js';
+import { operatorRbac } from '../../operator/rbac.js';
+import {
+  loadSettings as loadOperatorSettings,
+  definitions as operatorDefinitions,
+} from '../../operator/settings.js';
 import { sidecarRbac } from '../../sidecar/rbac.js';
 import { definitions, loadSettings } from '../../sidecar/settings/settings.js';
 import { helm } from '../harness/helm.js';
@@ -104,6 +109,9 @@ const ids = (objects: K8sObject[]) =>
     .map((o) => `${o.kind}/${o.metadata.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata.name}`)
     .sort();
 const rbacKinds = new Set(['Role', 'RoleBinding', 'ClusterRole', 'ClusterRoleBinding']);
+/** The objects of one part of the chart (the app.kubernetes.io/component label). */
+const ofComponent = (objects: K8sObject[], component: 'sidecar' | 'operator') =>
+  objects.filter((o) => o.metadata.labels?.['app.kubernetes.io/component'] === component);
 
 /** The example manifests the demo runs, as a user would list them in sidecar.policies. */
 const demoPolicies = readdirSync(join(repoRoot, 'examples', 'demo'))
@@ -114,6 +122,97 @@ const demoPolicies = readdirSync(join(repoRoot, 'examples', 'demo'))
       (d) => d.toJS() as Record<string, unknown>,
     ),
   );
+
+/** A value for every operator option, none of them its default. */
+const everyOperatorOption = {
+  enabled: true,
+  replicas: 3,
+  watchNamespaces: ['team-a', 'team-b', 'team-a'],
+  httpPort: 8080,
+  leaseName: 'nox-leader',
+  logLevel: 'debug',
+  resources: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: 1, memory: '1Gi' } },
+  nodeSelector: { 'kubernetes.io/os': 'linux' },
+  tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'control', effect: 'NoSchedule' }],
+  affinity: {
+    podAntiAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        {
+          weight: 100,
+          podAffinityTerm: {
+            topologyKey: 'kubernetes.io/hostname',
+            labelSelector: { matchLabels: { 'app.kubernetes.io/component': 'operator' } },
+          },
+        },
+      ],
+    },
+  },
+  podAnnotations: { 'prometheus.io/scrape': 'true' },
+};
+
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { fieldRef?: { fieldPath: string } };
+}
+interface OperatorPodSpec {
+  serviceAccountName: string;
+  automountServiceAccountToken?: boolean;
+  securityContext?: Record<string, unknown>;
+  hostNetwork?: boolean;
+  hostPID?: boolean;
+  hostIPC?: boolean;
+  volumes?: unknown[];
+  nodeSelector?: unknown;
+  tolerations?: unknown;
+  affinity?: unknown;
+  containers: {
+    name: string;
+    image: string;
+    command?: string[];
+    args?: string[];
+    env: EnvVar[];
+    ports: { name: string; containerPort: number }[];
+    livenessProbe?: { httpGet?: { path: string; port: string } };
+    readinessProbe?: { httpGet?: { path: string; port: string } };
+    resources?: unknown;
+    securityContext?: Record<string, unknown>;
+  }[];
+}
+interface OperatorDeployment {
+  replicas: number;
+  selector: { matchLabels: Record<string, string> };
+  template: {
+    metadata: { labels: Record<string, string>; annotations?: Record<string, string> };
+    spec: OperatorPodSpec;
+  };
+}
+
+/** The operator's Deployment spec and its one container. */
+function operatorDeployment(objects: K8sObject[], name = 'demo-nox-operator') {
+  const spec = find(objects, 'Deployment', name).spec as unknown as OperatorDeployment;
+  expect(spec.template.spec.containers).toHaveLength(1);
+  return { spec, pod: spec.template.spec, container: spec.template.spec.containers[0]! };
+}
+
+/** The container's environment as the pod in namespace nox-system named demo-nox-operator-abc would see it. */
+function resolvedEnv(env: EnvVar[]): Record<string, string> {
+  const fields: Record<string, string> = {
+    'metadata.namespace': 'nox-system',
+    'metadata.name': 'demo-nox-operator-abc',
+  };
+  return Object.fromEntries(
+    env.map((e) => {
+      const field = e.valueFrom?.fieldRef?.fieldPath;
+      if (field !== undefined) {
+        expect(fields[field], `${e.name}: fieldRef ${field}`).toBeDefined();
+        return [e.name, fields[field]!];
+      }
+      expect(e.value, e.name).toBeDefined();
+      return [e.name, e.value!];
+    }),
+  );
+}
 
 /** Every NOX_* setting the chart sets through its ConfigMap: all but the Secret and the dev-only one. */
 const configMapSettings = Object.values(definitions)
@@ -132,8 +231,15 @@ describe('charts/nox', () => {
         redisPasswordSecret: { name: 'redis-auth', key: 'password' },
         databaseUrlSecret: { name: 'pg-app', key: 'uri' },
       },
+      operator: everyOperatorOption,
     });
-    for (const args of [[], ['-f', all], ['--set-json', 'sidecar.watchNamespaces=["team-a"]']]) {
+    for (const args of [
+      [],
+      ['-f', all],
+      ['--set-json', 'sidecar.watchNamespaces=["team-a"]'],
+      ['--set', 'operator.enabled=false'],
+      ['--set', 'operator.replicas=1'],
+    ]) {
       const res = await helm(['lint', '--strict', 'charts/nox', ...args]);
       expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0);
       expect(res.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
@@ -154,7 +260,7 @@ describe('charts/nox', () => {
 
   it('renders the ServiceAccount, the ConfigMap and cluster-wide read RBAC with the default values', async () => {
     const objects = await render('demo');
-    expect(ids(objects)).toEqual([
+    expect(ids(ofComponent(objects, 'sidecar'))).toEqual([
       'ClusterRole/nox-system:demo-nox-sidecar-policies',
       'ClusterRole/nox-system:demo-nox-sidecar-tokenreview',
       'ClusterRoleBinding/nox-system:demo-nox-sidecar-policies',
@@ -162,13 +268,17 @@ describe('charts/nox', () => {
       'ConfigMap/nox-system/demo-nox-sidecar',
       'ServiceAccount/nox-system/demo-nox',
     ]);
+    // Everything else is the operator's (its own tests below say what).
+    expect(ofComponent(objects, 'operator').length + ofComponent(objects, 'sidecar').length).toBe(
+      objects.length,
+    );
     for (const o of objects) {
       expect(o.metadata.labels).toMatchObject({
         'app.kubernetes.io/name': 'nox',
         'app.kubernetes.io/instance': 'demo',
         'app.kubernetes.io/version': '0.1.0',
         'app.kubernetes.io/managed-by': 'Helm',
-        'app.kubernetes.io/component': 'sidecar',
+        'app.kubernetes.io/part-of': 'nox',
         'helm.sh/chart': 'nox-0.1.0',
       });
     }
@@ -416,7 +526,7 @@ describe('charts/nox', () => {
       '--set-json',
       'sidecar.watchNamespaces=["team-a","team-b","team-a"]',
     ]);
-    expect(ids(objects.filter((o) => rbacKinds.has(o.kind)))).toEqual([
+    expect(ids(ofComponent(objects, 'sidecar').filter((o) => rbacKinds.has(o.kind)))).toEqual([
       'ClusterRole/nox-system:demo-nox-sidecar-tokenreview',
       'ClusterRoleBinding/nox-system:demo-nox-sidecar-tokenreview',
       'Role/team-a/demo-nox-sidecar',
@@ -445,9 +555,9 @@ describe('charts/nox', () => {
 
   it('grants nothing with the files source (the sidecar never calls the API), nor with rbac.create=false', async () => {
     const files = await render('demo', ['--set', 'sidecar.configSource=files']);
-    expect(files.filter((o) => rbacKinds.has(o.kind))).toEqual([]);
+    expect(ofComponent(files, 'sidecar').filter((o) => rbacKinds.has(o.kind))).toEqual([]);
     const none = await render('demo', ['--set', 'rbac.create=false']);
-    expect(none.filter((o) => rbacKinds.has(o.kind))).toEqual([]);
+    expect(ofComponent(none, 'sidecar').filter((o) => rbacKinds.has(o.kind))).toEqual([]);
   });
 
   it('binds an existing ServiceAccount when serviceAccount.create=false, never the default one', async () => {
@@ -457,8 +567,8 @@ describe('charts/nox', () => {
       '--set',
       'serviceAccount.name=gateway',
     ]);
-    expect(objects.filter((o) => o.kind === 'ServiceAccount')).toEqual([]);
-    for (const o of objects.filter((x) => x.kind === 'ClusterRoleBinding'))
+    expect(ofComponent(objects, 'sidecar').filter((o) => o.kind === 'ServiceAccount')).toEqual([]);
+    for (const o of ofComponent(objects, 'sidecar').filter((x) => x.kind === 'ClusterRoleBinding'))
       expect(o.subjects).toEqual([{ kind: 'ServiceAccount', name: 'gateway', namespace: 'nox-system' }]);
 
     const res = await helm(['template', 'demo', 'charts/nox', '--set', 'serviceAccount.create=false']);
@@ -470,7 +580,7 @@ describe('charts/nox', () => {
       '--set',
       'rbac.create=false',
     ]);
-    expect(noRbac.map((o) => o.kind)).toEqual(['ConfigMap']);
+    expect(ofComponent(noRbac, 'sidecar').map((o) => o.kind)).toEqual(['ConfigMap']);
   });
 
   it('the generated sidecar RBAC is read-only but for creating TokenReviews, without wildcards', () => {
@@ -564,6 +674,14 @@ describe('charts/nox', () => {
       [['--set', 'sidecar.databaseUrl=postgres://nox:hunter2@db/nox'], 'databaseUrl'],
       [['--set', 'sidecar.redisPassword=hunter2'], 'redisPassword'],
       [['--set', 'sidecar.redisPasswordSecret.value=hunter2'], 'value'],
+      [['--set', 'operator.replicas=0'], 'replicas'],
+      [['--set', 'operator.httpPort=0'], 'httpPort'],
+      [['--set', 'operator.logLevel=loud'], 'logLevel'],
+      [['--set', 'operator.watchNamespaces={Team_A}'], 'watchNamespaces'],
+      [['--set', 'operator.leaseName=Nox_Leader'], 'leaseName'],
+      [['--set', 'operator.resources.requests.memory=lots'], 'memory'],
+      [['--set', 'operator.resources.request.memory=1Gi'], 'request'],
+      [['--set', 'operator.image=other'], 'image'],
     ] as const) {
       const res = await helm(['template', 'demo', 'charts/nox', ...args]);
       expect(res.code, args.join(' ')).not.toBe(0);
@@ -612,5 +730,228 @@ describe('charts/nox', () => {
       expect(res.code, args.join(' ')).not.toBe(0);
       expect(res.stderr).toContain(message);
     }
+  });
+  describe('operator', () => {
+    it('renders the Deployment, its own ServiceAccount, the metrics Service and a PDB with the defaults', async () => {
+      const objects = await render('demo');
+      expect(ids(ofComponent(objects, 'operator').filter((o) => !rbacKinds.has(o.kind)))).toEqual([
+        'Deployment/nox-system/demo-nox-operator',
+        'PodDisruptionBudget/nox-system/demo-nox-operator',
+        'Service/nox-system/demo-nox-operator',
+        'ServiceAccount/nox-system/demo-nox-operator',
+      ]);
+      const { spec, pod, container } = operatorDeployment(objects);
+      expect(spec.replicas).toBe(2);
+      // The selector picks the operator's pods only, never the sidecar's of the same release.
+      expect(spec.selector.matchLabels).toEqual({
+        'app.kubernetes.io/name': 'nox',
+        'app.kubernetes.io/instance': 'demo',
+        'app.kubernetes.io/component': 'operator',
+      });
+      expect(spec.template.metadata.labels).toMatchObject(spec.selector.matchLabels);
+      expect(spec.template.metadata.annotations).toBeUndefined();
+
+      // Its own ServiceAccount, with a token (it calls the API), not the sidecar's.
+      expect(pod.serviceAccountName).toBe('demo-nox-operator');
+      expect(pod.automountServiceAccountToken).toBe(true);
+
+      // The sidecar's image, running the other program.
+      expect(container.name).toBe('nox-operator');
+      expect(container.image).toBe('ghcr.io/nox-dev/nox:0.1.0');
+      expect(container.command).toEqual(['nox-operator']);
+      expect(container.args).toBeUndefined();
+
+      // The probes and the Service reach the port the operator listens on.
+      const env = resolvedEnv(container.env);
+      expect(container.ports).toEqual([{ name: 'http-metrics', containerPort: Number(env.NOX_HTTP_PORT) }]);
+      expect(container.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 'http-metrics' });
+      expect(container.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'http-metrics' });
+      const service = find(objects, 'Service', 'demo-nox-operator').spec;
+      expect(service).toEqual({
+        type: 'ClusterIP',
+        selector: spec.selector.matchLabels,
+        ports: [{ name: 'http-metrics', port: 9090, targetPort: 'http-metrics', protocol: 'TCP' }],
+      });
+      expect(find(objects, 'PodDisruptionBudget', 'demo-nox-operator').spec).toEqual({
+        maxUnavailable: 1,
+        selector: { matchLabels: spec.selector.matchLabels },
+      });
+      expect(container.resources).toEqual({
+        requests: { cpu: '100m', memory: '128Mi' },
+        limits: { memory: '512Mi' },
+      });
+      for (const field of ['nodeSelector', 'tolerations', 'affinity'] as const)
+        expect(pod[field], field).toBeUndefined();
+    });
+
+    it('sets only variables operator/settings.ts declares, and the operator accepts them', async () => {
+      const { container } = operatorDeployment(await render('demo'));
+      const names = container.env.map((e) => e.name);
+      expect(new Set(names).size).toBe(names.length);
+      const declared = new Set(Object.values(operatorDefinitions).map((d) => d.env));
+      // POD_NAME is no setting of its own: a setting's documented fallback ($POD_NAME).
+      const fallbacks = new Set(
+        Object.values(operatorDefinitions).flatMap((d) =>
+          [...d.doc.matchAll(/\$([A-Z_]+)/g)].map((m) => m[1]),
+        ),
+      );
+      for (const name of names)
+        expect(declared.has(name) || fallbacks.has(name), `${name} is not in operator/settings.ts`).toBe(
+          true,
+        );
+      expect(names.filter((n) => !declared.has(n))).toEqual(['POD_NAME']);
+
+      const env = resolvedEnv(container.env);
+      const settings = loadOperatorSettings(env);
+      expect(settings).toMatchObject({
+        operatorNamespace: 'nox-system',
+        leaseName: 'demo-nox-operator',
+        watchNamespaces: '',
+        httpHost: '0.0.0.0',
+        httpPort: 9090,
+        logLevel: 'info',
+      });
+      expect(env.POD_NAME).toBe('demo-nox-operator-abc');
+      // Everything the chart does not set is the operator's own default.
+      for (const [key, def] of Object.entries(operatorDefinitions)) {
+        if (!names.includes(def.env))
+          expect(settings[key as keyof typeof settings], def.env).toEqual(def.default);
+      }
+    });
+
+    it('runs under the restricted Pod Security Standard', async () => {
+      for (const args of [[], ['-f', valuesFile({ operator: everyOperatorOption })]]) {
+        const { pod, container } = operatorDeployment(await render('demo', args));
+        expect(pod.securityContext).toEqual({
+          runAsNonRoot: true,
+          seccompProfile: { type: 'RuntimeDefault' },
+        });
+        expect(container.securityContext).toEqual({
+          allowPrivilegeEscalation: false,
+          readOnlyRootFilesystem: true,
+          runAsNonRoot: true,
+          capabilities: { drop: ['ALL'] },
+          seccompProfile: { type: 'RuntimeDefault' },
+        });
+        for (const field of ['hostNetwork', 'hostPID', 'hostIPC', 'volumes'] as const)
+          expect(pod[field], field).toBeUndefined();
+      }
+    });
+
+    it('grants exactly the generated rules: namespaced and cluster ones cluster-wide, the Lease in its namespace', async () => {
+      const objects = await render('demo');
+      expect(ids(ofComponent(objects, 'operator').filter((o) => rbacKinds.has(o.kind)))).toEqual([
+        'ClusterRole/nox-system:demo-nox-operator',
+        'ClusterRoleBinding/nox-system:demo-nox-operator',
+        'Role/nox-system/demo-nox-operator-leader-election',
+        'RoleBinding/nox-system/demo-nox-operator-leader-election',
+      ]);
+      expect(find(objects, 'ClusterRole', 'nox-system:demo-nox-operator').rules).toEqual([
+        ...operatorRbac.namespaced,
+        ...operatorRbac.cluster,
+      ]);
+      expect(find(objects, 'Role', 'demo-nox-operator-leader-election').rules).toEqual(
+        operatorRbac.ownNamespace,
+      );
+      const subjects = [{ kind: 'ServiceAccount', name: 'demo-nox-operator', namespace: 'nox-system' }];
+      for (const [kind, name, roleKind] of [
+        ['ClusterRoleBinding', 'nox-system:demo-nox-operator', 'ClusterRole'],
+        ['RoleBinding', 'demo-nox-operator-leader-election', 'Role'],
+      ] as const) {
+        const binding = find(objects, kind, name);
+        expect(binding.roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: roleKind, name });
+        expect(binding.subjects).toEqual(subjects);
+      }
+      expect(JSON.parse(readFileSync(join(chartDir, 'files', 'operator-rbac.json'), 'utf8'))).toEqual(
+        operatorRbac,
+      );
+    });
+
+    it('with watchNamespaces: a Role per namespace, nothing namespaced cluster-wide', async () => {
+      // The release namespace may be a served one too: its Role and the Lease's do not collide.
+      const objects = await render('demo', [
+        '--set-json',
+        'operator.watchNamespaces=["team-a","nox-system","team-a"]',
+      ]);
+      const rbac = ofComponent(objects, 'operator').filter((o) => rbacKinds.has(o.kind));
+      const clusterWide = operatorRbac.cluster.length > 0 ? ['ClusterRole', 'ClusterRoleBinding'] : [];
+      expect(ids(rbac)).toEqual(
+        [
+          ...clusterWide.map((kind) => `${kind}/nox-system:demo-nox-operator`),
+          'Role/nox-system/demo-nox-operator',
+          'Role/nox-system/demo-nox-operator-leader-election',
+          'Role/team-a/demo-nox-operator',
+          'RoleBinding/nox-system/demo-nox-operator',
+          'RoleBinding/nox-system/demo-nox-operator-leader-election',
+          'RoleBinding/team-a/demo-nox-operator',
+        ].sort(),
+      );
+      for (const ns of ['team-a', 'nox-system']) {
+        const role = rbac.find(
+          (o) => o.kind === 'Role' && o.metadata.namespace === ns && o.metadata.name === 'demo-nox-operator',
+        );
+        expect(role?.rules, ns).toEqual(operatorRbac.namespaced);
+        const binding = rbac.find(
+          (o) =>
+            o.kind === 'RoleBinding' &&
+            o.metadata.namespace === ns &&
+            o.metadata.name === 'demo-nox-operator',
+        );
+        expect(binding?.roleRef).toEqual({
+          apiGroup: 'rbac.authorization.k8s.io',
+          kind: 'Role',
+          name: 'demo-nox-operator',
+        });
+        expect(binding?.subjects).toEqual([
+          { kind: 'ServiceAccount', name: 'demo-nox-operator', namespace: 'nox-system' },
+        ]);
+      }
+      for (const o of rbac.filter((x) => x.kind === 'ClusterRole'))
+        expect(o.rules).toEqual(operatorRbac.cluster);
+      const env = resolvedEnv(operatorDeployment(objects).container.env);
+      expect(env.NOX_WATCH_NAMESPACES).toBe('team-a,nox-system');
+    });
+
+    it('takes every option from values', async () => {
+      const objects = await render('demo', ['-f', valuesFile({ operator: everyOperatorOption })]);
+      const { spec, pod, container } = operatorDeployment(objects);
+      expect(spec.replicas).toBe(3);
+      expect(spec.template.metadata.annotations).toEqual(everyOperatorOption.podAnnotations);
+      expect(pod.nodeSelector).toEqual(everyOperatorOption.nodeSelector);
+      expect(pod.tolerations).toEqual(everyOperatorOption.tolerations);
+      expect(pod.affinity).toEqual(everyOperatorOption.affinity);
+      expect(container.resources).toEqual(everyOperatorOption.resources);
+      expect(container.ports).toEqual([{ name: 'http-metrics', containerPort: 8080 }]);
+      expect(find(objects, 'Service', 'demo-nox-operator').spec?.ports).toEqual([
+        { name: 'http-metrics', port: 8080, targetPort: 'http-metrics', protocol: 'TCP' },
+      ]);
+      expect(loadOperatorSettings(resolvedEnv(container.env))).toMatchObject({
+        httpPort: 8080,
+        leaseName: 'nox-leader',
+        watchNamespaces: 'team-a,team-b',
+        logLevel: 'debug',
+      });
+      // One replica: no PDB (maxUnavailable 1 of 1 protects nothing).
+      const single = await render('demo', ['--set', 'operator.replicas=1']);
+      expect(operatorDeployment(single).spec.replicas).toBe(1);
+      expect(single.filter((o) => o.kind === 'PodDisruptionBudget')).toEqual([]);
+    });
+
+    it('renders nothing of the operator with operator.enabled=false', async () => {
+      const objects = await render('demo', ['--set', 'operator.enabled=false']);
+      expect(ofComponent(objects, 'operator')).toEqual([]);
+      expect(objects.filter((o) => o.metadata.name.includes('operator'))).toEqual([]);
+      expect(ids(objects)).toEqual(ids(ofComponent(await render('demo'), 'sidecar')));
+    });
+
+    it('the generated operator RBAC has no wildcards, and the Lease only in its own namespace', () => {
+      const all = [...operatorRbac.namespaced, ...operatorRbac.ownNamespace, ...operatorRbac.cluster];
+      for (const r of all)
+        for (const list of [r.apiGroups, r.resources, r.verbs]) expect(list).not.toContain('*');
+      const leases = (rules: readonly { resources: readonly string[] }[]) =>
+        rules.filter((r) => r.resources.includes('leases'));
+      expect(leases([...operatorRbac.namespaced, ...operatorRbac.cluster])).toEqual([]);
+      expect(leases(operatorRbac.ownNamespace)).not.toEqual([]);
+    });
   });
 });

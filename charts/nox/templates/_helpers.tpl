@@ -246,3 +246,56 @@ The volumes "nox.sidecarContainer" mounts (a YAML list; empty when it mounts non
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The operator's objects (Deployment, ServiceAccount, metrics Service, PDB, Roles) share one
+name, distinct from the sidecar's; truncated to 63 characters (a Service name is a DNS label).
+*/}}
+{{- define "nox.operatorName" -}}
+{{- printf "%s-operator" (include "nox.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of the operator's objects, and the selector of its pods: the component keeps the
+Deployment, Service and PDB from ever selecting pods of the same release that are not the
+operator's.
+*/}}
+{{- define "nox.operatorLabels" -}}
+{{ include "nox.labels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+{{- define "nox.operatorSelectorLabels" -}}
+{{ include "nox.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+The operator's ClusterRole: like the sidecar's, it carries the release namespace, so that
+releases of the same name in different namespaces do not claim the same one.
+*/}}
+{{- define "nox.operatorClusterRoleName" -}}
+{{- printf "%s:%s" .Release.Namespace (include "nox.operatorName" .) }}
+{{- end }}
+
+{{/*
+The Role in the release namespace for the leader-election Lease. Its own name: the release
+namespace may also be a watched one, whose Role is named "nox.operatorName".
+*/}}
+{{- define "nox.operatorLeaderElectionRoleName" -}}
+{{- printf "%s-leader-election" (include "nox.operatorName" .) }}
+{{- end }}
+
+{{/*
+Name of the leader-election Lease: operator.leaseName, else the operator's name (one leader
+per release).
+*/}}
+{{- define "nox.operatorLeaseName" -}}
+{{- default (include "nox.operatorName" .) .Values.operator.leaseName }}
+{{- end }}
+
+{{/*
+Namespaces the operator serves, without duplicates (empty: all namespaces).
+*/}}
+{{- define "nox.operatorWatchNamespaces" -}}
+{{- .Values.operator.watchNamespaces | default list | uniq | join "," }}
+{{- end }}
