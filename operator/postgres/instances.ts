@@ -146,3 +146,22 @@ export async function ensureSlots(
     return created;
   });
 }
+
+/** Drops replication slots that no replica uses any more; a slot still active is left for next time. */
+export async function dropSlots(
+  ip: string,
+  access: InstanceAccess,
+  slots: readonly string[],
+): Promise<string[]> {
+  return withClient(ip, access, async (c) => {
+    const dropped: string[] = [];
+    for (const slot of slots) {
+      const r = await c.query(
+        'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active',
+        [slot],
+      );
+      if (r.rowCount) dropped.push(slot);
+    }
+    return dropped;
+  });
+}

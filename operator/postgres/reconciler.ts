@@ -28,16 +28,18 @@ import {
   validateSpec,
   walReceiptStopped,
 } from './desired.js';
-import { ensureSlots, type InstanceAccess, observeInstance, promote } from './instances.js';
+import { dropSlots, ensureSlots, type InstanceAccess, observeInstance, promote } from './instances.js';
 import type { PostgresMetrics } from './metrics.js';
 import {
   type InstanceView,
   isHealthyPrimary,
   isStreamingReplica,
+  orphanSlots,
   otherPrimaries,
   PRIMARY_ANNOTATION,
   planFailover,
   podPatches,
+  scaleDownProblem,
 } from './roles.js';
 import { computeStatus, type Problem } from './status.js';
 
@@ -112,6 +114,18 @@ export class PostgresClusterReconciler implements Reconciler {
     const passwords = await this.#passwords(cluster);
     if ('problem' in passwords) {
       await this.#writeStatus(cluster, { views: [], blocked: passwords.problem });
+      return { kind: 'requeue', afterMs: 10_000 };
+    }
+    const scaleDown = scaleDownProblem(cluster.metadata.annotations?.[PRIMARY_ANNOTATION], spec.instances);
+    if (scaleDown) {
+      log.warn({ instances: spec.instances }, 'scale-down refused: it would remove the primary');
+      const views = await this.#observe(cluster, { password: passwords.superuser });
+      await this.#writeStatus(cluster, {
+        views,
+        designated: cluster.metadata.annotations?.[PRIMARY_ANNOTATION],
+        fenced: new Set(fencedInstances(cluster.metadata.annotations)),
+        blocked: scaleDown,
+      });
       return { kind: 'requeue', afterMs: 10_000 };
     }
     try {
@@ -251,14 +265,19 @@ export class PostgresClusterReconciler implements Reconciler {
 
     if (healthyNow && designated) {
       const p = views.find((v) => v.pod === designated)!;
-      const wanted = views.filter((v) => v.pod !== designated).map((v) => slotName(v.pod));
+      const wanted = views
+        .filter((v) => v.pod !== designated && v.ordinal < spec.instances)
+        .map((v) => slotName(v.pod));
       const missing = wanted.filter((s) => !p.obs?.slots?.includes(s));
-      if (missing.length) {
-        try {
-          await ensureSlots(p.ip!, access, missing);
-        } catch (e) {
-          log.warn({ err: describeError(e) }, 'creating replication slots failed');
+      const orphans = orphanSlots(p.obs?.slots ?? [], key.name, spec.instances);
+      try {
+        if (missing.length) await ensureSlots(p.ip!, access, missing);
+        if (orphans.length) {
+          const dropped = await dropSlots(p.ip!, access, orphans);
+          if (dropped.length) log.info({ slots: dropped }, 'dropped the slots of removed instances');
         }
+      } catch (e) {
+        log.warn({ err: describeError(e) }, 'managing replication slots failed');
       }
     }
 
@@ -389,7 +408,9 @@ export class PostgresClusterReconciler implements Reconciler {
     if (problem) return { cluster, problem };
     await this.#patchPods(cluster, views, plan.target, fenced);
     // The other replicas stream through slots of their own, which the new primary does not have yet.
-    const slots = views.filter((v) => v.pod !== plan.target).map((v) => slotName(v.pod));
+    const slots = views
+      .filter((v) => v.pod !== plan.target && v.ordinal < cluster.spec.instances)
+      .map((v) => slotName(v.pod));
     await ensureSlots(target.ip!, access, slots).catch((e: unknown) =>
       log.warn({ err: describeError(e) }, 'creating replication slots failed'),
     );

@@ -3,7 +3,15 @@ import type { PostgresCluster } from '../../common/resources/types.gen.js';
 import { FENCING_ANNOTATION, ROLE_LABEL } from './failover.js';
 import { BOOTSTRAP_ANNOTATION } from './instanceManager.js';
 import type { InstanceObservation } from './instances.js';
-import { type InstanceView, isHealthyPrimary, otherPrimaries, planFailover, podPatches } from './roles.js';
+import {
+  type InstanceView,
+  isHealthyPrimary,
+  orphanSlots,
+  otherPrimaries,
+  planFailover,
+  podPatches,
+  scaleDownProblem,
+} from './roles.js';
 import { computeStatus } from './status.js';
 
 const view = (
@@ -194,5 +202,18 @@ describe('computeStatus', () => {
       status: 'False',
       reason: 'NotFormed',
     });
+  });
+});
+
+describe('scale-down', () => {
+  it('drops only the slots of this cluster’s instances past spec.instances', () => {
+    expect(
+      orphanSlots(['nox_db_0', 'nox_db_1', 'nox_db_2', 'nox_db_10', 'nox_other_2', 'backup'], 'db', 2),
+    ).toEqual(['nox_db_2', 'nox_db_10']);
+  });
+  it('waits while the primary is among the instances to remove', () => {
+    expect(scaleDownProblem('db-2', 2)).toMatchObject({ reason: 'ScaleDownBlocked' });
+    expect(scaleDownProblem('db-1', 2)).toBeUndefined();
+    expect(scaleDownProblem(undefined, 1)).toBeUndefined();
   });
 });

@@ -1,9 +1,11 @@
+import { slotName } from './desired.js';
 import {
   chooseFailoverTarget,
   enoughReplicasForSafeFailover,
   FENCING_ANNOTATION,
   fencingAnnotation,
   type InstanceRole,
+  ordinalOf,
   type PodMetadataPatch,
   primaryLabelPatch,
   ROLE_LABEL,
@@ -141,5 +143,30 @@ export function planFailover(
     kind: 'promote',
     target: target.pod,
     reason: `most advanced replica (received ${target.receivedLsn}, replayed ${target.replayedLsn ?? 'unknown'})`,
+  };
+}
+
+/**
+ * Slots on the primary the cluster no longer needs: those of instances past spec.instances
+ * (scaled down). A slot keeps WAL for its replica forever, so an orphan fills the disk.
+ */
+export function orphanSlots(slots: readonly string[], clusterName: string, instances: number): string[] {
+  const wanted = new Set(Array.from({ length: instances }, (_, i) => slotName(`${clusterName}-${i}`)));
+  const ours = new RegExp(`^${slotName(`${clusterName}-`)}\\d+$`);
+  return slots.filter((s) => ours.test(s) && !wanted.has(s));
+}
+
+/**
+ * Why lowering spec.instances must wait, if it must: the StatefulSet removes the highest
+ * ordinals, and the primary must not be one of them (switch over first).
+ */
+export function scaleDownProblem(
+  designated: string | undefined,
+  instances: number,
+): { reason: string; message: string } | undefined {
+  if (designated === undefined || ordinalOf(designated) < instances) return undefined;
+  return {
+    reason: 'ScaleDownBlocked',
+    message: `the primary ${designated} would be removed by instances=${instances}; switch over to a lower instance first (spec.switchoverTo); the StatefulSet keeps its size until then`,
   };
 }

@@ -517,6 +517,43 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     }
   }, 240_000);
 
+  it('scales down to 2 instances: the removed replica goes, its slot is dropped, writes go on', async () => {
+    const before = await waitStatus('healthy before the scale-down', healthy, 120_000);
+    const primary = before.status!.currentPrimary!;
+    expect(primary).not.toBe(`${NAME}-2`);
+    const slots = async () =>
+      (await onInstance<{ s: string }>(primary, 'SELECT slot_name AS s FROM pg_replication_slots')).map(
+        (x) => x.s,
+      );
+    expect(await slots()).toContain(`nox_${NAME}_2`);
+    const r = await kubeRequest(kc, 'PATCH', clusterPath, {
+      body: JSON.stringify({ spec: { instances: 2 } }),
+      contentType: 'application/merge-patch+json',
+    });
+    expect(r.status).toBe(200);
+    await waitStatus(
+      '2 instances, Ready',
+      (c) =>
+        cond(c, 'Ready')?.status === 'True' &&
+        c?.status?.observedGeneration === c?.metadata.generation &&
+        c?.status?.instances?.length === 2,
+      120_000,
+    );
+    await waitUntil(
+      `the slot of ${NAME}-2 dropped on the primary`,
+      async () => !(await slots()).includes(`nox_${NAME}_2`),
+      30_000,
+      op.service,
+    );
+    const app = await appClient();
+    try {
+      await app.query('INSERT INTO writes (run, seq) VALUES (300, 1)');
+    } finally {
+      await app.end();
+    }
+    expect(kubelet.pods().filter((p) => p.namespace === NS && p.name.startsWith(`${NAME}-`))).toHaveLength(2);
+  }, 240_000);
+
   it('deleting the PostgresCluster garbage-collects its children and the kubelet stops the processes', async () => {
     expect((await kubeRequest(kc, 'DELETE', clusterPath)).status).toBe(200);
     await waitUntil(
