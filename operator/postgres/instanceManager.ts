@@ -61,10 +61,14 @@ use_operator_config() {
   printf "include '%s'\\n" "$conf/postgresql.conf" > "$PGDATA/postgresql.conf"
 }
 
+config_sum() { cat "$conf/postgresql.conf" "$conf/pg_hba.conf" 2>/dev/null | cksum; }
+
 pid=
 as=
+started_sum=
 run_postgres() {
   use_operator_config
+  started_sum=$(config_sum)
   env -u NOX_APP_PASSWORD postgres -D "$PGDATA" -c config_file="$conf/postgresql.conf" -c hba_file="$conf/pg_hba.conf" \\
     -c unix_socket_directories="$sock" -c listen_addresses="$POD_IP" "$@" &
   pid=$!
@@ -155,6 +159,12 @@ while :; do
       wait "$pid"; code=$?
       log "PostgreSQL exited with status $code"
       exit $(( code == 0 ? 1 : code ))
+    fi
+    sum=$(config_sum)
+    if [ "$sum" != "$started_sum" ]; then
+      # The kubelet updated the ConfigMap volume: settings that can change at runtime apply
+      # now; the others wait for a restart (pg_settings.pending_restart).
+      log "configuration changed: reloading"; kill -HUP "$pid"; started_sum=$sum
     fi
     if [ "$as" = primary ] && [ "$r" = replica ]; then
       log "demoted: stopping to rejoin as a replica"; stop_postgres

@@ -517,6 +517,26 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     }
   }, 240_000);
 
+  it('applies a changed spec.parameters to the running instances (reload, no restart)', async () => {
+    const before = await waitStatus('healthy before the parameter change', healthy, 120_000);
+    const r = await kubeRequest(kc, 'PATCH', clusterPath, {
+      body: JSON.stringify({ spec: { parameters: { work_mem: '8MB' } } }),
+      contentType: 'application/merge-patch+json',
+    });
+    expect(r.status).toBe(200);
+    for (const i of before.status!.instances!)
+      await waitUntil(
+        `work_mem = 8MB on ${i.pod}`,
+        async () => (await onInstance<{ work_mem: string }>(i.pod!, 'SHOW work_mem'))[0]?.work_mem === '8MB',
+        30_000,
+        op.service,
+      );
+    // A reload, not a restart: the primary stayed the primary and nothing failed over.
+    const after = await waitStatus('still healthy', healthy, 30_000);
+    expect(after.status?.currentPrimary).toBe(before.status?.currentPrimary);
+    expect(after.status?.lastFailover).toEqual(before.status?.lastFailover);
+  }, 120_000);
+
   it('scales down to 2 instances: the removed replica goes, its slot is dropped, writes go on', async () => {
     const before = await waitStatus('healthy before the scale-down', healthy, 120_000);
     const primary = before.status!.currentPrimary!;

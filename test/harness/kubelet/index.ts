@@ -91,6 +91,8 @@ export interface KubeletOptions {
   schedule?: boolean;
   /** Delay before an exited container is started again (a real kubelet backs off from 10 s). Default 1000. */
   restartDelayMs?: number;
+  /** How often ConfigMap and Secret volumes are brought up to date (a real kubelet: about a minute). Default 1000. */
+  volumeSyncMs?: number;
 }
 
 export interface KubeletPod {
@@ -438,6 +440,33 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
       for (const [path, f] of files) writeFileAtomic(join(dir, path), f.data, f.mode, owner);
     }
   };
+
+  /**
+   * The kubelet's periodic volume sync: ConfigMap and Secret volumes follow their objects
+   * (a real kubelet takes up to a minute; here every `volumeSyncMs`). Files change by rename,
+   * as the kubelet's atomic writer does; a missing object leaves the files as they are.
+   */
+  const refreshConfigVolumes = async (p: PodState) => {
+    if (p.terminating || p.gone || stopped) return;
+    const owner = volumeOwner(p.pod);
+    for (const v of p.pod.spec?.volumes ?? []) {
+      const dir = volumeDir(p, v);
+      if (!existsSync(dir)) continue;
+      if (v.configMap) {
+        const data = await sources.configMap(p.namespace, v.configMap.name!);
+        if (data)
+          syncDir(dir, keyFiles(data, v.configMap.items, v.configMap.defaultMode, v.configMap.name!), owner);
+      } else if (v.secret) {
+        const data = await sources.secret(p.namespace, v.secret.secretName!);
+        if (data)
+          syncDir(dir, keyFiles(data, v.secret.items, v.secret.defaultMode, v.secret.secretName!), owner);
+      }
+    }
+  };
+  const volumeSyncTimer = setInterval(() => {
+    for (const p of pods.values()) void enqueue(p, () => refreshConfigVolumes(p).catch(() => {}));
+  }, opts.volumeSyncMs ?? 1000);
+  volumeSyncTimer.unref();
 
   /** Container path → host path, through the container's volume mounts (longest prefix wins). */
   const hostPath = (p: PodState, c: V1Container, path: string): string | undefined => {
@@ -1116,6 +1145,7 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
     async stopAll() {
       stopped = true;
       clearTimeout(hostsTimer);
+      clearInterval(volumeSyncTimer);
       for (const a of aborts) a.abort();
       await Promise.all(
         [...pods.values()].map(async (p) => {
