@@ -406,6 +406,23 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
   }, 60_000);
 
   it('scales out from 3 to 4 masters: slots move with their keys, evenly, and the new master gets a replica', async () => {
+    // A writer keeps going through the move (MOVED/ASK redirections); what it was told is
+    // stored must all be there afterwards.
+    const writer = clusterClient(await rc());
+    const acked: number[] = [];
+    let writing = true;
+    const writes = (async () => {
+      for (let i = 0; writing; i++) {
+        try {
+          await writer.set(`live:${i}`, `v${i}`);
+          acked.push(i);
+          // A steady load, not a flood that would starve the operator of the shared CPU.
+          if (i % 20 === 0) await new Promise((res) => setTimeout(res, 5));
+        } catch {
+          await new Promise((res) => setTimeout(res, 20));
+        }
+      }
+    })();
     const r = await kubeRequest(kc, 'PATCH', rcPath, {
       body: JSON.stringify({ spec: { masters: 4 } }),
       contentType: 'application/merge-patch+json',
@@ -435,9 +452,25 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
     const counts = masters.map((m) => slotsOf(m.slots));
     expect(counts.reduce((x, y) => x + y, 0)).toBe(16384);
     for (const c of counts) expect(Math.abs(c - 4096)).toBeLessThanOrEqual(41);
+    writing = false;
+    await writes;
+    writer.disconnect();
     const client = clusterClient(scaled);
     try {
       for (let i = 0; i < KEYS; i++) expect(await client.get(`key:${i}`)).toBe(`value-${i}`);
+      const missing: number[] = [];
+      for (let from = 0; from < acked.length; from += 500) {
+        const batch = acked.slice(from, from + 500);
+        const values = await Promise.all(batch.map((i) => client.get(`live:${i}`)));
+        batch.forEach((i, k) => {
+          if (values[k] !== `v${i}`) missing.push(i);
+        });
+      }
+      console.log(
+        `scale-out: ${acked.length} writes acknowledged during the move, ${missing.length} missing`,
+      );
+      expect(acked.length).toBeGreaterThan(100);
+      expect(missing).toEqual([]);
     } finally {
       client.disconnect();
     }
