@@ -695,6 +695,8 @@ export type PostgresClusterStatus = {
     replayedLsn?: string;
     /** Bytes behind the primary. */
     lagBytes?: number;
+    /** A changed setting takes effect only after a restart, which the operator is rolling out (replicas first, then a switchover). */
+    pendingRestart?: boolean;
   }>;
   /** The last failover or switchover. */
   lastFailover?: {

@@ -7,6 +7,12 @@ import { FENCING_ANNOTATION, ROLE_LABEL } from './failover.js';
  */
 export const BOOTSTRAP_ANNOTATION = 'nox.dev/bootstrap';
 
+/**
+ * Pod annotation: a restart request. When its value changes, the instance manager restarts
+ * PostgreSQL in the same role (settings that need a restart take effect).
+ */
+export const RESTART_ANNOTATION = 'nox.dev/restart';
+
 export const POSTGRES_PORT = 5432;
 export const SUPERUSER = 'postgres';
 
@@ -43,6 +49,7 @@ sock="$NOX_SOCKET_DIR"
 log() { printf '%s instance-manager %s: %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$POD_NAME" "$*"; }
 role() { sed -n 's|^${re(ROLE_LABEL)}="\\(.*\\)"$|\\1|p' "$info/labels" 2>/dev/null; }
 fenced() { grep -q '^${re(FENCING_ANNOTATION)}="true"$' "$info/annotations" 2>/dev/null; }
+restart_token() { sed -n 's|^${re(RESTART_ANNOTATION)}="\\(.*\\)"$|\\1|p' "$info/annotations" 2>/dev/null; }
 may_bootstrap() { grep -q '^${re(BOOTSTRAP_ANNOTATION)}="allowed"$' "$info/annotations" 2>/dev/null; }
 slot="nox_$(printf '%s' "$POD_NAME" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9_' '_')"
 
@@ -69,6 +76,7 @@ started_sum=
 run_postgres() {
   use_operator_config
   started_sum=$(config_sum)
+  started_token=$(restart_token)
   env -u NOX_APP_PASSWORD postgres -D "$PGDATA" -c config_file="$conf/postgresql.conf" -c hba_file="$conf/pg_hba.conf" \\
     -c unix_socket_directories="$sock" -c listen_addresses="$POD_IP" "$@" &
   pid=$!
@@ -165,6 +173,10 @@ while :; do
       # The kubelet updated the ConfigMap volume: settings that can change at runtime apply
       # now; the others wait for a restart (pg_settings.pending_restart).
       log "configuration changed: reloading"; kill -HUP "$pid"; started_sum=$sum
+    fi
+    if [ "$(restart_token)" != "$started_token" ]; then
+      log "restart requested by the operator"; stop_postgres
+      continue
     fi
     if [ "$as" = primary ] && [ "$r" = replica ]; then
       log "demoted: stopping to rejoin as a replica"; stop_postgres

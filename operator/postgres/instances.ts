@@ -23,6 +23,8 @@ export interface InstanceObservation {
   /** Primary: the standbys connected to it, by application_name (the pod name). */
   readonly standbys?: readonly { name: string; state: string; syncState: string; flushLsn?: string }[];
   readonly slots?: readonly string[];
+  /** Some setting changed that applies only after a restart (pg_settings.pending_restart). */
+  readonly pendingRestart?: boolean;
 }
 
 export interface InstanceAccess {
@@ -64,7 +66,8 @@ SELECT pg_is_in_recovery() AS recovery,
        CASE WHEN pg_is_in_recovery()
             THEN (SELECT received_tli FROM pg_stat_wal_receiver)
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
-       (SELECT status FROM pg_stat_wal_receiver) AS receiver`;
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver,
+       EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending`;
 
 export async function observeInstance(ip: string, access: InstanceAccess): Promise<InstanceObservation> {
   try {
@@ -76,6 +79,7 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
         replayed: string | null;
         timeline: number | null;
         receiver: string | null;
+        pending: boolean;
       };
       let standbys: InstanceObservation['standbys'];
       let slots: string[] | undefined;
@@ -105,6 +109,7 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
         ...(row.receiver ? { walReceiver: row.receiver } : {}),
         ...(standbys ? { standbys } : {}),
         ...(slots ? { slots } : {}),
+        ...(row.pending ? { pendingRestart: true } : {}),
       };
     });
   } catch (e) {

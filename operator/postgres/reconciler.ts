@@ -28,6 +28,7 @@ import {
   validateSpec,
   walReceiptStopped,
 } from './desired.js';
+import { RESTART_ANNOTATION } from './instanceManager.js';
 import { dropSlots, ensureSlots, type InstanceAccess, observeInstance, promote } from './instances.js';
 import type { PostgresMetrics } from './metrics.js';
 import {
@@ -281,6 +282,17 @@ export class PostgresClusterReconciler implements Reconciler {
       }
     }
 
+    if (healthyNow && designated && !failoverProblem && !spec.switchoverTo) {
+      const rolled = await this.#rollRestarts(cluster, views, designated, fenced, log);
+      if (rolled) {
+        cluster = rolled.cluster;
+        lastFailover = rolled.record;
+        designated = rolled.record.to;
+        this.opts.metrics?.failovers.inc({ namespace: key.namespace, cluster: key.name, kind: 'switchover' });
+        await this.#patchPods(cluster, views, designated, fenced);
+      }
+    }
+
     const extra = otherPrimaries(views, designated);
     if (extra.length) {
       // Fencing stops them; until then they are reported (and -rw never routes to them).
@@ -306,7 +318,13 @@ export class PostgresClusterReconciler implements Reconciler {
     });
     this.#recordMetrics(key, healthyNow, status);
     const ready = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
-    return { kind: 'requeue', afterMs: ready ? (this.opts.healthyRequeueMs ?? 10_000) : converging };
+    // A restart roll-out moves on when an instance no longer reports pending_restart, which
+    // no pod event announces: keep looking as often as while converging.
+    const rolling = views.some((v) => v.obs?.pendingRestart);
+    return {
+      kind: 'requeue',
+      afterMs: ready && !rolling ? (this.opts.healthyRequeueMs ?? 10_000) : converging,
+    };
   }
 
   #recordMetrics(key: ObjectKey, primaryHealthy: boolean, status: PostgresClusterStatus): void {
@@ -415,6 +433,64 @@ export class PostgresClusterReconciler implements Reconciler {
       log.warn({ err: describeError(e) }, 'creating replication slots failed'),
     );
     return { cluster, record };
+  }
+
+  /**
+   * Settings that need a restart, rolled out the way that keeps writes going: one replica at a
+   * time (only while every other replica streams), through the pod annotation the instance
+   * manager obeys, with the cluster's generation as the request; then a switchover to the most
+   * advanced replica, which restarts the former primary as it rejoins. A single instance is
+   * restarted in place. Returns the switchover when it starts one.
+   */
+  async #rollRestarts(
+    cluster: PostgresCluster & KubeObject,
+    views: readonly InstanceView[],
+    designated: string,
+    fenced: ReadonlySet<string>,
+    log: Logger,
+  ): Promise<
+    | { cluster: PostgresCluster & KubeObject; record: NonNullable<PostgresClusterStatus['lastFailover']> }
+    | undefined
+  > {
+    const token = String(cluster.metadata.generation ?? 0);
+    const primary = views.find((v) => v.pod === designated)!;
+    const replicas = views.filter(
+      (v) => v.pod !== designated && !fenced.has(v.pod) && v.ordinal < cluster.spec.instances,
+    );
+    if (!replicas.every(isStreamingReplica)) return undefined;
+    const request = async (v: InstanceView) => {
+      if (v.annotations[RESTART_ANNOTATION] === token) return; // asked already; it is restarting
+      log.info({ instance: v.pod }, 'restarting to apply settings that need a restart');
+      await this.opts.client.request(
+        'PATCH',
+        objectPath(podType, { namespace: cluster.metadata.namespace!, name: v.pod }),
+        {
+          body: { metadata: { annotations: { [RESTART_ANNOTATION]: token } } },
+          contentType: 'application/merge-patch+json',
+        },
+      );
+    };
+    const pending = replicas.filter((v) => v.obs?.pendingRestart);
+    if (pending.length) {
+      await request(pending[0]!);
+      return undefined;
+    }
+    if (!primary.obs?.pendingRestart) return undefined;
+    if (replicas.length === 0) {
+      await request(primary);
+      return undefined;
+    }
+    const plan = planFailover(replicas, replicas.length, 0);
+    if (plan.kind !== 'promote') return undefined;
+    const updated = await this.#casAnnotations(cluster, { [PRIMARY_ANNOTATION]: plan.target });
+    const record = {
+      time: this.#now().toISOString(),
+      from: designated,
+      to: plan.target,
+      reason: 'switchover to apply settings that need a restart (the former primary restarts as it rejoins)',
+    };
+    log.info(record, 'switchover');
+    return { cluster: updated, record };
   }
 
   async #promote(

@@ -58,6 +58,7 @@ export function computeStatus(input: StatusInput): PostgresClusterStatus {
       ...(v.obs?.receivedLsn ? { receivedLsn: v.obs.receivedLsn } : {}),
       ...(v.obs?.replayedLsn ? { replayedLsn: v.obs.replayedLsn } : {}),
       ...(lag !== undefined ? { lagBytes: lag } : {}),
+      ...(v.obs?.pendingRestart ? { pendingRestart: true } : {}),
     };
   });
 

@@ -537,6 +537,42 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     expect(after.status?.lastFailover).toEqual(before.status?.lastFailover);
   }, 120_000);
 
+  it('rolls out a setting that needs a restart: replicas one by one, then a switchover', async () => {
+    const before = await waitStatus('healthy before the restart-only change', healthy, 120_000);
+    const watch = splitBrainWatch();
+    const t0 = Date.now();
+    const r = await kubeRequest(kc, 'PATCH', clusterPath, {
+      body: JSON.stringify({ spec: { parameters: { work_mem: '8MB', max_connections: '150' } } }),
+      contentType: 'application/merge-patch+json',
+    });
+    expect(r.status).toBe(200);
+    const after = await waitStatus(
+      'every instance restarted with max_connections=150, Ready',
+      (c) =>
+        healthy(c) &&
+        c?.status?.currentPrimary !== before.status?.currentPrimary &&
+        (c?.status?.instances ?? []).every((i) => !i.pendingRestart),
+      180_000,
+    );
+    console.log(
+      `restart-only setting rolled out in ${Date.now() - t0} ms; primary ${before.status?.currentPrimary} → ${after.status?.currentPrimary}`,
+    );
+    for (const i of after.status!.instances!)
+      expect(
+        (await onInstance<{ max_connections: string }>(i.pod!, 'SHOW max_connections'))[0]?.max_connections,
+      ).toBe('150');
+    expect(after.status?.lastFailover?.reason).toContain('need a restart');
+    expect((await watch.stop()).worst.length).toBeLessThanOrEqual(1);
+    const app = await appClient();
+    try {
+      expect(Number((await app.query('SELECT count(*) AS n FROM writes WHERE run = 100')).rows[0].n)).toBe(
+        200,
+      );
+    } finally {
+      await app.end();
+    }
+  }, 240_000);
+
   it('scales down to 2 instances: the removed replica goes, its slot is dropped, writes go on', async () => {
     const before = await waitStatus('healthy before the scale-down', healthy, 120_000);
     const primary = before.status!.currentPrimary!;

@@ -118,6 +118,9 @@ export const postgresCluster: KindDefinition = {
         receivedLsn: str('Last WAL position received (replicas).', { maxLength: 32 }),
         replayedLsn: str('Last WAL position replayed (replicas).', { maxLength: 32 }),
         lagBytes: int('Bytes behind the primary.', { minimum: 0 }),
+        pendingRestart: bool(
+          'A changed setting takes effect only after a restart, which the operator is rolling out (replicas first, then a switchover).',
+        ),
       }),
       { maxItems: 9 },
     ),
