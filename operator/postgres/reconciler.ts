@@ -102,7 +102,7 @@ export class PostgresClusterReconciler implements Reconciler {
       return { kind: 'done' }; // children go by owner references
     }
     const log = this.#log.child({ postgresCluster: id });
-    const spec = cluster.spec;
+    let spec = cluster.spec;
     const converging = this.opts.convergingRequeueMs ?? 1000;
 
     const problems = validateSpec(spec, cluster.metadata.name);
@@ -117,17 +117,14 @@ export class PostgresClusterReconciler implements Reconciler {
       await this.#writeStatus(cluster, { views: [], blocked: passwords.problem });
       return { kind: 'requeue', afterMs: 10_000 };
     }
+    // A scale-down that would remove the primary waits (a switchover can move it first): until
+    // then this reconcile acts on a spec that keeps the instances up to the primary's.
     const scaleDown = scaleDownProblem(cluster.metadata.annotations?.[PRIMARY_ANNOTATION], spec.instances);
     if (scaleDown) {
-      log.warn({ instances: spec.instances }, 'scale-down refused: it would remove the primary');
-      const views = await this.#observe(cluster, { password: passwords.superuser });
-      await this.#writeStatus(cluster, {
-        views,
-        designated: cluster.metadata.annotations?.[PRIMARY_ANNOTATION],
-        fenced: new Set(fencedInstances(cluster.metadata.annotations)),
-        blocked: scaleDown,
-      });
-      return { kind: 'requeue', afterMs: 10_000 };
+      log.warn({ instances: spec.instances }, 'scale-down waits: it would remove the primary');
+      const keep = ordinalOf(cluster.metadata.annotations![PRIMARY_ANNOTATION]!) + 1;
+      cluster = { ...cluster, spec: { ...spec, instances: keep } };
+      spec = cluster.spec;
     }
     try {
       const children = desiredChildren(cluster, passwords.generated);
@@ -315,6 +312,7 @@ export class PostgresClusterReconciler implements Reconciler {
       currentPrimary,
       lastFailover,
       ...(failoverProblem ? { failover: failoverProblem } : {}),
+      ...(scaleDown ? { blocked: scaleDown } : {}),
     });
     this.#recordMetrics(key, healthyNow, status);
     const ready = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
@@ -522,7 +520,7 @@ export class PostgresClusterReconciler implements Reconciler {
     annotations: Record<string, string | null>,
   ): Promise<PostgresCluster & KubeObject> {
     try {
-      return await this.opts.client.request<PostgresCluster & KubeObject>(
+      const updated = await this.opts.client.request<PostgresCluster & KubeObject>(
         'PATCH',
         objectPath(clusterType, { namespace: cluster.metadata.namespace!, name: cluster.metadata.name }),
         {
@@ -530,6 +528,8 @@ export class PostgresClusterReconciler implements Reconciler {
           contentType: 'application/merge-patch+json',
         },
       );
+      // The new metadata; the spec this reconcile acts on (it may hold a scale-down back).
+      return { ...updated, spec: cluster.spec };
     } catch (e) {
       if (isConflict(e))
         throw new Error('the PostgresCluster changed while deciding roles; retrying from a fresh read');

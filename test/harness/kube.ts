@@ -44,8 +44,11 @@ export interface Kube {
    * for RBAC tests; no permissions beyond `system:authenticated` unless the test binds some.
    */
   kubeconfigFor(user: string, groups?: string[]): Promise<string>;
-  /** Stops kube-apiserver (SIGTERM) and starts it again on the same port and etcd. */
-  restartApiServer(): Promise<void>;
+  /**
+   * Stops kube-apiserver (SIGTERM) and starts it again on the same port and etcd; `whileDown`
+   * runs in between (e.g. to change etcd behind its back), so the outage lasts as long as it.
+   */
+  restartApiServer(whileDown?: () => Promise<void>): Promise<void>;
   /** Stops everything (controller-manager, apiserver, etcd) and deletes the etcd data. */
   stop(): Promise<void>;
 }
@@ -511,9 +514,13 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
       );
       return path;
     },
-    async restartApiServer() {
+    async restartApiServer(whileDown) {
       if (apiserver) await apiserver.stop(10_000);
-      await startApiServer();
+      try {
+        await whileDown?.();
+      } finally {
+        await startApiServer();
+      }
     },
     stop,
   };

@@ -243,14 +243,14 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       const { store, registry } = await startStore({ namespaces: ['team-a'] });
       expect(store.get('team-a', 'doomed', 'key')).toBeDefined();
       const t0 = Date.now();
-      const restarting = kube.restartApiServer();
-      while (store.healthy() || !(await refused(kube.server))) await new Promise((r) => setTimeout(r, 5));
-      // Deleted behind the API server's back, history compacted: only a relist can show it.
-      const del = await etcd(kube, 'kv/deleterange', { key: b64('/registry/secrets/team-a/doomed') });
-      const revision = (del.header as { revision: string }).revision;
-      await etcd(kube, 'kv/compaction', { revision, physical: true });
-      expect(await refused(kube.server)).toBe(true);
-      await restarting;
+      await kube.restartApiServer(async () => {
+        // Deleted behind the API server's back, history compacted: only a relist can show it.
+        expect(await refused(kube.server)).toBe(true);
+        await eventually('the store to notice the outage', () => !store.healthy(), 30_000);
+        const del = await etcd(kube, 'kv/deleterange', { key: b64('/registry/secrets/team-a/doomed') });
+        const revision = (del.header as { revision: string }).revision;
+        await etcd(kube, 'kv/compaction', { revision, physical: true });
+      });
       await eventually(
         'doomed secret gone',
         () => store.get('team-a', 'doomed', 'key') === undefined,

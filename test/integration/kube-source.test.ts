@@ -262,23 +262,21 @@ describe('KubeSource against a real kube-apiserver', () => {
     // resourceVersion the source holds is then gone, and only a relist can show the changes.
     const mark = rec.states.length;
     const t0 = Date.now();
-    const restarting = kube.restartApiServer();
-    // The old apiserver keeps its open watches until it exits; the new one is started right
-    // after, so poll tightly: etcd must be changed before the new one has loaded its cache.
-    while (source.healthy() || !(await refused(kube.server))) await new Promise((r) => setTimeout(r, 5));
-    const prefix = '/registry/test.nox.dev/widgets/served-a/';
-    await etcd(kube, 'kv/deleterange', { key: b64(`${prefix}gone`) });
-    const [kv] = (await etcd(kube, 'kv/range', { key: b64(`${prefix}edit`) })).kvs as { value: string }[];
-    const stored = JSON.parse(Buffer.from(kv?.value ?? '', 'base64').toString()) as Record<string, unknown>;
-    const put = await etcd(kube, 'kv/put', {
-      key: b64(`${prefix}edit`),
-      value: b64(JSON.stringify({ ...stored, spec: { v: 2 } })),
+    // The API server stays down while etcd is changed behind its back.
+    await kube.restartApiServer(async () => {
+      expect(await refused(kube.server)).toBe(true);
+      while (source.healthy()) await new Promise((r) => setTimeout(r, 5));
+      const prefix = '/registry/test.nox.dev/widgets/served-a/';
+      await etcd(kube, 'kv/deleterange', { key: b64(`${prefix}gone`) });
+      const [kv] = (await etcd(kube, 'kv/range', { key: b64(`${prefix}edit`) })).kvs as { value: string }[];
+      const stored = JSON.parse(Buffer.from(kv?.value ?? '', 'base64').toString()) as Record<string, unknown>;
+      const put = await etcd(kube, 'kv/put', {
+        key: b64(`${prefix}edit`),
+        value: b64(JSON.stringify({ ...stored, spec: { v: 2 } })),
+      });
+      const revision = (put.header as { revision: string }).revision;
+      await etcd(kube, 'kv/compaction', { revision, physical: true });
     });
-    const revision = (put.header as { revision: string }).revision;
-    await etcd(kube, 'kv/compaction', { revision, physical: true });
-    // Still nothing listening: the new apiserver will read etcd only after these changes.
-    expect(await refused(kube.server)).toBe(true);
-    await restarting;
 
     const { state } = await rec.waitFor(
       (s) => !names(s).includes('served-a/gone') && specOf(s, 'served-a', 'edit')?.v === 2,

@@ -573,42 +573,70 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     }
   }, 240_000);
 
-  it('scales down to 2 instances: the removed replica goes, its slot is dropped, writes go on', async () => {
+  it('scales down to 2 instances only once the primary is not among the removed: blocked, switch over, then shrink', async () => {
+    const patch = async (spec: Record<string, unknown>) => {
+      const r = await kubeRequest(kc, 'PATCH', clusterPath, {
+        body: JSON.stringify({ spec }),
+        contentType: 'application/merge-patch+json',
+      });
+      expect(r.status).toBe(200);
+    };
+    const primaryIs = (pod: string) => (c: PostgresCluster | undefined) =>
+      c?.status?.currentPrimary === pod && cond(c, 'Ready')?.status === 'True';
+    // The primary on the highest instance, the one a scale-down removes.
     const before = await waitStatus('healthy before the scale-down', healthy, 120_000);
-    const primary = before.status!.currentPrimary!;
-    expect(primary).not.toBe(`${NAME}-2`);
-    const slots = async () =>
-      (await onInstance<{ s: string }>(primary, 'SELECT slot_name AS s FROM pg_replication_slots')).map(
-        (x) => x.s,
-      );
-    expect(await slots()).toContain(`nox_${NAME}_2`);
-    const r = await kubeRequest(kc, 'PATCH', clusterPath, {
-      body: JSON.stringify({ spec: { instances: 2 } }),
-      contentType: 'application/merge-patch+json',
-    });
-    expect(r.status).toBe(200);
-    await waitStatus(
-      '2 instances, Ready',
+    if (before.status?.currentPrimary !== `${NAME}-2`) {
+      await patch({ switchoverTo: `${NAME}-2` });
+      await waitStatus(`${NAME}-2 primary`, (c) => primaryIs(`${NAME}-2`)(c) && healthy(c), 120_000);
+    }
+    await patch({ switchoverTo: null, instances: 2 });
+    const blocked = await waitStatus(
+      'ScaleDownBlocked',
       (c) =>
-        cond(c, 'Ready')?.status === 'True' &&
+        c?.status?.observedGeneration === c?.metadata.generation &&
+        cond(c, 'Ready')?.reason === 'ScaleDownBlocked',
+      30_000,
+    );
+    expect(cond(blocked, 'Ready')?.message).toContain(`${NAME}-2 would be removed`);
+    await sleep(2000);
+    const sts = await get<{ spec: { replicas: number } }>(
+      `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`,
+    );
+    expect(sts?.spec.replicas).toBe(3);
+    expect(await primariesNow()).toEqual([`${NAME}-2`]);
+
+    // Moving the primary lets the scale-down go through.
+    await patch({ switchoverTo: `${NAME}-0` });
+    const after = await waitStatus(
+      '2 instances, primary db-0, Ready',
+      (c) =>
+        primaryIs(`${NAME}-0`)(c) &&
         c?.status?.observedGeneration === c?.metadata.generation &&
         c?.status?.instances?.length === 2,
       120_000,
     );
+    expect(after.status?.instances?.map((i) => i.pod)).toEqual([`${NAME}-0`, `${NAME}-1`]);
     await waitUntil(
-      `the slot of ${NAME}-2 dropped on the primary`,
-      async () => !(await slots()).includes(`nox_${NAME}_2`),
-      30_000,
-      op.service,
+      `${NAME}-2 gone`,
+      async () =>
+        kubelet.pods().filter((p) => p.namespace === NS && p.name.startsWith(`${NAME}-`)).length === 2,
+      60_000,
     );
+    const slots = (
+      await onInstance<{ s: string }>(`${NAME}-0`, 'SELECT slot_name AS s FROM pg_replication_slots')
+    ).map((x) => x.s);
+    expect(slots).toEqual([`nox_${NAME}_1`]);
     const app = await appClient();
     try {
       await app.query('INSERT INTO writes (run, seq) VALUES (300, 1)');
+      expect(Number((await app.query('SELECT count(*) AS n FROM writes WHERE run = 100')).rows[0].n)).toBe(
+        200,
+      );
     } finally {
       await app.end();
     }
-    expect(kubelet.pods().filter((p) => p.namespace === NS && p.name.startsWith(`${NAME}-`))).toHaveLength(2);
-  }, 240_000);
+    await patch({ switchoverTo: null });
+  }, 360_000);
 
   it('deleting the PostgresCluster garbage-collects its children and the kubelet stops the processes', async () => {
     expect((await kubeRequest(kc, 'DELETE', clusterPath)).status).toBe(200);

@@ -511,14 +511,14 @@ describe('operator runtime against a real kube-apiserver', () => {
       };
       const b64 = (s: string) => Buffer.from(s).toString('base64');
       const t0 = Date.now();
-      const restarting = kube.restartApiServer();
-      while (!(await refused(kube.server))) await sleep(5);
-      const del = await etcd('kv/deleterange', { key: b64(`/registry/secrets/${ns}/relist-child`) });
-      await etcd('kv/compaction', {
-        revision: (del.header as { revision: string }).revision,
-        physical: true,
+      await kube.restartApiServer(async () => {
+        expect(await refused(kube.server)).toBe(true);
+        const del = await etcd('kv/deleterange', { key: b64(`/registry/secrets/${ns}/relist-child`) });
+        await etcd('kv/compaction', {
+          revision: (del.header as { revision: string }).revision,
+          physical: true,
+        });
       });
-      await restarting;
       await waitUntil(
         'child gone from the cache',
         async () => children.get({ namespace: ns, name: 'relist-child' }) === undefined,
