@@ -77,6 +77,23 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     await c.connect();
     return c;
   };
+  /** Rows of one write run, read through -rw as the application. */
+  const rowsOfRun = async (run: number) => {
+    const app = await appClient();
+    try {
+      return Number((await app.query('SELECT count(*) AS n FROM writes WHERE run = $1', [run])).rows[0].n);
+    } finally {
+      await app.end();
+    }
+  };
+  /** A JSON merge patch of the cluster's spec, as `kubectl patch --type merge` sends. */
+  const patchSpec = async (spec: Record<string, unknown>) => {
+    const r = await kubeRequest(kc, 'PATCH', clusterPath, {
+      body: JSON.stringify({ spec }),
+      contentType: 'application/merge-patch+json',
+    });
+    expect(r.status).toBe(200);
+  };
   /** A superuser query straight to one instance's pod IP. */
   const onInstance = async <T>(pod: string, sql: string, database = 'postgres'): Promise<T[]> => {
     const ip = await podIP(pod);
@@ -372,13 +389,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       await app.end();
     }
     const t0 = Date.now();
-    const patch = async (switchoverTo: string | null) => {
-      const r = await kubeRequest(kc, 'PATCH', clusterPath, {
-        body: JSON.stringify({ spec: { switchoverTo } }),
-        contentType: 'application/merge-patch+json',
-      });
-      expect(r.status).toBe(200);
-    };
+    const patch = (switchoverTo: string | null) => patchSpec({ switchoverTo });
     const watch = splitBrainWatch();
     await patch(target);
     const after = await waitStatus(
@@ -507,23 +518,12 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     }
     await waitStatus('Ready after the repairs', healthy, 120_000);
     // The new -rw ClusterIP routes to the primary, with the data written before.
-    const app = await appClient();
-    try {
-      expect(Number((await app.query('SELECT count(*) AS n FROM writes WHERE run = 100')).rows[0].n)).toBe(
-        200,
-      );
-    } finally {
-      await app.end();
-    }
+    expect(await rowsOfRun(100)).toBe(200);
   }, 240_000);
 
   it('applies a changed spec.parameters to the running instances (reload, no restart)', async () => {
     const before = await waitStatus('healthy before the parameter change', healthy, 120_000);
-    const r = await kubeRequest(kc, 'PATCH', clusterPath, {
-      body: JSON.stringify({ spec: { parameters: { work_mem: '8MB' } } }),
-      contentType: 'application/merge-patch+json',
-    });
-    expect(r.status).toBe(200);
+    await patchSpec({ parameters: { work_mem: '8MB' } });
     for (const i of before.status!.instances!)
       await waitUntil(
         `work_mem = 8MB on ${i.pod}`,
@@ -541,11 +541,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     const before = await waitStatus('healthy before the restart-only change', healthy, 120_000);
     const watch = splitBrainWatch();
     const t0 = Date.now();
-    const r = await kubeRequest(kc, 'PATCH', clusterPath, {
-      body: JSON.stringify({ spec: { parameters: { work_mem: '8MB', max_connections: '150' } } }),
-      contentType: 'application/merge-patch+json',
-    });
-    expect(r.status).toBe(200);
+    await patchSpec({ parameters: { work_mem: '8MB', max_connections: '150' } });
     const after = await waitStatus(
       'every instance restarted with max_connections=150, Ready',
       (c) =>
@@ -563,33 +559,19 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       ).toBe('150');
     expect(after.status?.lastFailover?.reason).toContain('need a restart');
     expect((await watch.stop()).worst.length).toBeLessThanOrEqual(1);
-    const app = await appClient();
-    try {
-      expect(Number((await app.query('SELECT count(*) AS n FROM writes WHERE run = 100')).rows[0].n)).toBe(
-        200,
-      );
-    } finally {
-      await app.end();
-    }
+    expect(await rowsOfRun(100)).toBe(200);
   }, 240_000);
 
   it('scales down to 2 instances only once the primary is not among the removed: blocked, switch over, then shrink', async () => {
-    const patch = async (spec: Record<string, unknown>) => {
-      const r = await kubeRequest(kc, 'PATCH', clusterPath, {
-        body: JSON.stringify({ spec }),
-        contentType: 'application/merge-patch+json',
-      });
-      expect(r.status).toBe(200);
-    };
     const primaryIs = (pod: string) => (c: PostgresCluster | undefined) =>
       c?.status?.currentPrimary === pod && cond(c, 'Ready')?.status === 'True';
     // The primary on the highest instance, the one a scale-down removes.
     const before = await waitStatus('healthy before the scale-down', healthy, 120_000);
     if (before.status?.currentPrimary !== `${NAME}-2`) {
-      await patch({ switchoverTo: `${NAME}-2` });
+      await patchSpec({ switchoverTo: `${NAME}-2` });
       await waitStatus(`${NAME}-2 primary`, (c) => primaryIs(`${NAME}-2`)(c) && healthy(c), 120_000);
     }
-    await patch({ switchoverTo: null, instances: 2 });
+    await patchSpec({ switchoverTo: null, instances: 2 });
     const blocked = await waitStatus(
       'ScaleDownBlocked',
       (c) =>
@@ -606,7 +588,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     expect(await primariesNow()).toEqual([`${NAME}-2`]);
 
     // Moving the primary lets the scale-down go through.
-    await patch({ switchoverTo: `${NAME}-0` });
+    await patchSpec({ switchoverTo: `${NAME}-0` });
     const after = await waitStatus(
       '2 instances, primary db-0, Ready',
       (c) =>
@@ -629,13 +611,11 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
     const app = await appClient();
     try {
       await app.query('INSERT INTO writes (run, seq) VALUES (300, 1)');
-      expect(Number((await app.query('SELECT count(*) AS n FROM writes WHERE run = 100')).rows[0].n)).toBe(
-        200,
-      );
     } finally {
       await app.end();
     }
-    await patch({ switchoverTo: null });
+    expect(await rowsOfRun(100)).toBe(200);
+    await patchSpec({ switchoverTo: null });
   }, 360_000);
 
   it('deleting the PostgresCluster garbage-collects its children and the kubelet stops the processes', async () => {
