@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import type {
   V1ConfigMap,
-  V1OwnerReference,
   V1PodDisruptionBudget,
   V1Secret,
   V1Service,
@@ -9,8 +8,8 @@ import type {
 } from '@kubernetes/client-node';
 import { reservedPostgresParameters } from '../../common/resources/kinds/postgresCluster.js';
 import type { PostgresCluster, PostgresClusterSpec } from '../../common/resources/types.gen.js';
+import { childMeta, dataVolume, podDisruptionBudget, spreadOverNodes } from '../clusterChildren.js';
 import { clusterLabels } from '../clusterLabels.js';
-import { controllerRef } from '../runtime/controller.js';
 import { ROLE_LABEL } from './failover.js';
 import { instanceManagerScript, POSTGRES_PORT, SUPERUSER } from './instanceManager.js';
 
@@ -272,10 +271,6 @@ export function appPasswordRef(cluster: PostgresCluster): { name: string; key: s
   return cluster.spec.appSecretRef ?? { name: namesOf(cluster.metadata.name).appSecret, key: PASSWORD_KEY };
 }
 
-export function ownerReference(cluster: PostgresCluster): V1OwnerReference {
-  return controllerRef(cluster);
-}
-
 function b64(s: string): string {
   return Buffer.from(s).toString('base64');
 }
@@ -289,12 +284,7 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
   const selector = selectorLabels(name);
   const database = spec.database ?? { name: 'nox', owner: 'nox' };
   const rwHost = `${names.rw}.${namespace}.svc`;
-  const meta = (objName: string) => ({
-    name: objName,
-    namespace,
-    labels,
-    ownerReferences: [ownerReference(cluster)],
-  });
+  const meta = childMeta(cluster, labels);
 
   let superuserSecret: V1Secret | undefined;
   if (!spec.superuserSecretRef) {
@@ -366,7 +356,7 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
 
   const su = superuserPasswordRef(cluster);
   const app = appPasswordRef(cluster);
-  const storage = spec.storage;
+  const data = dataVolume(spec.storage, labels);
   const statefulSet: V1StatefulSet = {
     apiVersion: 'apps/v1',
     kind: 'StatefulSet',
@@ -388,19 +378,7 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
           terminationGracePeriodSeconds: 60,
           securityContext: { runAsNonRoot: true, runAsUser: 999, runAsGroup: 999, fsGroup: 999 },
           ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
-          affinity: {
-            podAntiAffinity: {
-              preferredDuringSchedulingIgnoredDuringExecution: [
-                {
-                  weight: 100,
-                  podAffinityTerm: {
-                    topologyKey: 'kubernetes.io/hostname',
-                    labelSelector: { matchLabels: selector },
-                  },
-                },
-              ],
-            },
-          },
+          affinity: spreadOverNodes(selector),
           containers: [
             {
               name: 'instance-manager',
@@ -454,35 +432,15 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
               },
             },
             { name: 'run', emptyDir: {} },
-            ...(storage ? [] : [{ name: 'data', emptyDir: {} }]),
+            ...data.volumes,
           ],
         },
       },
-      ...(storage
-        ? {
-            volumeClaimTemplates: [
-              {
-                apiVersion: 'v1',
-                kind: 'PersistentVolumeClaim',
-                metadata: { name: 'data', labels },
-                spec: {
-                  accessModes: ['ReadWriteOnce'],
-                  resources: { requests: { storage: storage.size } },
-                  ...(storage.storageClassName ? { storageClassName: storage.storageClassName } : {}),
-                },
-              },
-            ],
-          }
-        : {}),
+      ...(data.volumeClaimTemplates ? { volumeClaimTemplates: data.volumeClaimTemplates } : {}),
     },
   };
 
-  const pdb: V1PodDisruptionBudget = {
-    apiVersion: 'policy/v1',
-    kind: 'PodDisruptionBudget',
-    metadata: meta(names.pdb),
-    spec: { maxUnavailable: 1, selector: { matchLabels: selector } },
-  };
+  const pdb = podDisruptionBudget(meta(names.pdb), selector);
 
   return {
     ...(superuserSecret ? { superuserSecret } : {}),

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import type {
   V1ConfigMap,
-  V1OwnerReference,
   V1PodDisruptionBudget,
   V1Secret,
   V1Service,
@@ -9,8 +8,8 @@ import type {
 } from '@kubernetes/client-node';
 import { reservedRedisSettings } from '../../common/resources/kinds/redisCluster.js';
 import type { RedisCluster, RedisClusterSpec } from '../../common/resources/types.gen.js';
+import { childMeta, dataVolume, podDisruptionBudget, spreadOverNodes } from '../clusterChildren.js';
 import { clusterLabels } from '../clusterLabels.js';
-import { controllerRef } from '../runtime/controller.js';
 
 /**
  * The child objects of a RedisCluster, computed from its spec alone (plus the password the
@@ -146,23 +145,13 @@ export function passwordRef(cluster: RedisCluster): { name: string; key: string 
   );
 }
 
-export function ownerReference(cluster: RedisCluster): V1OwnerReference {
-  return controllerRef(cluster);
-}
-
 export function desiredChildren(cluster: RedisCluster, input: DesiredInput = {}): DesiredChildren {
   const name = cluster.metadata.name!;
-  const namespace = cluster.metadata.namespace!;
   const spec = cluster.spec;
   const names = namesOf(name);
   const labels = labelsOf(name);
   const selector = selectorLabels(name);
-  const meta = (objName: string) => ({
-    name: objName,
-    namespace,
-    labels,
-    ownerReferences: [ownerReference(cluster)],
-  });
+  const meta = childMeta(cluster, labels);
 
   let secret: V1Secret | undefined;
   if (!spec.passwordSecretRef) {
@@ -208,7 +197,7 @@ export function desiredChildren(cluster: RedisCluster, input: DesiredInput = {})
   };
 
   const pw = passwordRef(cluster);
-  const storage = spec.storage;
+  const data = dataVolume(spec.storage, labels);
   const statefulSet: V1StatefulSet = {
     apiVersion: 'apps/v1',
     kind: 'StatefulSet',
@@ -235,20 +224,7 @@ export function desiredChildren(cluster: RedisCluster, input: DesiredInput = {})
           securityContext: { runAsNonRoot: true, runAsUser: 999, runAsGroup: 999, fsGroup: 999 },
           ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
           ...(spec.tolerations ? { tolerations: spec.tolerations as never } : {}),
-          affinity: {
-            // Spread over nodes where possible, so that a replica rarely shares its master's node.
-            podAntiAffinity: {
-              preferredDuringSchedulingIgnoredDuringExecution: [
-                {
-                  weight: 100,
-                  podAffinityTerm: {
-                    topologyKey: 'kubernetes.io/hostname',
-                    labelSelector: { matchLabels: selector },
-                  },
-                },
-              ],
-            },
-          },
+          affinity: spreadOverNodes(selector),
           containers: [
             {
               name: 'redis',
@@ -293,37 +269,14 @@ export function desiredChildren(cluster: RedisCluster, input: DesiredInput = {})
               ],
             },
           ],
-          volumes: [
-            { name: 'config', configMap: { name: names.configMap } },
-            ...(storage ? [] : [{ name: 'data', emptyDir: {} }]),
-          ],
+          volumes: [{ name: 'config', configMap: { name: names.configMap } }, ...data.volumes],
         },
       },
-      ...(storage
-        ? {
-            volumeClaimTemplates: [
-              {
-                apiVersion: 'v1',
-                kind: 'PersistentVolumeClaim',
-                metadata: { name: 'data', labels },
-                spec: {
-                  accessModes: ['ReadWriteOnce'],
-                  resources: { requests: { storage: storage.size } },
-                  ...(storage.storageClassName ? { storageClassName: storage.storageClassName } : {}),
-                },
-              },
-            ],
-          }
-        : {}),
+      ...(data.volumeClaimTemplates ? { volumeClaimTemplates: data.volumeClaimTemplates } : {}),
     },
   };
 
-  const pdb: V1PodDisruptionBudget = {
-    apiVersion: 'policy/v1',
-    kind: 'PodDisruptionBudget',
-    metadata: meta(names.pdb),
-    spec: { maxUnavailable: 1, selector: { matchLabels: selector } },
-  };
+  const pdb = podDisruptionBudget(meta(names.pdb), selector);
 
   return { ...(secret ? { secret } : {}), configMap, headless, client, statefulSet, pdb };
 }
