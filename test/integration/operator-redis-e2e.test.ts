@@ -197,6 +197,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
     const path = `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`;
     const before = (await get<KubernetesObject>(path))!;
     const c = (await rc())!;
+    const oldPods = new Set(kubelet.pods().map((p) => p.uid));
     const start = Date.now();
     expect((await kubeRequest(kc, 'DELETE', path)).status).toBe(200);
     await waitUntil(
@@ -211,6 +212,16 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
     const tBack = Date.now() - start;
     const after = (await get<KubernetesObject>(path))!;
     expect(after.metadata?.ownerReferences?.[0]?.uid).toBe(c.metadata.uid);
+    // The status said Ready before the deletion too: wait for the new pods behind it.
+    await waitUntil(
+      'six new pods running',
+      async () => {
+        const now = kubelet.pods().filter((p) => p.running && p.ready);
+        return now.length === 6 && now.every((p) => !oldPods.has(p.uid));
+      },
+      180_000,
+      op,
+    );
     await waitStatus('Ready after the StatefulSet was recreated', healthy, 180_000);
     console.log(
       `StatefulSet deleted: recreated after ${tBack} ms, cluster Ready after ${Date.now() - start} ms`,
