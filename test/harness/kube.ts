@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, randomInt } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -525,3 +526,29 @@ export async function startKube(opts: KubeOptions = {}): Promise<Kube> {
     stop,
   };
 }
+
+/** True when nothing accepts connections on the API server's port (the old process has closed it). */
+export function apiServerRefuses(kube: Pick<Kube, 'server'>): Promise<boolean> {
+  const { hostname, port } = new URL(kube.server);
+  return new Promise((resolve) => {
+    const socket = connect({ host: hostname, port: Number(port) });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
+}
+
+/** etcd's JSON gateway, for changing what the API server stores behind its back (keys and values in base64). */
+export async function etcdRequest(
+  kube: Pick<Kube, 'etcdUrl'>,
+  op: string,
+  body: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const res = await fetch(`${kube.etcdUrl}/v3/${op}`, { method: 'POST', body: JSON.stringify(body) });
+  if (!res.ok) throw new Error(`etcd ${op}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+export const base64 = (s: string): string => Buffer.from(s).toString('base64');

@@ -1,5 +1,4 @@
 import { request } from 'node:https';
-import { connect } from 'node:net';
 import { CoreV1Api, KubeConfig, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,8 +10,9 @@ import type { CheckInput, Ctx } from '../../sidecar/pipeline/types.js';
 import { compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import { KubeSecretStore, type KubeSecretStoreOptions } from '../../sidecar/secrets/kubeSecretStore.js';
-import { type Kube, startKube } from '../harness/kube.js';
+import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../harness/kube.js';
 import { waitUntil } from '../harness/process.js';
+import { metricSum } from '../harness/registry.js';
 
 const log = createLogger('kube-identity-test', { level: process.env.NOX_LOG_LEVEL ?? 'silent' });
 const API_AUDIENCE = 'https://api.nox.test';
@@ -43,17 +43,6 @@ const policy = (extra: Partial<AccessPolicySpec>) =>
     ...extra,
   } as AccessPolicySpec);
 
-async function metric(
-  registry: Registry,
-  name: string,
-  labels: Record<string, string> = {},
-): Promise<number> {
-  const { values } = await registry.getSingleMetric(name)!.get();
-  return values
-    .filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))
-    .reduce((s, v) => s + v.value, 0);
-}
-
 async function eventually(what: string, check: () => boolean, timeoutMs: number): Promise<number> {
   const t0 = Date.now();
   while (!check()) {
@@ -62,25 +51,6 @@ async function eventually(what: string, check: () => boolean, timeoutMs: number)
   }
   return Date.now() - t0;
 }
-
-function refused(server: string): Promise<boolean> {
-  const { hostname, port } = new URL(server);
-  return new Promise((resolve) => {
-    const socket = connect({ host: hostname, port: Number(port) });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.once('error', () => resolve(true));
-  });
-}
-
-async function etcd(kube: Kube, op: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const res = await fetch(`${kube.etcdUrl}/v3/${op}`, { method: 'POST', body: JSON.stringify(body) });
-  if (!res.ok) throw new Error(`etcd ${op}: ${res.status} ${await res.text()}`);
-  return (await res.json()) as Record<string, unknown>;
-}
-const b64 = (s: string) => Buffer.from(s).toString('base64');
 
 describe('identity from the Kubernetes API (real kube-apiserver)', () => {
   let kube: Kube;
@@ -182,7 +152,7 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       expect([...store.select('team-a', LABEL).keys()]).toEqual(['ci-bot']); // the Helm release is never read
       expect([...store.select('team-b', LABEL).keys()]).toEqual(['partner']);
       expect(store.healthy()).toBe(true);
-      expect(await metric(registry, 'nox_secrets_watch_healthy')).toBe(1);
+      expect(await metricSum(registry, 'nox_secrets_watch_healthy')).toBe(1);
     });
 
     it('sees a create, a change and a delete within seconds; a deleted API key stops working', async () => {
@@ -227,9 +197,9 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
         `secret store healthy again ${Date.now() - t0} ms after the restart began; health ${health.join(' → ')}`,
       );
       expect(health).toContain(false);
-      expect(await metric(registry, 'nox_secrets_watch_restarts_total', { reason: 'error' })).toBeGreaterThan(
-        0,
-      );
+      expect(
+        await metricSum(registry, 'nox_secrets_watch_restarts_total', { reason: 'error' }),
+      ).toBeGreaterThan(0);
       await putSecret('team-a', 'oauth', { 'client-secret': 'rotated' }, {});
       await eventually(
         'change after restart',
@@ -245,11 +215,13 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       const t0 = Date.now();
       await kube.restartApiServer(async () => {
         // Deleted behind the API server's back, history compacted: only a relist can show it.
-        expect(await refused(kube.server)).toBe(true);
+        expect(await apiServerRefuses(kube)).toBe(true);
         await eventually('the store to notice the outage', () => !store.healthy(), 30_000);
-        const del = await etcd(kube, 'kv/deleterange', { key: b64('/registry/secrets/team-a/doomed') });
+        const del = await etcdRequest(kube, 'kv/deleterange', {
+          key: base64('/registry/secrets/team-a/doomed'),
+        });
         const revision = (del.header as { revision: string }).revision;
-        await etcd(kube, 'kv/compaction', { revision, physical: true });
+        await etcdRequest(kube, 'kv/compaction', { revision, physical: true });
       });
       await eventually(
         'doomed secret gone',
@@ -258,7 +230,7 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       );
       console.log(`secret deleted in etcd gone ${Date.now() - t0} ms after the restart began`);
       expect(
-        await metric(registry, 'nox_secrets_watch_restarts_total', { reason: 'expired' }),
+        await metricSum(registry, 'nox_secrets_watch_restarts_total', { reason: 'expired' }),
       ).toBeGreaterThan(0);
       expect(store.get('team-a', 'ci-bot', 'key')?.toString()).toBe('ak_ci_bot_0001');
     });
@@ -320,7 +292,7 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       expect((await method.identify(bearer(other), ctx(), saPolicy([API_AUDIENCE]))).kind).toBe('invalid');
 
       const [h, , s] = other.split('.');
-      const claims = b64(
+      const claims = base64(
         JSON.stringify({ sub: 'system:serviceaccount:kube-system:admin', exp: 9e9 }),
       ).replace(/=+$/, '');
       expect((await method.identify(bearer(`${h}.${claims}.${s}`), ctx(), saPolicy())).kind).toBe('invalid');
@@ -352,7 +324,10 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       const method = new ServiceAccountMethod({ kubeConfig: kc });
       const before = await tokenReviews();
       const notSa =
-        `${b64('{"alg":"RS256"}')}.${b64('{"sub":"alice","iss":"https://sso.test"}')}.c2ln`.replace(/=/g, '');
+        `${base64('{"alg":"RS256"}')}.${base64('{"sub":"alice","iss":"https://sso.test"}')}.c2ln`.replace(
+          /=/g,
+          '',
+        );
       for (const t of ['gho_opaque_github_token', notSa, 'a.b.c'])
         expect(await method.identify(bearer(t), ctx(), saPolicy())).toEqual({ kind: 'absent' });
       expect(await method.identify(input({}), ctx(), saPolicy())).toEqual({ kind: 'absent' });

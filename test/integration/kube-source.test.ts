@@ -1,12 +1,12 @@
-import { connect } from 'node:net';
 import { ApiextensionsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import { KubeSource, type KubeSourceOptions } from '../../sidecar/config/kubeSource.js';
 import type { ResourceKind, SourceState } from '../../sidecar/config/source.js';
-import { type Kube, startKube } from '../harness/kube.js';
+import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../harness/kube.js';
 import { waitUntil } from '../harness/process.js';
+import { metricSum } from '../harness/registry.js';
 
 const log = createLogger('kube-source-test', { level: process.env.NOX_LOG_LEVEL ?? 'silent' });
 const GROUP = 'test.nox.dev';
@@ -43,36 +43,6 @@ const specOf = (s: SourceState, ns: string, name: string) =>
   s.resources.find((r) => r.metadata.namespace === ns && r.metadata.name === name)?.spec as
     | Record<string, unknown>
     | undefined;
-
-async function metric(registry: Registry, name: string, labels: Record<string, string>): Promise<number> {
-  const m = registry.getSingleMetric(name);
-  if (!m) throw new Error(`no metric ${name}`);
-  const { values } = await m.get();
-  return values
-    .filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))
-    .reduce((sum, v) => sum + v.value, 0);
-}
-
-/** True when nothing accepts connections on the API server's port (the old process has closed it). */
-function refused(server: string): Promise<boolean> {
-  const { hostname, port } = new URL(server);
-  return new Promise((resolve) => {
-    const socket = connect({ host: hostname, port: Number(port) });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.once('error', () => resolve(true));
-  });
-}
-
-/** etcd's JSON gateway (keys and values are base64). */
-async function etcd(kube: Kube, op: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const res = await fetch(`${kube.etcdUrl}/v3/${op}`, { method: 'POST', body: JSON.stringify(body) });
-  if (!res.ok) throw new Error(`etcd ${op}: ${res.status} ${await res.text()}`);
-  return (await res.json()) as Record<string, unknown>;
-}
-const b64 = (s: string) => Buffer.from(s).toString('base64');
 
 describe('KubeSource against a real kube-apiserver', () => {
   let kube: Kube;
@@ -191,8 +161,8 @@ describe('KubeSource against a real kube-apiserver', () => {
     expect(preA?.metadata.resourceVersion).toMatch(/^\d+$/);
     expect(rec.last.problems).toEqual([]);
     expect(source.healthy()).toBe(true);
-    expect(await metric(registry, 'nox_config_watch_healthy', { kind: 'Widget' })).toBe(1);
-    expect(await metric(registry, 'nox_config_objects', { kind: 'Widget' })).toBe(2);
+    expect(await metricSum(registry, 'nox_config_watch_healthy', { kind: 'Widget' })).toBe(1);
+    expect(await metricSum(registry, 'nox_config_objects', { kind: 'Widget' })).toBe(2);
   });
 
   it('delivers a create, a change and a delete within 2 s each, and nothing from other namespaces', async () => {
@@ -240,9 +210,9 @@ describe('KubeSource against a real kube-apiserver', () => {
     expect(health[0]).toBe(true);
     expect(health).toContain(false);
     expect(health.at(-1)).toBe(true);
-    expect(await metric(registry, 'nox_config_watch_healthy', { kind: 'Widget' })).toBe(1);
+    expect(await metricSum(registry, 'nox_config_watch_healthy', { kind: 'Widget' })).toBe(1);
     expect(
-      await metric(registry, 'nox_config_watch_restarts_total', { kind: 'Widget', reason: 'error' }),
+      await metricSum(registry, 'nox_config_watch_restarts_total', { kind: 'Widget', reason: 'error' }),
     ).toBeGreaterThan(0);
     // It kept serving what it knew, and a change made now still arrives: the watch is back.
     expect(rec.states.slice(mark - 1).every((s) => names(s).includes('served-a/pre-a'))).toBe(true);
@@ -256,7 +226,7 @@ describe('KubeSource against a real kube-apiserver', () => {
     await create('served-a', 'gone', {});
     await create('served-a', 'edit', { v: 1 });
     const { source, rec, registry } = await startSource();
-    const expiredBefore = await metric(registry, 'nox_config_watch_restarts_total', { reason: 'expired' });
+    const expiredBefore = await metricSum(registry, 'nox_config_watch_restarts_total', { reason: 'expired' });
 
     // While no API server runs, change the objects in etcd itself and compact its history: the
     // resourceVersion the source holds is then gone, and only a relist can show the changes.
@@ -264,18 +234,20 @@ describe('KubeSource against a real kube-apiserver', () => {
     const t0 = Date.now();
     // The API server stays down while etcd is changed behind its back.
     await kube.restartApiServer(async () => {
-      expect(await refused(kube.server)).toBe(true);
+      expect(await apiServerRefuses(kube)).toBe(true);
       while (source.healthy()) await new Promise((r) => setTimeout(r, 5));
       const prefix = '/registry/test.nox.dev/widgets/served-a/';
-      await etcd(kube, 'kv/deleterange', { key: b64(`${prefix}gone`) });
-      const [kv] = (await etcd(kube, 'kv/range', { key: b64(`${prefix}edit`) })).kvs as { value: string }[];
+      await etcdRequest(kube, 'kv/deleterange', { key: base64(`${prefix}gone`) });
+      const [kv] = (await etcdRequest(kube, 'kv/range', { key: base64(`${prefix}edit`) })).kvs as {
+        value: string;
+      }[];
       const stored = JSON.parse(Buffer.from(kv?.value ?? '', 'base64').toString()) as Record<string, unknown>;
-      const put = await etcd(kube, 'kv/put', {
-        key: b64(`${prefix}edit`),
-        value: b64(JSON.stringify({ ...stored, spec: { v: 2 } })),
+      const put = await etcdRequest(kube, 'kv/put', {
+        key: base64(`${prefix}edit`),
+        value: base64(JSON.stringify({ ...stored, spec: { v: 2 } })),
       });
       const revision = (put.header as { revision: string }).revision;
-      await etcd(kube, 'kv/compaction', { revision, physical: true });
+      await etcdRequest(kube, 'kv/compaction', { revision, physical: true });
     });
 
     const { state } = await rec.waitFor(
@@ -285,9 +257,9 @@ describe('KubeSource against a real kube-apiserver', () => {
     );
     console.log(`state after compaction and relist delivered ${Date.now() - t0} ms after the restart began`);
     expect(names(state)).toEqual(expect.arrayContaining(['served-a/keep', 'served-a/edit']));
-    expect(await metric(registry, 'nox_config_watch_restarts_total', { reason: 'expired' })).toBeGreaterThan(
-      expiredBefore,
-    );
+    expect(
+      await metricSum(registry, 'nox_config_watch_restarts_total', { reason: 'expired' }),
+    ).toBeGreaterThan(expiredBefore);
     await create('served-a', 'after-relist', {});
     await rec.waitFor((s) => names(s).includes('served-a/after-relist'), 2000);
     expect(source.healthy()).toBe(true);
@@ -301,9 +273,9 @@ describe('KubeSource against a real kube-apiserver', () => {
     expect(source.healthy()).toBe(true);
     expect(rec.states).toHaveLength(1);
     expect(
-      await metric(registry, 'nox_config_watch_restarts_total', { kind: 'Gadget', reason: 'error' }),
+      await metricSum(registry, 'nox_config_watch_restarts_total', { kind: 'Gadget', reason: 'error' }),
     ).toBeGreaterThan(0);
-    expect(await metric(registry, 'nox_config_objects', { kind: 'Gadget' })).toBe(0);
+    expect(await metricSum(registry, 'nox_config_objects', { kind: 'Gadget' })).toBe(0);
   });
 
   it('start() rejects after startTimeoutMs when a kind is never served', async () => {

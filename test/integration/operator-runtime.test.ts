@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
@@ -11,10 +10,11 @@ import { Manager } from '../../operator/runtime/manager.js';
 import { configMaps, secrets } from '../../operator/runtime/resources.js';
 import type { ObjectKey, ReconcileResult, Reconciler } from '../../operator/runtime/types.js';
 import { createNamespace, installCrds } from '../harness/crds.js';
-import { type Kube, startKube } from '../harness/kube.js';
+import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../harness/kube.js';
 import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
 import { freePort } from '../harness/ports.js';
 import { type Service, start, waitUntil } from '../harness/process.js';
+import { metricSum } from '../harness/registry.js';
 import { repoRoot } from '../harness/tools.js';
 
 /**
@@ -43,31 +43,6 @@ async function metric(port: number, name: string, labels: Record<string, string>
     if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) sum += Number(m[3]);
   }
   return sum;
-}
-
-async function registryMetric(
-  registry: Registry,
-  name: string,
-  labels: Record<string, string>,
-): Promise<number> {
-  const m = registry.getSingleMetric(name);
-  if (!m) throw new Error(`no metric ${name}`);
-  const { values } = await m.get();
-  return values
-    .filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))
-    .reduce((sum, v) => sum + v.value, 0);
-}
-
-function refused(server: string): Promise<boolean> {
-  const { hostname, port } = new URL(server);
-  return new Promise((resolve) => {
-    const socket = connect({ host: hostname, port: Number(port) });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.once('error', () => resolve(true));
-  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -361,7 +336,7 @@ describe('operator runtime against a real kube-apiserver', () => {
 
     it('retries a failing object with exponential backoff, and starts from the base delay after a success', async () => {
       behaviour.set('flaky', (attempt) => (attempt <= 4 ? 'throw' : { kind: 'done' }));
-      const errorsBefore = await registryMetric(registry, 'nox_operator_reconciles_total', {
+      const errorsBefore = await metricSum(registry, 'nox_operator_reconciles_total', {
         kind: 'ConfigMap',
         result: 'error',
       });
@@ -377,7 +352,7 @@ describe('operator runtime against a real kube-apiserver', () => {
       expect(gaps[3]).toBeGreaterThanOrEqual(795);
       expect(gaps[3]).toBeLessThan(1500);
       expect(
-        await registryMetric(registry, 'nox_operator_reconciles_total', {
+        await metricSum(registry, 'nox_operator_reconciles_total', {
           kind: 'ConfigMap',
           result: 'error',
         }),
@@ -504,17 +479,13 @@ describe('operator runtime against a real kube-apiserver', () => {
         5000,
       );
       const n = callsOf('relist-owner').length;
-      const etcd = async (op: string, body: Record<string, unknown>) => {
-        const res = await fetch(`${kube.etcdUrl}/v3/${op}`, { method: 'POST', body: JSON.stringify(body) });
-        if (!res.ok) throw new Error(`etcd ${op}: ${res.status}`);
-        return (await res.json()) as Record<string, unknown>;
-      };
-      const b64 = (s: string) => Buffer.from(s).toString('base64');
       const t0 = Date.now();
       await kube.restartApiServer(async () => {
-        expect(await refused(kube.server)).toBe(true);
-        const del = await etcd('kv/deleterange', { key: b64(`/registry/secrets/${ns}/relist-child`) });
-        await etcd('kv/compaction', {
+        expect(await apiServerRefuses(kube)).toBe(true);
+        const del = await etcdRequest(kube, 'kv/deleterange', {
+          key: base64(`/registry/secrets/${ns}/relist-child`),
+        });
+        await etcdRequest(kube, 'kv/compaction', {
           revision: (del.header as { revision: string }).revision,
           physical: true,
         });
@@ -527,7 +498,7 @@ describe('operator runtime against a real kube-apiserver', () => {
       await waitUntil('owner woken', async () => callsOf('relist-owner').length > n, 5000);
       console.log(`deletion during the outage seen ${Date.now() - t0} ms after the restart began`);
       expect(
-        await registryMetric(registry, 'nox_operator_watch_restarts_total', { resource: 'secrets' }),
+        await metricSum(registry, 'nox_operator_watch_restarts_total', { resource: 'secrets' }),
       ).toBeGreaterThan(0);
       await waitUntil('watches healthy', async () => manager.cache.healthy, 20_000);
     });
