@@ -1,7 +1,4 @@
-import { Controller, watchOf } from './runtime/controller.js';
-import type { KubeObject } from './runtime/kubeClient.js';
-import type { Manager } from './runtime/manager.js';
-import type { RateLimiterOptions } from './runtime/queue.js';
+import type { KubeObject } from '../common/kube/client.js';
 import {
   configMaps,
   noxType,
@@ -10,7 +7,10 @@ import {
   secrets,
   services,
   statefulSets,
-} from './runtime/resources.js';
+} from '../common/kube/resources.js';
+import { Controller, watchOf } from './runtime/controller.js';
+import type { Manager } from './runtime/manager.js';
+import type { RateLimiterOptions } from './runtime/queue.js';
 import type { ObjectKey, Reconciler } from './runtime/types.js';
 
 export interface ClusterControllerOptions {

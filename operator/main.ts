@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { KubeConfig } from '@kubernetes/client-node';
+import { loadKubeConfig, parseNamespaces } from '../common/kube/config.js';
 import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
 import { policyControllers } from './policies/policyStatus.js';
 import { postgresClusterController } from './postgres/controller.js';
 import { redisClusterController } from './redis/controller.js';
 import { Manager } from './runtime/manager.js';
-import { describeSettings, loadSettings, parseNamespaces, type Settings } from './settings.js';
+import { describeSettings, loadSettings, type Settings } from './settings.js';
 
 const serviceAccountNamespace = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
 
@@ -41,9 +41,7 @@ async function main(): Promise<void> {
   const registry = createRegistry('nox-operator');
   process.on('unhandledRejection', (reason) => log.error({ err: String(reason) }, 'unhandled rejection'));
 
-  const kubeConfig = new KubeConfig();
-  if (settings.kubeconfig) kubeConfig.loadFromFile(settings.kubeconfig);
-  else kubeConfig.loadFromDefault();
+  const kubeConfig = await loadKubeConfig(settings.kubeconfig || undefined);
 
   const identity =
     settings.identity || `${process.env.POD_NAME || hostname()}-${randomBytes(3).toString('hex')}`;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { definitions, describeSettings, loadSettings, parseNamespaces } from './settings.js';
+import { parseNamespaces } from '../common/kube/config.js';
+import { definitions, describeSettings, loadSettings } from './settings.js';
 
 describe('operator settings', () => {
   it('has a default and a doc for every setting, and defaults that pass their own rules', () => {

@@ -150,10 +150,3 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 export function describeSettings(): string {
   return describeDefinitions(definitions);
 }
-
-export function parseNamespaces(raw: string): string[] {
-  return raw
-    .split(',')
-    .map((n) => n.trim())
-    .filter((n) => n !== '');
-}

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
+import { startHttpServer } from '../common/httpServer.js';
 import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
 import { configSourceFor } from './config/sources.js';
@@ -14,7 +15,6 @@ import type { UsageRollup } from './quota/usageRollup.js';
 import { secretStoreFor } from './secrets/stores.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
-import { startHttpServer } from './server/httpServer.js';
 import { describeSettings, loadSettings, type Settings } from './settings/settings.js';
 import { accessStage } from './stages/access.js';
 import { routeStage } from './stages/route.js';
@@ -118,11 +118,11 @@ async function main(): Promise<void> {
   const httpServer = await startHttpServer(
     registry,
     {
-      live: () => true,
+      live: () => ({ ok: true, reason: 'serving' }),
       ready: () => {
-        if (draining) return { ready: false, reason: 'draining' };
-        if (!policy.current) return { ready: false, reason: 'no policy snapshot loaded' };
-        return { ready: true, reason: `policy snapshot ${policy.current.version}` };
+        if (draining) return { ok: false, reason: 'draining' };
+        if (!policy.current) return { ok: false, reason: 'no policy snapshot loaded' };
+        return { ok: true, reason: `policy snapshot ${policy.current.version}` };
       },
     },
     settings.httpHost,

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { KubeObject, ObjectMeta } from '../../common/kube/client.js';
 import type {
   AccessPolicy,
   OAuth2Provider,
@@ -7,7 +8,6 @@ import type {
 } from '../../common/resources/types.gen.js';
 import { validateResource } from '../../common/resources/validate.js';
 import type { ConditionInput } from '../runtime/conditions.js';
-import type { KubeObject, ObjectMeta } from '../runtime/kubeClient.js';
 import type { PolicyReason } from './reasons.js';
 
 /**

@@ -1,13 +1,13 @@
+import type { Informer } from '../../common/kube/informer.js';
+import { configMaps, noxType, secrets } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
 import { apiVersion } from '../../common/resources/kind.js';
 import type { AccessPolicy, OAuth2Provider, RiskModel } from '../../common/resources/types.gen.js';
 import type { Cache } from '../runtime/cache.js';
 import { type Condition, findCondition, sameConditions, setCondition } from '../runtime/conditions.js';
 import { Controller, type Watch, watchOf } from '../runtime/controller.js';
-import type { Informer } from '../runtime/informer.js';
 import type { Manager } from '../runtime/manager.js';
 import type { RateLimiterOptions } from '../runtime/queue.js';
-import { configMaps, noxType, secrets } from '../runtime/resources.js';
 import type { Applier, ObjectKey, ReconcileResult, Reconciler } from '../runtime/types.js';
 import {
   accessPolicyProviderNames,

@@ -1,15 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
-import type { Logger } from '../../common/logger.js';
-import type { PostgresCluster, PostgresClusterStatus } from '../../common/resources/types.gen.js';
 import {
   describeError,
   isConflict,
   type KubeClient,
   type KubeObject,
   objectPath,
-} from '../runtime/kubeClient.js';
-import { noxTypes, pods as podType, secrets as secretType } from '../runtime/resources.js';
+} from '../../common/kube/client.js';
+import { noxTypes, pods as podType, secrets as secretType } from '../../common/kube/resources.js';
+import type { Logger } from '../../common/logger.js';
+import type { PostgresCluster, PostgresClusterStatus } from '../../common/resources/types.gen.js';
 import type { Applier, ObjectKey, ReconcileResult, Reconciler } from '../runtime/types.js';
 import {
   appPasswordRef,

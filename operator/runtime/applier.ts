@@ -1,6 +1,6 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
-import { groupOf, type KubeClient, type KubeObject, type ResourceType } from './kubeClient.js';
-import { builtinTypes } from './resources.js';
+import { groupOf, type KubeClient, type KubeObject, type ResourceType } from '../../common/kube/client.js';
+import { builtinTypes } from '../../common/kube/resources.js';
 import { type Applier, fieldManager, type ObjectKey } from './types.js';
 
 /**

@@ -1,9 +1,14 @@
 import type { Registry } from 'prom-client';
+import type { BackoffOptions } from '../../common/backoff.js';
+import {
+  describeType,
+  type KubeClient,
+  type KubeObject,
+  type ResourceType,
+} from '../../common/kube/client.js';
+import { Informer, watchMetrics } from '../../common/kube/informer.js';
 import type { Logger } from '../../common/logger.js';
-import type { BackoffOptions } from './backoff.js';
-import { Informer, type WatchMetrics } from './informer.js';
-import { describeType, type KubeClient, type KubeObject, type ResourceType } from './kubeClient.js';
-import { operatorMetrics } from './metrics.js';
+import { type OperatorMetrics, operatorMetrics } from './metrics.js';
 
 export interface CacheOptions {
   client: KubeClient;
@@ -32,13 +37,12 @@ export interface InformerRequest<T extends KubeObject> {
 export class Cache {
   readonly #opts: CacheOptions;
   readonly #informers = new Map<string, Informer<KubeObject>>();
-  readonly #metrics: WatchMetrics;
+  readonly #metrics: OperatorMetrics;
   #signal: AbortSignal | undefined;
 
   constructor(opts: CacheOptions) {
     this.#opts = opts;
-    const m = operatorMetrics(opts.registry);
-    this.#metrics = { healthy: m.watchHealthy, restarts: m.watchRestarts, objects: m.watchObjects };
+    this.#metrics = operatorMetrics(opts.registry);
   }
 
   /** The informer of `resource` (created on first use; started at once if the cache runs). */
@@ -51,12 +55,17 @@ export class Cache {
     let inf = this.#informers.get(id);
     if (!inf) {
       const o = this.#opts;
+      const m = this.#metrics;
+      const label = `${describeType(resource)}${req.variant ? `/${req.variant}` : ''}`;
       inf = new Informer<KubeObject>({
         client: o.client,
         resource,
         namespaces: o.namespaces,
         log: o.log.child({ component: 'informer' }),
-        metrics: this.#metrics,
+        metrics: watchMetrics(
+          { healthy: m.watchHealthy, restarts: m.watchRestarts, objects: m.watchObjects },
+          { resource: label },
+        ),
         ...(req.transform ? { transform: req.transform as (obj: KubeObject) => KubeObject } : {}),
         ...(req.variant ? { variant: req.variant } : {}),
         ...(req.labelSelector ? { labelSelector: req.labelSelector } : {}),

@@ -1,13 +1,13 @@
-import type { Logger } from '../../common/logger.js';
-import type { Cache } from './cache.js';
-import { Informer, type InformerEvent } from './informer.js';
 import {
   describeError,
   groupOf,
   type KubeObject,
   type OwnerReference,
   type ResourceType,
-} from './kubeClient.js';
+} from '../../common/kube/client.js';
+import { Informer, type InformerEvent } from '../../common/kube/informer.js';
+import type { Logger } from '../../common/logger.js';
+import type { Cache } from './cache.js';
 import type { OperatorMetrics } from './metrics.js';
 import { type RateLimiterOptions, WorkQueue } from './queue.js';
 import type { ObjectKey, ReconcileResult, Reconciler } from './types.js';

@@ -1,8 +1,8 @@
+import { sleep } from '../../common/backoff.js';
+import { describeError, isConflict, type KubeClient, type KubeObject } from '../../common/kube/client.js';
+import { leases } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
-import { sleep } from './backoff.js';
-import { describeError, isConflict, type KubeClient, type KubeObject } from './kubeClient.js';
 import type { OperatorMetrics } from './metrics.js';
-import { leases } from './resources.js';
 
 /**
  * Leader election through a coordination.k8s.io/v1 Lease (client-go's algorithm):

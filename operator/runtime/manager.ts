@@ -1,14 +1,15 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
+import type { BackoffOptions } from '../../common/backoff.js';
+import { type HttpServer, type Probe, startHttpServer } from '../../common/httpServer.js';
+import { KubeClient } from '../../common/kube/client.js';
 import type { Logger } from '../../common/logger.js';
 import { KubeApplier, RestMapper } from './applier.js';
-import type { BackoffOptions } from './backoff.js';
 import { Cache } from './cache.js';
 import type { Controller } from './controller.js';
-import { type HttpServer, type Probe, startHttpServer } from './httpServer.js';
-import { KubeClient } from './kubeClient.js';
 import { type LeaderElectionTiming, LeaderElector } from './leaderElection.js';
 import { type OperatorMetrics, operatorMetrics } from './metrics.js';
+import { fieldManager } from './types.js';
 
 export interface LeaderElectionConfig extends Partial<LeaderElectionTiming> {
   /** Namespace of the Lease (the operator's own). */
@@ -65,6 +66,7 @@ export class Manager {
     this.#opts = opts;
     this.log = opts.log;
     this.client = new KubeClient(opts.kubeConfig, {
+      fieldManager,
       ...(opts.requestTimeoutMs ? { requestTimeoutMs: opts.requestTimeoutMs } : {}),
     });
     this.registry = opts.registry;

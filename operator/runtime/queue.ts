@@ -1,4 +1,4 @@
-import { exponentialDelay } from './backoff.js';
+import { exponentialDelay } from '../../common/backoff.js';
 
 /**
  * The work queue of one controller (client-go's workqueue semantics):

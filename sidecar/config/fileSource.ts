@@ -3,10 +3,10 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import type { Gauge, Registry } from 'prom-client';
 import { LineCounter, parseAllDocuments } from 'yaml';
+import { backoffDelay } from '../../common/backoff.js';
 import type { Logger } from '../../common/logger.js';
 import {
   apiVersionOf,
-  backoffDelay,
   type ConfigSource,
   DEFAULT_DEBOUNCE_MS,
   Debouncer,

@@ -177,35 +177,3 @@ export class Debouncer {
     this.#timer = undefined;
   }
 }
-
-export interface BackoffOptions {
-  /** First retry delay; it doubles per consecutive failure. Default 250 ms. */
-  initialMs?: number;
-  /** Cap of the delay. Default 30 s. */
-  maxMs?: number;
-}
-
-/**
- * Exponential backoff with "equal jitter": half the delay is fixed, half random, so many
- * sidecars that lost the same API server do not come back at the same instant.
- */
-export function backoffDelay(attempt: number, opts: BackoffOptions = {}): number {
-  const initial = opts.initialMs ?? 250;
-  const max = opts.maxMs ?? 30_000;
-  const ceiling = Math.min(max, initial * 2 ** Math.min(attempt, 30));
-  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
-}
-
-/** Resolves after `ms`, or early (never rejecting) when `signal` aborts. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}

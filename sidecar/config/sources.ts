@@ -20,19 +20,14 @@ export async function configSourceFor(
   registry: Registry,
 ): Promise<ConfigSource | undefined> {
   if (settings.configSource === 'kubernetes') {
-    // Loaded only in this mode: @kubernetes/client-node alone costs ~75 MB of resident memory.
-    const [{ KubeConfig }, { KubeSource }] = await Promise.all([
-      import('@kubernetes/client-node'),
+    const [{ KubeClient }, { loadKubeConfig, parseNamespaces }, { KubeSource }] = await Promise.all([
+      import('../../common/kube/client.js'),
+      import('../../common/kube/config.js'),
       import('./kubeSource.js'),
     ]);
-    const kubeConfig = new KubeConfig();
-    if (settings.kubeconfig) kubeConfig.loadFromFile(settings.kubeconfig);
-    else kubeConfig.loadFromDefault();
-    const namespaces = settings.watchNamespaces
-      .split(',')
-      .map((n) => n.trim())
-      .filter((n) => n !== '');
-    return new KubeSource({ kubeConfig, kinds: sidecarKinds, namespaces, log, registry });
+    const client = new KubeClient(await loadKubeConfig(settings.kubeconfig || undefined));
+    const namespaces = parseNamespaces(settings.watchNamespaces);
+    return new KubeSource({ client, kinds: sidecarKinds, namespaces, log, registry });
   }
   if (!settings.policyPath) return undefined;
   return new FileSource({ path: settings.policyPath, kinds: sidecarKinds, log, registry });

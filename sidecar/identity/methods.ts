@@ -33,13 +33,11 @@ export async function identityMethodsFor(
   methods.push(new OpaqueTokenMethod(secrets), new GithubMethod());
   if (settings.configSource === 'kubernetes') {
     // TokenReview needs the API server; standalone sidecars have none to ask.
-    const [{ KubeConfig }, { ServiceAccountMethod }] = await Promise.all([
-      import('@kubernetes/client-node'),
+    const [{ loadKubeConfig }, { ServiceAccountMethod }] = await Promise.all([
+      import('../../common/kube/config.js'),
       import('./serviceAccountMethod.js'),
     ]);
-    const kubeConfig = new KubeConfig();
-    if (settings.kubeconfig) kubeConfig.loadFromFile(settings.kubeconfig);
-    else kubeConfig.loadFromDefault();
+    const kubeConfig = await loadKubeConfig(settings.kubeconfig || undefined);
     methods.push(new ServiceAccountMethod({ kubeConfig }));
   }
   methods.push(new ApiKeyMethod(secrets), new ClientCertMethod());

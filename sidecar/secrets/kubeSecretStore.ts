@@ -1,13 +1,14 @@
-import { setMaxListeners } from 'node:events';
-import { CoreV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
-import type { Counter, Gauge, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import type { BackoffOptions } from '../../common/backoff.js';
+import type { KubeClient, KubeObject } from '../../common/kube/client.js';
+import { Informer, startAndSync, watchMetrics } from '../../common/kube/informer.js';
+import { secrets } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
-import { type BackoffOptions, counterOn, gaugeOn, sleep } from '../config/source.js';
+import { counterOn, gaugeOn } from '../config/source.js';
 import type { SecretStore } from './secretStore.js';
-import { SecretStream } from './secretStream.js';
 
 export interface KubeSecretStoreOptions {
-  kubeConfig: KubeConfig;
+  client: KubeClient;
   /** Namespaces to read; empty: all namespaces. */
   namespaces: readonly string[];
   log: Logger;
@@ -21,61 +22,59 @@ export interface KubeSecretStoreOptions {
   requestTimeoutMs?: number;
 }
 
+/** What the store keeps of a Secret: its labels and decoded data, nothing else. */
+interface StoredSecret extends KubeObject {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly data: Readonly<Record<string, Buffer>>;
+}
+
+// Helm keeps every release revision in a Secret (often hundreds of kB each); none is ever a Nox credential.
+const FIELD_SELECTOR = 'type!=helm.sh/release.v1';
+
 /**
- * Secrets of the served namespaces, kept in memory by one list+watch per namespace. Like
- * KubeSource, each stream is a loop of our own that always restarts with backoff and relists
- * on 410; while a stream is broken its last Secrets stay readable. RBAC: get, list, watch
- * on secrets in those namespaces.
+ * Secrets of the served namespaces, kept in memory by the shared informer (common/kube): a
+ * deleted Secret stops working within seconds, and while a watch is broken the last
+ * Secrets stay readable. RBAC: get, list, watch on secrets in those namespaces.
  */
 export class KubeSecretStore implements SecretStore {
   readonly #opts: KubeSecretStoreOptions;
-  readonly #streams: SecretStream[] = [];
+  readonly #informer: Informer<StoredSecret>;
   readonly #abort = new AbortController();
   readonly #listeners: (() => void)[] = [];
-  readonly #healthy: Gauge;
-  readonly #restarts: Counter<'reason'>;
-  #runs: Promise<void>[] = [];
+  #started = false;
 
   constructor(opts: KubeSecretStoreOptions) {
     this.#opts = opts;
     const log = opts.log.child({ component: 'secret-store', source: 'k8s' });
-    this.#healthy = gaugeOn(
+    const healthy = gaugeOn(
       opts.registry,
       'nox_secrets_watch_healthy',
       '1 while every list+watch of Secrets is established, 0 while one is being re-established.',
       [],
     );
-    this.#restarts = counterOn(
+    const restarts = counterOn(
       opts.registry,
       'nox_secrets_watch_restarts_total',
       'Secret list+watch restarts by reason: error, expired (410 Gone: relisted), stalled.',
       ['reason'],
     );
-    this.#healthy.set(0);
-    const api = opts.kubeConfig.makeApiClient(CoreV1Api);
-    const watch = new Watch(opts.kubeConfig);
-    const scopes = opts.namespaces.length === 0 ? [undefined] : opts.namespaces;
-    for (const namespace of scopes) {
-      this.#streams.push(
-        new SecretStream(namespace, {
-          api,
-          watch,
-          log: log.child({ namespace: namespace ?? '*' }),
-          signal: this.#abort.signal,
-          backoff: opts.backoff ?? {},
-          watchTimeoutSeconds: opts.watchTimeoutSeconds ?? 300,
-          requestTimeoutMs: opts.requestTimeoutMs ?? 30_000,
-          onChange: () => this.#changed(),
-          onHealth: () => this.#healthy.set(this.healthy() ? 1 : 0),
-          onRestart: (reason) => this.#restarts.inc({ reason }),
-        }),
-      );
-    }
-    setMaxListeners(this.#streams.length + 10, this.#abort.signal);
+    this.#informer = new Informer<StoredSecret>({
+      client: opts.client,
+      resource: secrets,
+      namespaces: opts.namespaces,
+      fieldSelector: FIELD_SELECTOR,
+      transform: toStoredSecret,
+      log,
+      metrics: watchMetrics({ healthy, restarts }, {}),
+      ...(opts.backoff ? { backoff: opts.backoff } : {}),
+      ...(opts.watchTimeoutSeconds ? { watchTimeoutSeconds: opts.watchTimeoutSeconds } : {}),
+      ...(opts.requestTimeoutMs ? { requestTimeoutMs: opts.requestTimeoutMs } : {}),
+    });
+    this.#informer.addHandler(() => this.#changed());
   }
 
   get(namespace: string, name: string, key: string): Buffer | undefined {
-    return this.#stream(namespace)?.objects.get(`${namespace}/${name}`)?.data[key];
+    return this.#informer.get({ namespace, name })?.data[key];
   }
 
   select(
@@ -83,13 +82,9 @@ export class KubeSecretStore implements SecretStore {
     labels: Readonly<Record<string, string>>,
   ): ReadonlyMap<string, Readonly<Record<string, Buffer>>> {
     const out = new Map<string, Readonly<Record<string, Buffer>>>();
-    const stream = this.#stream(namespace);
-    if (!stream) return out;
     const wanted = Object.entries(labels);
-    const prefix = `${namespace}/`;
-    for (const [key, s] of stream.objects) {
-      if (!key.startsWith(prefix)) continue;
-      if (wanted.every(([k, v]) => s.labels[k] === v)) out.set(key.slice(prefix.length), s.data);
+    for (const s of this.#informer.list(namespace)) {
+      if (wanted.every(([k, v]) => s.labels[k] === v)) out.set(s.metadata.name, s.data);
     }
     return out;
   }
@@ -99,34 +94,18 @@ export class KubeSecretStore implements SecretStore {
   }
 
   async start(): Promise<void> {
-    if (this.#runs.length > 0 || this.#abort.signal.aborted)
-      throw new Error('KubeSecretStore already started');
-    const timeoutMs = this.#opts.startTimeoutMs ?? 60_000;
-    this.#runs = this.#streams.map((s) => s.run());
-    const deadline = Date.now() + timeoutMs;
-    while (!this.#streams.every((s) => s.synced)) {
-      if (Date.now() > deadline) {
-        const pending = this.#streams.filter((s) => !s.synced).map((s) => `${s.describe()}: ${s.lastError}`);
-        await this.stop();
-        throw new Error(
-          `initial list of Secrets did not succeed within ${timeoutMs} ms: ${pending.join('; ')}`,
-        );
-      }
-      await sleep(20, this.#abort.signal);
-    }
+    if (this.#started || this.#abort.signal.aborted) throw new Error('KubeSecretStore already started');
+    this.#started = true;
+    await startAndSync([this.#informer], this.#abort, this.#opts.startTimeoutMs ?? 60_000, 'Secrets');
   }
 
   async stop(): Promise<void> {
     this.#abort.abort();
-    await Promise.allSettled(this.#runs);
+    await this.#informer.stopped();
   }
 
   healthy(): boolean {
-    return !this.#abort.signal.aborted && this.#streams.every((s) => s.healthy);
-  }
-
-  #stream(namespace: string): SecretStream | undefined {
-    return this.#streams.find((s) => s.namespace === undefined || s.namespace === namespace);
+    return !this.#abort.signal.aborted && this.#informer.healthy;
   }
 
   #changed(): void {
@@ -138,4 +117,19 @@ export class KubeSecretStore implements SecretStore {
       }
     }
   }
+}
+
+function toStoredSecret(obj: KubeObject & { data?: Record<string, string> }): StoredSecret {
+  const data: Record<string, Buffer> = {};
+  for (const [k, v] of Object.entries(obj.data ?? {})) data[k] = Buffer.from(v, 'base64');
+  return {
+    metadata: {
+      name: obj.metadata.name,
+      ...(obj.metadata.namespace ? { namespace: obj.metadata.namespace } : {}),
+      ...(obj.metadata.uid ? { uid: obj.metadata.uid } : {}),
+      ...(obj.metadata.resourceVersion ? { resourceVersion: obj.metadata.resourceVersion } : {}),
+    },
+    labels: { ...(obj.metadata.labels ?? {}) },
+    data,
+  };
 }

@@ -22,18 +22,14 @@ export async function secretStoreFor(
   registry: Registry,
 ): Promise<SecretStore> {
   if (settings.configSource === 'kubernetes') {
-    const [{ KubeConfig }, { KubeSecretStore }] = await Promise.all([
-      import('@kubernetes/client-node'),
+    const [{ KubeClient }, { loadKubeConfig, parseNamespaces }, { KubeSecretStore }] = await Promise.all([
+      import('../../common/kube/client.js'),
+      import('../../common/kube/config.js'),
       import('./kubeSecretStore.js'),
     ]);
-    const kubeConfig = new KubeConfig();
-    if (settings.kubeconfig) kubeConfig.loadFromFile(settings.kubeconfig);
-    else kubeConfig.loadFromDefault();
-    const namespaces = settings.watchNamespaces
-      .split(',')
-      .map((n) => n.trim())
-      .filter((n) => n !== '');
-    return new KubeSecretStore({ kubeConfig, namespaces, log, registry });
+    const client = new KubeClient(await loadKubeConfig(settings.kubeconfig || undefined));
+    const namespaces = parseNamespaces(settings.watchNamespaces);
+    return new KubeSecretStore({ client, namespaces, log, registry });
   }
   if (settings.secretsDir)
     return new (await import('./dirSecretStore.js')).DirSecretStore({ dir: settings.secretsDir, log });

@@ -2,6 +2,7 @@ import { request } from 'node:https';
 import { CoreV1Api, KubeConfig, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KubeClient } from '../../common/kube/client.js';
 import { createLogger } from '../../common/logger.js';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import { ApiKeyMethod } from '../../sidecar/identity/apiKeyMethod.js';
@@ -74,7 +75,7 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
   const startStore = async (opts: Partial<KubeSecretStoreOptions> = {}) => {
     const registry = new Registry();
     const store = new KubeSecretStore({
-      kubeConfig: kc,
+      client: new KubeClient(kc),
       namespaces: ['team-a', 'team-b'],
       log,
       registry,
@@ -239,7 +240,9 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       const nobody = new KubeConfig();
       nobody.loadFromFile(await kube.kubeconfigFor('nobody'));
       const t0 = Date.now();
-      await expect(startStore({ kubeConfig: nobody, startTimeoutMs: 1500 })).rejects.toThrow(/HTTP 403/);
+      await expect(startStore({ client: new KubeClient(nobody), startTimeoutMs: 1500 })).rejects.toThrow(
+        /HTTP 403/,
+      );
       expect(Date.now() - t0).toBeLessThan(5000);
     });
   });

@@ -1,6 +1,7 @@
 import { ApiextensionsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KubeClient } from '../../common/kube/client.js';
 import { createLogger } from '../../common/logger.js';
 import { KubeSource, type KubeSourceOptions } from '../../sidecar/config/kubeSource.js';
 import type { ResourceKind, SourceState } from '../../sidecar/config/source.js';
@@ -106,7 +107,7 @@ describe('KubeSource against a real kube-apiserver', () => {
     const registry = new Registry();
     const rec = new Recorder();
     const source = new KubeSource({
-      kubeConfig: kc,
+      client: new KubeClient(kc),
       kinds: [widget],
       namespaces: ['served-a', 'served-b'],
       log,

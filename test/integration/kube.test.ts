@@ -16,6 +16,7 @@ import {
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
+import { KubeClient } from '../../common/kube/client.js';
 import { createLogger } from '../../common/logger.js';
 import { KubeSource } from '../../sidecar/config/kubeSource.js';
 import type { SourceState } from '../../sidecar/config/source.js';
@@ -627,7 +628,7 @@ describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a r
     // And it is enough for the sidecar's own code: its policy source and Secret store start
     // with exactly this identity and see team-a only.
     const source = new KubeSource({
-      kubeConfig: sidecar,
+      client: new KubeClient(sidecar),
       kinds: sidecarKinds,
       namespaces: ['team-a'],
       log,
@@ -643,7 +644,7 @@ describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a r
       `AccessPolicy team-a/${accessPolicy.metadata.name}`,
     ]);
     const secrets = new KubeSecretStore({
-      kubeConfig: sidecar,
+      client: new KubeClient(sidecar),
       namespaces: ['team-a'],
       log,
       registry: new Registry(),
@@ -681,7 +682,7 @@ describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a r
       );
 
     const source = new KubeSource({
-      kubeConfig: sidecar,
+      client: new KubeClient(sidecar),
       kinds: sidecarKinds,
       namespaces: [],
       log,

@@ -2,7 +2,6 @@ import http from 'node:http';
 import https from 'node:https';
 import { createInterface } from 'node:readline';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { fieldManager } from './types.js';
 
 /**
  * A small REST client for the Kubernetes API, for any resource (core, apps, coordination,
@@ -103,10 +102,37 @@ export class KubeApiError extends Error {
 export const isNotFound = (e: unknown): boolean => e instanceof KubeApiError && e.code === 404;
 export const isConflict = (e: unknown): boolean => e instanceof KubeApiError && e.code === 409;
 
-/** One line for logs: the code and the API server's message, never a whole response. */
+/**
+ * One line for logs: the code and the API server's message, never a whole response (an
+ * ApiException of @kubernetes/client-node carries the request and response in its message,
+ * a TokenReview's token included, so only its code and Status message are kept).
+ */
 export function describeError(e: unknown): string {
   if (e instanceof KubeApiError) return `HTTP ${e.code} ${e.reason}: ${e.message}`;
+  if (isClientNodeApiException(e)) {
+    const message = statusMessage(e.body);
+    return `HTTP ${e.code}${message ? `: ${message}` : ''}`;
+  }
   return e instanceof Error ? e.message : String(e);
+}
+
+// Duck-typed so that this module does not load @kubernetes/client-node.
+function isClientNodeApiException(e: unknown): e is { code: number; body: unknown } {
+  return (
+    e instanceof Error &&
+    e.constructor.name === 'ApiException' &&
+    typeof (e as { code?: unknown }).code === 'number'
+  );
+}
+
+function statusMessage(body: unknown): string {
+  if (body && typeof body === 'object') return String((body as { message?: unknown }).message ?? '');
+  if (typeof body !== 'string') return '';
+  try {
+    return String((JSON.parse(body) as { message?: unknown }).message ?? '');
+  } catch {
+    return '';
+  }
 }
 
 type TlsOptions = Pick<
@@ -133,6 +159,8 @@ export interface WatchEvent {
 export interface KubeClientOptions {
   /** Deadline of an ordinary request (not of a watch). Default 30 s. */
   requestTimeoutMs?: number;
+  /** The server-side apply field manager, also the User-Agent unless one is given. */
+  fieldManager?: string;
   userAgent?: string;
 }
 
@@ -141,6 +169,7 @@ export class KubeClient {
   readonly #server: URL;
   readonly #timeoutMs: number;
   readonly #userAgent: string;
+  readonly #fieldManager: string;
   #agent: http.Agent | undefined;
 
   constructor(kc: KubeConfig, opts: KubeClientOptions = {}) {
@@ -149,7 +178,8 @@ export class KubeClient {
     this.#kc = kc;
     this.#server = new URL(cluster.server);
     this.#timeoutMs = opts.requestTimeoutMs ?? 30_000;
-    this.#userAgent = opts.userAgent ?? fieldManager;
+    this.#fieldManager = opts.fieldManager ?? 'nox';
+    this.#userAgent = opts.userAgent ?? this.#fieldManager;
   }
 
   get server(): string {
@@ -276,6 +306,7 @@ export class KubeClient {
     opts: {
       namespace?: string;
       labelSelector?: string;
+      fieldSelector?: string;
       limit?: number;
       continue?: string;
       signal?: AbortSignal;
@@ -283,7 +314,12 @@ export class KubeClient {
     } = {},
   ): Promise<KubeList<T>> {
     return this.request<KubeList<T>>('GET', collectionPath(r, opts.namespace), {
-      query: { labelSelector: opts.labelSelector, limit: opts.limit ?? 500, continue: opts.continue },
+      query: {
+        labelSelector: opts.labelSelector,
+        fieldSelector: opts.fieldSelector,
+        limit: opts.limit ?? 500,
+        continue: opts.continue,
+      },
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
     });
@@ -292,7 +328,13 @@ export class KubeClient {
   /** Every object (all pages), with the list's resourceVersion. */
   async list<T extends KubeObject>(
     r: ResourceType,
-    opts: { namespace?: string; labelSelector?: string; signal?: AbortSignal; timeoutMs?: number } = {},
+    opts: {
+      namespace?: string;
+      labelSelector?: string;
+      fieldSelector?: string;
+      signal?: AbortSignal;
+      timeoutMs?: number;
+    } = {},
   ): Promise<KubeList<T>> {
     const items: T[] = [];
     let next: string | undefined;
@@ -318,7 +360,7 @@ export class KubeClient {
   ): Promise<T> {
     const { managedFields: _ignored, ...metadata } = obj.metadata as ObjectMeta & { managedFields?: unknown };
     return this.request<T>('PATCH', objectPath(r, obj.metadata, opts.subresource), {
-      query: { fieldManager: opts.manager ?? fieldManager, force: true },
+      query: { fieldManager: opts.manager ?? this.#fieldManager, force: true },
       // JSON is YAML: the API server parses either.
       body: { ...obj, apiVersion: apiVersionOf(r), kind: r.kind, metadata },
       contentType: 'application/apply-patch+yaml',
@@ -370,6 +412,7 @@ export class KubeClient {
       namespace?: string;
       resourceVersion: string;
       labelSelector?: string;
+      fieldSelector?: string;
       timeoutSeconds: number;
       signal: AbortSignal;
       onOpen(): void;
@@ -384,6 +427,7 @@ export class KubeClient {
       allowWatchBookmarks: true,
       timeoutSeconds: opts.timeoutSeconds,
       labelSelector: opts.labelSelector,
+      fieldSelector: opts.fieldSelector,
     });
     return new Promise<void>((resolve, reject) => {
       let settled = false;

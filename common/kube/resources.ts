@@ -1,8 +1,8 @@
-import { group, version } from '../../common/resources/kind.js';
-import { kinds } from '../../common/resources/kinds/index.js';
-import type { ResourceType } from './kubeClient.js';
+import { group, version } from '../resources/kind.js';
+import { kinds } from '../resources/kinds/index.js';
+import type { ResourceType } from './client.js';
 
-/** The resource types the operator's controllers use; a RestMapper resolves any other by discovery. */
+/** The resource types Nox's programs read and write; the operator's RestMapper resolves any other by discovery. */
 
 export const secrets: ResourceType = {
   group: '',

@@ -1,7 +1,8 @@
 import type { Counter, Gauge } from 'prom-client';
-import type { Logger } from '../../common/logger.js';
-import { type BackoffOptions, backoffDelay, sleep } from './backoff.js';
+import { type BackoffOptions, backoffDelay, sleep } from '../backoff.js';
+import type { Logger } from '../logger.js';
 import {
+  apiVersionOf,
   describeError,
   describeType,
   KubeApiError,
@@ -9,16 +10,18 @@ import {
   type KubeObject,
   type ResourceType,
   type WatchEvent,
-} from './kubeClient.js';
+} from './client.js';
 
 /**
- * A cache of one resource type kept current by list + watch, with change notifications.
+ * A cache of one resource type kept current by list + watch, with change notifications:
+ * the one list+watch loop of Nox (the sidecar's policies and Secrets, the operator's caches,
+ * the test harness's kubelet stand-in).
  *
  * client-node's informer can stop for good on an error (STYLE.md §3), so every stream is a
  * loop of our own that always restarts with jittered backoff, relists on 410 Gone (and
- * then reports what changed while it was not watching, deletions included), and treats a
- * watch that outlives its own server-side timeout as dead. While a stream is broken the
- * cache keeps its last objects and `healthy` is false.
+ * then reports what changed while it was not watching, deletions included), asks for
+ * bookmarks, and treats a watch that outlives its own server-side timeout as dead. While a
+ * stream is broken the cache keeps its last objects and `healthy` is false.
  */
 
 export type InformerEvent<T> =
@@ -28,10 +31,30 @@ export type InformerEvent<T> =
 
 export type InformerHandler<T> = (event: InformerEvent<T>) => void;
 
-export interface WatchMetrics {
-  healthy: Gauge<'resource'>;
-  restarts: Counter<'resource' | 'reason'>;
-  objects: Gauge<'resource'>;
+export type RestartReason = 'error' | 'expired' | 'stalled';
+
+/** What an informer reports; each program names its own metrics (see `watchMetrics`). */
+export interface InformerMetrics {
+  healthy(ok: boolean): void;
+  restarted(reason: RestartReason): void;
+  objects(count: number): void;
+}
+
+/** InformerMetrics on prom-client metrics, every sample carrying `labels`. */
+export function watchMetrics<L extends string>(
+  metrics: {
+    healthy: Gauge<L>;
+    restarts: Counter<L | 'reason'>;
+    objects?: Gauge<L>;
+  },
+  labels: Partial<Record<L, string>>,
+): InformerMetrics {
+  return {
+    healthy: (ok) => metrics.healthy.set(labels, ok ? 1 : 0),
+    restarted: (reason) =>
+      metrics.restarts.inc({ ...labels, reason } as Partial<Record<L | 'reason', string>>),
+    objects: (count) => metrics.objects?.set(labels, count),
+  };
 }
 
 export interface InformerOptions<T extends KubeObject> {
@@ -40,6 +63,7 @@ export interface InformerOptions<T extends KubeObject> {
   /** Namespaces to watch (one stream each); empty: one stream over all namespaces. */
   namespaces: readonly string[];
   labelSelector?: string;
+  fieldSelector?: string;
   /**
    * What the cache keeps of each object (e.g. only the key names of a Secret, the digest
    * of a ConfigMap's model); default the object itself. Must keep `metadata`.
@@ -48,15 +72,13 @@ export interface InformerOptions<T extends KubeObject> {
   /** Distinguishes two informers of one resource with different transforms, in metrics and logs. */
   variant?: string;
   log: Logger;
-  metrics: WatchMetrics;
+  metrics: InformerMetrics;
   backoff?: BackoffOptions;
   /** Server-side timeout of one watch request, plus up to 50% jitter. Default 300 s. */
   watchTimeoutSeconds?: number;
   /** A list page that has not arrived by then is abandoned and retried. Default 30 s. */
   requestTimeoutMs?: number;
 }
-
-type RestartReason = 'error' | 'expired' | 'stalled';
 
 /** 410 Gone: the resourceVersion we hold is older than the server's history, so only a relist helps. */
 class Expired extends Error {}
@@ -84,7 +106,7 @@ export class Informer<T extends KubeObject = KubeObject> {
     const scopes =
       !opts.resource.namespaced || opts.namespaces.length === 0 ? [undefined] : [...opts.namespaces];
     this.#streams = scopes.map((ns) => new Stream<T>(this, ns, opts));
-    opts.metrics.healthy.set({ resource: this.label }, 0);
+    opts.metrics.healthy(false);
   }
 
   get synced(): boolean {
@@ -189,7 +211,7 @@ export class Informer<T extends KubeObject = KubeObject> {
 
   /** @internal */
   healthChanged(): void {
-    this.#opts.metrics.healthy.set({ resource: this.label }, this.healthy ? 1 : 0);
+    this.#opts.metrics.healthy(this.healthy);
     if (this.synced && this.#syncWaiters.length > 0) {
       const waiters = this.#syncWaiters;
       this.#syncWaiters = [];
@@ -199,12 +221,12 @@ export class Informer<T extends KubeObject = KubeObject> {
 
   /** @internal */
   restarted(reason: RestartReason): void {
-    this.#opts.metrics.restarts.inc({ resource: this.label, reason });
+    this.#opts.metrics.restarted(reason);
   }
 
   #setCount(n: number): void {
     this.#count = n;
-    this.#opts.metrics.objects.set({ resource: this.label }, n);
+    this.#opts.metrics.objects(n);
   }
 
   #emit(event: InformerEvent<T>): void {
@@ -283,12 +305,13 @@ class Stream<T extends KubeObject> {
   }
 
   async #list(signal: AbortSignal): Promise<void> {
-    const { client, resource, labelSelector } = this.opts;
+    const { client, resource, labelSelector, fieldSelector } = this.opts;
     let list: Awaited<ReturnType<KubeClient['list']>>;
     try {
       list = await client.list(resource, {
         ...(this.namespace ? { namespace: this.namespace } : {}),
         ...(labelSelector ? { labelSelector } : {}),
+        ...(fieldSelector ? { fieldSelector } : {}),
         signal,
         timeoutMs: this.opts.requestTimeoutMs ?? 30_000,
       });
@@ -300,7 +323,7 @@ class Stream<T extends KubeObject> {
     for (const item of list.items) {
       if (!item.metadata?.name) continue;
       // Lists do not carry apiVersion/kind on their items.
-      const obj = this.#transform({ ...item, apiVersion: resourceApiVersion(resource), kind: resource.kind });
+      const obj = this.#transform({ ...item, apiVersion: apiVersionOf(resource), kind: resource.kind });
       fresh.set(`${obj.metadata.namespace ?? ''}/${obj.metadata.name}`, obj);
     }
     this.informer.replaceScope(this.namespace, fresh);
@@ -339,7 +362,7 @@ class Stream<T extends KubeObject> {
       if (e.type === 'BOOKMARK' || !obj?.metadata?.name) return;
       const full = {
         ...obj,
-        apiVersion: obj.apiVersion ?? resourceApiVersion(this.opts.resource),
+        apiVersion: obj.apiVersion ?? apiVersionOf(this.opts.resource),
         kind: obj.kind ?? this.opts.resource.kind,
       };
       if (e.type === 'DELETED') this.informer.remove(this.#transform(full));
@@ -349,6 +372,7 @@ class Stream<T extends KubeObject> {
       .watch(this.opts.resource, {
         ...(this.namespace ? { namespace: this.namespace } : {}),
         ...(this.opts.labelSelector ? { labelSelector: this.opts.labelSelector } : {}),
+        ...(this.opts.fieldSelector ? { fieldSelector: this.opts.fieldSelector } : {}),
         resourceVersion: this.#resourceVersion,
         timeoutSeconds,
         signal: stream.signal,
@@ -374,6 +398,26 @@ class Stream<T extends KubeObject> {
   }
 }
 
-function resourceApiVersion(r: ResourceType): string {
-  return r.group ? `${r.group}/${r.version}` : r.version;
+/**
+ * Starts `informers` and resolves once every one has listed; rejects after `timeoutMs` with
+ * what is still missing (a 403 names the RBAC problem), stopping them first.
+ */
+export async function startAndSync(
+  informers: readonly Informer<KubeObject>[],
+  abort: AbortController,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  for (const inf of informers) inf.start(abort.signal);
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const outcome = await Promise.race([Promise.all(informers.map((i) => i.whenSynced())), timedOut]);
+  clearTimeout(timer);
+  if (outcome !== 'timeout') return;
+  const pending = informers.flatMap((i) => i.describeProblems());
+  abort.abort();
+  await Promise.all(informers.map((i) => i.stopped()));
+  throw new Error(`initial list of ${what} did not succeed within ${timeoutMs} ms: ${pending.join('; ')}`);
 }

@@ -1,7 +1,6 @@
 /**
- * Backoff and sleeping, shared by the watches, the work queue and leader election.
- * (Same semantics as sidecar/config/source.ts; kept here so the operator does not import
- * the sidecar.)
+ * Backoff and sleeping, shared by every watch, the work queue, leader election and the
+ * sidecar's reconnecting clients.
  */
 
 export interface BackoffOptions {

@@ -1,7 +1,8 @@
 import Fastify from 'fastify';
 import type { Registry } from 'prom-client';
-import type { Logger } from '../../common/logger.js';
+import type { Logger } from './logger.js';
 
+/** One probe's answer: `reason` says what is wrong (or what is fine) in words an operator can act on. */
 export interface Probe {
   ok: boolean;
   reason: string;
@@ -10,7 +11,7 @@ export interface Probe {
 export interface Probes {
   /** Live: false only when the process should be restarted. */
   live(): Probe;
-  /** Ready: caches synced and not shutting down. */
+  /** Ready: the program can do its work (caches synced, a policy snapshot loaded) and is not draining. */
   ready(): Probe;
 }
 
@@ -19,7 +20,7 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-/** /metrics (Prometheus), /healthz (liveness), /readyz (readiness), for the operator. */
+/** /metrics (Prometheus), /healthz (liveness), /readyz (readiness): the same for every Nox program. */
 export async function startHttpServer(
   registry: Registry,
   probes: Probes,
@@ -32,13 +33,12 @@ export async function startHttpServer(
     reply.header('content-type', registry.contentType);
     return registry.metrics();
   });
-  const probe =
-    (p: Probe, up: string, down: string) => (_req: unknown, reply: { code(n: number): unknown }) => {
-      reply.code(p.ok ? 200 : 503);
-      return { status: p.ok ? up : down, reason: p.reason };
-    };
-  app.get('/healthz', async (req, reply) => probe(probes.live(), 'ok', 'unhealthy')(req, reply));
-  app.get('/readyz', async (req, reply) => probe(probes.ready(), 'ready', 'not ready')(req, reply));
+  const answer = (p: Probe, up: string, down: string, reply: { code(n: number): unknown }) => {
+    reply.code(p.ok ? 200 : 503);
+    return { status: p.ok ? up : down, reason: p.reason };
+  };
+  app.get('/healthz', async (_req, reply) => answer(probes.live(), 'ok', 'unhealthy', reply));
+  app.get('/readyz', async (_req, reply) => answer(probes.ready(), 'ready', 'not ready', reply));
   await app.listen({ host, port });
   const addr = app.server.address();
   const bound = typeof addr === 'object' && addr ? addr.port : port;
