@@ -1,10 +1,10 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { chownSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg, { type QueryResultRow } from 'pg';
 import { freePort } from './ports.js';
-import { type Service, scratchDir, start, waitUntil } from './process.js';
+import { type Service, sharedScratchDir, start, waitUntil } from './process.js';
 import { tool } from './tools.js';
 
 const run = promisify(execFile);
@@ -65,7 +65,9 @@ export interface PostgresPair {
  * PostgreSQL refuses to run as root. When we are root (CI containers), initdb, postgres and
  * pg_basebackup run as the `postgres` system user, which the Debian package creates; it is
  * created here with useradd if missing. As any other user, they simply run as that user.
- * Either way that user must be able to reach .run/data (every directory above it searchable).
+ * Either way that user must reach the binaries and the data (every directory above them
+ * searchable): tool() gives the binaries' real paths, and the data lives in a directory of
+ * its own under the system's temporary directory (see sharedScratchDir), not in the checkout.
  */
 function runAs(): RunAs {
   if (process.getuid?.() !== 0) return undefined;
@@ -83,13 +85,6 @@ function runAs(): RunAs {
     ]);
     return { uid: id('-u'), gid: id('-g') };
   }
-}
-
-/** A scratch dir the postgres user owns; data/ inside it is created by initdb or pg_basebackup (mode 0700). */
-function ownedScratch(prefix: string, user: RunAs): string {
-  const dir = scratchDir(prefix);
-  if (user) chownSync(dir, user.uid, user.gid);
-  return dir;
 }
 
 async function runTool(name: string, args: string[], user: RunAs, cwd: string) {
@@ -164,7 +159,12 @@ async function launchNode(l: Launch): Promise<PgNode> {
   let svc: Service | undefined;
   let removed = false;
   const boot = async () => {
-    const s = start(`${l.name}-${port}`, tool('postgres'), args, { uid: l.user?.uid, gid: l.user?.gid });
+    // cwd: its own directory; the test's (the checkout) may be out of the postgres user's reach.
+    const s = start(`${l.name}-${port}`, tool('postgres'), args, {
+      cwd: l.dir,
+      uid: l.user?.uid,
+      gid: l.user?.gid,
+    });
     svc = s;
     const ready = async () => (await pgQuery({ host, port }, 'SELECT 1')).length === 1;
     await waitUntil(`${l.name} to accept queries`, ready, 60_000, s).catch(async (e: unknown) => {
@@ -222,7 +222,7 @@ function primarySettings(opts: PostgresOptions): Record<string, string> {
 /** A single PostgreSQL 15 server (no replica). Trust auth on loopback: tests need no password. */
 export async function startPostgres(opts: Omit<PostgresOptions, 'synchronousStandby'> = {}): Promise<PgNode> {
   const user = runAs();
-  const dir = ownedScratch('pg-primary', user);
+  const dir = sharedScratchDir('pg-primary', user);
   try {
     await initdb(dir, user);
     return await launchNode({
@@ -244,10 +244,10 @@ export async function startPostgres(opts: Omit<PostgresOptions, 'synchronousStan
  */
 export async function startPostgresPair(opts: PostgresOptions = {}): Promise<PostgresPair> {
   const user = runAs();
-  const primaryDir = ownedScratch('pg-primary', user);
+  const primaryDir = sharedScratchDir('pg-primary', user);
   let primary: PgNode | undefined;
   let replica: PgNode | undefined;
-  const replicaDir = ownedScratch('pg-replica', user);
+  const replicaDir = sharedScratchDir('pg-replica', user);
   try {
     await initdb(primaryDir, user);
     primary = await launchNode({

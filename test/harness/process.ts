@@ -1,5 +1,14 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  createWriteStream,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runDir } from './tools.js';
 
@@ -176,5 +185,19 @@ export function scratchDir(prefix: string): string {
     `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`,
   );
   mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/**
+ * A fresh scratch directory for files another user must reach (PostgreSQL running as
+ * `postgres`, a pod's processes running as its runAsUser). Not under .run/: the checkout may
+ * sit where only its owner can enter (`/root/nox`, a `mktemp -d` folder), so it goes under the
+ * system's temporary directory, searchable by everyone, and belongs to `owner` when given.
+ * The caller removes it.
+ */
+export function sharedScratchDir(prefix: string, owner?: { uid: number; gid: number }): string {
+  const dir = mkdtempSync(join(tmpdir(), `nox-${prefix}-`));
+  chmodSync(dir, 0o755);
+  if (owner) chownSync(dir, owner.uid, owner.gid);
   return dir;
 }

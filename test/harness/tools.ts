@@ -1,4 +1,4 @@
-import { accessSync, constants, existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, realpathSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,7 +20,9 @@ export const runDir = join(repoRoot, '.run');
 
 /**
  * Path of a tool installed by `make tools`. A missing tool is a failure, never a skip:
- * a test that needs a real component must not pass without it.
+ * a test that needs a real component must not pass without it. The real path, not the
+ * .tools/bin symlink: a tool run as another user (PostgreSQL as `postgres`, a pod's process
+ * as its runAsUser) cannot traverse a checkout that only its owner may enter.
  */
 export function tool(name: string): string {
   const path = join(toolsBin, name);
@@ -29,5 +31,5 @@ export function tool(name: string): string {
   } catch {
     throw new Error(`${name} is not installed at ${path}; run \`make tools\``);
   }
-  return path;
+  return realpathSync(path);
 }

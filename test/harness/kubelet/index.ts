@@ -19,7 +19,7 @@ import { ApiException, CoreV1Api } from '@kubernetes/client-node';
 import type { Kube } from '../kube.js';
 import { kubeRequest } from '../kubeHttp.js';
 import { isFree } from '../ports.js';
-import { type Service, scratchDir, start } from '../process.js';
+import { type Service, sharedScratchDir, start } from '../process.js';
 import { runDir } from '../tools.js';
 import { type ClusterDns, startClusterDns } from './dns.js';
 import { type ImageRuntime, runtimeFor, UnsupportedImage } from './runtimes.js';
@@ -210,9 +210,11 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
     ...(opts.labels ?? {}),
   };
   const restartDelayMs = opts.restartDelayMs ?? 1000;
-  const root = scratchDir(`kubelet-${nodeName}`);
+  // Pod directories hold what containers running as other users read (scripts, config,
+  // PVC data): outside the checkout, which those users may not be able to enter.
+  const root = sharedScratchDir(`kubelet-${nodeName}`);
   const shortRoot = mkdtempSync('/tmp/noxk-');
-  for (const d of [root, shortRoot]) chmodSync(d, 0o755);
+  chmodSync(shortRoot, 0o755);
   const logDir = join(runDir, 'logs');
   mkdirSync(logDir, { recursive: true });
   const pods = new Map<string, PodState>(); // by uid

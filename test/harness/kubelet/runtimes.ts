@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { tool, toolsBin } from '../tools.js';
+import { dirname } from 'node:path';
+import { tool } from '../tools.js';
 
 /**
  * Image runtimes: what a container image would run, as host commands. Each also describes
@@ -53,8 +54,11 @@ const redisRuntime: ImageRuntime = {
   },
   networkArgs: (ip) => ['--bind', ip, '--bind-source-addr', ip],
   extraPorts: (ports) => ports.map((p) => p + 10000).filter((p) => p <= 65535),
-  // As before: the tools (redis-cli for exec probes), then the host's.
-  path: `${toolsBin}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+  // The tools (redis-cli for exec probes), then the host's. The tool's real directory, not
+  // .tools/bin: the container's user may not be able to enter the checkout.
+  get path() {
+    return `${dirname(tool('redis-cli'))}:${process.env.PATH ?? '/usr/bin:/bin'}`;
+  },
   passwd: `${ROOT_PASSWD}redis:x:999:999::/home/redis:/bin/sh\n`,
   group: `${ROOT_GROUP}redis:x:999:\n`,
 };
