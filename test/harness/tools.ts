@@ -1,5 +1,5 @@
-import { accessSync, constants, existsSync, realpathSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { accessSync, constants, existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The checkout's root, whether this runs from source (vitest) or compiled (dist/, bench). */
@@ -20,9 +20,11 @@ export const runDir = join(repoRoot, '.run');
 
 /**
  * Path of a tool installed by `make tools`. A missing tool is a failure, never a skip:
- * a test that needs a real component must not pass without it. The real path, not the
- * .tools/bin symlink: a tool run as another user (PostgreSQL as `postgres`, a pod's process
- * as its runAsUser) cannot traverse a checkout that only its owner may enter.
+ * a test that needs a real component must not pass without it. Where the .tools/bin
+ * symlink points, not the link: a tool run as another user (PostgreSQL as `postgres`, a pod's
+ * process as its runAsUser) cannot traverse a checkout that only its owner may enter. The
+ * link's target keeps its own name: redis-server is itself a link to redis-check-rdb and
+ * decides what to be by the name it is run as.
  */
 export function tool(name: string): string {
   const path = join(toolsBin, name);
@@ -31,5 +33,6 @@ export function tool(name: string): string {
   } catch {
     throw new Error(`${name} is not installed at ${path}; run \`make tools\``);
   }
-  return realpathSync(path);
+  const target = lstatSync(path).isSymbolicLink() ? resolve(toolsBin, readlinkSync(path)) : path;
+  return join(realpathSync(dirname(target)), basename(target));
 }
