@@ -115,7 +115,7 @@ export async function getObject<T>(kc: KubeConfig, path: string): Promise<T | un
 }
 
 /**
- * Polls an object until `ok` holds and returns it; on timeout prints its last status (what
+ * Polls an object until `ok` holds and returns it; on timeout the error carries its last status (what
  * a reader of the failure needs first). `watched`: a process whose exit fails the wait early.
  */
 export async function waitForObject<T extends { status?: unknown }>(
@@ -138,8 +138,9 @@ export async function waitForObject<T extends { status?: unknown }>(
       watched,
     );
   } catch (e) {
-    console.log('last status:', JSON.stringify(last?.status, null, 1));
-    throw e;
+    throw new Error(`${(e as Error).message}; last status: ${JSON.stringify(last?.status, null, 1)}`, {
+      cause: e,
+    });
   }
   return last as T;
 }

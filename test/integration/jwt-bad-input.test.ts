@@ -59,7 +59,10 @@ spec:
   rules: [{ name: signed-in, action: Allow, when: { authenticated: Authenticated } }]
 `,
     );
-    sidecar = await startSidecar({ policyPath: dir });
+    // The first valid token pays for OIDC discovery and the JWKS fetch inside its check; the
+    // production deadline (150 ms) is for a warm sidecar and a busy CI machine can overrun it
+    // (a 503 DEADLINE_EXCEEDED instead of the 200 under test). Nothing here tests the deadline.
+    sidecar = await startSidecar({ policyPath: dir, env: { NOX_CHECK_DEADLINE_MS: '2000' } });
     client = new SidecarClient(sidecar.grpcPort);
   });
   afterAll(async () => {

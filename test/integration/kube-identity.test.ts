@@ -12,6 +12,7 @@ import { compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import { KubeSecretStore, type KubeSecretStoreOptions } from '../../sidecar/secrets/kubeSecretStore.js';
 import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../harness/kube.js';
+import { testLog } from '../harness/log.js';
 import { waitUntil } from '../harness/process.js';
 import { metricSum } from '../harness/registry.js';
 
@@ -175,7 +176,7 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       expect(use('ak_temp_0004')).toBe('invalid');
       await core.deleteNamespacedSecret({ name: 'temp', namespace: 'team-a' });
       const deleted = await eventually('deleted key refused', () => use('ak_temp_0005') === 'invalid', 2000);
-      console.log(
+      testLog(
         `api key via the API server: accepted ${created} ms, rotated ${changed} ms, refused ${deleted} ms after deletion`,
       );
       expect(changes).toBeGreaterThanOrEqual(3);
@@ -194,7 +195,7 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       expect(store.get('team-a', 'oauth', 'client-secret')?.toString()).toBe('s3cret');
       await waitUntil('secret store healthy again', async () => store.healthy(), 30_000);
       clearInterval(poll);
-      console.log(
+      testLog(
         `secret store healthy again ${Date.now() - t0} ms after the restart began; health ${health.join(' → ')}`,
       );
       expect(health).toContain(false);
@@ -229,7 +230,7 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
         () => store.get('team-a', 'doomed', 'key') === undefined,
         30_000,
       );
-      console.log(`secret deleted in etcd gone ${Date.now() - t0} ms after the restart began`);
+      testLog(`secret deleted in etcd gone ${Date.now() - t0} ms after the restart began`);
       expect(
         await metricSum(registry, 'nox_secrets_watch_restarts_total', { reason: 'expired' }),
       ).toBeGreaterThan(0);

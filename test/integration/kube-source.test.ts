@@ -6,6 +6,7 @@ import { createLogger } from '../../common/logger.js';
 import { KubeSource, type KubeSourceOptions } from '../../sidecar/config/kubeSource.js';
 import type { ResourceKind, SourceState } from '../../sidecar/config/source.js';
 import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../harness/kube.js';
+import { testLog } from '../harness/log.js';
 import { waitUntil } from '../harness/process.js';
 import { metricSum } from '../harness/registry.js';
 
@@ -177,7 +178,7 @@ describe('KubeSource against a real kube-apiserver', () => {
 
     await remove('served-a', 'w1');
     const deleted = await rec.waitFor((s) => !names(s).includes('served-a/w1'), 2000);
-    console.log(`delivered: create ${created.ms} ms, change ${changed.ms} ms, delete ${deleted.ms} ms`);
+    testLog(`delivered: create ${created.ms} ms, change ${changed.ms} ms, delete ${deleted.ms} ms`);
 
     await create('elsewhere', 'x1', {});
     await create('served-b', 'marker', {});
@@ -206,8 +207,8 @@ describe('KubeSource against a real kube-apiserver', () => {
     await kube.restartApiServer();
     await waitUntil('the source to be healthy again', async () => source.healthy(), 30_000);
     clearInterval(poll);
-    console.log(`apiserver restarted and source healthy again after ${Date.now() - t0} ms`);
-    console.log(`health seen during the restart: ${health.join(' → ')}`);
+    testLog(`apiserver restarted and source healthy again after ${Date.now() - t0} ms`);
+    testLog(`health seen during the restart: ${health.join(' → ')}`);
     expect(health[0]).toBe(true);
     expect(health).toContain(false);
     expect(health.at(-1)).toBe(true);
@@ -219,7 +220,7 @@ describe('KubeSource against a real kube-apiserver', () => {
     expect(rec.states.slice(mark - 1).every((s) => names(s).includes('served-a/pre-a'))).toBe(true);
     await replaceSpec('served-a', 'pre-a', { size: 7 });
     const after = await rec.waitFor((s) => specOf(s, 'served-a', 'pre-a')?.size === 7, 2000);
-    console.log(`change after restart delivered in ${after.ms} ms`);
+    testLog(`change after restart delivered in ${after.ms} ms`);
   });
 
   it('relists on 410 Gone and so sees what changed while it could not watch', async () => {
@@ -256,7 +257,7 @@ describe('KubeSource against a real kube-apiserver', () => {
       30_000,
       mark,
     );
-    console.log(`state after compaction and relist delivered ${Date.now() - t0} ms after the restart began`);
+    testLog(`state after compaction and relist delivered ${Date.now() - t0} ms after the restart began`);
     expect(names(state)).toEqual(expect.arrayContaining(['served-a/keep', 'served-a/edit']));
     expect(
       await metricSum(registry, 'nox_config_watch_restarts_total', { reason: 'expired' }),

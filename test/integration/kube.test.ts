@@ -26,6 +26,7 @@ import { KubeSecretStore } from '../../sidecar/secrets/kubeSecretStore.js';
 import { installCrds } from '../harness/crds.js';
 import { helm } from '../harness/helm.js';
 import { type Kube, startKube } from '../harness/kube.js';
+import { testLog } from '../harness/log.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
 import { repoRoot } from '../harness/tools.js';
 
@@ -64,7 +65,7 @@ describe('kube-apiserver and etcd', () => {
   beforeAll(async () => {
     const t0 = Date.now();
     kube = await startKube();
-    console.log(`apiserver ready in ${Date.now() - t0} ms at ${kube.server}`);
+    testLog(`apiserver ready in ${Date.now() - t0} ms at ${kube.server}`);
     kc = kube.kubeConfig();
     core = kc.makeApiClient(CoreV1Api);
   });
@@ -182,7 +183,7 @@ describe('kube-apiserver and etcd', () => {
     const before = kube.server;
     const t0 = Date.now();
     await kube.restartApiServer();
-    console.log(`apiserver restarted in ${Date.now() - t0} ms`);
+    testLog(`apiserver restarted in ${Date.now() - t0} ms`);
     expect(kube.server).toBe(before);
     const cm = await core.readNamespacedConfigMap({ namespace: 'nox-it', name: 'settings' });
     expect(cm.data?.['policies.yaml']).toBe(demoAccessPolicy);
@@ -197,7 +198,7 @@ describe('with kube-controller-manager', () => {
   beforeAll(async () => {
     const t0 = Date.now();
     kube = await startKube({ controllerManager: true });
-    console.log(`apiserver + controller-manager ready in ${Date.now() - t0} ms`);
+    testLog(`apiserver + controller-manager ready in ${Date.now() - t0} ms`);
     const kc = kube.kubeConfig();
     core = kc.makeApiClient(CoreV1Api);
     apps = kc.makeApiClient(AppsV1Api);
@@ -453,7 +454,7 @@ describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a r
       { kubeconfig: kube.kubeconfigPath },
     );
     expect(res.code, res.stderr).toBe(0);
-    console.log(`helm install in ${namespace} took ${Date.now() - t0} ms`);
+    testLog(`helm install in ${namespace} took ${Date.now() - t0} ms`);
     return res;
   };
   /** The permissions SelfSubjectRulesReview reports in a namespace, less what every authenticated user has. */
@@ -560,7 +561,7 @@ describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a r
       namespace: 'team-a',
       body: { metadata: { name: 'client' } },
     });
-    console.log(`apiserver with CRDs, namespaces, policies and Secrets in ${Date.now() - t0} ms`);
+    testLog(`apiserver with CRDs, namespaces, policies and Secrets in ${Date.now() - t0} ms`);
   });
   afterAll(async () => {
     await kube?.stop();

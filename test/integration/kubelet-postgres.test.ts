@@ -8,6 +8,7 @@ import { type Kube, startKube } from '../harness/kube.js';
 import { kubeRequest } from '../harness/kubeHttp.js';
 import { type Kubelet, startKubelet } from '../harness/kubelet.js';
 import { type KubeProxy, startKubeProxy } from '../harness/kubeProxy.js';
+import { testLog } from '../harness/log.js';
 import { waitUntil } from '../harness/process.js';
 
 /**
@@ -116,7 +117,7 @@ describe('kubelet stand-in: a postgres:15 pod, with kube-proxy and cluster DNS s
     );
     kubelet = await startKubelet(kube, { nodeName: 'node-pg' });
     proxy = await startKubeProxy(kube, { namespaces: [NS] });
-    console.log(`control plane, kubelet and kube-proxy up in ${Date.now() - t0} ms`);
+    testLog(`control plane, kubelet and kube-proxy up in ${Date.now() - t0} ms`);
   });
 
   afterAll(async () => {
@@ -212,12 +213,12 @@ describe('kubelet stand-in: a postgres:15 pod, with kube-proxy and cluster DNS s
         120_000,
       );
     } catch (e) {
-      console.log('pod status:', JSON.stringify(last?.status, null, 1));
+      testLog('pod status:', JSON.stringify(last?.status, null, 1));
       const log = kubelet.logFile(`${NS}/${POD}`);
-      if (log) console.log(readFileSync(log, 'utf8').slice(-3000));
+      if (log) testLog(readFileSync(log, 'utf8').slice(-3000));
       throw e;
     }
-    console.log(`pod Ready ${Date.now() - created} ms after creation`);
+    testLog(`pod Ready ${Date.now() - created} ms after creation`);
     const podIP = last!.status!.podIP!;
     expect(podIP).toMatch(/^127\.0\.\d+\.\d+$/);
 
@@ -276,7 +277,7 @@ describe('kubelet stand-in: a postgres:15 pod, with kube-proxy and cluster DNS s
       async () => readFileSync(labelsFile, 'utf8').includes(`${ROLE}="replica"`),
       2_000,
     );
-    console.log(`label visible in /etc/podinfo/labels ${Date.now() - changed} ms after the patch`);
+    testLog(`label visible in /etc/podinfo/labels ${Date.now() - changed} ms after the patch`);
     // And the script (uid 999, polling the file) sees it.
     const svc = (await req('GET', `/api/v1/namespaces/${NS}/services/db`)) as V1Service;
     await waitUntil(
@@ -310,7 +311,7 @@ describe('kubelet stand-in: a postgres:15 pod, with kube-proxy and cluster DNS s
       },
       20_000,
     );
-    console.log(`pod resolved and reached the new ClusterIP ${Date.now() - created} ms after the Service`);
+    testLog(`pod resolved and reached the new ClusterIP ${Date.now() - created} ms after the Service`);
     expect(proxy.listeners()).toEqual({ [`${newIP}:5432`]: `${NS}/db` });
     // The old address is not served any more: nothing listens there.
     await expect(query(oldIP, 'SELECT 1')).rejects.toMatchObject({ code: 'ECONNREFUSED' });

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
+import { testLog } from '../harness/log.js';
 import { type RunningOperator, startOperator } from '../harness/operator.js';
 import { waitUntil } from '../harness/process.js';
 
@@ -136,7 +137,7 @@ describe('nox-operator: policy status', () => {
     await installCrds(kc);
     await createNamespace(kc, NS);
     op = await startOperator(kube, { name: 'nox-operator-policies-a', systemNamespace: SYSTEM_NS });
-    console.log(`setup (kube-apiserver, CRDs, operator ready): ${Date.now() - t0} ms`);
+    testLog(`setup (kube-apiserver, CRDs, operator ready): ${Date.now() - t0} ms`);
   });
   afterAll(async () => {
     await op?.service.stop();
@@ -153,7 +154,7 @@ describe('nox-operator: policy status', () => {
     await apply('oauth2providers', provider('sso'));
     await waitReady('accesspolicies', 'needs-sso', 'True', 'Ready');
     const flip = Date.now() - t0;
-    console.log(`AccessPolicy ProviderNotFound → Ready after the provider was created: ${flip} ms`);
+    testLog(`AccessPolicy ProviderNotFound → Ready after the provider was created: ${flip} ms`);
     expect(flip).toBeLessThan(5000);
     expect((await waitReady('oauth2providers', 'sso', 'True', 'Ready')).obj.status?.observedGeneration).toBe(
       1,
@@ -191,9 +192,7 @@ describe('nox-operator: policy status', () => {
     const providerMs = Date.now() - t0;
     await waitReady('accesspolicies', 'corp-api', 'True', 'Ready');
     const policyMs = Date.now() - t0;
-    console.log(
-      `Secret created → provider Ready ${providerMs} ms, dependent AccessPolicy Ready ${policyMs} ms`,
-    );
+    testLog(`Secret created → provider Ready ${providerMs} ms, dependent AccessPolicy Ready ${policyMs} ms`);
     expect(policyMs).toBeLessThan(5000);
     // The status never carries the value.
     expect(JSON.stringify((await get('oauth2providers', 'corp')).status)).not.toContain('s3cret');
@@ -292,12 +291,12 @@ describe('nox-operator: policy status', () => {
 
     const t0 = Date.now();
     await kube.restartApiServer();
-    console.log(`kube-apiserver restarted in ${Date.now() - t0} ms`);
+    testLog(`kube-apiserver restarted in ${Date.now() - t0} ms`);
     // Created right away: the operator's watches may still be reconnecting.
     const t1 = Date.now();
     await apply('oauth2providers', provider('late'));
     await waitReady('accesspolicies', 'after-restart', 'True', 'Ready', 30_000);
-    console.log(`after the restart, provider created → AccessPolicy Ready: ${Date.now() - t1} ms`);
+    testLog(`after the restart, provider created → AccessPolicy Ready: ${Date.now() - t1} ms`);
 
     await waitUntil(
       'every watch healthy again',
@@ -324,6 +323,6 @@ describe('nox-operator: policy status', () => {
     const text = await (await fetch(`http://127.0.0.1:${op.httpPort}/metrics`)).text();
     expect(text).toContain('nox_operator_queue_depth{kind="QuotaPolicy"');
     const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${op.service.child.pid}/status`, 'utf8'))?.[1];
-    console.log(`nox-operator resident memory after the suite: ${Math.round(Number(rss) / 1024)} MB`);
+    testLog(`nox-operator resident memory after the suite: ${Math.round(Number(rss) / 1024)} MB`);
   });
 });

@@ -7,6 +7,7 @@ import { type Kube, startKube } from '../harness/kube.js';
 import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
 import { type Kubelet, startKubelet } from '../harness/kubelet.js';
 import { type KubeProxy, startKubeProxy } from '../harness/kubeProxy.js';
+import { testLog } from '../harness/log.js';
 import { type RunningOperator, startOperator } from '../harness/operator.js';
 import { waitUntil } from '../harness/process.js';
 
@@ -228,7 +229,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
   it('yields a primary and two streaming replicas, with -rw and -ro routing by role', async () => {
     const t0 = Date.now();
     const c = await waitStatus('PostgresCluster Ready', healthy, 180_000);
-    console.log(
+    testLog(
       `PostgresCluster Ready ${Date.now() - t0} ms after creation; primary ${c.status?.currentPrimary}`,
     );
     expect(c.status?.currentPrimary).toBe(`${NAME}-0`);
@@ -315,14 +316,14 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       ).toBeLessThanOrEqual(1);
       expect(await primariesNow()).toEqual([promoted]);
       expect((await onInstance<{ r: boolean }>(old, 'SELECT pg_is_in_recovery() AS r'))[0]!.r).toBe(true);
-      console.log(
+      testLog(
         `failover run ${run}: ${old} stopped → write acknowledged through -rw after ${firstAck - killedAt} ms; promoted ${promoted}; ${load.acked.length} acknowledged rows all present; ${brain.samples} split-brain samples`,
       );
       expect(after.status?.lastFailover?.from).toBe(old);
       expect(after.status?.lastFailover?.to).toBe(promoted);
     }
     const s = sorted(times);
-    console.log(
+    testLog(
       `PG_FAILOVER_MS min=${s[0]} median=${s[Math.floor(s.length / 2)]} max=${s.at(-1)} runs=${s.length} all=${times.join(',')}`,
     );
     for (const t of times) expect(t).toBeLessThanOrEqual(10_000);
@@ -354,7 +355,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       }
       const lsn = async (pod: string) =>
         (await onInstance<{ l: string }>(pod, 'SELECT pg_last_wal_receive_lsn()::text AS l'))[0]!.l;
-      console.log(
+      testLog(
         `before the kill: ${paused} received ${await lsn(paused)}, ${advanced} received ${await lsn(advanced)}`,
       );
       await kubelet.stop(`${NS}/${old}`);
@@ -397,7 +398,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       (c) => c?.status?.currentPrimary === target && healthy(c),
       120_000,
     );
-    console.log(`switchover ${old} → ${target}: healthy after ${Date.now() - t0} ms`);
+    testLog(`switchover ${old} → ${target}: healthy after ${Date.now() - t0} ms`);
     expect(after.status?.lastFailover).toMatchObject({ from: old, to: target });
     expect((await watch.stop()).worst.length).toBeLessThanOrEqual(1);
     expect(await primariesNow()).toEqual([target]);
@@ -514,7 +515,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
         op.service,
       );
       expect((await get<KubernetesObject>(path))!.metadata?.ownerReferences?.[0]?.uid).toBe(c.metadata.uid);
-      console.log(`${path} deleted: recreated after ${Date.now() - t0} ms`);
+      testLog(`${path} deleted: recreated after ${Date.now() - t0} ms`);
     }
     await waitStatus('Ready after the repairs', healthy, 120_000);
     // The new -rw ClusterIP routes to the primary, with the data written before.
@@ -550,7 +551,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
         (c?.status?.instances ?? []).every((i) => !i.pendingRestart),
       180_000,
     );
-    console.log(
+    testLog(
       `restart-only setting rolled out in ${Date.now() - t0} ms; primary ${before.status?.currentPrimary} → ${after.status?.currentPrimary}`,
     );
     for (const i of after.status!.instances!)

@@ -8,6 +8,7 @@ import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
 import { type Kubelet, startKubelet } from '../harness/kubelet.js';
+import { testLog } from '../harness/log.js';
 import { startOperator } from '../harness/operator.js';
 import { type Service, waitUntil } from '../harness/process.js';
 
@@ -79,13 +80,13 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
       last = await rc();
       const ready = cond(last, 'Ready');
       const line = `Ready=${ready?.status}/${ready?.reason} since ${ready?.lastTransitionTime} slots=${last?.status?.slotsCovered} readyNodes=${last?.status?.readyNodes}`;
-      if (line !== lastLine) console.log(`run ${run} +${Date.now() - killedAt} ms: ${line}`);
+      if (line !== lastLine) testLog(`run ${run} +${Date.now() - killedAt} ms: ${line}`);
       lastLine = line;
       if (!healthy(last)) sawUnhealthy = true;
       else if (sawUnhealthy && (ready?.lastTransitionTime ?? '') >= killedSecond) return;
       await new Promise((r) => setTimeout(r, 50));
     }
-    console.log('last status:', JSON.stringify(last?.status, null, 1));
+    testLog('last status:', JSON.stringify(last?.status, null, 1));
     throw new Error(`run ${run}: not healed within 120 s (saw it unhealthy: ${sawUnhealthy})`);
   };
 
@@ -105,7 +106,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
       }),
     });
     expect(created.status).toBe(201);
-    console.log(`control plane, kubelet and built operator up in ${Date.now() - t0} ms`);
+    testLog(`control plane, kubelet and built operator up in ${Date.now() - t0} ms`);
   }, 120_000);
 
   afterAll(async () => {
@@ -117,7 +118,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
   it('makes a 3-master, 1-replica RedisCluster Ready', async () => {
     const start = Date.now();
     const c = await waitStatus('RedisCluster Ready', healthy, 120_000);
-    console.log(`RedisCluster Ready ${Date.now() - start} ms after creation`);
+    testLog(`RedisCluster Ready ${Date.now() - start} ms after creation`);
     const nodes = c.status!.nodes!;
     expect(nodes.filter((n) => n.role === 'master')).toHaveLength(3);
     expect(nodes.filter((n) => n.role === 'replica')).toHaveLength(3);
@@ -167,7 +168,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
     for (let run = 0; run < HEAL_RUNS; run++) {
       const before = await waitStatus(`healthy before run ${run + 1}`, healthy, 120_000);
       const master = before.status!.nodes!.find((n) => n.role === 'master')!;
-      console.log(`run ${run + 1}: before the kill, Ready=${JSON.stringify(cond(before, 'Ready'))}`);
+      testLog(`run ${run + 1}: before the kill, Ready=${JSON.stringify(cond(before, 'Ready'))}`);
       const killedAt = Date.now();
       const killedSecond = `${new Date(killedAt).toISOString().slice(0, 19)}Z`;
       // SIGKILL; the kubelet restarts the container (same IP, same volume) after its restart delay.
@@ -177,7 +178,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
       times.push(ms);
       const after = await rc();
       const role = after?.status?.nodes?.find((n) => n.pod === master.pod)?.role;
-      console.log(`heal run ${run + 1}: master ${master.pod} killed → Ready in ${ms} ms (now ${role})`);
+      testLog(`heal run ${run + 1}: master ${master.pod} killed → Ready in ${ms} ms (now ${role})`);
       // Back to a steady state before the next run: every pod running and ready.
       await waitUntil(
         'every pod ready',
@@ -187,7 +188,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
     }
     const s = sorted(times);
     const median = s[Math.floor(s.length / 2)]!;
-    console.log(
+    testLog(
       `REDIS_HEAL_MS min=${s[0]} median=${median} max=${s.at(-1)} runs=${s.length} all=${times.join(',')}`,
     );
     expect(times).toHaveLength(HEAL_RUNS);
@@ -223,9 +224,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
       op,
     );
     await waitStatus('Ready after the StatefulSet was recreated', healthy, 180_000);
-    console.log(
-      `StatefulSet deleted: recreated after ${tBack} ms, cluster Ready after ${Date.now() - start} ms`,
-    );
+    testLog(`StatefulSet deleted: recreated after ${tBack} ms, cluster Ready after ${Date.now() - start} ms`);
   }, 240_000);
 
   it('deleting the RedisCluster garbage-collects its children and the kubelet stops the processes', async () => {
@@ -242,7 +241,7 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
     );
     const tGone = Date.now() - start;
     await waitUntil('the kubelet to stop every pod', async () => kubelet.pods().length === 0, 60_000);
-    console.log(
+    testLog(
       `RedisCluster deleted: children gone after ${tGone} ms, processes stopped after ${Date.now() - start} ms`,
     );
     expect(await rc()).toBeUndefined();

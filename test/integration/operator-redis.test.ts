@@ -11,6 +11,7 @@ import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
 import { type Kubelet, startKubelet } from '../harness/kubelet.js';
+import { testLog } from '../harness/log.js';
 import { waitUntil } from '../harness/process.js';
 import { runDir } from '../harness/tools.js';
 
@@ -196,7 +197,7 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
     );
     const reconciler = new RedisClusterReconciler({ kubeConfig: kc, applier: new TestApplier(kc), log });
     driver = new Driver((k) => reconciler.reconcile(k), { namespace: NS, name: NAME });
-    console.log(`control plane, kubelet and operator up in ${Date.now() - t0} ms`);
+    testLog(`control plane, kubelet and operator up in ${Date.now() - t0} ms`);
   });
 
   afterAll(async () => {
@@ -208,7 +209,7 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
   it('forms a working 3-master, 1-replica cluster: status Ready, 16384 slots, keys through the pods’ IPs', async () => {
     const start = Date.now();
     const c = await waitStatus('RedisCluster Ready', (x) => cond(x, 'Ready')?.status === 'True', 120_000);
-    console.log(
+    testLog(
       `Ready ${Date.now() - start} ms after the control plane (${Date.now() - t0} ms in all), ${driver.reconciles} reconciles`,
     );
     expect(c.status?.slotsCovered).toBe(16384);
@@ -292,7 +293,7 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
     expect(pod!.status.podIP).toBe(before.ip);
     expect(pod!.status.containerStatuses[0]!.restartCount).toBe(before.restarts + 1);
     await waitStatus('Ready again', (x) => cond(x, 'Ready')?.status === 'True', 60_000);
-    console.log(`replica crash → Ready again in ${Date.now() - start} ms`);
+    testLog(`replica crash → Ready again in ${Date.now() - start} ms`);
   }, 120_000);
 
   it('heals the loss of a master: Degraded, the replica takes over, the pod returns as a replica, Ready; keys survive', async () => {
@@ -325,7 +326,7 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
       90_000,
     );
     const tReady = Date.now() - start;
-    console.log(
+    testLog(
       `master kill: Degraded after ${tDegraded} ms, failover after ${tFailover} ms, Ready after ${tReady} ms`,
     );
     const back = healed.status!.nodes!.find((n) => n.pod === master.pod)!;
@@ -368,7 +369,7 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
       120_000,
     );
     const tReady = Date.now() - start;
-    console.log(`master pod deleted: replaced after ${tReplaced} ms, Ready after ${tReady} ms`);
+    testLog(`master pod deleted: replaced after ${tReplaced} ms, Ready after ${tReady} ms`);
     const now = healed.status!.nodes!.find((n) => n.pod === master.pod)!;
     expect(now.address).not.toBe(master.address);
     expect(now.role).toBe('replica');
@@ -397,7 +398,7 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
       async () => (await get(cmPath)) !== undefined && (await get(svcPath)) !== undefined,
       15_000,
     );
-    console.log(`children repaired in ${Date.now() - start} ms`);
+    testLog(`children repaired in ${Date.now() - start} ms`);
     const after = await get<{ data: Record<string, string>; metadata: { uid: string } }>(cmPath);
     expect(after!.metadata.uid).not.toBe(before!.metadata.uid);
     expect(after!.data).toEqual(before!.data);
@@ -447,7 +448,7 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
         (c.status?.nodes ?? []).filter((n) => n.role === 'replica').length === 4,
       240_000,
     );
-    console.log(`scale-out to 4 masters: Ready after ${Date.now() - start} ms`);
+    testLog(`scale-out to 4 masters: Ready after ${Date.now() - start} ms`);
     const masters = scaled.status!.nodes!.filter((n) => n.role === 'master');
     const counts = masters.map((m) => slotsOf(m.slots));
     expect(counts.reduce((x, y) => x + y, 0)).toBe(16384);
@@ -466,9 +467,7 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
           if (values[k] !== `v${i}`) missing.push(i);
         });
       }
-      console.log(
-        `scale-out: ${acked.length} writes acknowledged during the move, ${missing.length} missing`,
-      );
+      testLog(`scale-out: ${acked.length} writes acknowledged during the move, ${missing.length} missing`);
       expect(acked.length).toBeGreaterThan(100);
       expect(missing).toEqual([]);
     } finally {

@@ -12,6 +12,7 @@ import type { ObjectKey, ReconcileResult, Reconciler } from '../../operator/runt
 import { createNamespace, installCrds } from '../harness/crds.js';
 import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../harness/kube.js';
 import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
+import { testLog } from '../harness/log.js';
 import { freePort } from '../harness/ports.js';
 import { type Service, start, waitUntil } from '../harness/process.js';
 import { metricSum } from '../harness/registry.js';
@@ -59,7 +60,7 @@ describe('operator runtime against a real kube-apiserver', () => {
     await createNamespace(kc, SYSTEM_NS);
     await createNamespace(kc, 'rt');
     await createNamespace(kc, 'le');
-    console.log(`setup (kube-apiserver, CRDs): ${Date.now() - t0} ms`);
+    testLog(`setup (kube-apiserver, CRDs): ${Date.now() - t0} ms`);
   });
   afterAll(async () => {
     await kube?.stop();
@@ -147,7 +148,7 @@ describe('operator runtime against a real kube-apiserver', () => {
     it('two replicas: exactly one leads and reconciles, the other stands by (ready)', async () => {
       await Promise.all([startOperator('op-a'), startOperator('op-b')]);
       const { leader, ms } = await oneLeader(10_000);
-      console.log(`first leader ${leader} elected ${ms} ms after both were ready`);
+      testLog(`first leader ${leader} elected ${ms} ms after both were ready`);
       const standby = leader === 'op-a' ? 'op-b' : 'op-a';
       const s = running.get(standby) as { port: number };
       // The standby names the leader once it has read the Lease (within a retry period).
@@ -182,7 +183,7 @@ describe('operator runtime against a real kube-apiserver', () => {
       running.delete(leader);
       const next = await oneLeader(LEASE.durationMs, leader);
       const ms = Date.now() - t0;
-      console.log(
+      testLog(
         `graceful stop of ${leader} → ${next.leader} leads after ${ms} ms (lease duration ${LEASE.durationMs} ms)`,
       );
       expect(ms).toBeLessThan(LEASE.durationMs);
@@ -201,7 +202,7 @@ describe('operator runtime against a real kube-apiserver', () => {
       running.delete(leader);
       const next = await oneLeader(LEASE.durationMs + 4 * LEASE.retryMs + 2000, leader);
       const ms = Date.now() - t0;
-      console.log(
+      testLog(
         `SIGKILL of ${leader} → ${next.leader} leads after ${ms} ms (lease ${LEASE.durationMs} ms, retry ${LEASE.retryMs} ms)`,
       );
       // The candidate times the lease from when it last saw it change (client-go's rule): at
@@ -310,7 +311,7 @@ describe('operator runtime against a real kube-apiserver', () => {
       );
       await sleep(500);
       const mine = callsOf('slow-burst');
-      console.log(
+      testLog(
         `21 changes → ${mine.length} reconciles of 150 ms each (max concurrent per key ${maxConcurrentPerKey}, overall ${maxConcurrent})`,
       );
       expect(maxConcurrentPerKey).toBe(1);
@@ -344,7 +345,7 @@ describe('operator runtime against a real kube-apiserver', () => {
       await waitUntil('five attempts', async () => callsOf('flaky').length >= 5, 10_000);
       const starts = callsOf('flaky').map((c) => c.start);
       const gaps = starts.slice(1).map((s, i) => s - (starts[i] as number));
-      console.log(`retry gaps after failures: ${gaps.join(', ')} ms (base 100 ms)`);
+      testLog(`retry gaps after failures: ${gaps.join(', ')} ms (base 100 ms)`);
       // 100, 200, 400, 800 ms (+ the 5 ms reconcile and scheduling)
       expect(gaps[0]).toBeGreaterThanOrEqual(95);
       expect(gaps[1]).toBeGreaterThanOrEqual(195);
@@ -379,7 +380,7 @@ describe('operator runtime against a real kube-apiserver', () => {
       await waitUntil('four reconciles', async () => callsOf('poll').length >= 4, 5000);
       const starts = callsOf('poll').map((c) => c.start);
       const gaps = starts.slice(1, 4).map((s, i) => s - (starts[i] as number));
-      console.log(`requeue-after gaps: ${gaps.join(', ')} ms (asked 300 ms)`);
+      testLog(`requeue-after gaps: ${gaps.join(', ')} ms (asked 300 ms)`);
       for (const g of gaps) {
         expect(g).toBeGreaterThanOrEqual(295);
         expect(g).toBeLessThan(800);
@@ -496,7 +497,7 @@ describe('operator runtime against a real kube-apiserver', () => {
         30_000,
       );
       await waitUntil('owner woken', async () => callsOf('relist-owner').length > n, 5000);
-      console.log(`deletion during the outage seen ${Date.now() - t0} ms after the restart began`);
+      testLog(`deletion during the outage seen ${Date.now() - t0} ms after the restart began`);
       expect(
         await metricSum(registry, 'nox_operator_watch_restarts_total', { resource: 'secrets' }),
       ).toBeGreaterThan(0);
