@@ -2,7 +2,14 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { V1Pod, V1Service } from '@kubernetes/client-node';
 import type { Kube } from './kube.js';
 import { serviceEndpoints } from './kubelet/endpoints.js';
-import { informer, keyOf } from './kubelet/watch.js';
+import {
+  itemOf,
+  itemsOf,
+  keyOf,
+  pods as podsType,
+  services as servicesType,
+  watchAll,
+} from './kubelet/watch.js';
 
 /**
  * A stand-in for kube-proxy, and only for that: for every TCP port of every Service with a
@@ -61,9 +68,9 @@ export async function startKubeProxy(kube: Kube, opts: KubeProxyOptions = {}): P
       sync();
     }, delayMs);
   };
-  const services = informer<V1Service>(kc, '/api/v1/services', {}, ac.signal, () => schedule(), label);
+  const services = watchAll<V1Service>(kc, servicesType, {}, ac.signal, label, () => schedule());
   // Endpoints are looked up per connection: pod changes need no listener change.
-  const pods = informer<V1Pod>(kc, '/api/v1/pods', {}, ac.signal, () => {}, label);
+  const pods = watchAll<V1Pod>(kc, podsType, {}, ac.signal, label);
 
   const proxied = (svc: V1Service) => {
     const ns = svc.metadata?.namespace ?? '';
@@ -74,9 +81,9 @@ export async function startKubeProxy(kube: Kube, opts: KubeProxyOptions = {}): P
   };
 
   const forward = (l: Listener, client: Socket) => {
-    const svc = services.items.get(l.svcKey);
+    const svc = itemOf<V1Service>(services, l.svcKey);
     const port = svc?.spec?.ports?.find((p) => p.port === l.port && (p.protocol ?? 'TCP') === 'TCP');
-    const eps = svc && port ? serviceEndpoints(svc, pods.items.values(), port) : [];
+    const eps = svc && port ? serviceEndpoints(svc, itemsOf<V1Pod>(pods), port) : [];
     let pool = eps.filter((e) => e.ready);
     if (pool.length === 0) pool = eps.filter((e) => e.serving && e.terminating);
     if (pool.length === 0) {
@@ -144,7 +151,7 @@ export async function startKubeProxy(kube: Kube, opts: KubeProxyOptions = {}): P
   const sync = () => {
     if (stopped) return;
     const desired = new Map<string, { ip: string; port: number; svcKey: string }>();
-    for (const svc of services.items.values()) {
+    for (const svc of itemsOf<V1Service>(services)) {
       if (!proxied(svc)) continue;
       for (const p of svc.spec?.ports ?? []) {
         if ((p.protocol ?? 'TCP') !== 'TCP') continue;
@@ -156,7 +163,7 @@ export async function startKubeProxy(kube: Kube, opts: KubeProxyOptions = {}): P
     for (const [key, d] of desired) if (!listeners.has(key)) open(key, d.ip, d.port, d.svcKey);
   };
 
-  await Promise.all([services.synced, pods.synced]);
+  await Promise.all([services.whenSynced(), pods.whenSynced()]);
   sync();
   await Promise.all([...listeners.values()].map((l) => l.ready));
 

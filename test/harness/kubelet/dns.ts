@@ -1,6 +1,6 @@
 import type { KubeConfig, V1Pod, V1Service } from '@kubernetes/client-node';
 import { serviceEndpoints } from './endpoints.js';
-import { informer } from './watch.js';
+import { itemsOf, pods as podsType, services as servicesType, watchAll } from './watch.js';
 
 /**
  * Cluster DNS, as a hosts file per pod (read through nss_wrapper's NSS_WRAPPER_HOSTS): what
@@ -38,10 +38,10 @@ export function startClusterDns(
   onChange: () => void,
   label: string,
 ): ClusterDns {
-  const services = informer<V1Service>(kc, '/api/v1/services', {}, signal, onChange, label);
-  const pods = informer<V1Pod>(kc, '/api/v1/pods', {}, signal, onChange, label);
+  const services = watchAll<V1Service>(kc, servicesType, {}, signal, label, onChange);
+  const pods = watchAll<V1Pod>(kc, podsType, {}, signal, label, onChange);
   return {
-    synced: Promise.all([services.synced, pods.synced]).then(() => undefined),
+    synced: Promise.all([services.whenSynced(), pods.whenSynced()]).then(() => undefined),
     hostsFile(pod, podIP) {
       const ns = pod.metadata?.namespace ?? '';
       const hostname = pod.spec?.hostname || pod.metadata?.name || '';
@@ -52,7 +52,7 @@ export function startClusterDns(
         '::1\tlocalhost ip6-localhost ip6-loopback',
         sub ? `${podIP}\t${hostname}.${sub}.${ns}.svc.${DOMAIN}\t${hostname}` : `${podIP}\t${hostname}`,
       ];
-      const svcs = [...services.items.values()].sort((a, b) =>
+      const svcs = itemsOf<V1Service>(services).sort((a, b) =>
         `${a.metadata?.namespace}/${a.metadata?.name}`.localeCompare(
           `${b.metadata?.namespace}/${b.metadata?.name}`,
         ),
@@ -66,7 +66,7 @@ export function startClusterDns(
           lines.push(`${ip}\t${names(name, sns, ns).join(' ')}`);
           continue;
         }
-        for (const ep of serviceEndpoints(svc, pods.items.values())) {
+        for (const ep of serviceEndpoints(svc, itemsOf<V1Pod>(pods))) {
           if (!ep.ready) continue;
           lines.push(`${ep.ip}\t${names(name, sns, ns).join(' ')}`);
           if (ep.hostname) lines.push(`${ep.ip}\t${names(`${ep.hostname}.${name}`, sns, ns).join(' ')}`);

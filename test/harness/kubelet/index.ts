@@ -33,7 +33,7 @@ import {
   volumeOwner,
 } from './sandbox.js';
 import { chownTree, type FileSpec, formatMap, syncDir, writeFileAtomic } from './volumes.js';
-import { listWatch } from './watch.js';
+import { pods as podsType, watchAll } from './watch.js';
 
 /**
  * A stand-in for the kubelet, and only for that: nothing here runs containers, so for each
@@ -1065,31 +1065,17 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
   };
 
   // -------------------------------------------------------------------- list + watch
-  const streams: { query: Record<string, string>; mine: boolean }[] = [
+  const streams: { query: { fieldSelector: string; labelSelector?: string }; mine: boolean }[] = [
     { query: { fieldSelector: `spec.nodeName=${nodeName}` }, mine: true },
   ];
   if (opts.schedule !== false)
     streams.push({ query: { fieldSelector: 'spec.nodeName=', labelSelector: PART_OF }, mine: false });
+  // A relist shows pods deleted while the watch was down as deletions: a pod of ours gone
+  // from the API server is torn down without confirming its deletion.
   for (const s of streams) {
     const ac = new AbortController();
     aborts.push(ac);
-    void listWatch<V1Pod>(
-      kc,
-      '/api/v1/pods',
-      s.query,
-      {
-        onList(items) {
-          if (s.mine) {
-            const seen = new Set(items.map((i) => i.metadata?.uid));
-            for (const p of [...pods.values()]) if (!seen.has(p.uid)) onPod('DELETED', p.pod, true);
-          }
-          for (const item of items) onPod('ADDED', item, s.mine);
-        },
-        onEvent: (type, obj) => onPod(type, obj, s.mine),
-      },
-      ac.signal,
-      label,
-    );
+    watchAll<V1Pod>(kc, podsType, s.query, ac.signal, label, (type, pod) => onPod(type, pod, s.mine));
   }
 
   // -------------------------------------------------------------------- handle

@@ -1,118 +1,100 @@
+import { mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
-import { Watch } from '@kubernetes/client-node';
-import { kubeRequest } from '../kubeHttp.js';
+import { KubeClient, type KubeObject, type ResourceType } from '../../../common/kube/client.js';
+import { Informer, type InformerMetrics } from '../../../common/kube/informer.js';
+import { createLogger, type Logger } from '../../../common/logger.js';
+import { runDir } from '../tools.js';
 
-export type WatchEvent = 'ADDED' | 'MODIFIED' | 'DELETED';
+/**
+ * The stand-ins (kubelet, cluster DNS, kube-proxy) watch the API server through the same
+ * Informer as the sidecar and the operator: one list+watch loop in the repository, so the
+ * stand-ins see relists, 410s and stalls handled exactly as the programs under test do.
+ */
 
-export interface ListWatchHandlers<T> {
-  /** The full list, after every (re)list: whatever is not in it is gone. */
-  onList(items: T[]): void;
-  onEvent(type: WatchEvent, obj: T): void;
+export const pods: ResourceType = { group: '', version: 'v1', kind: 'Pod', plural: 'pods', namespaced: true };
+export const services: ResourceType = {
+  group: '',
+  version: 'v1',
+  kind: 'Service',
+  plural: 'services',
+  namespaced: true,
+};
+
+/** The stand-ins export no metrics. */
+const noMetrics: InformerMetrics = { healthy: () => {}, restarted: () => {}, objects: () => {} };
+
+const clients = new WeakMap<KubeConfig, KubeClient>();
+const clientFor = (kc: KubeConfig) => {
+  let c = clients.get(kc);
+  if (!c) {
+    c = new KubeClient(kc, { fieldManager: 'nox-test-standins' });
+    clients.set(kc, c);
+  }
+  return c;
+};
+
+let logFd: number | undefined;
+/**
+ * The informers' own log (restarts, relists, errors), one file for every stand-in of the
+ * process: .run/logs/standins-watch.log. Never closed: a stream may still log as it winds down.
+ */
+function watchLog(label: string): Logger {
+  if (logFd === undefined) {
+    const dir = join(runDir, 'logs');
+    mkdirSync(dir, { recursive: true });
+    logFd = openSync(join(dir, 'standins-watch.log'), 'a');
+  }
+  return createLogger(label, { level: process.env.NOX_LOG_LEVEL ?? 'info', destination: logFd });
+}
+
+export interface WatchOptions {
+  labelSelector?: string;
+  fieldSelector?: string;
 }
 
 /**
- * List, then watch from the list's resourceVersion; when the watch ends or fails (timeout,
- * 410 Gone, API server restart), list again after 500 ms. Runs until `signal` aborts.
+ * A started Informer of `resource` over all namespaces; `onChange` is called after every
+ * change is in its cache. Stops when `signal` aborts.
  */
-export async function listWatch<T>(
+export function watchAll<T extends KubernetesObject>(
   kc: KubeConfig,
-  path: string,
-  query: Record<string, string>,
-  handlers: ListWatchHandlers<T>,
+  resource: ResourceType,
+  selectors: WatchOptions,
   signal: AbortSignal,
   label: string,
-): Promise<void> {
-  const watch = new Watch(kc);
-  while (!signal.aborted) {
-    try {
-      const qs = new URLSearchParams(query).toString();
-      const list = await kubeRequest(kc, 'GET', qs ? `${path}?${qs}` : path);
-      if (list.status !== 200) throw new Error(`list ${path}: ${list.status}`);
-      const body = list.body as { items: T[]; metadata: { resourceVersion: string } };
-      if (signal.aborted) return;
-      handlers.onList(body.items);
-      await new Promise<void>((resolve) => {
-        let ctl: AbortController | undefined;
-        const done = () => {
-          signal.removeEventListener('abort', abort);
-          resolve();
-        };
-        const abort = () => {
-          ctl?.abort();
-          done();
-        };
-        signal.addEventListener('abort', abort, { once: true });
-        watch
-          .watch(
-            path,
-            {
-              ...query,
-              resourceVersion: body.metadata.resourceVersion,
-              allowWatchBookmarks: true,
-              timeoutSeconds: 300,
-            },
-            (type: string, obj: T) => {
-              if (signal.aborted) return;
-              if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') handlers.onEvent(type, obj);
-            },
-            () => done(),
-          )
-          .then(
-            (c) => {
-              ctl = c;
-              if (signal.aborted) c.abort();
-            },
-            () => done(),
-          );
-      });
-    } catch (e) {
-      if (!signal.aborted) console.error(`${label}: watch ${path}:`, e);
-    }
-    if (!signal.aborted) await new Promise((r) => setTimeout(r, 500));
-  }
+  onChange: (type: 'ADDED' | 'MODIFIED' | 'DELETED', obj: T) => void = () => {},
+): Informer<KubeObject> {
+  const informer = new Informer<KubeObject>({
+    client: clientFor(kc),
+    resource,
+    namespaces: [],
+    ...selectors,
+    log: watchLog(label),
+    metrics: noMetrics,
+    // A stand-in must notice an API server restart within a test's patience.
+    backoff: { initialMs: 100, maxMs: 1000 },
+  });
+  const kind = { added: 'ADDED', updated: 'MODIFIED', deleted: 'DELETED' } as const;
+  informer.addHandler((e) => onChange(kind[e.type], e.object as unknown as T));
+  informer.start(signal);
+  return informer;
 }
 
-/** A live cache of one resource, keyed `namespace/name`, kept by listWatch. */
-export interface Informer<T> {
-  readonly items: Map<string, T>;
-  /** Resolves after the first list. */
-  readonly synced: Promise<void>;
-}
-
+/** The cache key the stand-ins use: `namespace/name`. */
 export const keyOf = (o: KubernetesObject) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
 
-export function informer<T extends KubernetesObject>(
-  kc: KubeConfig,
-  path: string,
-  query: Record<string, string>,
-  signal: AbortSignal,
-  onChange: () => void,
-  label: string,
-): Informer<T> {
-  const items = new Map<string, T>();
-  let markSynced!: () => void;
-  const synced = new Promise<void>((r) => {
-    markSynced = r;
-  });
-  void listWatch<T>(
-    kc,
-    path,
-    query,
-    {
-      onList(list) {
-        items.clear();
-        for (const o of list) items.set(keyOf(o), o);
-        markSynced();
-        onChange();
-      },
-      onEvent(type, o) {
-        if (type === 'DELETED') items.delete(keyOf(o));
-        else items.set(keyOf(o), o);
-        onChange();
-      },
-    },
-    signal,
-    label,
-  );
-  return { items, synced };
+/** Objects of an informer as client-node types. */
+export const itemsOf = <T extends KubernetesObject>(informer: Informer<KubeObject>): T[] =>
+  informer.list() as unknown as T[];
+
+/** One object by its `namespace/name` key. */
+export function itemOf<T extends KubernetesObject>(
+  informer: Informer<KubeObject>,
+  key: string,
+): T | undefined {
+  const slash = key.indexOf('/');
+  return informer.get({ namespace: key.slice(0, slash), name: key.slice(slash + 1) }) as unknown as
+    | T
+    | undefined;
 }
