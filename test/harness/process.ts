@@ -151,19 +151,32 @@ export function start(name: string, command: string, args: string[], opts: Start
   return svc;
 }
 
-/** Polls `probe` until it resolves truthy; fails with the service's log tail otherwise. */
+export interface WaitOptions {
+  /** A service whose exit fails the wait at once (and whose log the error names). */
+  svc?: Service;
+  /** Between two probes; default 100 ms. Shorter when the wait's duration is what is measured. */
+  intervalMs?: number;
+}
+
+/**
+ * The tests' one wait: polls `probe` until it returns (or resolves) true, and returns how long
+ * that took in ms; fails with the last probe error and the service's log otherwise. A test
+ * waits for a signal this way, never for a fixed time.
+ */
 export async function waitUntil(
   what: string,
-  probe: () => Promise<boolean>,
+  probe: () => boolean | Promise<boolean>,
   timeoutMs: number,
-  svc?: Service,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  opts: Service | WaitOptions = {},
+): Promise<number> {
+  const { svc, intervalMs = 100 } = 'child' in opts ? { svc: opts } : opts;
+  const t0 = Date.now();
+  const deadline = t0 + timeoutMs;
   let lastError: unknown;
   for (;;) {
     if (svc?.exited()) throw new Error(`${svc.name} exited while waiting for ${what}; see ${svc.logFile}`);
     try {
-      if (await probe()) return;
+      if (await probe()) return Date.now() - t0;
     } catch (e) {
       lastError = e;
     }
@@ -173,9 +186,15 @@ export async function waitUntil(
         `timed out after ${timeoutMs} ms waiting for ${what}${why}${svc ? `; see ${svc.logFile}` : ''}`,
       );
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(intervalMs);
   }
 }
+
+/**
+ * A pause that stands for work (a slow reconcile, a client's think time) or paces a loop
+ * of requests; never a wait for the system to have done something (that is waitUntil).
+ */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A fresh scratch directory under .run/ for one service instance. */
 export function scratchDir(prefix: string): string {

@@ -14,7 +14,7 @@ import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../
 import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
 import { testLog } from '../harness/log.js';
 import { freePort } from '../harness/ports.js';
-import { type Service, start, waitUntil } from '../harness/process.js';
+import { type Service, sleep, start, waitUntil } from '../harness/process.js';
 import { metricSum } from '../harness/registry.js';
 import { repoRoot } from '../harness/tools.js';
 
@@ -31,7 +31,12 @@ const SYSTEM_NS = 'nox-system';
 const LEASE = { durationMs: 3000, renewDeadlineMs: 2000, retryMs: 500 };
 
 interface Lease {
-  spec?: { holderIdentity?: string; leaseTransitions?: number; leaseDurationSeconds?: number };
+  spec?: {
+    holderIdentity?: string;
+    leaseTransitions?: number;
+    leaseDurationSeconds?: number;
+    renewTime?: string;
+  };
 }
 
 async function metric(port: number, name: string, labels: Record<string, string> = {}): Promise<number> {
@@ -45,8 +50,6 @@ async function metric(port: number, name: string, labels: Record<string, string>
   }
   return sum;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('operator runtime against a real kube-apiserver', () => {
   let kube: Kube;
@@ -113,19 +116,22 @@ describe('operator runtime against a real kube-apiserver', () => {
     };
     /** Polls until exactly one process says it leads and the Lease names it; returns it and the time taken. */
     const oneLeader = async (timeoutMs: number, not?: string) => {
-      const t0 = Date.now();
-      for (;;) {
-        const l = await leaders();
-        const holder = (await lease())?.spec?.holderIdentity;
-        if (l.length === 1 && holder && l[0] === holder && holder !== not)
-          return { leader: holder, ms: Date.now() - t0 };
-        if (l.length > 1) throw new Error(`two leaders at once: ${l.join(', ')}`);
-        if (Date.now() - t0 > timeoutMs)
-          throw new Error(
-            `no single leader within ${timeoutMs} ms (leaders: ${l.join(', ')}; lease: ${holder})`,
-          );
-        await sleep(50);
-      }
+      let leader: string | undefined;
+      let two: string[] | undefined;
+      const ms = await waitUntil(
+        'a single leader named by the Lease',
+        async () => {
+          const l = await leaders();
+          const holder = (await lease())?.spec?.holderIdentity;
+          if (l.length > 1) two = l; // ends the wait: two leaders fail the test at once
+          if (l.length === 1 && holder && l[0] === holder && holder !== not) leader = holder;
+          return two !== undefined || leader !== undefined;
+        },
+        timeoutMs,
+        { intervalMs: 50 },
+      );
+      if (two) throw new Error(`two leaders at once: ${two.join(', ')}`);
+      return { leader: leader as string, ms };
     };
     const quota = (name: string) => ({
       apiVersion: 'nox.dev/v1alpha1',
@@ -169,8 +175,15 @@ describe('operator runtime against a real kube-apiserver', () => {
         0,
       );
       expect(await metric(s.port, 'nox_operator_reconciles_total')).toBe(0);
-      // Stable: over several renewals nobody else takes it.
-      await sleep(LEASE.durationMs);
+      // Stable: over several renewals nobody else takes it. The signal: the leader has renewed
+      // the Lease for a whole lease duration since this point.
+      const from = Date.now();
+      await waitUntil(
+        'renewals over a whole lease duration',
+        async () => Date.parse((await lease())?.spec?.renewTime ?? '') >= from + LEASE.durationMs,
+        2 * LEASE.durationMs + 2000,
+        { intervalMs: 50 },
+      );
       expect(await leaders()).toEqual([leader]);
       expect((await lease())?.spec).toMatchObject({ holderIdentity: leader, leaseDurationSeconds: 3 });
     });
@@ -196,7 +209,17 @@ describe('operator runtime against a real kube-apiserver', () => {
     it('the leader killed (SIGKILL) cannot release: another takes over once the Lease expires', async () => {
       await startOperator('op-c');
       const { leader } = await oneLeader(5000);
-      await sleep(LEASE.retryMs * 2); // op-c has seen the Lease being renewed
+      // Every standby has read the Lease (and so will see its renewals stop).
+      for (const [id, o] of running)
+        if (id !== leader)
+          await waitUntil(
+            `${id} to name the leader`,
+            async () =>
+              ((await (await fetch(`http://127.0.0.1:${o.port}/readyz`)).json()) as { reason: string })
+                .reason === `standing by (leader: ${leader})`,
+            2 * LEASE.retryMs + 1000,
+            { intervalMs: 50 },
+          );
       const t0 = Date.now();
       await running.get(leader)?.svc.kill();
       running.delete(leader);
@@ -242,6 +265,10 @@ describe('operator runtime against a real kube-apiserver', () => {
       return r.body as KubeObject;
     };
     const callsOf = (name: string) => calls.filter((c) => c.key === `${ns}/${name}`);
+    const queueIdle = () => {
+      const q = manager.controllers[0]?.queue;
+      return q !== undefined && q.length === 0 && q.processing === 0 && q.delayed === 0;
+    };
 
     beforeAll(async () => {
       registry = new Registry();
@@ -309,7 +336,8 @@ describe('operator runtime against a real kube-apiserver', () => {
         async () => callsOf('slow-burst').at(-1)?.data?.v === '20',
         10_000,
       );
-      await sleep(500);
+      // Nothing more to come: nothing queued, delayed or in progress.
+      await waitUntil('the work queue to be idle', queueIdle, 5000, { intervalMs: 20 });
       const mine = callsOf('slow-burst');
       testLog(
         `21 changes → ${mine.length} reconciles of 150 ms each (max concurrent per key ${maxConcurrentPerKey}, overall ${maxConcurrent})`,
@@ -389,10 +417,16 @@ describe('operator runtime against a real kube-apiserver', () => {
 
     it('a terminal result is not retried', async () => {
       behaviour.set('hopeless', () => ({ kind: 'terminal', reason: 'Impossible', message: 'no' }));
+      const terminal = () =>
+        metricSum(registry, 'nox_operator_reconciles_total', { kind: 'ConfigMap', result: 'terminal' });
+      const before = await terminal();
       await applyCm('hopeless', { v: '1' });
-      await waitUntil('reconciled', async () => callsOf('hopeless').length >= 1, 5000);
-      await sleep(700);
+      // Processed (counted as terminal) and nothing scheduled: no retry can come without a change.
+      await waitUntil('reconciled', async () => (await terminal()) === before + 1 && queueIdle(), 5000, {
+        intervalMs: 20,
+      });
       expect(callsOf('hopeless')).toHaveLength(1);
+      expect(manager.controllers[0]?.queue?.failures(`${ns}/hopeless`)).toBe(0);
     });
 
     it('a change or deletion of an owned child wakes its owner', async () => {
