@@ -45,15 +45,6 @@ const policy = (extra: Partial<AccessPolicySpec>) =>
     ...extra,
   } as AccessPolicySpec);
 
-async function eventually(what: string, check: () => boolean, timeoutMs: number): Promise<number> {
-  const t0 = Date.now();
-  while (!check()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return Date.now() - t0;
-}
-
 describe('identity from the Kubernetes API (real kube-apiserver)', () => {
   let kube: Kube;
   let kc: KubeConfig;
@@ -166,16 +157,21 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       store.onChange(() => changes++);
 
       await putSecret('team-a', 'temp', { key: 'ak_temp_0004' });
-      const created = await eventually('new key accepted', () => use('ak_temp_0004') === 'identified', 2000);
+      const created = await waitUntil('new key accepted', () => use('ak_temp_0004') === 'identified', 2000, {
+        intervalMs: 10,
+      });
       await putSecret('team-a', 'temp', { key: 'ak_temp_0005' });
-      const changed = await eventually(
+      const changed = await waitUntil(
         'rotated key accepted',
         () => use('ak_temp_0005') === 'identified',
         2000,
+        { intervalMs: 10 },
       );
       expect(use('ak_temp_0004')).toBe('invalid');
       await core.deleteNamespacedSecret({ name: 'temp', namespace: 'team-a' });
-      const deleted = await eventually('deleted key refused', () => use('ak_temp_0005') === 'invalid', 2000);
+      const deleted = await waitUntil('deleted key refused', () => use('ak_temp_0005') === 'invalid', 2000, {
+        intervalMs: 10,
+      });
       testLog(
         `api key via the API server: accepted ${created} ms, rotated ${changed} ms, refused ${deleted} ms after deletion`,
       );
@@ -203,10 +199,11 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
         await metricSum(registry, 'nox_secrets_watch_restarts_total', { reason: 'error' }),
       ).toBeGreaterThan(0);
       await putSecret('team-a', 'oauth', { 'client-secret': 'rotated' }, {});
-      await eventually(
+      await waitUntil(
         'change after restart',
         () => store.get('team-a', 'oauth', 'client-secret')?.toString() === 'rotated',
         2000,
+        { intervalMs: 10 },
       );
     });
 
@@ -218,17 +215,18 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       await kube.restartApiServer(async () => {
         // Deleted behind the API server's back, history compacted: only a relist can show it.
         expect(await apiServerRefuses(kube)).toBe(true);
-        await eventually('the store to notice the outage', () => !store.healthy(), 30_000);
+        await waitUntil('the store to notice the outage', () => !store.healthy(), 30_000, { intervalMs: 10 });
         const del = await etcdRequest(kube, 'kv/deleterange', {
           key: base64('/registry/secrets/team-a/doomed'),
         });
         const revision = (del.header as { revision: string }).revision;
         await etcdRequest(kube, 'kv/compaction', { revision, physical: true });
       });
-      await eventually(
+      await waitUntil(
         'doomed secret gone',
         () => store.get('team-a', 'doomed', 'key') === undefined,
         30_000,
+        { intervalMs: 10 },
       );
       testLog(`secret deleted in etcd gone ${Date.now() - t0} ms after the restart began`);
       expect(
@@ -316,11 +314,18 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
       const token = await saToken('team-a', 'payments', [API_AUDIENCE]);
       const use = async () => (await method.identify(bearer(token), ctx(), saPolicy([API_AUDIENCE]))).kind;
       const before = await tokenReviews();
+      const cachedFrom = Date.now();
       expect(await use()).toBe('identified');
       expect(await use()).toBe('identified');
       expect(await tokenReviews()).toBe(before + 1);
-      await new Promise((r) => setTimeout(r, 450));
-      expect(await use()).toBe('identified');
+      // The signal: a second review. It must not come before the cache period is over.
+      await waitUntil(
+        'a second TokenReview',
+        async () => (await use()) === 'identified' && (await tokenReviews()) >= before + 2,
+        5000,
+        { intervalMs: 20 },
+      );
+      expect(Date.now() - cachedFrom).toBeGreaterThanOrEqual(400);
       expect(await tokenReviews()).toBe(before + 2);
     });
 

@@ -30,13 +30,19 @@ class Recorder {
     timeoutMs: number,
     from = this.states.length,
   ): Promise<{ state: SourceState; ms: number }> {
-    const t0 = Date.now();
-    while (Date.now() - t0 < timeoutMs) {
-      const state = this.states.slice(from).find(match);
-      if (state) return { state, ms: Date.now() - t0 };
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    throw new Error(`no matching state within ${timeoutMs} ms; last: ${JSON.stringify(this.states.at(-1))}`);
+    let state: SourceState | undefined;
+    const ms = await waitUntil(
+      'a matching state',
+      () => {
+        state = this.states.slice(from).find(match);
+        return state !== undefined;
+      },
+      timeoutMs,
+      { intervalMs: 10 },
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}; last: ${JSON.stringify(this.states.at(-1))}`);
+    });
+    return { state: state as SourceState, ms };
   }
 }
 
@@ -237,7 +243,7 @@ describe('KubeSource against a real kube-apiserver', () => {
     // The API server stays down while etcd is changed behind its back.
     await kube.restartApiServer(async () => {
       expect(await apiServerRefuses(kube)).toBe(true);
-      while (source.healthy()) await new Promise((r) => setTimeout(r, 5));
+      await waitUntil('the source to notice the outage', () => !source.healthy(), 30_000, { intervalMs: 5 });
       const prefix = '/registry/test.nox.dev/widgets/served-a/';
       await etcdRequest(kube, 'kv/deleterange', { key: base64(`${prefix}gone`) });
       const [kv] = (await etcdRequest(kube, 'kv/range', { key: base64(`${prefix}edit`) })).kvs as {
@@ -268,10 +274,16 @@ describe('KubeSource against a real kube-apiserver', () => {
   });
 
   it('start() waits, retrying, for a kind whose CRD appears later', async () => {
-    const pending = startSource({ kinds: [widget, gadget], startTimeoutMs: 30_000 });
-    await new Promise((r) => setTimeout(r, 1000));
+    const registry = new Registry();
+    const pending = startSource({ kinds: [widget, gadget], startTimeoutMs: 30_000, registry });
+    // The CRD appears only once the source has tried (and failed) to list Gadgets.
+    const listFailures = () =>
+      metricSum(registry, 'nox_config_watch_restarts_total', { kind: 'Gadget', reason: 'error' });
+    await waitUntil('a failed list of Gadgets', async () => (await listFailures()) > 0, 20_000, {
+      intervalMs: 20,
+    });
     await installCrd(gadget);
-    const { source, rec, registry } = await pending;
+    const { source, rec } = await pending;
     expect(source.healthy()).toBe(true);
     expect(rec.states).toHaveLength(1);
     expect(

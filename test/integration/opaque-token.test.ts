@@ -14,6 +14,7 @@ import { compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import type { Snapshot } from '../../sidecar/policy/snapshot.js';
 import { DirSecretStore } from '../../sidecar/secrets/dirSecretStore.js';
+import { waitUntil } from '../harness/process.js';
 
 const log = createLogger('opaque-token-test', { level: 'silent' });
 const AUDIENCE = 'https://api.nox.test';
@@ -218,6 +219,7 @@ describe('OpaqueTokenMethod against oidc-provider (RFC 7662)', () => {
     const short = new OpaqueTokenMethod(secrets, { maxCacheMs: 300 });
     short.onSnapshot(snapshot);
     const t = await token();
+    const cachedFrom = Date.now();
     expect((await short.identify(input(`Bearer ${t}`), ctx(), policy('sso'))).kind).toBe('identified');
     const res = await fetch(`${op.issuer}/token/revocation`, {
       method: 'POST',
@@ -228,7 +230,16 @@ describe('OpaqueTokenMethod against oidc-provider (RFC 7662)', () => {
       body: new URLSearchParams({ token: t }).toString(),
     });
     expect(res.status).toBe(200);
-    await new Promise((r) => setTimeout(r, 350));
+    // The signal: the revocation shows. Not before the cache period (300 ms) is over.
+    const revokedAt = Date.now();
+    await waitUntil(
+      'the revocation to show',
+      async () => (await short.identify(input(`Bearer ${t}`), ctx(), policy('sso'))).kind === 'invalid',
+      5000,
+      { intervalMs: 20 },
+    );
+    expect(Date.now() - cachedFrom).toBeGreaterThanOrEqual(300);
+    expect(Date.now() - revokedAt).toBeLessThan(5000);
     expect(await short.identify(input(`Bearer ${t}`), ctx(), policy('sso'))).toEqual({
       kind: 'invalid',
       reason: 'invalid token: inactive',
@@ -236,10 +247,19 @@ describe('OpaqueTokenMethod against oidc-provider (RFC 7662)', () => {
   });
 
   it('never trusts a cached token past its exp', async () => {
+    const issuedBefore = Math.floor(Date.now() / 1000);
     const t = await token('short-lived'); // expires in 2 s
     expect((await identify(t, 'sso')).kind).toBe('identified');
-    await new Promise((r) => setTimeout(r, 2100));
-    expect((await identify(t, 'sso')).kind).toBe('invalid');
+    // The signal: the cached token refused. Not before its exp (whole seconds after issue).
+    await waitUntil(
+      'the token to be refused',
+      async () => (await identify(t, 'sso')).kind === 'invalid',
+      5000,
+      {
+        intervalMs: 50,
+      },
+    );
+    expect(Date.now()).toBeGreaterThanOrEqual((issuedBefore + 2) * 1000);
   });
 
   it('is unavailable, never anonymous, when the provider or its client secret cannot be used', async () => {

@@ -10,7 +10,7 @@ import { RedisRevocations } from '../../sidecar/identity/revocations.js';
 import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
 import { type OidcIssuer, startOidcIssuer } from '../harness/oidc.js';
 import { type PgNode, startPostgres } from '../harness/postgres.js';
-import { scratchDir } from '../harness/process.js';
+import { scratchDir, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 
@@ -84,14 +84,12 @@ describe('revocation across sidecars, and profile sync', () => {
   const status = async (c: SidecarClient, token: string) =>
     (await c.check(httpCheck('/api', { headers: { authorization: `Bearer ${token}` } }))).deniedResponse
       ?.status?.code ?? 200;
-  const within = async (ms: number, f: () => Promise<boolean>) => {
-    const t0 = Date.now();
-    while (!(await f())) {
-      if (Date.now() - t0 > ms) return false;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return Date.now() - t0 <= ms;
-  };
+  /** Whether `f` comes true within `ms`. */
+  const within = (ms: number, f: () => Promise<boolean>) =>
+    waitUntil('the condition', f, ms, { intervalMs: 20 }).then(
+      (took) => took <= ms,
+      () => false,
+    );
 
   it('a revoked token stops working on every sidecar within 1 s', async () => {
     const token = await op.token('app-a');

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
-import { scratchDir } from '../harness/process.js';
+import { scratchDir, waitUntil } from '../harness/process.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 
 // The sidecar's gRPC and HTTP surfaces as a client sees them, on the built process.
@@ -75,15 +75,15 @@ spec:
   it('keeps the last good version of a policy when an edit makes it invalid', async () => {
     writeFileSync(policyFile, policy('Permit'));
     const metrics = async () => (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
-    const deadline = Date.now() + 3000;
-    while (
-      !/nox_policy_rejections_total\{kind="AccessPolicy",reason="invalid",program="nox-authz"\} 1/.test(
-        await metrics(),
-      )
-    ) {
-      if (Date.now() > deadline) throw new Error(`rejection never counted:\n${await metrics()}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitUntil(
+      'the rejection to be counted',
+      async () =>
+        /nox_policy_rejections_total\{kind="AccessPolicy",reason="invalid",program="nox-authz"\} 1/.test(
+          await metrics(),
+        ),
+      3000,
+      { intervalMs: 50, svc: sidecar.service },
+    );
     const res = await client.check(httpCheck('/admin'));
     expect(res.deniedResponse?.status?.code).toBe(403);
     expect(JSON.parse(res.deniedResponse?.body ?? '{}').error).toBe('ACCESS_DENIED');
