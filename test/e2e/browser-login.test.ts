@@ -11,12 +11,11 @@ import { Browser, type Hop } from '../harness/browser.js';
 import { type Envoy, startEnvoy } from '../harness/envoy.js';
 import { type LoginOp, startLoginOp } from '../harness/oidcLogin.js';
 import { freePorts } from '../harness/ports.js';
-import { scratchDir } from '../harness/process.js';
+import { scratchDir, sleep, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { startUpstream, type Upstream } from '../harness/upstream.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sessionCookie =
   /^nox_session=([A-Za-z0-9_-]{43}); Path=\/; Max-Age=3600; HttpOnly; Secure; SameSite=Lax$/;
 
@@ -294,14 +293,22 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     const { browser, id } = await login('bob');
     const before = (await record(id))!;
     const refreshes = op.grants.get('refresh_token') ?? 0;
-    // refreshBefore is 4 s of a 6 s token: due after 2 s, still valid until 6 s.
+    // refreshBefore is 4 s of a 6 s token: due after 2 s, still valid until 6 s. The provider
+    // and the sidecars run on real time, so the test waits for that moment of the token's life.
     await sleep(Math.max(0, before.accessExpiresAt - 4000 - Date.now()) + 300);
     const burst = await Promise.all(
       Array.from({ length: 20 }, (_, i) => browser.request(`${(i % 2 ? b : a).url}/app/burst/${i}`)),
     );
     expect(burst.map((h) => h.status)).toEqual(Array(20).fill(200));
     expect(new Set(burst.map((h) => seenBy(h)['x-nox-user']))).toEqual(new Set(['corp:bob']));
-    for (let i = 0; i < 100 && !(await record(id))?.refreshedAt; i++) await sleep(20);
+    await waitUntil(
+      'the session record to show the refresh',
+      async () => !!(await record(id))?.refreshedAt,
+      2000,
+      {
+        intervalMs: 20,
+      },
+    );
     const after = (await record(id))!;
     expect(after, 'the session survives its refresh').toBeDefined();
     expect((await browser.request(`${b.url}/app/after-burst`)).status).toBe(200);
@@ -357,7 +364,12 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     expect(await sessions.revoke(sessionHash(id))).toBe(true);
     const ended: number[] = [];
     for (const via of [b, a]) {
-      while ((await browser.request(`${via.url}/app/after`)).status === 200) await sleep(10);
+      await waitUntil(
+        `${via.url} to refuse the revoked session`,
+        async () => (await browser.request(`${via.url}/app/after`)).status !== 200,
+        5000,
+        { intervalMs: 10 },
+      );
       ended.push(Date.now());
     }
     expect(Math.max(...ended) - started).toBeLessThan(1000);

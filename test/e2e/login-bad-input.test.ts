@@ -11,7 +11,7 @@ import { Browser, type Hop } from '../harness/browser.js';
 import { type Envoy, startEnvoy } from '../harness/envoy.js';
 import { type LoginOp, startLoginOp } from '../harness/oidcLogin.js';
 import { freePorts } from '../harness/ports.js';
-import { scratchDir } from '../harness/process.js';
+import { scratchDir, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { startUpstream, type Upstream } from '../harness/upstream.js';
@@ -29,8 +29,6 @@ import { startUpstream, type Upstream } from '../harness/upstream.js';
 // Below are the variants those leave open: a real code without the pre-login cookie, an
 // expired pre-login cookie, concurrent replays, a forged state next to a genuine cookie,
 // tampered and expired session cookies, and what a revoked session's cookie gets back.
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function policy(issuer: string): string {
   const provider = (name: string, callbackPath: string, sessionTTL: string, cookie: string) => `
@@ -354,7 +352,13 @@ describe('bad input at the browser login, through real Envoy', () => {
     const { browser, id } = await login('alice', '/brief/page', 'nox_brief');
     expect((await browser.request(`${origin}/brief/again`)).status).toBe(200);
     const record = JSON.parse((await raw.get(`nox:s:{${sessionHash(id)}}`))!) as SessionRecord;
-    await sleep(Math.max(0, record.expiresAt - Date.now()) + 200);
+    // The signal: the store has expired the session (and its expiry time has passed).
+    await waitUntil(
+      'the store to expire the session',
+      async () => Date.now() > record.expiresAt && (await raw.exists(`nox:s:{${sessionHash(id)}}`)) === 0,
+      10_000,
+      { intervalMs: 50 },
+    );
     await expectAnonymous(id, 'nox_brief', '/brief/page');
 
     // A record past its expiresAt that the store still returns (a key TTL extended by
@@ -379,8 +383,12 @@ describe('bad input at the browser login, through real Envoy', () => {
     expect((await browser.request(`${origin}/app/cached`)).status).toBe(200);
     expect(await sessions.revoke(sessionHash(id))).toBe(true);
     // Pub/sub is asynchronous: the sidecar drops its copy within moments.
-    for (let i = 0; i < 100 && (await browser.request(`${origin}/app/poll`)).status === 200; i++)
-      await sleep(10);
+    await waitUntil(
+      'the sidecar to drop its copy',
+      async () => (await browser.request(`${origin}/app/poll`)).status !== 200,
+      1000,
+      { intervalMs: 10 },
+    );
     await expectAnonymous(id);
     expect(await raw.exists(`nox:s:{${sessionHash(id)}}`)).toBe(0);
   });

@@ -6,7 +6,7 @@ import { createNamespace, installCrds } from '../harness/crds.js';
 import { type Envoy, startEnvoy } from '../harness/envoy.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
-import { scratchDir } from '../harness/process.js';
+import { scratchDir, waitUntil } from '../harness/process.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { startUpstream, type Upstream } from '../harness/upstream.js';
 
@@ -21,16 +21,14 @@ const policy = (action: 'Allow' | 'Deny', path = '/orders') => ({
 });
 
 /** Polls until Envoy answers `status`; returns how long that took. */
-async function until(url: string, status: number, withinMs = 2000): Promise<number> {
-  const t0 = Date.now();
-  let last = 0;
-  while (Date.now() - t0 < withinMs) {
-    last = (await fetch(url)).status;
-    if (last === status) return Date.now() - t0;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`${url} still answers ${last}, not ${status}, after ${withinMs} ms`);
-}
+const until = (url: string, status: number, withinMs = 2000): Promise<number> =>
+  waitUntil(`${url} to answer ${status}`, async () => (await fetch(url)).status === status, withinMs, {
+    intervalMs: 25,
+  });
+
+/** The sidecar's metrics text matches `re`. */
+const metricsMatch = async (sidecar: Sidecar, re: RegExp) =>
+  re.test(await (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text());
 
 describe('policy changes from files reach Envoy’s decisions', () => {
   let dir: string;
@@ -84,7 +82,13 @@ describe('policy changes from files reach Envoy’s decisions', () => {
     writeFileSync(file, JSON.stringify(policy('Allow')));
     await until(url, 200);
     writeFileSync(file, 'apiVersion: nox.dev/v1alpha1\nkind: AccessPolicy\nmetadata: { name: orders\n');
-    await new Promise((r) => setTimeout(r, 500));
+    // The signal that the edit was read: the file counts as a problem.
+    await waitUntil(
+      'the half-edited file to be reported',
+      () => metricsMatch(sidecar, /nox_config_file_problems\{program="nox-authz"\} 1/),
+      2000,
+      { intervalMs: 25 },
+    );
     expect((await fetch(url)).status).toBe(200);
   });
 });
@@ -144,16 +148,16 @@ describe('policy changes from the Kubernetes API reach Envoy’s decisions', () 
       spec: { ...policy('Allow', '/reports').spec, providers: ['nowhere'] },
     };
     expect((await serverSideApply(kc, apiPath, p)).status).toBe(201);
-    const metrics = async () => (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
-    const t0 = Date.now();
-    while (
-      !/nox_policy_resources\{kind="AccessPolicy",state="warning",program="nox-authz"\} 1/.test(
-        await metrics(),
-      )
-    ) {
-      if (Date.now() - t0 > 2000) throw new Error('no warning metric');
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitUntil(
+      'the warning metric',
+      () =>
+        metricsMatch(
+          sidecar,
+          /nox_policy_resources\{kind="AccessPolicy",state="warning",program="nox-authz"\} 1/,
+        ),
+      2000,
+      { intervalMs: 50 },
+    );
     const log = readFileSync(sidecar.service.logFile, 'utf8');
     expect(log).toContain('OAuth2Provider shop/nowhere does not exist');
   });
@@ -161,7 +165,10 @@ describe('policy changes from the Kubernetes API reach Envoy’s decisions', () 
   it('ignores policies in namespaces it does not serve', async () => {
     const other = `/apis/nox.dev/v1alpha1/namespaces/elsewhere/accesspolicies`;
     expect((await serverSideApply(kc, other, policy('Allow', '/elsewhere'))).status).toBe(201);
-    await new Promise((r) => setTimeout(r, 700));
+    // The signal: a change made after it, in the namespace it serves, is in force.
+    const marker = { ...policy('Allow', '/marker'), metadata: { name: 'marker' } };
+    expect((await serverSideApply(kc, apiPath, marker)).status).toBe(201);
+    await until(`${envoy.url}/marker`, 200);
     expect((await fetch(`${envoy.url}/elsewhere`)).status).toBe(403);
   });
 });

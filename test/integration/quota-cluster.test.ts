@@ -2,11 +2,13 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import type { RawResource } from '../../sidecar/config/source.js';
-import type { CheckInput, Ctx } from '../../sidecar/pipeline/types.js';
+import type { CheckInput } from '../../sidecar/request/input.js';
+import type { Ctx } from '../../sidecar/pipeline/stage.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
-import { QuotaStage } from '../../sidecar/quota/quotaStage.js';
+import { QuotaStage } from '../../sidecar/stages/quota.js';
 import { RedisQuotaStore } from '../../sidecar/quota/redisStore.js';
 import type { LimitCheck } from '../../sidecar/quota/store.js';
+import { sleep, waitUntil } from '../harness/process.js';
 import { type RedisCluster, startRedisCluster } from '../harness/redisCluster.js';
 
 const log = createLogger('test', { level: 'silent' });
@@ -67,17 +69,21 @@ describe('quotas on a real 3-master Redis Cluster, shared by 4 sidecars', () => 
           if ((await s.take([limit], 1, Date.now(), false)).allowed) admitted++;
         } catch {
           errors++; // failureMode Closed: a failed check is a denial
-          await new Promise((r) => setTimeout(r, 5));
+          await sleep(5); // a client backing off
         }
       }
     };
     const workers = stores.flatMap((s) => Array.from({ length: 6 }, () => worker(s)));
-    while (admitted < 700) await new Promise((r) => setTimeout(r, 5));
+    await waitUntil('700 admitted', () => admitted >= 700, 30_000, { intervalMs: 5 });
     await cluster.killNode(master.port);
     await cluster.waitHealthy(30_000);
-    // Keep going until the limit is clearly reached after the failover.
-    const t0 = Date.now();
-    while (Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 50));
+    // Keep going until the store says the limit is reached (a dry run is refused).
+    await waitUntil(
+      'the limit to be reached after the failover',
+      async () => !(await stores[0]!.take([limit], 1, Date.now(), true)).allowed,
+      30_000,
+      { intervalMs: 50 },
+    );
     stop = true;
     await Promise.all(workers);
     expect(errors).toBeGreaterThan(0); // the kill was felt
@@ -159,13 +165,10 @@ describe('failureMode while Redis is unreachable', () => {
 
     await Promise.all(ports.map((p) => cluster.restartNode(p)));
     await cluster.waitHealthy(30_000);
-    const t0 = Date.now();
-    for (;;) {
-      const r = await stage.run(input('/closed'), ctx());
-      if (r.kind === 'continue') break;
-      if (Date.now() - t0 > 15_000)
-        throw new Error(`still failing after Redis came back: ${JSON.stringify(r)}`);
-      await new Promise((res) => setTimeout(res, 100));
-    }
+    await waitUntil(
+      'checks to pass again after Redis came back',
+      async () => (await stage.run(input('/closed'), ctx())).kind === 'continue',
+      15_000,
+    );
   });
 });
