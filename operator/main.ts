@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     rateLimit: { baseDelayMs: settings.retryBaseMs, maxDelayMs: settings.retryMaxMs },
   };
   for (const c of policyControllers(manager, controllerOptions)) manager.add(c);
-  manager.add(redisClusterController(manager, { ...controllerOptions, kubeConfig, log }));
+  manager.add(redisClusterController(manager, { ...controllerOptions, log }));
   manager.add(postgresClusterController(manager, { ...controllerOptions, log }));
 
   const { httpPort } = await manager.start();

@@ -7,8 +7,8 @@ import type {
   RiskModel,
 } from '../../common/resources/types.gen.js';
 import { validateResource } from '../../common/resources/validate.js';
+import type { ConditionReason } from '../reasons.js';
 import type { ConditionInput } from '../runtime/conditions.js';
-import type { PolicyReason } from './reasons.js';
 
 /**
  * Pure: a policy object and a view of what it refers to → its Accepted and Ready
@@ -42,7 +42,7 @@ export interface Evaluation {
 }
 
 interface Problem {
-  reason: PolicyReason;
+  reason: ConditionReason;
   message: string;
 }
 
@@ -124,7 +124,7 @@ export function riskModelConfigMapName(r: RiskModel): string | undefined {
 
 // --- evaluation ---
 
-const validReason: PolicyReason = 'Valid';
+const validReason: ConditionReason = 'Valid';
 
 export function evaluatePolicy(obj: PolicyObject, world: PolicyWorld): Evaluation {
   const v = validateResource({

@@ -27,7 +27,7 @@ import {
  * Status of the policy kinds (QuotaPolicy, OAuth2Provider, AccessPolicy, RiskModel): the
  * operator checks what the CRD schema cannot — that referenced OAuth2Providers, Secrets
  * and keys, ConfigMaps and model digests exist and match — and writes observedGeneration
- * and the conditions Accepted and Ready (reasons in reasons.ts). It creates nothing; the
+ * and the conditions Accepted and Ready (reasons in ../reasons.ts). It creates nothing; the
  * sidecars read the policies themselves.
  */
 

@@ -10,10 +10,10 @@ import { reservedPostgresParameters } from '../../common/resources/kinds/postgre
 import type { PostgresCluster, PostgresClusterSpec } from '../../common/resources/types.gen.js';
 import { childMeta, dataVolume, podDisruptionBudget, spreadOverNodes } from '../clusterChildren.js';
 import { clusterLabels } from '../clusterLabels.js';
-import { ROLE_LABEL } from './failover.js';
+import { ROLE_LABEL } from './failoverRules.js';
 import { instanceManagerScript, POSTGRES_PORT, SUPERUSER } from './instanceManager.js';
 
-export * from './failover.js';
+export * from './failoverRules.js';
 export { instanceManagerScript, POSTGRES_PORT, SUPERUSER } from './instanceManager.js';
 
 /**

@@ -1,181 +1,242 @@
-/**
- * Pure pieces of PostgresCluster failover: WAL positions (LSNs), the choice of the replica to
- * promote, and the pod metadata patches that move the role label and fence an instance.
- * No I/O here: the reconciler gathers the facts and applies the patches.
- */
-
-/** The pod label the -rw and -ro Services select on. */
-export const ROLE_LABEL = 'nox.dev/role';
-export type InstanceRole = 'primary' | 'replica' | 'fenced';
-
-/** Pod annotation: "true" while the instance must not run (or accept writes). */
-export const FENCING_ANNOTATION = 'nox.dev/fenced';
-/**
- * Cluster annotation: the JSON list of fenced instance names. It is the durable record (a pod
- * annotation is lost when the StatefulSet recreates the pod); the pod annotation mirrors it.
- */
-export const FENCED_INSTANCES_ANNOTATION = 'nox.dev/fenced-instances';
-
-const lsnPattern = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
-
-/** "16/B374D848" → 64-bit position; undefined when it is not an LSN. */
-export function parseLsn(lsn: string | undefined | null): bigint | undefined {
-  if (typeof lsn !== 'string') return undefined;
-  const m = lsnPattern.exec(lsn.trim());
-  if (!m) return undefined;
-  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
-}
-
-/** The 64-bit position back as PostgreSQL prints it ("X/Y", upper-case hex). */
-export function formatLsn(pos: bigint): string {
-  const hi = (pos >> 32n) & 0xffffffffn;
-  const lo = pos & 0xffffffffn;
-  return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
-}
-
-/** -1, 0 or 1; an unparseable LSN sorts before every real one (and equal to another unparseable). */
-export function compareLsn(a: string | undefined, b: string | undefined): -1 | 0 | 1 {
-  const x = parseLsn(a);
-  const y = parseLsn(b);
-  if (x === undefined) return y === undefined ? 0 : -1;
-  if (y === undefined) return 1;
-  return x < y ? -1 : x > y ? 1 : 0;
-}
-
-/** Bytes `replica` is behind `primary` (0 when ahead); undefined when either is unparseable. */
-export function lagBytes(primary: string | undefined, replica: string | undefined): number | undefined {
-  const p = parseLsn(primary);
-  const r = parseLsn(replica);
-  if (p === undefined || r === undefined) return undefined;
-  return p > r ? Number(p - r) : 0;
-}
-
-export interface ReplicaPosition {
-  readonly pod: string;
-  /** pg_last_wal_receive_lsn() */
-  readonly receivedLsn?: string;
-  /** pg_last_wal_replay_lsn() */
-  readonly replayedLsn?: string;
-  readonly ready: boolean;
-  readonly fenced: boolean;
-}
-
-/** StatefulSet ordinal of a pod name ("pg-12" → 12); Infinity when there is none. */
-export function ordinalOf(pod: string): number {
-  const m = /-(\d+)$/.exec(pod);
-  return m ? Number(m[1]) : Number.POSITIVE_INFINITY;
-}
+import { describeError } from '../../common/kube/client.js';
+import type { Problem } from '../reasons.js';
+import { failoverDelayMs, fencedInstancesPatch, slotName, syncNumber, walReceiptStopped } from './desired.js';
+import { ensureSlots, observeInstance, promote } from './instances.js';
+import {
+  type InstanceView,
+  isHealthyPrimary,
+  otherPrimaries,
+  PRIMARY_ANNOTATION,
+  planFailover,
+} from './roles.js';
+import {
+  type AspectContext,
+  type ClusterState,
+  type FailoverRecord,
+  labelPods,
+  primaryView,
+  recordAnnotations,
+} from './state.js';
 
 /**
- * The replica to promote: among the ready, unfenced replicas whose received LSN is known, the
- * one with the most advanced received position, then the most advanced replayed position (an
- * unknown replay position ranks lowest), then the lowest ordinal (then name) so that the answer
- * is deterministic. A replica whose received LSN cannot be read is never chosen: nothing proves
- * it holds every acknowledged commit. Undefined when there is no candidate.
+ * Failover, when the primary has not been healthy for spec.failover.delay: fence it (durably
+ * on the cluster, then on its pod, so it never runs as primary again), make sure it does not
+ * answer as a primary, wait until the replicas' received WAL positions stop moving, promote
+ * the most advanced replica (planFailover), repoint the labels and create the replication
+ * slots the other replicas stream through. The pure rules are in failoverRules.ts and roles.ts.
  */
-export function chooseFailoverTarget<R extends ReplicaPosition>(replicas: readonly R[]): R | undefined {
-  let best: R | undefined;
-  for (const r of replicas) {
-    if (!r.ready || r.fenced || parseLsn(r.receivedLsn) === undefined) continue;
-    if (!best || better(r, best)) best = r;
+
+/** Since when each cluster's designated primary is not healthy (in memory: an operator restart only delays a failover). */
+export class PrimaryLoss {
+  readonly #since = new Map<string, number>();
+
+  /** How long the primary of `cluster` has been lost, its clock starting now if it was not running. */
+  lostFor(cluster: string, now: number): number {
+    const since = this.#since.get(cluster) ?? now;
+    this.#since.set(cluster, since);
+    return now - since;
   }
-  return best;
+
+  recovered(cluster: string): void {
+    this.#since.delete(cluster);
+  }
 }
 
-function better(a: ReplicaPosition, b: ReplicaPosition): boolean {
-  const received = compareLsn(a.receivedLsn, b.receivedLsn);
-  if (received !== 0) return received > 0;
-  const replayed = compareLsn(a.replayedLsn, b.replayedLsn);
-  if (replayed !== 0) return replayed > 0;
-  const oa = ordinalOf(a.pod);
-  const ob = ordinalOf(b.pod);
-  if (oa !== ob) return oa < ob;
-  return a.pod < b.pod;
-}
-
-/**
- * With synchronous replication every acknowledged commit is on at least `syncNumber` of the
- * `totalReplicas` replicas (Quorum; with First the same bound holds). The most advanced of the
- * replicas the operator can read is sure to hold them all only when it read at least
- * totalReplicas - syncNumber + 1 of them. Without synchronous replication (syncNumber 0) any
- * single replica will do, accepting the loss asynchronous replication allows.
- */
-export function enoughReplicasForSafeFailover(
-  readable: number,
-  totalReplicas: number,
-  syncNumber: number,
-): boolean {
-  if (readable < 1) return false;
-  if (syncNumber <= 0) return true;
-  return readable >= totalReplicas - syncNumber + 1;
-}
-
-/** Replicas have stopped receiving WAL when two samples, taken apart, show the same positions. */
-export function walReceiptStopped(
-  before: readonly Pick<ReplicaPosition, 'pod' | 'receivedLsn'>[],
-  after: readonly Pick<ReplicaPosition, 'pod' | 'receivedLsn'>[],
-): boolean {
-  const earlier = new Map(before.map((r) => [r.pod, parseLsn(r.receivedLsn)]));
-  return after.every((r) => {
-    const now = parseLsn(r.receivedLsn);
-    const then = earlier.get(r.pod);
-    return now !== undefined && then !== undefined && now === then;
-  });
-}
-
-export interface PodMetadataPatch {
-  metadata: { labels?: Record<string, string | null>; annotations?: Record<string, string | null> };
-}
-
-interface PodLike {
-  metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> };
+export interface FailoverOptions {
+  readonly loss: PrimaryLoss;
+  /** The cluster's key in `loss`. */
+  readonly id: string;
+  /** Two samples of the replicas' received positions this far apart prove WAL stopped arriving. */
+  readonly walSampleGapMs: number;
 }
 
 /**
- * JSON merge patch setting the pod's role label (what the -rw and -ro Services select on);
- * undefined when the pod already has that role, so the reconciler sends nothing.
+ * What the designated primary's health calls for: healthy, it is the current primary;
+ * designated but still a replica, its promotion is finished; lost (with failover enabled), a
+ * failover once spec.failover.delay has passed. Returns how long to wait when the delay has
+ * not passed yet (state.problem says so).
  */
-export function primaryLabelPatch(pod: PodLike, role: InstanceRole): PodMetadataPatch | undefined {
-  if (pod.metadata?.labels?.[ROLE_LABEL] === role) return undefined;
-  return { metadata: { labels: { [ROLE_LABEL]: role } } };
-}
+export async function handlePrimaryHealth(
+  ctx: AspectContext,
+  state: ClusterState,
+  opts: FailoverOptions,
+): Promise<{ retryInMs: number } | undefined> {
+  const { designated, currentPrimary } = state;
+  const primary = primaryView(state);
+  if (isHealthyPrimary(primary)) {
+    opts.loss.recovered(opts.id);
+    state.currentPrimary = designated;
+    return undefined;
+  }
+  if (designated && primary?.obs?.reachable && primary.obs.inRecovery && primary.ready) {
+    // Designated but still a replica: a failover or switchover was recorded and the
+    // promotion is still to be done (or the operator stopped between the two). After a
+    // switchover the former primary must first have finished its clean shutdown (which
+    // sends every WAL record to the standbys still streaming from it) and be back as a
+    // replica, or be gone: while it is shutting down it refuses connections, which alone
+    // proves nothing.
+    const previous =
+      currentPrimary !== designated ? state.views.find((v) => v.pod === currentPrimary) : undefined;
+    if (
+      previous &&
+      !state.fenced.has(previous.pod) &&
+      previous.running &&
+      !(previous.obs?.reachable && previous.obs.inRecovery)
+    )
+      state.problem = {
+        reason: 'WaitingForOldPrimary',
+        message: `${previous.pod} is shutting down; ${designated} is promoted once it follows as a replica`,
+      };
+    else state.problem = await finishPromotion(ctx, primary, state.views);
+    return undefined;
+  }
+  if (!designated || currentPrimary === undefined || state.cluster.spec.failover?.enabled === false)
+    return undefined;
 
-/**
- * JSON merge patch fencing (or unfencing) a pod: the annotation the instance manager reads
- * through the downward API, and, when fencing, the role label "fenced" so that neither -rw nor
- * -ro routes to it. Unfencing removes the annotation; the role is set separately once decided.
- * Undefined when the pod is already in that state.
- */
-export function fencingAnnotation(pod: PodLike, fenced: boolean): PodMetadataPatch | undefined {
-  const isFenced = pod.metadata?.annotations?.[FENCING_ANNOTATION] === 'true';
-  if (fenced) {
-    if (isFenced && pod.metadata?.labels?.[ROLE_LABEL] === 'fenced') return undefined;
-    return {
-      metadata: { annotations: { [FENCING_ANNOTATION]: 'true' }, labels: { [ROLE_LABEL]: 'fenced' } },
+  const waitedMs = opts.loss.lostFor(opts.id, ctx.now().getTime());
+  const delay = failoverDelayMs(state.cluster.spec);
+  if (waitedMs < delay) {
+    state.problem = {
+      reason: 'PrimaryUnavailable',
+      message: `primary ${designated} is not healthy; failover in ${Math.ceil((delay - waitedMs) / 1000)} s unless it recovers`,
     };
+    return { retryInMs: delay - waitedMs + 20 };
   }
-  if (!isFenced && pod.metadata?.annotations?.[FENCING_ANNOTATION] === undefined) return undefined;
-  return { metadata: { annotations: { [FENCING_ANNOTATION]: null } } };
+  const outcome = await failOver(ctx, state, designated, opts.walSampleGapMs);
+  if ('problem' in outcome) state.problem = outcome.problem;
+  else {
+    state.lastFailover = outcome.record;
+    state.designated = outcome.record.to;
+    opts.loss.recovered(opts.id);
+    ctx.countPrimaryChange('failover');
+  }
+  return undefined;
 }
 
-/** The fenced instances recorded on the cluster; a malformed value reads as none. */
-export function fencedInstances(annotations: Record<string, string> | undefined): string[] {
-  const raw = annotations?.[FENCED_INSTANCES_ANNOTATION];
-  if (!raw) return [];
-  try {
-    const v: unknown = JSON.parse(raw);
-    return Array.isArray(v) ? [...new Set(v.filter((x): x is string => typeof x === 'string'))].sort() : [];
-  } catch {
-    return [];
-  }
-}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Merge patch for the cluster's annotation recording the fenced instances (null removes it). */
-export function fencedInstancesPatch(pods: readonly string[]): {
-  metadata: { annotations: Record<string, string | null> };
-} {
-  const list = [...new Set(pods)].sort();
-  return {
-    metadata: { annotations: { [FENCED_INSTANCES_ANNOTATION]: list.length ? JSON.stringify(list) : null } },
+/**
+ * The failover steps, each a precondition of the next; any that does not hold yet returns
+ * the reason and the next reconcile tries again from the top.
+ */
+async function failOver(
+  ctx: AspectContext,
+  state: ClusterState,
+  old: string,
+  walSampleGapMs: number,
+): Promise<{ problem: Problem } | { record: FailoverRecord }> {
+  const { views, fenced } = state;
+  const { client, access, log } = ctx;
+  // 1. Fence the old primary: on the cluster first (it survives the pod), then on the pod.
+  if (!fenced.has(old)) {
+    fenced.add(old);
+    state.cluster = await recordAnnotations(
+      client,
+      state.cluster,
+      fencedInstancesPatch([...fenced]).metadata.annotations,
+    );
+    log.warn({ instance: old }, 'fenced the lost primary');
+  }
+  await labelPods(client, state.cluster, views, old, fenced);
+
+  // 2. It must not be answering as a primary (its instance manager stops it once fenced).
+  const oldView = views.find((v) => v.pod === old);
+  if (oldView?.ip) {
+    const now = await observeInstance(oldView.ip, access);
+    if (now.reachable && now.inRecovery === false)
+      return {
+        problem: {
+          reason: 'FencingInProgress',
+          message: `waiting for the fenced primary ${old} to stop before promoting a replica`,
+        },
+      };
+  }
+
+  // 3. The replicas must have stopped receiving WAL (nothing more can arrive from the old primary).
+  const replicas = views.filter((v) => v.pod !== old && !fenced.has(v.pod) && v.ip);
+  const sample = () =>
+    Promise.all(replicas.map(async (v) => ({ ...v, obs: await observeInstance(v.ip!, access) })));
+  const first = await sample();
+  await sleep(walSampleGapMs);
+  const second = await sample();
+  const readable = (s: typeof first) =>
+    s.filter((v) => v.obs.reachable).map((v) => ({ pod: v.pod, receivedLsn: v.obs.receivedLsn }));
+  const both = readable(second).filter((r) => readable(first).some((f) => f.pod === r.pod));
+  if (
+    !walReceiptStopped(
+      readable(first).filter((f) => both.some((b) => b.pod === f.pod)),
+      both,
+    )
+  )
+    return {
+      problem: { reason: 'ReplicasStillReceiving', message: 'waiting until the replicas stop receiving WAL' },
+    };
+
+  // 4. The most advanced replica, if enough could be read to be sure it has every acknowledged commit.
+  const spec = state.cluster.spec;
+  const plan = planFailover(second, spec.instances - 1, syncNumber(spec));
+  if (plan.kind === 'wait') return { problem: { reason: plan.reason, message: plan.message } };
+
+  // 5. Record the new primary (compare-and-swap: a concurrent decision makes this fail), then promote.
+  state.cluster = await recordAnnotations(client, state.cluster, { [PRIMARY_ANNOTATION]: plan.target });
+  const record = {
+    time: ctx.now().toISOString(),
+    from: old,
+    to: plan.target,
+    reason: `primary ${old} lost for ${spec.failover?.delay ?? '5s'}; promoted the ${plan.reason}`,
   };
+  log.warn(record, 'failover');
+  const target = second.find((v) => v.pod === plan.target)!;
+  const problem = await finishPromotion(ctx, target, []);
+  if (problem) return { problem };
+  await labelPods(client, state.cluster, views, plan.target, fenced);
+  // The other replicas stream through slots of their own, which the new primary does not have yet.
+  const slots = views
+    .filter((v) => v.pod !== plan.target && v.ordinal < spec.instances)
+    .map((v) => slotName(v.pod));
+  await ensureSlots(target.ip!, access, slots).catch((e: unknown) =>
+    log.warn({ err: describeError(e) }, 'creating replication slots failed'),
+  );
+  return { record };
+}
+
+/** Promotes `target` once no other instance (of `views`) answers as a primary; the reason when not done. */
+async function finishPromotion(
+  ctx: AspectContext,
+  target: InstanceView,
+  views: readonly InstanceView[],
+): Promise<Problem | undefined> {
+  const others = otherPrimaries(views, target.pod);
+  if (others.length)
+    return {
+      reason: 'WaitingForOldPrimary',
+      message: `${others.join(', ')} still answer as primary; ${target.pod} is promoted once they have stopped`,
+    };
+  try {
+    if (!(await promote(target.ip!, ctx.access)))
+      return { reason: 'PromotionPending', message: `${target.pod} has not finished promotion yet` };
+    ctx.log.info({ instance: target.pod }, 'promoted');
+    return undefined;
+  } catch (e) {
+    return { reason: 'PromotionFailed', message: `promoting ${target.pod}: ${describeError(e)}` };
+  }
+}
+
+/**
+ * Instances other than the designated primary that answer as primaries must never be: they
+ * are fenced (their instance managers stop them, and -rw never routes to them) and reported.
+ */
+export async function fenceOtherPrimaries(ctx: AspectContext, state: ClusterState): Promise<void> {
+  const extra = otherPrimaries(state.views, state.designated);
+  if (!extra.length) return;
+  ctx.log.error(
+    { instances: extra, primary: state.designated },
+    'instances other than the primary answer as primaries',
+  );
+  state.problem ??= {
+    reason: 'SplitBrainPrevented',
+    message: `${extra.join(', ')} answer as primaries; they are fenced from -rw and stopped by their instance managers`,
+  };
+  for (const p of extra) state.fenced.add(p);
+  await labelPods(ctx.client, state.cluster, state.views, state.designated, state.fenced);
 }

@@ -1,4 +1,4 @@
-import { FENCING_ANNOTATION, ROLE_LABEL } from './failover.js';
+import { FENCING_ANNOTATION, ROLE_LABEL } from './failoverRules.js';
 
 /**
  * Pod annotation: this instance may initialise a new, empty cluster. The operator sets it only

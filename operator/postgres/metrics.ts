@@ -1,4 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { PostgresClusterStatus } from '../../common/resources/types.gen.js';
+import type { ObjectKey } from '../runtime/types.js';
 
 /** What a PostgreSQL operator is watched by: failovers, the primary's health, replica lag. */
 export interface PostgresMetrics {
@@ -35,4 +37,26 @@ export function postgresMetrics(registry: Registry): PostgresMetrics {
   };
   byRegistry.set(registry, m);
   return m;
+}
+
+/** The gauges of one cluster after a reconcile: the primary's health and each replica's lag. */
+export function recordClusterMetrics(
+  m: PostgresMetrics,
+  key: ObjectKey,
+  primaryHealthy: boolean,
+  status: PostgresClusterStatus,
+): void {
+  const labels = { namespace: key.namespace, cluster: key.name };
+  m.primaryHealthy.set(labels, primaryHealthy ? 1 : 0);
+  for (const i of status.instances ?? [])
+    if (i.pod && i.lagBytes !== undefined) m.replicaLagBytes.set({ ...labels, instance: i.pod }, i.lagBytes);
+}
+
+/** A deleted cluster's series, removed. */
+export function forgetClusterMetrics(m: PostgresMetrics, key: ObjectKey): void {
+  const labels = { namespace: key.namespace, cluster: key.name };
+  m.primaryHealthy.remove(labels);
+  for (const kind of ['failover', 'switchover']) m.failovers.remove({ ...labels, kind });
+  // Instances are named <cluster>-<ordinal>; at most 9 (the schema's maximum).
+  for (let i = 0; i < 9; i++) m.replicaLagBytes.remove({ ...labels, instance: `${key.name}-${i}` });
 }

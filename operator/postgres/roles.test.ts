@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../../common/resources/types.gen.js';
-import { FENCING_ANNOTATION, ROLE_LABEL } from './failover.js';
+import { FENCING_ANNOTATION, ROLE_LABEL } from './failoverRules.js';
 import { BOOTSTRAP_ANNOTATION } from './instanceManager.js';
 import type { InstanceObservation } from './instances.js';
 import {

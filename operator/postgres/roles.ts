@@ -1,3 +1,4 @@
+import type { Problem } from '../reasons.js';
 import { slotName } from './desired.js';
 import {
   chooseFailoverTarget,
@@ -9,7 +10,7 @@ import {
   type PodMetadataPatch,
   primaryLabelPatch,
   ROLE_LABEL,
-} from './failover.js';
+} from './failoverRules.js';
 import { BOOTSTRAP_ANNOTATION } from './instanceManager.js';
 import type { InstanceObservation } from './instances.js';
 
@@ -108,9 +109,7 @@ export function otherPrimaries(views: readonly InstanceView[], designated: strin
     .map((v) => v.pod);
 }
 
-export type FailoverPlan =
-  | { kind: 'promote'; target: string; reason: string }
-  | { kind: 'wait'; reason: string; message: string };
+export type FailoverPlan = { kind: 'promote'; target: string; reason: string } | ({ kind: 'wait' } & Problem);
 
 /**
  * The replica to promote once the old primary is fenced and the replicas stopped receiving
@@ -160,10 +159,7 @@ export function orphanSlots(slots: readonly string[], clusterName: string, insta
  * Why lowering spec.instances must wait, if it must: the StatefulSet removes the highest
  * ordinals, and the primary must not be one of them (switch over first).
  */
-export function scaleDownProblem(
-  designated: string | undefined,
-  instances: number,
-): { reason: string; message: string } | undefined {
+export function scaleDownProblem(designated: string | undefined, instances: number): Problem | undefined {
   if (designated === undefined || ordinalOf(designated) < instances) return undefined;
   return {
     reason: 'ScaleDownBlocked',

@@ -1,12 +1,14 @@
 import type { PostgresCluster, PostgresClusterStatus } from '../../common/resources/types.gen.js';
-import { setCondition } from '../runtime/conditions.js';
-import { lagBytes } from './failover.js';
+import { clusterConditions } from '../clusterStatus.js';
+import type { Problem } from '../reasons.js';
+import type { Condition } from '../runtime/conditions.js';
+import { lagBytes } from './failoverRules.js';
 import { desiredRole, type InstanceView, isHealthyPrimary, isStreamingReplica } from './roles.js';
 
 /**
  * The PostgresCluster's status from what the reconciler observed: a pure function.
  *
- * Conditions:
+ * Conditions (clusterStatus.ts):
  * - Accepted: the spec can work as written (False: InvalidSpec, with what to change).
  * - Ready: the primary accepts writes and every other instance streams from it.
  * - Degraded: the cluster has had a primary, but now the primary is lost (a failover is
@@ -16,10 +18,7 @@ import { desiredRole, type InstanceView, isHealthyPrimary, isStreamingReplica } 
 
 type Instance = NonNullable<PostgresClusterStatus['instances']>[number];
 
-export interface Problem {
-  readonly reason: string;
-  readonly message: string;
-}
+export type { Problem };
 
 export interface StatusInput {
   readonly cluster: PostgresCluster;
@@ -63,48 +62,22 @@ export function computeStatus(input: StatusInput): PostgresClusterStatus {
   });
 
   const problems = readinessProblems(input);
-  const ready = problems.length === 0 && !input.invalid && !input.blocked;
-  const first = input.invalid ?? input.blocked ?? problems[0];
-  let conditions = setCondition(
-    cluster.status?.conditions as never,
-    input.invalid
-      ? { type: 'Accepted', status: 'False', ...input.invalid, ...gen }
-      : {
-          type: 'Accepted',
-          status: 'True',
-          reason: 'Valid',
-          message: 'the spec can be run as written',
-          ...gen,
-        },
+  const conditions = clusterConditions({
+    previous: cluster.status?.conditions as Condition[] | undefined,
+    generation,
     now,
-  );
-  conditions = setCondition(
-    conditions,
-    ready
-      ? {
-          type: 'Ready',
-          status: 'True',
-          reason: 'Healthy',
-          message: `primary ${designated} accepts writes; ${views.length - 1} replicas stream from it`,
-          ...gen,
-        }
-      : { type: 'Ready', status: 'False', reason: first!.reason, message: first!.message, ...gen },
-    now,
-  );
-  const degraded = !ready && input.currentPrimary !== undefined && !input.invalid;
-  conditions = setCondition(
-    conditions,
-    degraded
-      ? { type: 'Degraded', status: 'True', reason: first!.reason, message: first!.message, ...gen }
-      : {
-          type: 'Degraded',
-          status: 'False',
-          reason: ready ? 'Healthy' : 'NotFormed',
-          message: ready ? 'all instances healthy' : 'the cluster has not had a primary yet',
-          ...gen,
-        },
-    now,
-  );
+    invalid: input.invalid,
+    problem: input.blocked ?? problems[0],
+    formed: input.currentPrimary !== undefined,
+    validMessage: 'the spec can be run as written',
+    healthy: {
+      reason: 'Healthy',
+      message: `primary ${designated} accepts writes; ${views.length - 1} replicas stream from it`,
+    },
+    healthyDegraded: { reason: 'Healthy', message: 'all instances healthy' },
+    notFormed: { reason: 'NotFormed', message: 'the cluster has not had a primary yet' },
+    notInForce: { reason: 'NotFormed', message: 'the cluster has not had a primary yet' },
+  });
   return {
     ...gen,
     ...(input.currentPrimary ? { currentPrimary: input.currentPrimary } : {}),

@@ -1,4 +1,3 @@
-import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../../common/logger.js';
 import { type ClusterControllerOptions, clusterController } from '../clusterController.js';
 import type { Controller } from '../runtime/controller.js';
@@ -7,15 +6,13 @@ import { clusterOfPod } from './desired.js';
 import { RedisClusterReconciler } from './reconciler.js';
 
 export interface RedisClusterControllerOptions extends ClusterControllerOptions {
-  /** The reconciler reads the RedisCluster, its Secret and Pods with these credentials. */
-  kubeConfig: KubeConfig;
   log: Logger;
 }
 
 /** RedisClusters; a pod turning ready or not wakes its cluster's topology reconcile. */
 export function redisClusterController(manager: Manager, opts: RedisClusterControllerOptions): Controller {
   const reconciler = new RedisClusterReconciler({
-    kubeConfig: opts.kubeConfig,
+    client: manager.client,
     applier: manager.applier,
     log: opts.log.child({ controller: 'RedisCluster' }),
   });

@@ -1,5 +1,7 @@
 import type { RedisCluster, RedisClusterStatus } from '../../common/resources/types.gen.js';
-import { setCondition } from '../runtime/conditions.js';
+import { clusterConditions } from '../clusterStatus.js';
+import type { Problem } from '../reasons.js';
+import type { Condition } from '../runtime/conditions.js';
 import {
   analyse,
   balance,
@@ -18,7 +20,7 @@ import {
 /**
  * The RedisCluster's status from what the reconciler observed: a pure function.
  *
- * Conditions:
+ * Conditions (clusterStatus.ts):
  * - Accepted: the spec can work as written (False: InvalidSpec, with what to change).
  * - Ready: every pod is ready and in the cluster, all 16384 slots are served by healthy
  *   masters, `masters` slot owners each with `replicasPerMaster` replicas.
@@ -27,13 +29,9 @@ import {
  * Ready and Degraded carry the same reason while degraded: the first problem found.
  */
 
-type Condition = NonNullable<RedisClusterStatus['conditions']>[number];
 type NodeStatus = NonNullable<RedisClusterStatus['nodes']>[number];
 
-export interface Problem {
-  readonly reason: string;
-  readonly message: string;
-}
+export type { Problem };
 
 export interface StatusInput {
   readonly cluster: RedisCluster;
@@ -162,51 +160,47 @@ export function health(input: Omit<StatusInput, 'cluster' | 'now' | 'invalid' | 
 export function computeStatus(input: StatusInput): RedisClusterStatus {
   const { cluster, now } = input;
   const generation = cluster.metadata.generation;
-  const prev = cluster.status?.conditions;
-  const cond = (type: string, ok: boolean, p: Problem): Condition =>
-    setCondition(
-      prev,
-      {
-        type,
-        status: ok ? 'True' : 'False',
-        reason: p.reason,
-        message: p.message,
-        ...(generation !== undefined ? { observedGeneration: generation } : {}),
-      },
-      now,
-    ).find((c) => c.type === type)! as Condition;
+  const gen = generation !== undefined ? { observedGeneration: generation } : {};
+  const common = {
+    previous: cluster.status?.conditions as Condition[] | undefined,
+    generation,
+    now,
+    validMessage: 'the spec is valid',
+    notInForce: { reason: 'InvalidSpec', message: 'the spec is not in force' },
+  } as const;
 
   if (input.invalid) {
     return {
-      ...(generation !== undefined ? { observedGeneration: generation } : {}),
+      ...gen,
       readyNodes: cluster.status?.readyNodes ?? 0,
       slotsCovered: cluster.status?.slotsCovered ?? 0,
       nodes: cluster.status?.nodes ?? [],
-      conditions: [
-        cond('Accepted', false, input.invalid),
-        cond('Ready', false, input.invalid),
-        cond('Degraded', false, { reason: 'InvalidSpec', message: 'the spec is not in force' }),
-      ],
+      conditions: clusterConditions({
+        ...common,
+        invalid: input.invalid,
+        formed: false,
+        healthy: input.invalid,
+        notFormed: input.invalid,
+      }) as never,
     };
   }
   const h = health(input);
-  const accepted = { reason: 'Valid', message: 'the spec is valid' };
   const problems = input.blocked ? [input.blocked, ...h.problems] : h.problems;
   const first = problems[0];
-  const healthy = {
-    reason: 'ClusterHealthy',
-    message: `${h.readyNodes} nodes, ${input.shape.masters} masters with ${input.shape.replicasPerMaster} replica(s) each, all ${CLUSTER_SLOTS} slots served`,
-  };
-  const forming = { reason: 'Forming', message: first?.message ?? 'forming the cluster' };
   return {
-    ...(generation !== undefined ? { observedGeneration: generation } : {}),
+    ...gen,
     readyNodes: h.readyNodes,
     slotsCovered: h.slotsCovered,
     nodes: h.nodes,
-    conditions: [
-      cond('Accepted', true, accepted),
-      cond('Ready', first === undefined, first ?? healthy),
-      h.formed ? cond('Degraded', first !== undefined, first ?? healthy) : cond('Degraded', false, forming),
-    ],
+    conditions: clusterConditions({
+      ...common,
+      problem: first,
+      formed: h.formed,
+      healthy: {
+        reason: 'ClusterHealthy',
+        message: `${h.readyNodes} nodes, ${input.shape.masters} masters with ${input.shape.replicasPerMaster} replica(s) each, all ${CLUSTER_SLOTS} slots served`,
+      },
+      notFormed: { reason: 'Forming', message: first?.message ?? 'forming the cluster' },
+    }) as never,
   };
 }

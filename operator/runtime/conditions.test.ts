@@ -43,7 +43,11 @@ describe('setCondition', () => {
   });
 
   it('moves lastTransitionTime when the status changes', () => {
-    const a = setCondition([], { type: 'Ready', status: 'False', reason: 'X', message: '' }, t0);
+    const a = setCondition(
+      [],
+      { type: 'Ready', status: 'False', reason: 'ReplicaNotStreaming', message: '' },
+      t0,
+    );
     const b = setCondition(a, { type: 'Ready', status: 'True', reason: 'Ready', message: '' }, t1);
     expect(b[0]?.lastTransitionTime).toBe('2026-01-01T10:05:00Z');
   });
@@ -54,7 +58,7 @@ describe('setCondition', () => {
       {
         type: 'Ready',
         status: 'False' as const,
-        reason: 'X',
+        reason: 'ReplicaNotStreaming',
         message: '',
         lastTransitionTime: '2025-01-01T00:00:00Z',
       },
@@ -68,7 +72,7 @@ describe('setCondition', () => {
   it('bounds the message to what the API server accepts', () => {
     const out = setCondition(
       [],
-      { type: 'Ready', status: 'False', reason: 'X', message: 'x'.repeat(40_000) },
+      { type: 'Ready', status: 'False', reason: 'ReplicaNotStreaming', message: 'x'.repeat(40_000) },
       t0,
     );
     expect(out[0]?.message?.length).toBe(32_768);

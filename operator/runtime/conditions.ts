@@ -1,3 +1,5 @@
+import type { ConditionReason } from '../reasons.js';
+
 /**
  * Standard status conditions (metav1.Condition): type, status, reason, message,
  * observedGeneration, lastTransitionTime. The transition time changes only when the
@@ -18,8 +20,8 @@ export interface Condition {
 export interface ConditionInput {
   type: string;
   status: ConditionStatus;
-  /** CamelCase, machine-readable. */
-  reason: string;
+  /** CamelCase, machine-readable, from the operator's closed list (reasons.ts). */
+  reason: ConditionReason;
   /** What a user can do about it. */
   message: string;
   observedGeneration?: number;

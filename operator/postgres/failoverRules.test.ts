@@ -11,7 +11,7 @@ import {
   parseLsn,
   primaryLabelPatch,
   walReceiptStopped,
-} from './failover.js';
+} from './failoverRules.js';
 
 const r = (pod: string, receivedLsn?: string, replayedLsn?: string, extra = {}) => ({
   pod,

@@ -1,0 +1,219 @@
+/**
+ * The closed list of condition reasons the operator writes, for every kind it serves (the
+ * policy kinds, RedisCluster, PostgresCluster). Each names what is wrong (or that nothing
+ * is), the conditions it appears on with their status, and what a user does about it.
+ * A reason is typed `ConditionReason`, so one that is not in this list does not compile;
+ * reasons.test.ts checks that every row is documented and every reason written is a row.
+ */
+
+export type ConditionType = 'Accepted' | 'Ready' | 'Degraded';
+
+export interface ReasonSpec {
+  /** The conditions that carry it, each with the status it comes with. */
+  readonly on: Readonly<Partial<Record<ConditionType, 'True' | 'False'>>>;
+  /** One sentence: what it means and what to do. */
+  readonly doc: string;
+}
+
+/** A cluster problem: Ready=False, and Degraded=True once the cluster has been formed. */
+const clusterProblem = { Ready: 'False', Degraded: 'True' } as const;
+const notReady = { Ready: 'False' } as const;
+
+export const conditionReasons = {
+  // Every kind.
+  Valid: {
+    on: { Accepted: 'True' },
+    doc: 'The spec passes every rule of the kind (schema, CEL rules, and the checks beyond them).',
+  },
+  InvalidSpec: {
+    on: { Accepted: 'False', Ready: 'False', Degraded: 'False' },
+    doc: 'The spec breaks a rule of the kind; the message lists each field and rule. Fix the spec; until then it is not in force.',
+  },
+  SecretNotFound: {
+    on: clusterProblem,
+    doc: 'A Secret the resource refers to (clientSecretRef, login.encryptionKeySecretRef, a PostgresCluster’s superuserSecretRef or appSecretRef) does not exist in its namespace, or lacks the key. Create it.',
+  },
+
+  // Policy kinds (QuotaPolicy, OAuth2Provider, AccessPolicy, RiskModel).
+  Ready: {
+    on: { Ready: 'True' },
+    doc: 'Everything the resource refers to exists and is usable; the sidecars apply it.',
+  },
+  ProviderNotFound: {
+    on: notReady,
+    doc: 'An AccessPolicy names an OAuth2Provider (spec.providers or spec.login.providers) that does not exist in its namespace. Create it or fix the name.',
+  },
+  ProviderNotReady: {
+    on: notReady,
+    doc: 'An OAuth2Provider the AccessPolicy names exists but is not usable itself (invalid, or its Secret is missing); the message quotes the provider’s problem.',
+  },
+  ProviderLoginDisabled: {
+    on: notReady,
+    doc: 'spec.login.providers names an OAuth2Provider without login.enabled, so browsers cannot be sent to it. Enable login on the provider or remove it from the list.',
+  },
+  SecretKeyNotFound: {
+    on: notReady,
+    doc: 'The referenced Secret exists but has no such key, or its value is empty. Add the key to the Secret or fix the key name in the reference.',
+  },
+  InvalidEncryptionKey: {
+    on: notReady,
+    doc: 'The session key Secret value is not a 32-byte AES-256 key (raw, hex or base64; several separated by whitespace or commas). Write a key made with e.g. `openssl rand -base64 32`.',
+  },
+  ConfigMapNotFound: {
+    on: notReady,
+    doc: 'The ConfigMap holding the RiskModel’s model (spec.model.configMapRef) does not exist in its namespace. Create it (kubectl create configmap --from-file puts a binary file in binaryData).',
+  },
+  ConfigMapKeyNotFound: {
+    on: notReady,
+    doc: 'The model ConfigMap has no such binaryData key (a key in data does not count: a model is binary). Add the model under that key or fix the key name.',
+  },
+  ModelDigestMismatch: {
+    on: notReady,
+    doc: 'The model bytes in the ConfigMap do not have the sha256 in spec.model.sha256, so sidecars refuse to load them. Put the intended model in the ConfigMap, or update spec.model.sha256 to the new model’s digest.',
+  },
+
+  // Both cluster kinds.
+  ApplyFailed: {
+    on: clusterProblem,
+    doc: 'Server-side apply of a child object (Secret, ConfigMap, Service, StatefulSet, PodDisruptionBudget) failed; the message quotes the API server. Usually RBAC or an admission webhook; retried with backoff.',
+  },
+
+  // RedisCluster.
+  ClusterHealthy: {
+    on: { Ready: 'True', Degraded: 'False' },
+    doc: 'Every pod is in the Redis cluster, all 16384 hash slots are served by healthy masters, each with its replicas.',
+  },
+  Forming: {
+    on: { Ready: 'False', Degraded: 'False' },
+    doc: 'The Redis cluster is being formed for the first time (pods starting, CLUSTER MEET, slot assignment); wait.',
+  },
+  PasswordSecretNotFound: {
+    on: clusterProblem,
+    doc: 'The Secret named by spec.passwordSecretRef does not exist or has no value under the key. Create it, or remove the reference to have one generated.',
+  },
+  ScaleInBlocked: {
+    on: clusterProblem,
+    doc: 'The new masters/replicasPerMaster would remove pods that serve hash slots, which the operator does not move off; the StatefulSet keeps its size. Restore the previous spec.',
+  },
+  NodesNotReady: {
+    on: clusterProblem,
+    doc: 'Fewer Redis pods are ready than the spec declares; the message names the pods that are not. Look at those pods.',
+  },
+  SlotsNotCovered: {
+    on: clusterProblem,
+    doc: 'Some hash slots have no healthy master serving them; keys in them cannot be read or written until a replica takes over or the operator reassigns them.',
+  },
+  NodesJoining: {
+    on: clusterProblem,
+    doc: 'Ready pods are not in the Redis cluster yet; the operator is introducing them (CLUSTER MEET).',
+  },
+  NodesLeaving: {
+    on: clusterProblem,
+    doc: 'The Redis cluster still knows nodes whose pods are gone; the operator is making it forget them.',
+  },
+  NodesFailing: {
+    on: clusterProblem,
+    doc: 'Redis marks some nodes as failing although every pod runs; look at the named nodes’ logs and network.',
+  },
+  MastersMismatch: {
+    on: clusterProblem,
+    doc: 'The number of masters owning slots differs from spec.masters; the operator is assigning or moving slots.',
+  },
+  Rebalancing: {
+    on: clusterProblem,
+    doc: 'Hash slots (with their keys) are being moved so that every master serves an even share; wait.',
+  },
+  ReplicasMissing: {
+    on: clusterProblem,
+    doc: 'Some masters have fewer healthy replicas than spec.replicasPerMaster; the operator attaches replicas as pods become ready.',
+  },
+  ClusterStateFail: {
+    on: clusterProblem,
+    doc: 'A node reports cluster_state:fail, so the Redis cluster refuses commands; usually slots are uncovered or a majority of masters is unreachable.',
+  },
+  NodesUnreachable: {
+    on: clusterProblem,
+    doc: 'Ready pods whose Redis the operator cannot reach or authenticate to; the message quotes each error.',
+  },
+
+  // PostgresCluster.
+  Healthy: {
+    on: { Ready: 'True', Degraded: 'False' },
+    doc: 'The primary accepts writes and every other instance streams from it.',
+  },
+  NotFormed: {
+    on: { Degraded: 'False' },
+    doc: 'The cluster has never had a primary, so it cannot be degraded yet (Ready says what it waits for).',
+  },
+  Bootstrapping: {
+    on: notReady,
+    doc: 'The first instance is being created and initialised as the primary; wait.',
+  },
+  ScaleDownBlocked: {
+    on: clusterProblem,
+    doc: 'Lowering spec.instances would remove the primary; the StatefulSet keeps its size until spec.switchoverTo moves the primary to a lower instance.',
+  },
+  PrimaryUnavailable: {
+    on: clusterProblem,
+    doc: 'The primary does not accept writes; unless it recovers within spec.failover.delay, the most advanced replica is promoted.',
+  },
+  WaitingForOldPrimary: {
+    on: clusterProblem,
+    doc: 'A new primary is promoted once the former one has stopped answering as a primary (a clean shutdown during a switchover); wait.',
+  },
+  FencingInProgress: {
+    on: clusterProblem,
+    doc: 'The lost primary is fenced but still answers as a primary; promotion waits until its instance manager stops it.',
+  },
+  ReplicasStillReceiving: {
+    on: clusterProblem,
+    doc: 'Replicas are still receiving WAL, so the old primary may still be sending; promotion waits until their positions stop moving.',
+  },
+  NotEnoughReplicas: {
+    on: clusterProblem,
+    doc: 'With synchronous replication, too few replicas can be read to be sure the most advanced one holds every acknowledged commit; failover waits for more of them.',
+  },
+  NoFailoverCandidate: {
+    on: clusterProblem,
+    doc: 'No ready, unfenced replica can be promoted; the cluster has no primary until one is back.',
+  },
+  PromotionPending: {
+    on: clusterProblem,
+    doc: 'The chosen replica was told to promote and has not finished yet; wait.',
+  },
+  PromotionFailed: {
+    on: clusterProblem,
+    doc: 'Promoting the chosen replica failed; the message quotes PostgreSQL’s error. Retried on the next reconcile.',
+  },
+  SwitchoverWaiting: {
+    on: clusterProblem,
+    doc: 'spec.switchoverTo names an instance that is not a streaming replica yet (or is fenced); the switchover starts once it streams.',
+  },
+  SplitBrainPrevented: {
+    on: clusterProblem,
+    doc: 'Instances other than the designated primary answer as primaries; they are kept out of -rw and fenced until their instance managers stop them.',
+  },
+  InstancesMissing: {
+    on: clusterProblem,
+    doc: 'Fewer instance pods exist than spec.instances; the StatefulSet is creating them.',
+  },
+  InstanceFenced: {
+    on: clusterProblem,
+    doc: 'A former primary is fenced; it rejoins as a replica (pg_rewind or a fresh clone) once its pod runs again.',
+  },
+  ReplicaNotStreaming: {
+    on: clusterProblem,
+    doc: 'A replica is not streaming WAL from the primary (not ready, unreachable or no WAL receiver); the message says which and why.',
+  },
+} as const satisfies Record<string, ReasonSpec>;
+
+/** A condition reason the operator may write: one of the rows above. */
+export type ConditionReason = keyof typeof conditionReasons;
+
+export const allConditionReasons = Object.keys(conditionReasons) as ConditionReason[];
+
+/** Why a resource is not (yet) as its spec says: a condition's reason and its message. */
+export interface Problem {
+  readonly reason: ConditionReason;
+  readonly message: string;
+}
