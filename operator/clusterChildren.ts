@@ -3,6 +3,8 @@ import type {
   V1ObjectMeta,
   V1PersistentVolumeClaim,
   V1PodDisruptionBudget,
+  V1Service,
+  V1ServicePort,
   V1Volume,
 } from '@kubernetes/client-node';
 import { controllerRef } from './runtime/controller.js';
@@ -12,6 +14,20 @@ import { controllerRef } from './runtime/controller.js';
  * same way: metadata owned by the cluster, the `data` volume, spreading over nodes, and the
  * PodDisruptionBudget. Each kind's desired.ts composes them with what is its own.
  */
+
+/** The children every data cluster has, by name. */
+export interface ClusterChildNames {
+  readonly configMap: string;
+  /** Headless Service: one DNS name per pod, not-ready addresses published. */
+  readonly headless: string;
+  readonly statefulSet: string;
+  readonly pdb: string;
+}
+
+/** `<name>-config`, `<name>-<headlessSuffix>`, and the StatefulSet and PDB named as the cluster. */
+export function clusterChildNames(name: string, headlessSuffix: string): ClusterChildNames {
+  return { configMap: `${name}-config`, headless: `${name}-${headlessSuffix}`, statefulSet: name, pdb: name };
+}
 
 interface Owner {
   apiVersion?: string;
@@ -83,5 +99,22 @@ export function podDisruptionBudget(
     kind: 'PodDisruptionBudget',
     metadata: meta,
     spec: { maxUnavailable: 1, selector: { matchLabels: selector } },
+  };
+}
+
+/**
+ * The StatefulSet's governing Service: one DNS name per pod, published before the pods are
+ * ready, since instances must find each other (and the operator them) while they start.
+ */
+export function headlessService(
+  meta: V1ObjectMeta,
+  selector: Record<string, string>,
+  ports: V1ServicePort[],
+): V1Service {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta,
+    spec: { clusterIP: 'None', publishNotReadyAddresses: true, selector, ports },
   };
 }

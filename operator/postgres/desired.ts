@@ -8,7 +8,15 @@ import type {
 } from '@kubernetes/client-node';
 import { reservedPostgresParameters } from '../../common/resources/kinds/postgresCluster.js';
 import type { PostgresCluster, PostgresClusterSpec } from '../../common/resources/types.gen.js';
-import { childMeta, dataVolume, podDisruptionBudget, spreadOverNodes } from '../clusterChildren.js';
+import {
+  type ClusterChildNames,
+  childMeta,
+  clusterChildNames,
+  dataVolume,
+  headlessService,
+  podDisruptionBudget,
+  spreadOverNodes,
+} from '../clusterChildren.js';
 import { clusterLabels } from '../clusterLabels.js';
 import { ROLE_LABEL } from './failoverRules.js';
 import { instanceManagerScript, POSTGRES_PORT, SUPERUSER } from './instanceManager.js';
@@ -35,32 +43,24 @@ export const DATA_MOUNT = '/var/lib/postgresql/data';
 export const SOCKET_DIR = '/var/run/postgresql';
 export const PGDATA = `${DATA_MOUNT}/pgdata`;
 
-export interface PostgresClusterNames {
+export interface PostgresClusterNames extends ClusterChildNames {
   /** Generated superuser Secret (unused with spec.superuserSecretRef). */
   readonly superuserSecret: string;
   /** Generated application Secret (unused with spec.appSecretRef). */
   readonly appSecret: string;
-  readonly configMap: string;
-  /** Headless Service: one DNS name per pod, not-ready addresses published. */
-  readonly headless: string;
   /** Read-write: the primary only. */
   readonly rw: string;
   /** Read-only: the replicas. */
   readonly ro: string;
-  readonly statefulSet: string;
-  readonly pdb: string;
 }
 
 export function namesOf(name: string): PostgresClusterNames {
   return {
+    ...clusterChildNames(name, 'instances'),
     superuserSecret: `${name}-superuser`,
     appSecret: `${name}-app`,
-    configMap: `${name}-config`,
-    headless: `${name}-instances`,
     rw: `${name}-rw`,
     ro: `${name}-ro`,
-    statefulSet: name,
-    pdb: name,
   };
 }
 
@@ -335,12 +335,7 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
     .slice(0, 16);
 
   const port = { name: 'postgres', port: POSTGRES_PORT, targetPort: 'postgres', protocol: 'TCP' };
-  const headless: V1Service = {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: meta(names.headless),
-    spec: { clusterIP: 'None', publishNotReadyAddresses: true, selector, ports: [port] },
-  };
+  const headless = headlessService(meta(names.headless), selector, [port]);
   const rw: V1Service = {
     apiVersion: 'v1',
     kind: 'Service',

@@ -1,5 +1,6 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import type { PostgresClusterStatus } from '../../common/resources/types.gen.js';
+import { perRegistry } from '../runtime/metrics.js';
 import type { ObjectKey } from '../runtime/types.js';
 
 /** What a PostgreSQL operator is watched by: failovers, the primary's health, replica lag. */
@@ -9,13 +10,8 @@ export interface PostgresMetrics {
   replicaLagBytes: Gauge<'namespace' | 'cluster' | 'instance'>;
 }
 
-const byRegistry = new WeakMap<Registry, PostgresMetrics>();
-
-export function postgresMetrics(registry: Registry): PostgresMetrics {
-  let m = byRegistry.get(registry);
-  if (m) return m;
-  const registers = [registry];
-  m = {
+export const postgresMetrics = perRegistry(
+  (registers): PostgresMetrics => ({
     failovers: new Counter({
       name: 'nox_postgres_failovers_total',
       help: 'Primary changes by kind: failover (the primary was lost) or switchover (requested).',
@@ -34,10 +30,8 @@ export function postgresMetrics(registry: Registry): PostgresMetrics {
       labelNames: ['namespace', 'cluster', 'instance'],
       registers,
     }),
-  };
-  byRegistry.set(registry, m);
-  return m;
-}
+  }),
+);
 
 /** The gauges of one cluster after a reconcile: the primary's health and each replica's lag. */
 export function recordClusterMetrics(

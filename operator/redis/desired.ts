@@ -8,7 +8,15 @@ import type {
 } from '@kubernetes/client-node';
 import { reservedRedisSettings } from '../../common/resources/kinds/redisCluster.js';
 import type { RedisCluster, RedisClusterSpec } from '../../common/resources/types.gen.js';
-import { childMeta, dataVolume, podDisruptionBudget, spreadOverNodes } from '../clusterChildren.js';
+import {
+  type ClusterChildNames,
+  childMeta,
+  clusterChildNames,
+  dataVolume,
+  headlessService,
+  podDisruptionBudget,
+  spreadOverNodes,
+} from '../clusterChildren.js';
 import { clusterLabels } from '../clusterLabels.js';
 
 /**
@@ -23,27 +31,15 @@ export const PASSWORD_KEY = 'password';
 /** Where the pod template records the hash of redis.conf, so that a config change rolls the pods. */
 export const CONFIG_HASH_ANNOTATION = 'nox.dev/config-hash';
 
-export interface RedisClusterNames {
+export interface RedisClusterNames extends ClusterChildNames {
   /** The generated password Secret (unused when spec.passwordSecretRef is set). */
   readonly secret: string;
-  readonly configMap: string;
-  /** Headless Service: one DNS name per pod, not-ready addresses published. */
-  readonly headless: string;
   /** Client Service. */
   readonly client: string;
-  readonly statefulSet: string;
-  readonly pdb: string;
 }
 
 export function namesOf(name: string): RedisClusterNames {
-  return {
-    secret: `${name}-auth`,
-    configMap: `${name}-config`,
-    headless: `${name}-nodes`,
-    client: name,
-    statefulSet: name,
-    pdb: name,
-  };
+  return { ...clusterChildNames(name, 'nodes'), secret: `${name}-auth`, client: name };
 }
 
 const labels = clusterLabels('redis', 'redis-cluster');
@@ -177,18 +173,7 @@ export function desiredChildren(cluster: RedisCluster, input: DesiredInput = {})
     { name: 'redis', port: REDIS_PORT, targetPort: 'redis', protocol: 'TCP' },
     { name: 'bus', port: BUS_PORT, targetPort: 'bus', protocol: 'TCP' },
   ];
-  const headless: V1Service = {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: meta(names.headless),
-    spec: {
-      clusterIP: 'None',
-      // Nodes must find each other (and the operator them) before they are ready.
-      publishNotReadyAddresses: true,
-      selector,
-      ports,
-    },
-  };
+  const headless = headlessService(meta(names.headless), selector, ports);
   const client: V1Service = {
     apiVersion: 'v1',
     kind: 'Service',

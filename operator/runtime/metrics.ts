@@ -11,14 +11,26 @@ export interface OperatorMetrics {
   watchObjects: Gauge<'resource'>;
 }
 
-const byRegistry = new WeakMap<Registry, OperatorMetrics>();
+/**
+ * `make`'s metrics on a registry, made on first use and then shared: several components of
+ * one process (the cache, controllers, elector, reconcilers) ask for them, and prom-client
+ * refuses a second metric of the same name on a registry.
+ */
+export function perRegistry<M>(make: (registers: Registry[]) => M): (registry: Registry) => M {
+  const byRegistry = new WeakMap<Registry, M>();
+  return (registry) => {
+    let m = byRegistry.get(registry);
+    if (m === undefined) {
+      m = make([registry]);
+      byRegistry.set(registry, m);
+    }
+    return m;
+  };
+}
 
 /** The metrics on `registry`, made on first use (the cache, controllers and elector share them). */
-export function operatorMetrics(registry: Registry): OperatorMetrics {
-  let m = byRegistry.get(registry);
-  if (m) return m;
-  const registers = [registry];
-  m = {
+export const operatorMetrics = perRegistry((registers): OperatorMetrics => {
+  const m: OperatorMetrics = {
     reconciles: new Counter({
       name: 'nox_operator_reconciles_total',
       help: 'Reconciles by kind and result: success, requeue (come back later), error (retried with backoff), terminal (reported in status, not retried).',
@@ -63,6 +75,5 @@ export function operatorMetrics(registry: Registry): OperatorMetrics {
     }),
   };
   m.leader.set(0);
-  byRegistry.set(registry, m);
   return m;
-}
+});
