@@ -1,15 +1,9 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { V1Pod, V1Service } from '@kubernetes/client-node';
+import { pods as podsType, services as servicesType } from '../../common/kube/resources.js';
 import type { Kube } from './kube.js';
 import { serviceEndpoints } from './kubelet/endpoints.js';
-import {
-  itemOf,
-  itemsOf,
-  keyOf,
-  pods as podsType,
-  services as servicesType,
-  watchAll,
-} from './kubelet/watch.js';
+import { itemOf, itemsOf, keyOf, watchAll } from './kubelet/watch.js';
 
 /**
  * A stand-in for kube-proxy, and only for that: for every TCP port of every Service with a

@@ -8,6 +8,7 @@ import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
 import { testLog } from '../harness/log.js';
 import { type RunningOperator, startOperator } from '../harness/operator.js';
 import { waitUntil } from '../harness/process.js';
+import { scrapedMetric } from '../harness/registry.js';
 
 /**
  * The built nox-operator (`node dist/operator/main.js`) against a real kube-apiserver,
@@ -30,18 +31,6 @@ interface Cond {
 interface Obj {
   metadata: { generation?: number; resourceVersion?: string };
   status?: { observedGeneration?: number; conditions?: Cond[] };
-}
-
-async function metric(port: number, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(\{[^}]*\})? ([-+0-9.eE]+|NaN)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const ls = m[2] ?? '';
-    if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
 }
 
 describe('nox-operator: policy status', () => {
@@ -74,22 +63,24 @@ describe('nox-operator: policy status', () => {
     reason?: string,
     timeoutMs = 10_000,
   ) => {
-    const t0 = Date.now();
     let last: Obj | undefined;
-    while (Date.now() - t0 < timeoutMs) {
-      last = await get(plural, name);
-      const c = cond(last, 'Ready');
-      if (
-        c?.status === status &&
-        (!reason || c.reason === reason) &&
-        last.status?.observedGeneration === last.metadata.generation
-      )
-        return { obj: last, ready: c, ms: Date.now() - t0 };
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(
-      `${plural}/${name}: Ready not ${status}/${reason} within ${timeoutMs} ms; status ${JSON.stringify(last?.status)}`,
-    );
+    const ms = await waitUntil(
+      `${plural}/${name} Ready ${status}/${reason}`,
+      async () => {
+        last = await get(plural, name);
+        const c = cond(last, 'Ready');
+        return (
+          c?.status === status &&
+          (!reason || c.reason === reason) &&
+          last.status?.observedGeneration === last.metadata.generation
+        );
+      },
+      timeoutMs,
+      { intervalMs: 50 },
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}; status ${JSON.stringify(last?.status)}`);
+    });
+    return { obj: last as Obj, ready: cond(last as Obj, 'Ready')!, ms };
   };
 
   const provider = (name: string, spec: Record<string, unknown> = {}) => ({
@@ -279,15 +270,25 @@ describe('nox-operator: policy status', () => {
       expect(r.ready.lastTransitionTime).toBe(first.ready.lastTransitionTime);
     }
     // A status write does not make the operator write again (no reconcile loop on its own writes).
+    // The signal that the operator has processed the events after its status write: a policy
+    // created after it is Ready and nothing is left in its QuotaPolicy queue.
     const rv = (await get('quotapolicies', 'quotas')).metadata.resourceVersion;
-    await new Promise((r) => setTimeout(r, 1500));
+    await apply('quotapolicies', quotaPolicy('quotas-marker', 100));
+    await waitReady('quotapolicies', 'quotas-marker', 'True', 'Ready');
+    await waitUntil(
+      'an empty QuotaPolicy queue',
+      async () =>
+        (await scrapedMetric(op.httpPort, 'nox_operator_queue_depth', { kind: 'QuotaPolicy' })) === 0,
+      5000,
+      { intervalMs: 50 },
+    );
     expect((await get('quotapolicies', 'quotas')).metadata.resourceVersion).toBe(rv);
   });
 
   it('survives an API server restart: watches come back and a fix made afterwards is picked up within seconds', async () => {
     await apply('accesspolicies', accessPolicy('after-restart', { providers: ['late'] }));
     await waitReady('accesspolicies', 'after-restart', 'False', 'ProviderNotFound');
-    const restartsBefore = await metric(op.httpPort, 'nox_operator_watch_restarts_total');
+    const restartsBefore = await scrapedMetric(op.httpPort, 'nox_operator_watch_restarts_total');
 
     const t0 = Date.now();
     await kube.restartApiServer();
@@ -307,18 +308,23 @@ describe('nox-operator: policy status', () => {
       },
       30_000,
     );
-    expect(await metric(op.httpPort, 'nox_operator_watch_restarts_total')).toBeGreaterThan(restartsBefore);
+    expect(await scrapedMetric(op.httpPort, 'nox_operator_watch_restarts_total')).toBeGreaterThan(
+      restartsBefore,
+    );
     expect((await fetch(`http://127.0.0.1:${op.httpPort}/readyz`)).status).toBe(200);
     expect(op.service.exited()).toBe(false);
-    expect(await metric(op.httpPort, 'nox_operator_leader')).toBe(1);
+    expect(await scrapedMetric(op.httpPort, 'nox_operator_leader')).toBe(1);
   });
 
   it('counts reconciles and reports no errors for healthy policies', async () => {
     expect(
-      await metric(op.httpPort, 'nox_operator_reconciles_total', { kind: 'AccessPolicy', result: 'success' }),
+      await scrapedMetric(op.httpPort, 'nox_operator_reconciles_total', {
+        kind: 'AccessPolicy',
+        result: 'success',
+      }),
     ).toBeGreaterThan(0);
     expect(
-      await metric(op.httpPort, 'nox_operator_reconcile_seconds_count', { kind: 'RiskModel' }),
+      await scrapedMetric(op.httpPort, 'nox_operator_reconcile_seconds_count', { kind: 'RiskModel' }),
     ).toBeGreaterThan(0);
     const text = await (await fetch(`http://127.0.0.1:${op.httpPort}/metrics`)).text();
     expect(text).toContain('nox_operator_queue_depth{kind="QuotaPolicy"');

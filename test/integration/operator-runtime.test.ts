@@ -15,7 +15,7 @@ import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
 import { testLog } from '../harness/log.js';
 import { freePort } from '../harness/ports.js';
 import { type Service, sleep, start, waitUntil } from '../harness/process.js';
-import { metricSum } from '../harness/registry.js';
+import { metricSum, scrapedMetric } from '../harness/registry.js';
 import { repoRoot } from '../harness/tools.js';
 
 /**
@@ -37,18 +37,6 @@ interface Lease {
     leaseDurationSeconds?: number;
     renewTime?: string;
   };
-}
-
-async function metric(port: number, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(\{[^}]*\})? ([-+0-9.eE]+|NaN)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const ls = m[2] ?? '';
-    if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
 }
 
 describe('operator runtime against a real kube-apiserver', () => {
@@ -111,7 +99,7 @@ describe('operator runtime against a real kube-apiserver', () => {
     const leaders = async () => {
       const out: string[] = [];
       for (const [id, o] of running)
-        if (!o.svc.exited() && (await metric(o.port, 'nox_operator_leader')) === 1) out.push(id);
+        if (!o.svc.exited() && (await scrapedMetric(o.port, 'nox_operator_leader')) === 1) out.push(id);
       return out;
     };
     /** Polls until exactly one process says it leads and the Lease names it; returns it and the time taken. */
@@ -171,10 +159,10 @@ describe('operator runtime against a real kube-apiserver', () => {
       await serverSideApply(kc, '/apis/nox.dev/v1alpha1/namespaces/le/quotapolicies', quota('q1'));
       await waitUntil('q1 Ready', async () => (await readyReason('q1')) === 'Ready', 10_000);
       const l = running.get(leader) as { port: number };
-      expect(await metric(l.port, 'nox_operator_reconciles_total', { kind: 'QuotaPolicy' })).toBeGreaterThan(
-        0,
-      );
-      expect(await metric(s.port, 'nox_operator_reconciles_total')).toBe(0);
+      expect(
+        await scrapedMetric(l.port, 'nox_operator_reconciles_total', { kind: 'QuotaPolicy' }),
+      ).toBeGreaterThan(0);
+      expect(await scrapedMetric(s.port, 'nox_operator_reconciles_total')).toBe(0);
       // Stable: over several renewals nobody else takes it. The signal: the leader has renewed
       // the Lease for a whole lease duration since this point.
       const from = Date.now();

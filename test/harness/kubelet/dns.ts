@@ -1,6 +1,7 @@
 import type { KubeConfig, V1Pod, V1Service } from '@kubernetes/client-node';
+import { pods as podsType, services as servicesType } from '../../../common/kube/resources.js';
 import { serviceEndpoints } from './endpoints.js';
-import { itemsOf, pods as podsType, services as servicesType, watchAll } from './watch.js';
+import { itemsOf, watchAll } from './watch.js';
 
 /**
  * Cluster DNS, as a hosts file per pod (read through nss_wrapper's NSS_WRAPPER_HOSTS): what

@@ -16,6 +16,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { KubeConfig, V1Container, V1EnvVar, V1Pod, V1Probe, V1Volume } from '@kubernetes/client-node';
 import { ApiException, CoreV1Api } from '@kubernetes/client-node';
+import { pods as podsType } from '../../../common/kube/resources.js';
 import type { Kube } from '../kube.js';
 import { kubeRequest } from '../kubeHttp.js';
 import { isFree } from '../ports.js';
@@ -33,7 +34,7 @@ import {
   volumeOwner,
 } from './sandbox.js';
 import { chownTree, type FileSpec, formatMap, syncDir, writeFileAtomic } from './volumes.js';
-import { pods as podsType, watchAll } from './watch.js';
+import { watchAll } from './watch.js';
 
 /**
  * A stand-in for the kubelet, and only for that: nothing here runs containers, so for each

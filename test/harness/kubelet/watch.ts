@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { KubeClient, type KubeObject, type ResourceType } from '../../../common/kube/client.js';
 import { Informer, type InformerMetrics } from '../../../common/kube/informer.js';
+
 import { createLogger, type Logger } from '../../../common/logger.js';
 import { runDir } from '../tools.js';
 
@@ -11,15 +12,6 @@ import { runDir } from '../tools.js';
  * Informer as the sidecar and the operator: one list+watch loop in the repository, so the
  * stand-ins see relists, 410s and stalls handled exactly as the programs under test do.
  */
-
-export const pods: ResourceType = { group: '', version: 'v1', kind: 'Pod', plural: 'pods', namespaced: true };
-export const services: ResourceType = {
-  group: '',
-  version: 'v1',
-  kind: 'Service',
-  plural: 'services',
-  namespaced: true,
-};
 
 /** The stand-ins export no metrics. */
 const noMetrics: InformerMetrics = { healthy: () => {}, restarted: () => {}, objects: () => {} };
