@@ -1,25 +1,27 @@
-import { readFileSync } from 'node:fs';
-import type pg from 'pg';
 import { startHttpServer } from '../common/httpServer.js';
 import { createLogger } from '../common/logger.js';
 import { createRegistry } from '../common/metrics.js';
-import { configSourceFor } from './config/sources.js';
-import { IdentifyStage } from './identity/identifyStage.js';
-import { identityMethodsFor } from './identity/methods.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
-import type { OverrideStore } from './quota/overrides.js';
-import { QuotaStage } from './quota/quotaStage.js';
-import { parseNodes, quotaStoreFor, revocationsFor } from './quota/stores.js';
-import type { UsageRollup } from './quota/usageRollup.js';
-import { secretStoreFor } from './secrets/stores.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
 import { describeSettings, loadSettings, type Settings } from './settings/settings.js';
-import { accessStage } from './stages/access.js';
-import { routeStage } from './stages/route.js';
+import { requestPath } from './stages/order.js';
+import { QuotaStage } from './stages/quota.js';
+import { configSourceFor } from './wiring/config.js';
+import { identifyStageFor, profileSyncFor } from './wiring/identity.js';
+import { kubeFor } from './wiring/kube.js';
+import { loginFor } from './wiring/login.js';
+import { databaseFor } from './wiring/postgres.js';
+import { quotaStoreFor, revocationsFor } from './wiring/quota.js';
+import { redisTargetsFor } from './wiring/redis.js';
+import { secretStoreFor } from './wiring/secrets.js';
 
-/** nox-authz: the Envoy ext_authz sidecar. Settings come from the environment (see --help). */
+/**
+ * nox-authz: the Envoy ext_authz sidecar. Settings come from the environment (see --help).
+ * What starts, in order, and what stops, in order; sidecar/wiring/ builds each part from
+ * the settings, sidecar/stages/order.ts says what a check goes through.
+ */
 async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
     process.stdout.write(
@@ -41,80 +43,38 @@ async function main(): Promise<void> {
   });
 
   const policy = new PolicyStore(log, registry);
-  const quotaStore = await quotaStoreFor(settings, log, registry);
-  const revocations = await revocationsFor(settings, log, registry);
+  const redis = redisTargetsFor(settings);
+  const quotaStore = await quotaStoreFor(settings, redis, log, registry);
+  const revocations = await revocationsFor(settings, redis, log, registry);
   await revocations.start();
-  // PostgreSQL is never on the hot path: overrides are polled into memory, usage is batched.
-  let db: { pool: pg.Pool; overrides: OverrideStore; usage: UsageRollup } | undefined;
-  if (settings.databaseUrl) {
-    const [{ default: pgLib }, { OverrideStore }, { UsageRollup }] = await Promise.all([
-      import('pg'),
-      import('./quota/overrides.js'),
-      import('./quota/usageRollup.js'),
-    ]);
-    const pool = new pgLib.Pool({
-      connectionString: settings.databaseUrl,
-      max: 4,
-      connectionTimeoutMillis: 2000,
-      query_timeout: 5000,
-    });
-    pool.on('error', (err) => log.warn({ err: err.message }, 'postgres connection error'));
-    db = {
-      pool,
-      overrides: new OverrideStore(pool, log, registry),
-      usage: new UsageRollup({ pool, registry, log }),
-    };
-    await db.overrides.start();
-  } else {
-    log.info('NOX_DATABASE_URL is not set: no quota overrides, no usage rollups');
-  }
-  const profiles = db
-    ? new (await import('./identity/profileSync.js')).ProfileSync(db.pool, log, registry, () =>
-        [...(policy.current?.providers ?? [])].filter(([, p]) => p.linkAccountsByEmail).map(([k]) => k),
-      )
-    : undefined;
-  const secrets = await secretStoreFor(settings, log, registry);
+  const db = await databaseFor(settings, log, registry);
+  const profiles = await profileSyncFor(db, policy, log, registry);
+  const kube = await kubeFor(settings);
+  const secrets = await secretStoreFor(settings, kube, log, registry);
   await secrets.start();
-  const { createLogin, sessionStoreFor } = await import('./login/wiring.js');
-  const sessions = await sessionStoreFor(
-    {
-      kind: settings.sessionStore,
-      nodes: parseNodes(settings.redisNodes),
-      ...(settings.redisPasswordFile
-        ? { password: readFileSync(settings.redisPasswordFile, 'utf8').trim() }
-        : {}),
-      timeoutMs: settings.sessionTimeoutMs,
-    },
-    log,
-  );
-  const login = createLogin({ store: sessions, secrets, log, registry });
-  const methods = await identityMethodsFor(
-    settings,
-    secrets,
-    revocations,
-    { session: login.method },
-    registry,
-  );
-  const identify = new IdentifyStage(methods, registry, {
-    revocations,
-    ...(profiles ? { profiles } : {}),
-    linkByEmail: (key) => policy.current?.providers.get(key)?.linkAccountsByEmail === true,
+  const login = await loginFor(settings, redis, secrets, log, registry);
+  const stages = requestPath({
+    login: login.stage,
+    identify: await identifyStageFor(
+      settings,
+      { kube, secrets, revocations, session: login.method, profiles, policy },
+      registry,
+    ),
+    quota: new QuotaStage(quotaStore, registry, db ? { overrides: db.overrides, usage: db.usage } : {}),
   });
-  policy.onSwap((s) => identify.onSnapshot(s));
-  const quotaStage = new QuotaStage(
-    quotaStore,
-    registry,
-    db ? { overrides: db.overrides, usage: db.usage } : {},
-  );
-  const pipeline = new Pipeline(
-    [login.stage, routeStage, identify, login.wrapAccess(accessStage), quotaStage],
+  policy.onSwap((s) => {
+    for (const stage of stages) stage.onSnapshot?.(s);
+  });
+  const checker = new Checker(
+    new Pipeline(stages, log, registry),
+    policy,
+    settings.checkDeadlineMs,
     log,
     registry,
   );
-  const checker = new Checker(pipeline, policy, settings.checkDeadlineMs, log, registry);
   let draining = false;
   const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);
-  const source = await configSourceFor(settings, log, registry);
+  const source = await configSourceFor(settings, kube, log, registry);
   const httpServer = await startHttpServer(
     registry,
     {
@@ -162,11 +122,7 @@ async function main(): Promise<void> {
     await revocations.stop();
     await secrets.stop();
     await profiles?.close();
-    if (db) {
-      db.overrides.stop();
-      await db.usage.close().catch((e: unknown) => log.error({ err: String(e) }, 'last usage flush failed'));
-      await db.pool.end();
-    }
+    await db?.close();
     await httpServer.close();
     log.info('stopped');
     process.exit(0);

@@ -4,30 +4,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
-import type { CheckInput, Ctx } from '../pipeline/types.js';
+import { checkContext, checkInput } from '../../test/harness/checks.js';
 import { compileAccessPolicy } from '../policy/accessPolicy.js';
-import { compileSnapshot } from '../policy/compile.js';
 import { DirSecretStore } from '../secrets/dirSecretStore.js';
 import { ApiKeyMethod } from './apiKeyMethod.js';
 
 const log = createLogger('api-key-test', { level: 'silent' });
-const input = (headers: Record<string, string>): CheckInput => ({
-  method: 'GET',
-  host: 'api.test',
-  path: '/',
-  query: '',
-  scheme: 'https',
-  protocol: 'HTTP/1.1',
-  headers,
-  sourceAddress: '10.0.0.1',
-  requestId: 'r',
-});
-const ctx: Ctx = {
-  decisionId: 'd',
-  snapshot: compileSnapshot({ resources: [], problems: [] }, undefined, 1),
-  signal: new AbortController().signal,
-  now: Date.now(),
-};
+const input = (headers: Record<string, string>) => checkInput({ headers });
+const ctx = checkContext();
 const policy = (apiKeys: AccessPolicySpec['apiKeys']) =>
   compileAccessPolicy('AccessPolicy/team-a/api', {
     mode: 'Enforce',

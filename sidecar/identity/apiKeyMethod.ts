@@ -1,8 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { CheckInput, Ctx } from '../pipeline/types.js';
+import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
+import type { Identity } from '../request/identity.js';
+import type { CheckInput } from '../request/input.js';
 import type { SecretStore } from '../secrets/secretStore.js';
-import type { Identity } from './identity.js';
 import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
 
 interface KnownKey {

@@ -5,31 +5,15 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
-import { decodeCheckRequest } from '../pipeline/decode.js';
-import type { CheckInput, Ctx } from '../pipeline/types.js';
+import { checkContext, checkInput } from '../../test/harness/checks.js';
 import { compileAccessPolicy } from '../policy/accessPolicy.js';
-import { compileSnapshot } from '../policy/compile.js';
+import { decodeCheckRequest } from '../stages/decode.js';
 import { ClientCertMethod, parseSubjectAltName } from './clientCertMethod.js';
 
 const exec = promisify(execFile);
-const input = (peerCertificate?: string): CheckInput => ({
-  method: 'GET',
-  host: 'api.test',
-  path: '/',
-  query: '',
-  scheme: 'https',
-  protocol: 'HTTP/1.1',
-  headers: {},
-  sourceAddress: '10.0.0.1',
-  requestId: 'r',
-  ...(peerCertificate !== undefined ? { peerCertificate } : {}),
-});
-const ctxAt = (now: number): Ctx => ({
-  decisionId: 'd',
-  snapshot: compileSnapshot({ resources: [], problems: [] }, undefined, 1),
-  signal: new AbortController().signal,
-  now,
-});
+const input = (peerCertificate?: string) =>
+  checkInput(peerCertificate !== undefined ? { peerCertificate } : {});
+const ctxAt = (now: number) => checkContext({ now });
 /** A check made now: certificates are minted in beforeAll, so the clock is read at check time. */
 const ctx = () => ctxAt(Date.now());
 const policy = (subjectFrom?: 'URISAN' | 'DNSSAN' | 'CommonName') =>

@@ -1,7 +1,8 @@
 import { X509Certificate } from 'node:crypto';
-import type { CheckInput, Ctx } from '../pipeline/types.js';
+import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
-import type { Identity } from './identity.js';
+import type { Identity } from '../request/identity.js';
+import type { CheckInput } from '../request/input.js';
 import type { IdentityMethod, MethodResult } from './method.js';
 import { tokenHash, VerdictCache } from './verdictCache.js';
 

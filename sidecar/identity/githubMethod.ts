@@ -1,8 +1,9 @@
 import type { OAuth2ProviderSpec } from '../../common/resources/types.gen.js';
-import type { CheckInput, Ctx } from '../pipeline/types.js';
+import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
-import type { Identity } from './identity.js';
+import type { Identity } from '../request/identity.js';
+import type { CheckInput } from '../request/input.js';
 import { bearerToken } from './jwtMethod.js';
 import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
 import { type Loaded, tokenHash, VerdictCache } from './verdictCache.js';

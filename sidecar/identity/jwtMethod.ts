@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import { Counter, type Registry } from 'prom-client';
-import type { CheckInput, Ctx } from '../pipeline/types.js';
+import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
+import type { CheckInput } from '../request/input.js';
 import { InvalidToken, JwtValidator, ProviderUnavailable } from './jwtValidator.js';
 import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
 import { resolveProvider } from './presets.js';

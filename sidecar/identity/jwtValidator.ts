@@ -1,5 +1,5 @@
 import { createRemoteJWKSet, customFetch, errors, type JWTPayload, jwtVerify } from 'jose';
-import type { Identity } from './identity.js';
+import type { Identity } from '../request/identity.js';
 import type { ResolvedProvider } from './presets.js';
 
 export class InvalidToken extends Error {

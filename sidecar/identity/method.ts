@@ -1,7 +1,8 @@
-import type { CheckInput, Ctx } from '../pipeline/types.js';
+import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
-import type { Identity } from './identity.js';
+import type { Identity } from '../request/identity.js';
+import type { CheckInput } from '../request/input.js';
 
 /** What one identity method made of a request. */
 export type MethodResult =

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { Counter, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
-import type { Identity } from './identity.js';
+import type { Identity } from '../request/identity.js';
 
 export interface ProfileSource {
   /** OAuth2Provider "namespace/name": the users table's provider column. */

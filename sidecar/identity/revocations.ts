@@ -1,6 +1,6 @@
-import { Cluster, Redis } from 'ioredis';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
+import { connectRedis, type RedisClient } from '../redis/connect.js';
 
 /**
  * Revoked credentials, known to every sidecar within about a second: the list lives in one
@@ -21,8 +21,8 @@ const channel = 'nox:revocations';
 
 export class RedisRevocations implements Revocations {
   readonly #local = new Map<string, number>();
-  readonly #client: Redis | Cluster;
-  #subscriber: Redis | Cluster | undefined;
+  readonly #client: RedisClient;
+  #subscriber: RedisClient | undefined;
   #timer: NodeJS.Timeout | undefined;
   readonly #revoked: Counter;
   readonly #size: Gauge;
@@ -35,10 +35,10 @@ export class RedisRevocations implements Revocations {
     registry: Registry,
     private readonly resyncMs = 30_000,
   ) {
-    const opts = { ...(password ? { password } : {}), maxRetriesPerRequest: 1 };
-    this.#client = cluster
-      ? new Cluster(nodes as { host: string; port: number }[], { redisOptions: opts })
-      : new Redis({ ...nodes[0]!, ...opts });
+    this.#client = connectRedis(
+      { nodes, cluster, ...(password ? { password } : {}) },
+      { maxRetriesPerRequest: 1 },
+    );
     this.#client.on('error', (e: Error) => log.warn({ err: e.message }, 'revocations: redis error'));
     this.#revoked = new Counter({
       name: 'nox_identity_revocations_total',

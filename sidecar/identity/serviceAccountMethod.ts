@@ -1,7 +1,8 @@
 import { AuthenticationV1Api, type KubeConfig, type V1TokenReview } from '@kubernetes/client-node';
 import { decodeJwt } from 'jose';
-import type { CheckInput, Ctx } from '../pipeline/types.js';
+import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
+import type { CheckInput } from '../request/input.js';
 import { bearerToken } from './jwtMethod.js';
 import type { IdentityMethod, MethodResult } from './method.js';
 import { type Loaded, tokenHash, VerdictCache } from './verdictCache.js';

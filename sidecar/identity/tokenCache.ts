@@ -1,4 +1,4 @@
-import type { Identity } from './identity.js';
+import type { Identity } from '../request/identity.js';
 
 interface Entry {
   readonly identity: Identity;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as oidc from 'openid-client';
-import type { CheckInput, Deny } from '../pipeline/types.js';
+import type { CheckInput } from '../request/input.js';
+import type { Deny } from '../request/outcome.js';
 import { setCookie } from './cookies.js';
 import type { Login } from './login.js';
 import type { LoginProvider } from './providers.js';

@@ -1,6 +1,6 @@
 import * as oidc from 'openid-client';
 import type { SecretStore } from '../secrets/secretStore.js';
-import type { LoginProvider } from './providers.js';
+import type { LoginProvider } from './provider.js';
 
 /** The provider cannot serve a login right now (discovery down, a Secret missing): fail closed, say why. */
 export class LoginUnavailable extends Error {

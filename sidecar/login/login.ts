@@ -1,22 +1,19 @@
 import * as oidc from 'openid-client';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
-import type { Ctx } from '../pipeline/types.js';
 import type { SecretStore } from '../secrets/secretStore.js';
-import { type LoginProvider, LoginProviders, LoginUnavailable } from './providers.js';
+import { LoginProviders, LoginUnavailable } from './providers.js';
 import type { SessionStore } from './sessionStore.js';
 
 /**
- * What the login stage, the session method and the login redirect share: the providers,
- * the session store, metrics, and a note from the session method to the redirect about a
- * stale cookie to clear on this request's response.
+ * What the login stage, its response phase and the session method share: the providers,
+ * the session store and metrics.
  */
 export class Login {
   readonly providers: LoginProviders;
   readonly logins: Counter<'provider' | 'result'>;
   readonly refreshes: Counter<'result'>;
   readonly revocations: Counter<'reason'>;
-  readonly #stale = new WeakMap<Ctx, LoginProvider>();
 
   constructor(
     readonly store: SessionStore,
@@ -55,17 +52,6 @@ export class Login {
       labelNames: ['reason'],
       registers: [registry],
     });
-  }
-
-  /** The session cookie of this request names no live session: the response should clear it. */
-  markStale(ctx: Ctx, p: LoginProvider): void {
-    this.#stale.set(ctx, p);
-  }
-
-  takeStale(ctx: Ctx): LoginProvider | undefined {
-    const p = this.#stale.get(ctx);
-    this.#stale.delete(ctx);
-    return p;
   }
 
   /** Ends a session on every sidecar (the store broadcasts it); `hash` is `sessionHash(id)`. */

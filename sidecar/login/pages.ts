@@ -1,4 +1,4 @@
-import type { Deny } from '../pipeline/types.js';
+import type { Deny } from '../request/outcome.js';
 import type { LoginProvider } from './providers.js';
 
 export function escapeHtml(s: string): string {

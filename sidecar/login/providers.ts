@@ -1,33 +1,16 @@
 import type * as oidc from 'openid-client';
 import type { Logger } from '../../common/logger.js';
-import type { AccessPolicySpec, OAuth2ProviderSpec } from '../../common/resources/types.gen.js';
-import { type ResolvedProvider, resolveProvider } from '../identity/presets.js';
+import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
+import { resolveProvider } from '../identity/presets.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
 import type { SecretStore } from '../secrets/secretStore.js';
 import { discover, LoginUnavailable } from './discovery.js';
+import type { LoginProvider } from './provider.js';
 import { KeyError, Keyring, parseKeys } from './seal.js';
 
+export type { LoginProvider };
 export { LoginUnavailable };
-
-/** An OAuth2Provider with `login.enabled`, with its defaults applied. */
-export interface LoginProvider {
-  /** "namespace/name" */
-  readonly key: string;
-  readonly namespace: string;
-  readonly spec: OAuth2ProviderSpec;
-  readonly resolved: ResolvedProvider;
-  readonly callbackPath: string;
-  readonly logoutPath: string | undefined;
-  readonly postLogoutRedirect: string | undefined;
-  readonly sessionTtlMs: number;
-  readonly refreshBeforeMs: number;
-  readonly cookie: {
-    readonly name: string;
-    readonly domain?: string;
-    readonly sameSite: 'Lax' | 'Strict' | 'None';
-  };
-}
 
 interface Index {
   readonly byKey: ReadonlyMap<string, LoginProvider>;

@@ -1,5 +1,5 @@
 import type { IDToken, TokenEndpointResponse, TokenEndpointResponseHelpers } from 'openid-client';
-import type { Identity } from '../identity/identity.js';
+import type { Identity } from '../request/identity.js';
 import type { LoginProvider } from './providers.js';
 import type { Keyring } from './seal.js';
 import type { SealedTokens, SessionRecord } from './sessionStore.js';

@@ -1,13 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { Cluster, type ClusterNode, Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../../common/logger.js';
+import { connectRedis, type RedisClient, type RedisTarget } from '../redis/connect.js';
 import type { SessionRecord, SessionStore } from './sessionStore.js';
 
-export interface RedisSessionStoreOptions {
-  /** One node: a plain Redis. Several, or `cluster: true`: a Redis Cluster. */
-  readonly nodes: readonly { host: string; port: number }[];
-  readonly cluster: boolean;
-  readonly password?: string;
+export interface RedisSessionStoreOptions extends RedisTarget {
   /** A session read or write not answered within this fails (the request is denied, never let through). */
   readonly timeoutMs: number;
   readonly log: Logger;
@@ -24,7 +21,7 @@ const onceKey = (key: string) => `nox:l:{${key}}`;
 
 const unlockScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
-type Client = Redis | Cluster;
+type Client = RedisClient;
 
 /**
  * Sessions in Redis or Redis Cluster, shared by every sidecar: one key per session (JSON,
@@ -135,12 +132,10 @@ export class RedisSessionStore implements SessionStore {
   }
 }
 
+/** The session store's connections follow a Cluster's slot map the same way; only `extra` differs. */
 function connect(opts: RedisSessionStoreOptions, extra: RedisOptions): Client {
-  const common: RedisOptions = { password: opts.password, ...extra };
-  if (!opts.cluster) return new Redis({ ...opts.nodes[0]!, ...common });
-  return new Cluster(opts.nodes as ClusterNode[], {
+  return connectRedis(opts, extra, {
     enableOfflineQueue: extra.enableOfflineQueue ?? true,
-    redisOptions: common,
     slotsRefreshTimeout: 1000,
     retryDelayOnFailover: 50,
     retryDelayOnClusterDown: 50,

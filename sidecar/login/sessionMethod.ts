@@ -1,9 +1,10 @@
 import * as oidc from 'openid-client';
-import type { Identity } from '../identity/identity.js';
 import type { IdentityMethod, MethodResult } from '../identity/method.js';
-import type { CheckInput, Ctx } from '../pipeline/types.js';
+import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
+import type { Identity } from '../request/identity.js';
+import type { CheckInput } from '../request/input.js';
 import { parseCookies } from './cookies.js';
 import { describeError, type Login } from './login.js';
 import type { LoginProvider } from './providers.js';
@@ -96,7 +97,8 @@ export class SessionMethod implements IdentityMethod {
           return { kind: 'identified', identity: session.identity };
       }
     }
-    if (stale) this.login.markStale(ctx, stale);
+    // The response phase (stages/loginResponse.ts) clears it.
+    if (stale) ctx.staleSessionCookie = stale.cookie;
     return { kind: 'absent' };
   }
 

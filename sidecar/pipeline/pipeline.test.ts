@@ -1,28 +1,14 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
-import { compileSnapshot } from '../policy/compile.js';
+import { checkContext, checkInput, emptySnapshot } from '../../test/harness/checks.js';
+import type { Outcome } from '../request/outcome.js';
 import { Pipeline } from './pipeline.js';
-import type { CheckInput, Ctx, Outcome, Stage } from './types.js';
+import type { Stage } from './stage.js';
 
 const log = createLogger('test', { level: 'silent' });
-const input: CheckInput = {
-  method: 'GET',
-  host: 'h',
-  path: '/',
-  query: '',
-  scheme: 'http',
-  protocol: 'HTTP/1.1',
-  headers: {},
-  sourceAddress: '',
-  requestId: '',
-};
-const ctx: Ctx = {
-  decisionId: 'd1',
-  snapshot: compileSnapshot({ resources: [], problems: [] }, undefined, 7),
-  signal: new AbortController().signal,
-  now: Date.now(),
-};
+const input = checkInput();
+const ctx = checkContext({ decisionId: 'd1', snapshot: emptySnapshot(7) });
 const stage = (name: string, run: Stage['run']): Stage => ({ name, run });
 const run = (...stages: Stage[]) => new Pipeline(stages, log, new Registry()).run(input, ctx);
 
@@ -79,5 +65,60 @@ describe('Pipeline', () => {
   it('denies on an outcome outside the closed set', async () => {
     const d = await run(stage('weird', () => ({ kind: 'allow' }) as unknown as Outcome));
     expect(d.allowed).toBe(false);
+  });
+
+  describe('response phase', () => {
+    const deny = (code: 'ACCESS_DENIED' | 'QUOTA_EXCEEDED'): Stage =>
+      stage(code, () => ({ kind: 'deny', deny: { code, reason: 'no' } }));
+    const responder = (respond: NonNullable<Stage['respond']>): Stage => ({
+      name: 'responder',
+      run: () => ({ kind: 'skip' }),
+      respond,
+    });
+
+    it('sees the deny that ended the check, and may replace it', async () => {
+      const seen: (string | undefined)[] = [];
+      const d = await run(
+        responder((_i, _c, denied) => {
+          seen.push(denied?.code);
+          return denied?.code === 'ACCESS_DENIED'
+            ? { kind: 'deny', deny: { code: 'UNAUTHENTICATED', reason: 'log in' } }
+            : undefined;
+        }),
+        deny('ACCESS_DENIED'),
+      );
+      expect(seen).toEqual(['ACCESS_DENIED']);
+      expect(!d.allowed && d.deny.code).toBe('UNAUTHENTICATED');
+      const kept = await run(
+        responder(() => undefined),
+        deny('QUOTA_EXCEEDED'),
+      );
+      expect(!kept.allowed && kept.deny.code).toBe('QUOTA_EXCEEDED');
+    });
+
+    it('adds its headers to an allow, after every stage ran', async () => {
+      const d = await run(
+        responder((_i, _c, denied) =>
+          denied ? undefined : { kind: 'continue', responseHeaders: { 'set-cookie': 'x=; Max-Age=0' } },
+        ),
+        stage('b', () => ({ kind: 'continue', upstreamHeaders: { 'x-b': '1' } })),
+      );
+      expect(d.allowed && d.allow.responseHeaders).toEqual({ 'set-cookie': 'x=; Max-Age=0' });
+      expect(d.allowed && d.allow.upstreamHeaders['x-b']).toBe('1');
+    });
+
+    it('fails closed when a response phase throws or reports an error', async () => {
+      for (const r of [
+        responder(() => {
+          throw new Error('boom');
+        }),
+        responder(() =>
+          Promise.resolve({ kind: 'error', code: 'IDENTITY_PROVIDER_UNAVAILABLE', cause: 'x' }),
+        ),
+      ]) {
+        const d = await run(r);
+        expect(d.allowed).toBe(false);
+      }
+    });
   });
 });

@@ -1,22 +1,35 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import { errorSpec } from '../errors.js';
-import type { CheckInput, Ctx, Decision, Outcome, Stage } from './types.js';
+import type { CheckInput } from '../request/input.js';
+import type { Decision, Deny, Outcome } from '../request/outcome.js';
+import type { Ctx, Stage } from './stage.js';
+
+/** The Allow a check builds up as its stages continue. */
+interface Building {
+  readonly upstreamHeaders: Record<string, string>;
+  readonly responseHeaders: Record<string, string>;
+  readonly removeHeaders: string[];
+}
 
 /**
  * Runs the stages in order: the first deny (or unrecoverable error) ends the check; an
- * allow needs every stage to continue or skip. Timing and metrics for all stages live
- * here, so a stage only decides.
+ * allow needs every stage to continue or skip. Then the response phase: each stage with a
+ * `respond` may add to the answer or replace a deny (login's redirects and cookies).
+ * Timing and metrics for all stages live here, so a stage only decides.
  */
 export class Pipeline {
   readonly #stageSeconds: Histogram<'stage'>;
   readonly #stageOutcomes: Counter<'stage' | 'outcome'>;
+  /** The stages with a response phase, found once rather than per check. */
+  readonly #responders: readonly Stage[];
 
   constructor(
     private readonly stages: readonly Stage[],
     private readonly log: Logger,
     registry: Registry,
   ) {
+    this.#responders = stages.filter((s) => s.respond !== undefined);
     this.#stageSeconds = new Histogram({
       name: 'nox_stage_duration_seconds',
       help: 'Time spent in each stage of the decision path.',
@@ -33,11 +46,9 @@ export class Pipeline {
   }
 
   async run(input: CheckInput, ctx: Ctx): Promise<Decision> {
-    const upstreamHeaders: Record<string, string> = {};
-    const responseHeaders: Record<string, string> = {};
-    const removeHeaders: string[] = [];
-    const base = { decisionId: ctx.decisionId, snapshotVersion: ctx.snapshot.version };
-    for (const stage of this.stages) {
+    const allow: Building = { upstreamHeaders: {}, responseHeaders: {}, removeHeaders: [] };
+    let deny: Deny | undefined;
+    stages: for (const stage of this.stages) {
       const started = performance.now();
       let outcome: Outcome;
       try {
@@ -61,37 +72,19 @@ export class Pipeline {
               'dry run: would deny',
             );
           } else this.#stageOutcomes.inc({ stage: stage.name, outcome: 'continue' });
-          if (outcome.upstreamHeaders) Object.assign(upstreamHeaders, outcome.upstreamHeaders);
-          if (outcome.responseHeaders) Object.assign(responseHeaders, outcome.responseHeaders);
-          if (outcome.identity) ctx.identity = outcome.identity;
-          if (outcome.removeUpstreamHeaders) removeHeaders.push(...outcome.removeUpstreamHeaders);
+          add(allow, outcome, ctx);
           break;
         case 'skip':
           this.#stageOutcomes.inc({ stage: stage.name, outcome: 'skip' });
           break;
         case 'deny':
           this.#stageOutcomes.inc({ stage: stage.name, outcome: 'deny' });
-          return { ...base, allowed: false, deny: outcome.deny };
-        case 'error': {
-          const failOpen = outcome.failOpen === true;
-          this.#stageOutcomes.inc({ stage: stage.name, outcome: failOpen ? 'error_fail_open' : 'error' });
-          this.log.error(
-            {
-              decisionId: ctx.decisionId,
-              stage: stage.name,
-              code: outcome.code,
-              failOpen,
-              err: describe(outcome.cause),
-            },
-            'stage failed',
-          );
-          if (failOpen) break;
-          return {
-            ...base,
-            allowed: false,
-            deny: { code: outcome.code, reason: `${stage.name}: ${errorSpec(outcome.code).metricLabel}` },
-          };
-        }
+          deny = outcome.deny;
+          break stages;
+        case 'error':
+          deny = this.#failed(stage, outcome, ctx);
+          if (deny) break stages;
+          break;
         default: {
           // A stage returned something outside the Outcome union: never an allow.
           const unknown: never = outcome;
@@ -99,18 +92,55 @@ export class Pipeline {
             { decisionId: ctx.decisionId, stage: stage.name, outcome: unknown },
             'unknown outcome',
           );
-          return {
-            ...base,
-            allowed: false,
-            deny: { code: 'INTERNAL', reason: `${stage.name}: unknown outcome` },
-          };
+          deny = { code: 'INTERNAL', reason: `${stage.name}: unknown outcome` };
+          break stages;
         }
       }
     }
-    upstreamHeaders['x-nox-decision-id'] = ctx.decisionId;
-    upstreamHeaders['x-nox-snapshot'] = String(ctx.snapshot.version);
-    return { ...base, allowed: true, allow: { upstreamHeaders, responseHeaders, removeHeaders } };
+    for (const stage of this.#responders) {
+      let outcome: Outcome | undefined;
+      try {
+        const r = stage.respond!(input, ctx, deny);
+        outcome = r instanceof Promise ? await r : r;
+      } catch (cause) {
+        outcome = { kind: 'error', code: 'INTERNAL', cause };
+      }
+      if (outcome === undefined) continue;
+      if (outcome.kind === 'deny') deny = outcome.deny;
+      else if (outcome.kind === 'error') deny = this.#failed(stage, outcome, ctx) ?? deny;
+      else if (outcome.kind === 'continue' && deny === undefined) add(allow, outcome, ctx);
+    }
+    const decided = { decisionId: ctx.decisionId, snapshotVersion: ctx.snapshot.version };
+    if (deny) return { ...decided, allowed: false, deny };
+    allow.upstreamHeaders['x-nox-decision-id'] = ctx.decisionId;
+    allow.upstreamHeaders['x-nox-snapshot'] = String(ctx.snapshot.version);
+    return { ...decided, allowed: true, allow };
   }
+
+  /** A stage could not decide: logged and counted; a deny unless it is allowed to fail open. */
+  #failed(stage: Stage, outcome: Extract<Outcome, { kind: 'error' }>, ctx: Ctx): Deny | undefined {
+    const failOpen = outcome.failOpen === true;
+    this.#stageOutcomes.inc({ stage: stage.name, outcome: failOpen ? 'error_fail_open' : 'error' });
+    this.log.error(
+      {
+        decisionId: ctx.decisionId,
+        stage: stage.name,
+        code: outcome.code,
+        failOpen,
+        err: describe(outcome.cause),
+      },
+      'stage failed',
+    );
+    if (failOpen) return undefined;
+    return { code: outcome.code, reason: `${stage.name}: ${errorSpec(outcome.code).metricLabel}` };
+  }
+}
+
+function add(allow: Building, outcome: Extract<Outcome, { kind: 'continue' }>, ctx: Ctx): void {
+  if (outcome.upstreamHeaders) Object.assign(allow.upstreamHeaders, outcome.upstreamHeaders);
+  if (outcome.responseHeaders) Object.assign(allow.responseHeaders, outcome.responseHeaders);
+  if (outcome.identity) ctx.identity = outcome.identity;
+  if (outcome.removeUpstreamHeaders) allow.removeHeaders.push(...outcome.removeUpstreamHeaders);
 }
 
 function describe(cause: unknown): string {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
-import type { Identity } from '../identity/identity.js';
+import type { Identity } from '../request/identity.js';
 import { compileAccessPolicy, evaluateAccess, type RequestFacts } from './accessPolicy.js';
 
 const req: RequestFacts = {

@@ -1,8 +1,8 @@
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
-import type { Identity } from '../identity/identity.js';
+import type { Identity } from '../request/identity.js';
+import { pathHasPrefix } from '../request/paths.js';
 import { type PathSpec, RouteIndex } from './router.js';
-import { pathHasPrefix } from './snapshot.js';
 
 type RuleSpec = NonNullable<AccessPolicySpec['rules']>[number];
 type When = NonNullable<RuleSpec['when']>;

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { pathHasPrefix } from '../request/paths.js';
 import { RouteIndex } from './router.js';
-import { pathHasPrefix } from './snapshot.js';
 
 describe('RouteIndex', () => {
   const idx = new RouteIndex<string>();

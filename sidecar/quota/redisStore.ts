@@ -1,20 +1,17 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import calculateSlot from 'cluster-key-slot';
-import { Cluster, type ClusterNode, Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
+import { connectRedis, type RedisClient, type RedisTarget } from '../redis/connect.js';
 import { CircuitBreaker, CircuitOpenError } from './circuitBreaker.js';
 import type { LimitCheck, LimitState, QuotaResult, QuotaStore } from './store.js';
 
 const script = readFileSync(new URL('./gcra.lua', import.meta.url), 'utf8');
 const scriptSha = createHash('sha1').update(script).digest('hex');
 
-export interface RedisStoreOptions {
-  /** One node: a plain Redis. Several, or `cluster: true`: a Redis Cluster. */
-  readonly nodes: readonly { host: string; port: number }[];
-  readonly cluster: boolean;
-  readonly password?: string;
+export interface RedisStoreOptions extends RedisTarget {
   /** A command (script + WAIT) not answered within this fails, and failureMode decides. */
   readonly timeoutMs: number;
   /**
@@ -30,7 +27,7 @@ export interface RedisStoreOptions {
   readonly registry: Registry;
 }
 
-type Client = Redis | Cluster;
+type Client = RedisClient;
 
 /**
  * The quota store on Redis or Redis Cluster: one EVALSHA (plus WAIT, pipelined to the same
@@ -49,26 +46,23 @@ export class RedisQuotaStore implements QuotaStore {
 
   constructor(private readonly opts: RedisStoreOptions) {
     this.name = opts.cluster ? 'redis-cluster' : 'redis';
-    const common = {
-      password: opts.password,
-      commandTimeout: opts.timeoutMs,
-      // Fail fast while disconnected: the failure mode decides, nothing queues up.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-    };
-    if (opts.cluster) {
-      this.#client = new Cluster(opts.nodes as ClusterNode[], {
+    this.#client = connectRedis(
+      opts,
+      {
+        commandTimeout: opts.timeoutMs,
+        // Fail fast while disconnected: the failure mode decides, nothing queues up.
         enableOfflineQueue: false,
-        redisOptions: common,
+        maxRetriesPerRequest: 0,
+      },
+      {
+        enableOfflineQueue: false,
         slotsRefreshTimeout: 1000,
         slotsRefreshInterval: 2000,
         retryDelayOnFailover: 50,
         retryDelayOnClusterDown: 50,
         maxRedirections: 4,
-      });
-    } else {
-      this.#client = new Redis({ ...opts.nodes[0]!, ...common, lazyConnect: false });
-    }
+      },
+    );
     this.#client.on('error', (err: Error) =>
       opts.log.warn({ err: err.message, store: this.name }, 'redis connection error'),
     );

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import type { ICheckRequest } from '../../proto/envoy.js';
 import { Pipeline } from '../pipeline/pipeline.js';
-import type { Stage } from '../pipeline/types.js';
+import type { Stage } from '../pipeline/stage.js';
 import { PolicyStore } from '../policy/store.js';
 import { Checker } from './checker.js';
 

@@ -3,11 +3,11 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import type { ICheckRequest, ICheckResponse } from '../../proto/envoy.js';
 import { type ErrorCode, errorSpec } from '../errors.js';
-import { decodeCheckRequest, MalformedRequest } from '../pipeline/decode.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
-import { denyResponse, toCheckResponse } from '../pipeline/respond.js';
-import type { Decision } from '../pipeline/types.js';
 import type { PolicyStore } from '../policy/store.js';
+import type { Decision } from '../request/outcome.js';
+import { decodeCheckRequest, MalformedRequest } from '../stages/decode.js';
+import { denyResponse, toCheckResponse } from '../stages/respond.js';
 
 /**
  * One Check, end to end: decode, run the pipeline against the snapshot in force, answer.

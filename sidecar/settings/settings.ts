@@ -18,6 +18,25 @@ import {
   text,
 } from '../../common/settings.js';
 
+export interface RedisNode {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** "a:6379, b:6379" → the nodes; a part that is not host:port is an error at start. */
+function redisNodes(raw: string): readonly RedisNode[] {
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((s) => {
+      const i = s.lastIndexOf(':');
+      const port = Number(s.slice(i + 1));
+      if (i <= 0 || !Number.isInteger(port)) throw new Error(`"${s}" is not host:port`);
+      return { host: s.slice(0, i), port };
+    });
+}
+
 export const definitions = {
   grpcHost: {
     env: 'NOX_GRPC_HOST',
@@ -93,9 +112,9 @@ export const definitions = {
   },
   redisNodes: {
     env: 'NOX_REDIS_NODES',
-    default: '',
+    default: [] as readonly RedisNode[],
     doc: 'redis stores: comma-separated host:port; for redis-cluster any subset of the nodes (the rest is discovered).',
-    parse: text,
+    parse: redisNodes,
   },
   redisPasswordFile: {
     env: 'NOX_REDIS_PASSWORD_FILE',

@@ -1,5 +1,7 @@
-import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
+import type { Ctx, Stage } from '../pipeline/stage.js';
 import { evaluateAccess } from '../policy/accessPolicy.js';
+import type { CheckInput } from '../request/input.js';
+import type { Deny, Outcome } from '../request/outcome.js';
 
 /** AccessPolicy rules: may this caller make this request? */
 export const accessStage: Stage = {

@@ -1,6 +1,8 @@
-import type { CheckInput, Ctx, Outcome, Stage } from '../pipeline/types.js';
+import type { Ctx, Stage } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Hit } from '../policy/router.js';
+import type { CheckInput } from '../request/input.js';
+import type { Outcome } from '../request/outcome.js';
 
 /** Most specific policy wins: priority, then an exact host, then the longest path, then the key. */
 export function pickPolicy(hits: readonly Hit<CompiledAccessPolicy>[]): CompiledAccessPolicy | undefined {

@@ -3,10 +3,10 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import { GithubMethod } from '../../sidecar/identity/githubMethod.js';
-import type { CheckInput, Ctx } from '../../sidecar/pipeline/types.js';
 import { compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import type { Snapshot } from '../../sidecar/policy/snapshot.js';
+import { checkContext, checkInput } from '../harness/checks.js';
 
 /** GitHub's documented shapes: GET /user, /user/orgs ([{login}]), /user/teams ([{slug, organization:{login}}]). */
 interface StandInUser {
@@ -25,17 +25,7 @@ function listen(handler: (req: IncomingMessage, res: ServerResponse) => void): P
 }
 const url = (s: Server) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
 
-const input = (authorization?: string): CheckInput => ({
-  method: 'GET',
-  host: 'api.test',
-  path: '/',
-  query: '',
-  scheme: 'https',
-  protocol: 'HTTP/1.1',
-  headers: authorization ? { authorization } : {},
-  sourceAddress: '10.0.0.1',
-  requestId: 'r',
-});
+const input = (authorization?: string) => checkInput(authorization ? { headers: { authorization } } : {});
 
 describe('GithubMethod against a stand-in for the GitHub REST API', () => {
   let github: Server;
@@ -45,12 +35,7 @@ describe('GithubMethod against a stand-in for the GitHub REST API', () => {
   const tokens = new Map<string, StandInUser>();
   let snapshot: Snapshot;
   const method = new GithubMethod({ negativeCacheMs: 60_000 });
-  const ctx = (): Ctx => ({
-    decisionId: 'd',
-    snapshot,
-    signal: new AbortController().signal,
-    now: Date.now(),
-  });
+  const ctx = () => checkContext({ snapshot });
   const policy = (...providers: string[]) =>
     compileAccessPolicy('AccessPolicy/team-a/p', {
       mode: 'Enforce',

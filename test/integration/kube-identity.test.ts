@@ -7,10 +7,9 @@ import { createLogger } from '../../common/logger.js';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import { ApiKeyMethod } from '../../sidecar/identity/apiKeyMethod.js';
 import { ServiceAccountMethod } from '../../sidecar/identity/serviceAccountMethod.js';
-import type { CheckInput, Ctx } from '../../sidecar/pipeline/types.js';
 import { compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
-import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import { KubeSecretStore, type KubeSecretStoreOptions } from '../../sidecar/secrets/kubeSecretStore.js';
+import { checkContext, checkInput } from '../harness/checks.js';
 import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../harness/kube.js';
 import { testLog } from '../harness/log.js';
 import { waitUntil } from '../harness/process.js';
@@ -20,23 +19,8 @@ const log = createLogger('kube-identity-test', { level: process.env.NOX_LOG_LEVE
 const API_AUDIENCE = 'https://api.nox.test';
 const LABEL = { 'nox.dev/api-key': 'true' };
 
-const input = (headers: Record<string, string>): CheckInput => ({
-  method: 'GET',
-  host: 'api.test',
-  path: '/',
-  query: '',
-  scheme: 'https',
-  protocol: 'HTTP/1.1',
-  headers,
-  sourceAddress: '10.0.0.1',
-  requestId: 'r',
-});
-const ctx = (): Ctx => ({
-  decisionId: 'd',
-  snapshot: compileSnapshot({ resources: [], problems: [] }, undefined, 1),
-  signal: new AbortController().signal,
-  now: Date.now(),
-});
+const input = (headers: Record<string, string>) => checkInput({ headers });
+const ctx = () => checkContext();
 const policy = (extra: Partial<AccessPolicySpec>) =>
   compileAccessPolicy('AccessPolicy/team-a/p', {
     mode: 'Enforce',

@@ -9,11 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import { OpaqueTokenMethod } from '../../sidecar/identity/opaqueTokenMethod.js';
-import type { CheckInput, Ctx } from '../../sidecar/pipeline/types.js';
 import { compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import type { Snapshot } from '../../sidecar/policy/snapshot.js';
 import { DirSecretStore } from '../../sidecar/secrets/dirSecretStore.js';
+import { checkContext, checkInput } from '../harness/checks.js';
 import { waitUntil } from '../harness/process.js';
 
 const log = createLogger('opaque-token-test', { level: 'silent' });
@@ -24,17 +24,7 @@ const clients = [
   { client_id: 'short-lived', client_secret: 'short-secret' },
 ];
 
-const input = (authorization?: string): CheckInput => ({
-  method: 'GET',
-  host: 'api.test',
-  path: '/',
-  query: '',
-  scheme: 'https',
-  protocol: 'HTTP/1.1',
-  headers: authorization ? { authorization } : {},
-  sourceAddress: '10.0.0.1',
-  requestId: 'r',
-});
+const input = (authorization?: string) => checkInput(authorization ? { headers: { authorization } } : {});
 
 /** A real oidc-provider issuing opaque access tokens (client credentials), with RFC 7662 introspection and RFC 7009 revocation. */
 async function startIssuer(): Promise<{ issuer: string; server: Server; introspections: () => number }> {
@@ -102,12 +92,7 @@ describe('OpaqueTokenMethod against oidc-provider (RFC 7662)', () => {
       return secrets;
     })(),
   );
-  const ctx = (): Ctx => ({
-    decisionId: 'd',
-    snapshot,
-    signal: new AbortController().signal,
-    now: Date.now(),
-  });
+  const ctx = () => checkContext({ snapshot });
   const policy = (...providers: string[]) =>
     compileAccessPolicy('AccessPolicy/team-a/p', {
       mode: 'Enforce',

@@ -3,8 +3,8 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../common/db/migrate.js';
 import { createLogger } from '../../common/logger.js';
-import type { Identity } from '../../sidecar/identity/identity.js';
 import { ProfileSync } from '../../sidecar/identity/profileSync.js';
+import type { Identity } from '../../sidecar/request/identity.js';
 import { type PgNode, startPostgres } from '../harness/postgres.js';
 
 // Users in PostgreSQL: created on first sight, updated later, and linked across providers

@@ -2,12 +2,11 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import type { RawResource } from '../../sidecar/config/source.js';
-import type { CheckInput } from '../../sidecar/request/input.js';
-import type { Ctx } from '../../sidecar/pipeline/stage.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
-import { QuotaStage } from '../../sidecar/stages/quota.js';
 import { RedisQuotaStore } from '../../sidecar/quota/redisStore.js';
 import type { LimitCheck } from '../../sidecar/quota/store.js';
+import { QuotaStage } from '../../sidecar/stages/quota.js';
+import { checkContext, checkInput } from '../harness/checks.js';
 import { sleep, waitUntil } from '../harness/process.js';
 import { type RedisCluster, startRedisCluster } from '../harness/redisCluster.js';
 
@@ -114,23 +113,8 @@ describe('failureMode while Redis is unreachable', () => {
     undefined,
     1,
   );
-  const input = (path: string): CheckInput => ({
-    method: 'GET',
-    host: 'h',
-    path,
-    query: '',
-    scheme: 'http',
-    protocol: 'HTTP/1.1',
-    headers: {},
-    sourceAddress: '10.0.0.7',
-    requestId: '',
-  });
-  const ctx = (): Ctx => ({
-    decisionId: 'd',
-    snapshot,
-    signal: new AbortController().signal,
-    now: Date.now(),
-  });
+  const input = (path: string) => checkInput({ path, sourceAddress: '10.0.0.7' });
+  const ctx = () => checkContext({ snapshot });
 
   beforeAll(async () => {
     cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });

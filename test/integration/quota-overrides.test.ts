@@ -4,13 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../common/db/migrate.js';
 import { createLogger } from '../../common/logger.js';
 import type { RawResource } from '../../sidecar/config/source.js';
-import type { CheckInput, Ctx, Outcome } from '../../sidecar/pipeline/types.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import { MemoryQuotaStore } from '../../sidecar/quota/memoryStore.js';
 import { OverrideStore } from '../../sidecar/quota/overrides.js';
-import { QuotaStage } from '../../sidecar/quota/quotaStage.js';
 import { subjectHash } from '../../sidecar/quota/subject.js';
 import { UsageRollup } from '../../sidecar/quota/usageRollup.js';
+import type { Outcome } from '../../sidecar/request/outcome.js';
+import { QuotaStage } from '../../sidecar/stages/quota.js';
+import { checkContext, checkInput } from '../harness/checks.js';
 import { type PgNode, startPostgres } from '../harness/postgres.js';
 
 // Overrides set in PostgreSQL change a subject's quota on the next refresh, and usage is
@@ -30,18 +31,8 @@ const policy = {
   origin: 'test',
 } as unknown as RawResource;
 const snapshot = compileSnapshot({ resources: [policy], problems: [] }, undefined, 1);
-const input = (user: string): CheckInput => ({
-  method: 'GET',
-  host: 'h',
-  path: '/x',
-  query: '',
-  scheme: 'http',
-  protocol: 'HTTP/1.1',
-  headers: { 'x-user': user },
-  sourceAddress: '',
-  requestId: '',
-});
-const ctx = (): Ctx => ({ decisionId: 'd', snapshot, signal: new AbortController().signal, now: Date.now() });
+const input = (user: string) => checkInput({ path: '/x', headers: { 'x-user': user } });
+const ctx = () => checkContext({ snapshot });
 const tierOf = (o: Outcome) => (o.kind === 'continue' ? o.upstreamHeaders?.['x-nox-tier'] : o.kind);
 
 describe('quota overrides and usage rollups on real PostgreSQL', () => {

@@ -1,12 +1,14 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
-import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
+import type { Ctx, Stage } from '../pipeline/stage.js';
 import { type CompiledLimit, type CompiledQuotaPolicy, windowMs } from '../policy/quotaPolicy.js';
-import { calendarPeriod } from './calendar.js';
-import { type PolicyLimit, rateLimitHeaders } from './headers.js';
-import type { OverrideLookup } from './overrides.js';
-import type { LimitCheck, QuotaResult, QuotaStore } from './store.js';
-import { policyName, subjectHash } from './subject.js';
-import type { UsageEvent } from './usageRollup.js';
+import { calendarPeriod } from '../quota/calendar.js';
+import { type PolicyLimit, rateLimitHeaders } from '../quota/headers.js';
+import type { OverrideLookup } from '../quota/overrides.js';
+import type { LimitCheck, QuotaResult, QuotaStore } from '../quota/store.js';
+import { policyName, subjectHash } from '../quota/subject.js';
+import type { UsageEvent } from '../quota/usageRollup.js';
+import type { CheckInput } from '../request/input.js';
+import type { Deny, Outcome } from '../request/outcome.js';
 
 export interface QuotaStageOptions {
   readonly overrides?: OverrideLookup;

@@ -1,6 +1,6 @@
 import { HeaderAppendAction, type ICheckResponse, type IHeaderValueOption } from '../../proto/envoy.js';
 import { errorSpec, RpcCode } from '../errors.js';
-import type { Decision, Deny } from './types.js';
+import type { Decision, Deny } from '../request/outcome.js';
 
 const overwrite = HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD;
 

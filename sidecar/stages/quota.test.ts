@@ -1,11 +1,12 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { checkContext, checkInput } from '../../test/harness/checks.js';
 import type { RawResource } from '../config/source.js';
-import type { CheckInput, Ctx, Outcome } from '../pipeline/types.js';
 import { compileSnapshot } from '../policy/compile.js';
-import { MemoryQuotaStore } from './memoryStore.js';
-import { QuotaStage } from './quotaStage.js';
-import type { QuotaStore } from './store.js';
+import { MemoryQuotaStore } from '../quota/memoryStore.js';
+import type { QuotaStore } from '../quota/store.js';
+import type { Outcome } from '../request/outcome.js';
+import { QuotaStage } from './quota.js';
 
 const quota = (name: string, spec: Record<string, unknown>): RawResource =>
   ({
@@ -36,18 +37,9 @@ const snapshot = compileSnapshot(
   undefined,
   1,
 );
-const input = (path: string, headers: Record<string, string> = { 'x-user': 'u1' }): CheckInput => ({
-  method: 'GET',
-  host: 'h',
-  path,
-  query: '',
-  scheme: 'http',
-  protocol: 'HTTP/1.1',
-  headers,
-  sourceAddress: '',
-  requestId: '',
-});
-const ctx = (): Ctx => ({ decisionId: 'd', snapshot, signal: new AbortController().signal, now: Date.now() });
+const input = (path: string, headers: Record<string, string> = { 'x-user': 'u1' }) =>
+  checkInput({ path, headers });
+const ctx = () => checkContext({ snapshot });
 const run = (stage: QuotaStage, path: string, headers?: Record<string, string>) =>
   stage.run(input(path, headers), ctx());
 const kinds = (outcomes: Outcome[]) =>

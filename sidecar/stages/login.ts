@@ -1,13 +1,16 @@
 import { createHash } from 'node:crypto';
 import * as oidc from 'openid-client';
-import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
-import { openPending, pendingCookieName, pendingTtlMs, startLogin } from './authorize.js';
-import { clearCookie, localTarget, parseCookies, setCookie } from './cookies.js';
-import { describeError, type Login, providerFailure } from './login.js';
-import { continuePage } from './pages.js';
-import { type LoginProvider, LoginUnavailable } from './providers.js';
-import { nextRecord, openTokens, UnusableTokens } from './records.js';
-import { isSessionId, newSessionId, sessionHash } from './sessionStore.js';
+import { openPending, pendingCookieName, pendingTtlMs, startLogin } from '../login/authorize.js';
+import { clearCookie, localTarget, parseCookies, setCookie } from '../login/cookies.js';
+import { describeError, type Login, providerFailure } from '../login/login.js';
+import { continuePage } from '../login/pages.js';
+import { type LoginProvider, LoginUnavailable } from '../login/providers.js';
+import { nextRecord, openTokens, UnusableTokens } from '../login/records.js';
+import { isSessionId, newSessionId, sessionHash } from '../login/sessionStore.js';
+import type { Ctx, Stage } from '../pipeline/stage.js';
+import type { CheckInput } from '../request/input.js';
+import type { Deny, Outcome } from '../request/outcome.js';
+import { loginResponse } from './loginResponse.js';
 
 const deny = (d: Deny): Outcome => ({ kind: 'deny', deny: d });
 const failed = (reason: string): Outcome => deny({ code: 'LOGIN_FAILED', reason });
@@ -15,7 +18,8 @@ const failed = (reason: string): Outcome => deny({ code: 'LOGIN_FAILED', reason 
 /**
  * Runs before route: a provider's callback path completes a login, its logout path ends a
  * session. These paths are Nox's, whatever AccessPolicy covers them; every other request
- * is skipped.
+ * is skipped. Its response phase (loginResponse.ts) sends an anonymous caller that access
+ * denies to log in, and keeps Nox's cookies from the upstream.
  */
 export class LoginStage implements Stage {
   readonly name = 'login';
@@ -29,6 +33,10 @@ export class LoginStage implements Stage {
     const logout = idx.logouts.get(input.path);
     if (logout) return this.#guard(logout[0]!, false, () => this.#logout(logout, input));
     return { kind: 'skip' };
+  }
+
+  respond(input: CheckInput, ctx: Ctx, deny: Deny | undefined): Outcome | Promise<Outcome> | undefined {
+    return loginResponse(this.login, input, ctx, deny);
   }
 
   async #guard(p: LoginProvider, isLogin: boolean, f: () => Promise<Outcome>): Promise<Outcome> {

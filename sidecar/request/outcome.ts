@@ -1,37 +1,5 @@
 import type { ErrorCode } from '../errors.js';
-import type { Identity } from '../identity/identity.js';
-import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
-import type { Snapshot } from '../policy/snapshot.js';
-
-/** What the decision is computed from: the parts of Envoy's CheckRequest Nox reads, normalized. */
-export interface CheckInput {
-  readonly method: string;
-  readonly host: string;
-  /** Normalized path (dot segments resolved, duplicate slashes merged), no query. */
-  readonly path: string;
-  readonly query: string;
-  readonly scheme: string;
-  readonly protocol: string;
-  /** Lower-case header names, as Envoy sends them. */
-  readonly headers: Readonly<Record<string, string>>;
-  readonly sourceAddress: string;
-  readonly requestId: string;
-  /** URL-encoded PEM of the downstream client certificate (Envoy's include_peer_certificate), if any. */
-  readonly peerCertificate?: string;
-}
-
-export interface Ctx {
-  readonly decisionId: string;
-  readonly snapshot: Snapshot;
-  /** Aborted when the check's deadline passes; stages doing I/O must honour it. */
-  readonly signal: AbortSignal;
-  /** Milliseconds since the epoch when the check started: one clock reading for every stage. */
-  readonly now: number;
-  /** Set by the route stage: the AccessPolicy that governs this request. */
-  accessPolicy?: CompiledAccessPolicy;
-  /** Set by the identify stage; undefined means anonymous. */
-  identity?: Identity;
-}
+import type { Identity } from './identity.js';
 
 /** Headers the upstream receives on allow, and headers the client receives. */
 export interface Allow {
@@ -49,6 +17,7 @@ export interface Deny {
   readonly body?: string;
 }
 
+/** What one stage says about a request. */
 export type Outcome =
   | {
       readonly kind: 'continue';
@@ -71,11 +40,7 @@ export type Outcome =
       readonly failOpen?: boolean;
     };
 
-export interface Stage {
-  readonly name: string;
-  run(input: CheckInput, ctx: Ctx): Outcome | Promise<Outcome>;
-}
-
+/** What the whole request path decided. */
 export type Decision =
   | {
       readonly allowed: true;

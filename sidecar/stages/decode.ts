@@ -1,5 +1,5 @@
 import type { ICheckRequest } from '../../proto/envoy.js';
-import type { CheckInput } from './types.js';
+import type { CheckInput } from '../request/input.js';
 
 type CheckRequest = ICheckRequest;
 

@@ -1,11 +1,13 @@
 import { Counter, type Registry } from 'prom-client';
-import type { CheckInput, Ctx, Deny, Outcome, Stage } from '../pipeline/types.js';
+import type { IdentityMethod } from '../identity/method.js';
+import type { ProfileSync } from '../identity/profileSync.js';
+import type { Revocations } from '../identity/revocations.js';
+import type { Ctx, Stage } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
-import type { Identity } from './identity.js';
-import type { IdentityMethod } from './method.js';
-import type { ProfileSync } from './profileSync.js';
-import type { Revocations } from './revocations.js';
+import type { Identity } from '../request/identity.js';
+import type { CheckInput } from '../request/input.js';
+import type { Deny, Outcome } from '../request/outcome.js';
 
 export interface IdentifyOptions {
   readonly revocations?: Revocations;

@@ -1,0 +1,21 @@
+import { readFileSync } from 'node:fs';
+import type { RedisTarget } from '../redis/connect.js';
+import type { Settings } from '../settings/settings.js';
+
+/** Which Redis a store setting (NOX_QUOTA_STORE, NOX_SESSION_STORE) asks for. */
+export type RedisTargets = (kind: 'redis' | 'redis-cluster') => RedisTarget;
+
+/**
+ * The Redis every store of this sidecar connects to: the nodes as the settings parsed
+ * them, the password file read here, once (the RedisCluster's Secret, mounted as a file).
+ */
+export function redisTargetsFor(settings: Settings): RedisTargets {
+  const password = settings.redisPasswordFile
+    ? readFileSync(settings.redisPasswordFile, 'utf8').trim()
+    : undefined;
+  return (kind) => ({
+    nodes: settings.redisNodes,
+    cluster: kind === 'redis-cluster',
+    ...(password ? { password } : {}),
+  });
+}
