@@ -9,7 +9,8 @@ import { type Kubelet, startKubelet } from '../harness/kubelet.js';
 import { type KubeProxy, startKubeProxy } from '../harness/kubeProxy.js';
 import { testLog } from '../harness/log.js';
 import { type RunningOperator, startOperator } from '../harness/operator.js';
-import { waitUntil } from '../harness/process.js';
+import { sleep, waitUntil } from '../harness/process.js';
+import { scrapedMetric } from '../harness/registry.js';
 
 /**
  * The built nox-operator runs a 3-instance PostgresCluster (quorum synchronous replication,
@@ -34,7 +35,6 @@ const children = [
 ];
 
 const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('nox-operator (built) runs PostgresClusters end to end', () => {
   let kube: Kube;
@@ -151,7 +151,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
         } catch {
           await c?.end().catch(() => {});
           c = undefined;
-          await sleep(50);
+          await sleep(50); // a client backing off
         }
       }
       await c?.end().catch(() => {});
@@ -177,7 +177,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
         const p = await primariesNow();
         samples++;
         if (p.length > worst.length) worst = p;
-        await sleep(100);
+        await sleep(100); // the sampling period
       }
     })();
     return {
@@ -289,7 +289,13 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       );
       const firstAck = load.ackTimes.find((t) => t > killedAt + 100)!;
       times.push(firstAck - killedAt);
-      await sleep(1000);
+      // Writes keep being acknowledged on the new primary for a while before the load stops.
+      await waitUntil(
+        'writes flowing on the new primary',
+        async () => load.ackTimes.filter((t) => t > firstAck).length >= 20,
+        30_000,
+        op.service,
+      );
       await load.stop();
       const after = await waitStatus(
         `new primary recorded in run ${run}`,
@@ -581,7 +587,19 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
       30_000,
     );
     expect(cond(blocked, 'Ready')?.message).toContain(`${NAME}-2 would be removed`);
-    await sleep(2000);
+    // Later reconciles keep refusing: nudge one (an annotation: no new generation) and wait
+    // until the operator has counted it before looking at the StatefulSet.
+    const reconciles = () =>
+      scrapedMetric(op.httpPort, 'nox_operator_reconciles_total', { kind: 'PostgresCluster' });
+    const counted = await reconciles();
+    const nudged = await kubeRequest(kc, 'PATCH', clusterPath, {
+      body: JSON.stringify({ metadata: { annotations: { 'test.nox.dev/nudge': String(Date.now()) } } }),
+      contentType: 'application/merge-patch+json',
+    });
+    expect(nudged.status).toBe(200);
+    await waitUntil('a reconcile after the nudge', async () => (await reconciles()) >= counted + 1, 60_000, {
+      svc: op.service,
+    });
     const sts = await get<{ spec: { replicas: number } }>(
       `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`,
     );
