@@ -1,27 +1,13 @@
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
 import { type OidcIssuer, startOidcIssuer } from '../harness/oidc.js';
-import { scratchDir, sleep, waitUntil } from '../harness/process.js';
+import { policyDir, signedInPolicy } from '../harness/policies.js';
+import { sleep, waitUntil } from '../harness/process.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 
 // Bearer JWTs from a real OpenID provider: discovery, JWKS caching, key rotation at the
 // provider, unknown-kid storms and outages, as the sidecar's answers show them.
-const policies = (issuer: string, audience: string) => `
-apiVersion: nox.dev/v1alpha1
-kind: OAuth2Provider
-metadata: { name: corp }
-spec: { type: oidc, issuer: "${issuer}", clientId: gw, audiences: ["${audience}"], allowedAlgorithms: [RS256] }
----
-apiVersion: nox.dev/v1alpha1
-kind: AccessPolicy
-metadata: { name: api }
-spec:
-  providers: [corp]
-  rules: [{ name: signed-in, action: Allow, when: { authenticated: Authenticated } }]
-`;
 
 describe('bearer JWTs against a real OpenID provider', () => {
   let op: OidcIssuer;
@@ -44,8 +30,7 @@ describe('bearer JWTs against a real OpenID provider', () => {
       { clientId: 'app-a', secret: 'a' },
       { clientId: 'app-b', secret: 'b' },
     ]);
-    const dir = scratchDir('jwks');
-    writeFileSync(join(dir, 'p.yaml'), policies(op.issuer, op.audience));
+    const dir = policyDir('jwks', signedInPolicy(op.issuer, op.audience));
     sidecar = await startSidecar({ policyPath: dir, env: { NOX_JWKS_COOLDOWN_MS: '1000' } });
     client = new SidecarClient(sidecar.grpcPort);
   });
@@ -143,8 +128,7 @@ describe('a provider that is down when the sidecar starts', () => {
     const op = await startOidcIssuer([{ clientId: 'app-a', secret: 'a' }]);
     const token = await op.token('app-a');
     await op.pause();
-    const dir = scratchDir('jwks-down');
-    writeFileSync(join(dir, 'p.yaml'), policies(op.issuer, op.audience));
+    const dir = policyDir('jwks-down', signedInPolicy(op.issuer, op.audience));
     const sidecar = await startSidecar({ policyPath: dir });
     const client = new SidecarClient(sidecar.grpcPort);
     try {

@@ -1,11 +1,9 @@
 import { webcrypto } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { join } from 'node:path';
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
-import { scratchDir } from '../harness/process.js';
+import { policyDir, signedInPolicy } from '../harness/policies.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 
 // Hostile and broken bearer tokens against the built sidecar. Each is denied with a reason in
@@ -42,22 +40,9 @@ describe('bad bearer tokens', () => {
     });
     await new Promise<void>((r) => attacker.listen(0, '127.0.0.1', () => r()));
     attackerUrl = `http://127.0.0.1:${(attacker.address() as { port: number }).port}`;
-    const dir = scratchDir('jwt-bad');
-    writeFileSync(
-      join(dir, 'p.yaml'),
-      `
-apiVersion: nox.dev/v1alpha1
-kind: OAuth2Provider
-metadata: { name: corp }
-spec: { type: oidc, issuer: "${issuer}", clientId: gw, audiences: ["${audience}"], allowedAlgorithms: [RS256], clockSkew: 30s, maxTokenBytes: 4096 }
----
-apiVersion: nox.dev/v1alpha1
-kind: AccessPolicy
-metadata: { name: api }
-spec:
-  providers: [corp]
-  rules: [{ name: signed-in, action: Allow, when: { authenticated: Authenticated } }]
-`,
+    const dir = policyDir(
+      'jwt-bad',
+      signedInPolicy(issuer, audience, { clockSkew: '30s', maxTokenBytes: 4096 }),
     );
     // The first valid token pays for OIDC discovery and the JWKS fetch inside its check; the
     // production deadline (150 ms) is for a warm sidecar and a busy CI machine can overrun it

@@ -1,6 +1,4 @@
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,27 +7,15 @@ import { createLogger } from '../../common/logger.js';
 import { RedisRevocations } from '../../sidecar/identity/revocations.js';
 import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
 import { type OidcIssuer, startOidcIssuer } from '../harness/oidc.js';
+import { policyDir, signedInPolicy } from '../harness/policies.js';
 import { type PgNode, startPostgres } from '../harness/postgres.js';
-import { scratchDir, waitUntil } from '../harness/process.js';
+import { waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 
 // Two sidecars sharing one Redis and one PostgreSQL: a revocation reaches both within a
 // second, and the users they see are written to the users table.
 const log = createLogger('test', { level: 'silent' });
-const policies = (issuer: string, audience: string) => `
-apiVersion: nox.dev/v1alpha1
-kind: OAuth2Provider
-metadata: { name: corp }
-spec: { type: oidc, issuer: "${issuer}", clientId: gw, audiences: ["${audience}"], allowedAlgorithms: [RS256] }
----
-apiVersion: nox.dev/v1alpha1
-kind: AccessPolicy
-metadata: { name: api }
-spec:
-  providers: [corp]
-  rules: [{ name: signed-in, action: Allow, when: { authenticated: Authenticated } }]
-`;
 
 describe('revocation across sidecars, and profile sync', () => {
   let redis: RedisServer;
@@ -52,8 +38,7 @@ describe('revocation across sidecars, and profile sync', () => {
     pool = new pg.Pool({ connectionString: db.connectionString, max: 2 });
     pool.on('error', () => undefined);
     await migrate(pool, log);
-    const dir = scratchDir('revocation');
-    writeFileSync(join(dir, 'p.yaml'), policies(op.issuer, op.audience));
+    const dir = policyDir('revocation', signedInPolicy(op.issuer, op.audience));
     const env = {
       NOX_QUOTA_STORE: 'redis',
       NOX_REDIS_NODES: `127.0.0.1:${redis.port}`,
