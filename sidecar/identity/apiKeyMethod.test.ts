@@ -4,8 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
-import { checkContext, checkInput } from '../../test/harness/checks.js';
-import { compileAccessPolicy } from '../policy/accessPolicy.js';
+import { checkContext, checkInput, routedPolicy } from '../../test/harness/checks.js';
 import { DirSecretStore } from '../secrets/dirSecretStore.js';
 import { ApiKeyMethod } from './apiKeyMethod.js';
 
@@ -13,12 +12,7 @@ const log = createLogger('api-key-test', { level: 'silent' });
 const input = (headers: Record<string, string>) => checkInput({ headers });
 const ctx = checkContext();
 const policy = (apiKeys: AccessPolicySpec['apiKeys']) =>
-  compileAccessPolicy('AccessPolicy/team-a/api', {
-    mode: 'Enforce',
-    defaultAction: 'Deny',
-    priority: 0,
-    ...(apiKeys ? { apiKeys } : {}),
-  } as AccessPolicySpec);
+  routedPolicy(apiKeys ? { apiKeys } : {}, 'AccessPolicy/team-a/api');
 const apiKeys = { selector: { 'nox.dev/api-key': 'true' }, header: 'X-API-Key', key: 'key' };
 
 describe('ApiKeyMethod', () => {

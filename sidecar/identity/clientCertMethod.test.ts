@@ -4,9 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
-import { checkContext, checkInput } from '../../test/harness/checks.js';
-import { compileAccessPolicy } from '../policy/accessPolicy.js';
+import { checkContext, checkInput, routedPolicy } from '../../test/harness/checks.js';
 import { decodeCheckRequest } from '../stages/decode.js';
 import { ClientCertMethod, parseSubjectAltName } from './clientCertMethod.js';
 
@@ -17,12 +15,7 @@ const ctxAt = (now: number) => checkContext({ now });
 /** A check made now: certificates are minted in beforeAll, so the clock is read at check time. */
 const ctx = () => ctxAt(Date.now());
 const policy = (subjectFrom?: 'URISAN' | 'DNSSAN' | 'CommonName') =>
-  compileAccessPolicy('AccessPolicy/ns/mtls', {
-    mode: 'Enforce',
-    defaultAction: 'Deny',
-    priority: 0,
-    ...(subjectFrom ? { clientCertificates: { subjectFrom } } : {}),
-  } as AccessPolicySpec);
+  routedPolicy(subjectFrom ? { clientCertificates: { subjectFrom } } : {}, 'AccessPolicy/ns/mtls');
 
 describe('ClientCertMethod', () => {
   let dir: string;

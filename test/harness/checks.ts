@@ -1,4 +1,6 @@
+import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import type { Ctx } from '../../sidecar/pipeline/stage.js';
+import { type CompiledAccessPolicy, compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import type { Snapshot } from '../../sidecar/policy/snapshot.js';
 import type { CheckInput } from '../../sidecar/request/input.js';
@@ -38,4 +40,21 @@ export function checkContext({ snapshot, ...fields }: Partial<Ctx> = {}): Ctx {
     now: Date.now(),
     ...fields,
   };
+}
+
+/**
+ * The AccessPolicy the route stage found for the request, as identity methods get it:
+ * Enforce, default Deny, plus what the test sets. Its key's namespace is where the
+ * methods look for Secrets.
+ */
+export function routedPolicy(
+  fields: Partial<AccessPolicySpec> = {},
+  key = 'AccessPolicy/team-a/p',
+): CompiledAccessPolicy {
+  return compileAccessPolicy(key, {
+    mode: 'Enforce',
+    defaultAction: 'Deny',
+    priority: 0,
+    ...fields,
+  } as AccessPolicySpec);
 }

@@ -1,12 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import { GithubMethod } from '../../sidecar/identity/githubMethod.js';
-import { compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import type { Snapshot } from '../../sidecar/policy/snapshot.js';
-import { checkContext, checkInput } from '../harness/checks.js';
+import { checkContext, checkInput, routedPolicy } from '../harness/checks.js';
 
 /** GitHub's documented shapes: GET /user, /user/orgs ([{login}]), /user/teams ([{slug, organization:{login}}]). */
 interface StandInUser {
@@ -36,13 +34,7 @@ describe('GithubMethod against a stand-in for the GitHub REST API', () => {
   let snapshot: Snapshot;
   const method = new GithubMethod({ negativeCacheMs: 60_000 });
   const ctx = () => checkContext({ snapshot });
-  const policy = (...providers: string[]) =>
-    compileAccessPolicy('AccessPolicy/team-a/p', {
-      mode: 'Enforce',
-      defaultAction: 'Deny',
-      priority: 0,
-      providers,
-    } as AccessPolicySpec);
+  const policy = (...providers: string[]) => routedPolicy({ providers });
   const identify = (token: string, ...providers: string[]) =>
     method.identify(input(`Bearer ${token}`), ctx(), policy(...providers));
 

@@ -7,9 +7,8 @@ import { createLogger } from '../../common/logger.js';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import { ApiKeyMethod } from '../../sidecar/identity/apiKeyMethod.js';
 import { ServiceAccountMethod } from '../../sidecar/identity/serviceAccountMethod.js';
-import { compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
 import { KubeSecretStore, type KubeSecretStoreOptions } from '../../sidecar/secrets/kubeSecretStore.js';
-import { checkContext, checkInput } from '../harness/checks.js';
+import { checkContext, checkInput, routedPolicy } from '../harness/checks.js';
 import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../harness/kube.js';
 import { testLog } from '../harness/log.js';
 import { waitUntil } from '../harness/process.js';
@@ -21,13 +20,7 @@ const LABEL = { 'nox.dev/api-key': 'true' };
 
 const input = (headers: Record<string, string>) => checkInput({ headers });
 const ctx = () => checkContext();
-const policy = (extra: Partial<AccessPolicySpec>) =>
-  compileAccessPolicy('AccessPolicy/team-a/p', {
-    mode: 'Enforce',
-    defaultAction: 'Deny',
-    priority: 0,
-    ...extra,
-  } as AccessPolicySpec);
+const policy = (extra: Partial<AccessPolicySpec>) => routedPolicy(extra);
 
 describe('identity from the Kubernetes API (real kube-apiserver)', () => {
   let kube: Kube;

@@ -7,13 +7,11 @@ import { exportJWK, generateKeyPair } from 'jose';
 import Provider from 'oidc-provider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
-import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import { OpaqueTokenMethod } from '../../sidecar/identity/opaqueTokenMethod.js';
-import { compileAccessPolicy } from '../../sidecar/policy/accessPolicy.js';
 import { compileSnapshot } from '../../sidecar/policy/compile.js';
 import type { Snapshot } from '../../sidecar/policy/snapshot.js';
 import { DirSecretStore } from '../../sidecar/secrets/dirSecretStore.js';
-import { checkContext, checkInput } from '../harness/checks.js';
+import { checkContext, checkInput, routedPolicy } from '../harness/checks.js';
 import { waitUntil } from '../harness/process.js';
 
 const log = createLogger('opaque-token-test', { level: 'silent' });
@@ -93,13 +91,7 @@ describe('OpaqueTokenMethod against oidc-provider (RFC 7662)', () => {
     })(),
   );
   const ctx = () => checkContext({ snapshot });
-  const policy = (...providers: string[]) =>
-    compileAccessPolicy('AccessPolicy/team-a/p', {
-      mode: 'Enforce',
-      defaultAction: 'Deny',
-      priority: 0,
-      providers,
-    } as AccessPolicySpec);
+  const policy = (...providers: string[]) => routedPolicy({ providers });
   const identify = (token: string, ...providers: string[]) =>
     method.identify(input(`Bearer ${token}`), ctx(), policy(...providers));
   const token = (clientId = 'billing-job') =>
