@@ -2,10 +2,9 @@ import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../../common/resources/types.gen.js';
-import { createNamespace, installCrds } from '../harness/crds.js';
-import { type Kube, startKube } from '../harness/kube.js';
+import type { Kube } from '../harness/kube.js';
 import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
-import { type Kubelet, startKubelet } from '../harness/kubelet.js';
+import { createNoxObject, type Kubelet, startNodeCluster } from '../harness/kubelet.js';
 import { type KubeProxy, startKubeProxy } from '../harness/kubeProxy.js';
 import { testLog } from '../harness/log.js';
 import { type RunningOperator, startOperator } from '../harness/operator.js';
@@ -190,33 +189,20 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
   };
 
   beforeAll(async () => {
-    kube = await startKube({ controllerManager: true });
-    kc = kube.kubeConfig();
-    await installCrds(kc);
-    await createNamespace(kc, NS);
-    kubelet = await startKubelet(kube, { nodeName: 'node-a' });
+    ({ kube, kc, kubelet } = await startNodeCluster(NS));
     proxy = await startKubeProxy(kube);
     op = await startOperator(kube, { name: 'nox-operator-pg-e2e' });
-    const created = await kubeRequest(
-      kc,
-      'POST',
-      `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters`,
-      {
-        body: JSON.stringify({
-          apiVersion: 'nox.dev/v1alpha1',
-          kind: 'PostgresCluster',
-          metadata: { name: NAME, namespace: NS },
-          spec: {
-            instances: 3,
-            image: 'postgres:15',
-            synchronous: { mode: 'Quorum', number: 1 },
-            failover: { delay: '2s' },
-            storage: { size: '1Gi' },
-          },
-        }),
+    await createNoxObject(kc, 'postgresclusters', {
+      kind: 'PostgresCluster',
+      metadata: { name: NAME, namespace: NS },
+      spec: {
+        instances: 3,
+        image: 'postgres:15',
+        synchronous: { mode: 'Quorum', number: 1 },
+        failover: { delay: '2s' },
+        storage: { size: '1Gi' },
       },
-    );
-    expect(created.status).toBe(201);
+    });
   }, 120_000);
 
   afterAll(async () => {
@@ -421,20 +407,11 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
   it('a primary whose data is gone (emptyDir, pod deleted) is replaced by failover, never by an empty database', async () => {
     const eph = 'eph';
     const path = `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters/${eph}`;
-    const created = await kubeRequest(
-      kc,
-      'POST',
-      `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters`,
-      {
-        body: JSON.stringify({
-          apiVersion: 'nox.dev/v1alpha1',
-          kind: 'PostgresCluster',
-          metadata: { name: eph, namespace: NS },
-          spec: { instances: 2, failover: { delay: '2s' } },
-        }),
-      },
-    );
-    expect(created.status).toBe(201);
+    await createNoxObject(kc, 'postgresclusters', {
+      kind: 'PostgresCluster',
+      metadata: { name: eph, namespace: NS },
+      spec: { instances: 2, failover: { delay: '2s' } },
+    });
     const ready = (c: PostgresCluster | undefined) =>
       cond(c, 'Ready')?.status === 'True' &&
       (c?.status?.instances ?? []).filter((i) => i.role === 'replica' && i.ready).length === 1;

@@ -4,10 +4,9 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RedisCluster } from '../../common/resources/types.gen.js';
 import { RedisQuotaStore } from '../../sidecar/quota/redisStore.js';
-import { createNamespace, installCrds } from '../harness/crds.js';
-import { type Kube, startKube } from '../harness/kube.js';
+import type { Kube } from '../harness/kube.js';
 import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
-import { type Kubelet, startKubelet } from '../harness/kubelet.js';
+import { createNoxObject, type Kubelet, startNodeCluster } from '../harness/kubelet.js';
 import { testLog } from '../harness/log.js';
 import { startOperator } from '../harness/operator.js';
 import { type Service, waitUntil } from '../harness/process.js';
@@ -97,21 +96,13 @@ describe('nox-operator (built) runs RedisClusters end to end', () => {
   };
 
   beforeAll(async () => {
-    kube = await startKube({ controllerManager: true });
-    kc = kube.kubeConfig();
-    await installCrds(kc);
-    await createNamespace(kc, NS);
-    kubelet = await startKubelet(kube, { nodeName: 'node-a' });
+    ({ kube, kc, kubelet } = await startNodeCluster(NS));
     op = (await startOperator(kube, { name: 'nox-operator-redis-e2e', systemNamespace: SYSTEM_NS })).service;
-    const created = await kubeRequest(kc, 'POST', `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters`, {
-      body: JSON.stringify({
-        apiVersion: 'nox.dev/v1alpha1',
-        kind: 'RedisCluster',
-        metadata: { name: NAME, namespace: NS },
-        spec: { masters: 3, replicasPerMaster: 1, image: 'redis:7.0' },
-      }),
+    await createNoxObject(kc, 'redisclusters', {
+      kind: 'RedisCluster',
+      metadata: { name: NAME, namespace: NS },
+      spec: { masters: 3, replicasPerMaster: 1, image: 'redis:7.0' },
     });
-    expect(created.status).toBe(201);
     testLog(`control plane, kubelet and built operator up in ${Date.now() - t0} ms`);
   }, 120_000);
 

@@ -8,10 +8,9 @@ import type { RedisCluster } from '../../common/resources/types.gen.js';
 import { RedisClusterReconciler } from '../../operator/redis/reconciler.js';
 import type { Applier, ObjectKey, ReconcileResult } from '../../operator/runtime/types.js';
 import { fieldManager } from '../../operator/runtime/types.js';
-import { createNamespace, installCrds } from '../harness/crds.js';
-import { type Kube, startKube } from '../harness/kube.js';
+import type { Kube } from '../harness/kube.js';
 import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
-import { type Kubelet, startKubelet } from '../harness/kubelet.js';
+import { createNoxObject, type Kubelet, startNodeCluster } from '../harness/kubelet.js';
 import { testLog } from '../harness/log.js';
 import { sleep, waitUntil } from '../harness/process.js';
 import { runDir } from '../harness/tools.js';
@@ -205,20 +204,12 @@ describe('RedisCluster operator on a real API server with the kubelet stand-in',
     );
 
   beforeAll(async () => {
-    kube = await startKube({ controllerManager: true });
-    kc = kube.kubeConfig();
-    await installCrds(kc);
-    await createNamespace(kc, NS);
-    kubelet = await startKubelet(kube, { nodeName: 'node-a' });
-    const created = await kubeRequest(kc, 'POST', `/apis/nox.dev/v1alpha1/namespaces/${NS}/redisclusters`, {
-      body: JSON.stringify({
-        apiVersion: 'nox.dev/v1alpha1',
-        kind: 'RedisCluster',
-        metadata: { name: NAME, namespace: NS },
-        spec: { masters: 3, replicasPerMaster: 1, image: 'redis:7.0' },
-      }),
+    ({ kube, kc, kubelet } = await startNodeCluster(NS));
+    await createNoxObject(kc, 'redisclusters', {
+      kind: 'RedisCluster',
+      metadata: { name: NAME, namespace: NS },
+      spec: { masters: 3, replicasPerMaster: 1, image: 'redis:7.0' },
     });
-    expect(created.status).toBe(201);
     const log = pino(
       { level: 'debug' },
       pino.destination({ dest: join(runDir, 'logs', 'operator-redis-test.log'), sync: true }),

@@ -1,40 +1,36 @@
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import {
-  accessSync,
-  chmodSync,
-  constants,
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-} from 'node:fs';
-import { connect } from 'node:net';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { KubeConfig, V1Container, V1EnvVar, V1Pod, V1Probe, V1Volume } from '@kubernetes/client-node';
+import type { KubeConfig, V1Container, V1Pod, V1Probe } from '@kubernetes/client-node';
 import { ApiException, CoreV1Api } from '@kubernetes/client-node';
 import { pods as podsType } from '../../../common/kube/resources.js';
 import type { Kube } from '../kube.js';
 import { kubeRequest } from '../kubeHttp.js';
-import { isFree } from '../ports.js';
-import { type Service, sharedScratchDir, start } from '../process.js';
+import { sharedScratchDir, start } from '../process.js';
 import { runDir } from '../tools.js';
 import { type ClusterDns, startClusterDns } from './dns.js';
-import { type ImageRuntime, runtimeFor, UnsupportedImage } from './runtimes.js';
 import {
-  CONTAINER_MARKER,
+  ContainerError,
+  type ContainerState,
+  configError,
+  type EnvSources,
+  expandVars,
+  HOST_IP,
+  type PodState,
+} from './pod.js';
+import { runtimeFor, UnsupportedImage } from './runtimes.js';
+import {
   type ContainerUser,
   containerUser,
+  ipAllocator,
   killContainer,
-  nssWrapperLib,
+  podEnv,
   RunAsRoot,
-  volumeOwner,
+  stopContainer,
 } from './sandbox.js';
-import { chownTree, type FileSpec, formatMap, syncDir, writeFileAtomic } from './volumes.js';
+import { podVolumes, writeFileAtomic } from './volumes.js';
 import { watchAll } from './watch.js';
+
+export { expandVars } from './pod.js';
 
 /**
  * A stand-in for the kubelet, and only for that: nothing here runs containers, so for each
@@ -129,76 +125,6 @@ export interface Kubelet {
 }
 
 const PART_OF = 'app.kubernetes.io/part-of=nox';
-const HOST_IP = '127.0.0.1';
-
-interface EnvSources {
-  configMap(namespace: string, name: string): Promise<Record<string, string> | undefined>;
-  secret(namespace: string, name: string): Promise<Record<string, string> | undefined>;
-}
-
-/** Kubernetes' `$(VAR)` expansion: `$$` escapes, unknown references stay as written. */
-export function expandVars(s: string, env: Record<string, string>): string {
-  return s.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (m, name: string | undefined) => {
-    if (m === '$$') return '$';
-    return name !== undefined && name in env ? env[name]! : m;
-  });
-}
-
-/** A container that cannot start (yet): reported as Waiting with `reason`, retried. */
-class ContainerError extends Error {
-  constructor(
-    readonly reason: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-const configError = (message: string) => new ContainerError('CreateContainerConfigError', message);
-
-interface ContainerState {
-  readonly spec: V1Container;
-  svc: Service | undefined;
-  /** Incremented per start; probes and exit handlers of an older start are ignored. */
-  gen: number;
-  /** The marker of the current start's processes (see sandbox.ts). */
-  marker: string | undefined;
-  held: boolean;
-  restarts: number;
-  ready: boolean;
-  startedAt: string | undefined;
-  waiting: { reason: string; message: string } | undefined;
-  lastTerminated: { exitCode: number; reason: string; startedAt?: string; finishedAt: string } | undefined;
-  /** The environment of the running process (host paths), for exec probes. */
-  env: Record<string, string>;
-  user: ContainerUser | undefined;
-  cwd: string;
-  probeTimer: NodeJS.Timeout | undefined;
-  restartTimer: NodeJS.Timeout | undefined;
-  logFile: string;
-}
-
-interface PodState {
-  readonly uid: string;
-  readonly namespace: string;
-  readonly name: string;
-  pod: V1Pod;
-  ip: string | undefined;
-  dir: string;
-  /** /tmp/noxk-XXXX/<n>: a symlink per volume, the host paths containers see (short, for Unix sockets). */
-  short: string;
-  /** When this kubelet first saw the pod (the kubernetes.io/config.seen annotation). */
-  seen: string;
-  containers: ContainerState[];
-  startTime: string;
-  terminating: boolean;
-  gone: boolean;
-  /** PVC directories already given to the pod's owner. */
-  owned: Set<string>;
-  conditionTimes: Map<string, { status: string; time: string }>;
-  lastStatusJson: string;
-  /** Serializes start/stop/status work on this pod. */
-  chain: Promise<void>;
-}
 
 export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Kubelet> {
   const kc = kube.kubeConfig();
@@ -226,23 +152,7 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
 
   await registerNode(kc, nodeName, labels);
 
-  // -------------------------------------------------------------------- IP allocation
-  // 127.0.<n>.<m>: n from a hash of the pid and node name, so that concurrent test processes
-  // rarely meet; an address whose ports are taken is skipped anyway. Addresses are never
-  // reused within one kubelet: a new pod gets a new IP, as on a real node.
-  let ipSeq = 0;
-  const ipBase = createHash('sha256').update(`${process.pid}/${nodeName}/${Date.now()}`).digest()[0]! % 200;
-  const allocateIp = async (wanted: number[]): Promise<string> => {
-    const ports = [...new Set(wanted)];
-    for (let tries = 0; tries < 1000; tries++) {
-      const i = ipSeq++;
-      const n = 1 + ((ipBase + Math.floor(i / 250)) % 254);
-      const ip = `127.0.${n}.${2 + (i % 250)}`;
-      const free = await Promise.all(ports.map((p) => isFree(p, ip)));
-      if (free.every(Boolean)) return ip;
-    }
-    throw new Error('no free loopback address for a pod');
-  };
+  const allocateIp = ipAllocator(nodeName);
 
   // -------------------------------------------------------------------- API helpers
   const api = async (method: string, path: string, body?: unknown, contentType?: string) => {
@@ -301,334 +211,24 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
   );
   await dns.synced;
 
-  // -------------------------------------------------------------------- volumes
-  const volumeDir = (p: PodState, v: V1Volume): string => {
-    if (v.persistentVolumeClaim) return join(root, 'pvc', p.namespace, v.persistentVolumeClaim.claimName);
-    return join(p.dir, 'volumes', v.name);
-  };
-
-  /** The kubelet's own annotations on its copy of the pod, which the downward API shows too. */
-  const annotations = (p: PodState): Record<string, string> => ({
-    ...(p.pod.metadata?.annotations ?? {}),
-    'kubernetes.io/config.seen': p.seen,
-    'kubernetes.io/config.source': 'api',
+  const { setupVolumes, refreshDownward, refreshConfigVolumes, hostPath, mapArg } = podVolumes({
+    nodeName,
+    root,
+    sources,
+    api,
+    stopped: () => stopped,
   });
-
-  type DownwardItem = { path: string; fieldRef?: { fieldPath: string }; mode?: number };
-  const downwardFiles = (p: PodState, items: DownwardItem[], mode: number | undefined) => {
-    const files = new Map<string, FileSpec>();
-    for (const item of items)
-      if (item.fieldRef)
-        files.set(item.path, {
-          data: fieldValue(p, item.fieldRef.fieldPath),
-          mode: item.mode ?? mode ?? 0o644,
-        });
-    return files;
-  };
-
-  const keyFiles = (
-    data: Record<string, string>,
-    items: { key: string; path: string; mode?: number }[] | undefined,
-    defaultMode: number | undefined,
-    what: string,
-  ) => {
-    const files = new Map<string, FileSpec>();
-    const entries: { key: string; path: string; mode?: number }[] =
-      items ?? Object.keys(data).map((key) => ({ key, path: key }));
-    for (const item of entries) {
-      const value = data[item.key];
-      if (value === undefined) throw configError(`key ${item.key} not found in ${what}`);
-      files.set(item.path, { data: value, mode: item.mode ?? defaultMode ?? 0o644 });
-    }
-    return files;
-  };
-
-  /** Materialises the pod's volumes; throws a config error while a referenced object is missing. */
-  const setupVolumes = async (p: PodState) => {
-    const owner = volumeOwner(p.pod);
-    for (const v of p.pod.spec?.volumes ?? []) {
-      const dir = volumeDir(p, v);
-      if (v.configMap) {
-        const data = await sources.configMap(p.namespace, v.configMap.name!);
-        if (data === undefined) {
-          if (v.configMap.optional) continue;
-          throw configError(`configmap "${v.configMap.name}" not found`);
-        }
-        syncDir(dir, keyFiles(data, v.configMap.items, v.configMap.defaultMode, v.configMap.name!), owner);
-      } else if (v.secret) {
-        const data = await sources.secret(p.namespace, v.secret.secretName!);
-        if (data === undefined) {
-          if (v.secret.optional) continue;
-          throw configError(`secret "${v.secret.secretName}" not found`);
-        }
-        syncDir(dir, keyFiles(data, v.secret.items, v.secret.defaultMode, v.secret.secretName!), owner);
-      } else if (v.downwardAPI) {
-        syncDir(dir, downwardFiles(p, v.downwardAPI.items ?? [], v.downwardAPI.defaultMode), owner);
-      } else if (v.projected) {
-        // The service-account volume (kube-api-access-*) and friends: files from several sources.
-        const files = new Map<string, FileSpec>();
-        const mode = v.projected.defaultMode;
-        for (const src of v.projected.sources ?? []) {
-          if (src.serviceAccountToken) {
-            const sa = p.pod.spec?.serviceAccountName ?? 'default';
-            const res = await api('POST', `/api/v1/namespaces/${p.namespace}/serviceaccounts/${sa}/token`, {
-              apiVersion: 'authentication.k8s.io/v1',
-              kind: 'TokenRequest',
-              spec: {
-                audiences: src.serviceAccountToken.audience ? [src.serviceAccountToken.audience] : [],
-                expirationSeconds: src.serviceAccountToken.expirationSeconds ?? 3607,
-                boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: p.name, uid: p.uid },
-              },
-            });
-            if (res.status !== 201 && res.status !== 200)
-              throw configError(`token for serviceaccount ${sa}: HTTP ${res.status}`);
-            files.set(src.serviceAccountToken.path, {
-              data: (res.body as { status: { token: string } }).status.token,
-              mode: 0o600,
-            });
-          } else if (src.configMap || src.secret) {
-            const ref = (src.configMap ?? src.secret)!;
-            const data = src.configMap
-              ? await sources.configMap(p.namespace, ref.name!)
-              : await sources.secret(p.namespace, ref.name!);
-            if (data === undefined) {
-              if (ref.optional) continue;
-              throw configError(`${src.configMap ? 'configmap' : 'secret'} "${ref.name}" not found`);
-            }
-            for (const [k, f] of keyFiles(data, ref.items, mode, ref.name!)) files.set(k, f);
-          } else if (src.downwardAPI) {
-            for (const [k, f] of downwardFiles(p, src.downwardAPI.items ?? [], mode)) files.set(k, f);
-          }
-        }
-        syncDir(dir, files, owner);
-      } else if (v.emptyDir) {
-        if (!existsSync(dir)) {
-          // What the kubelet makes: world-writable (and, with fsGroup, that group's).
-          mkdirSync(dir, { recursive: true });
-          chmodSync(dir, 0o777);
-          if (owner) chownTree(dir, owner);
-        }
-      } else if (v.persistentVolumeClaim) {
-        if (!existsSync(dir)) {
-          mkdirSync(dir, { recursive: true });
-          chmodSync(dir, 0o777);
-        }
-        // fsGroup's recursive ownership change when the volume is mounted for a pod.
-        if (owner && !p.owned.has(dir)) chownTree(dir, owner);
-        p.owned.add(dir);
-      } else {
-        throw configError(
-          `volume ${v.name}: only configMap, secret, projected, downwardAPI, emptyDir and PVC volumes are emulated`,
-        );
-      }
-      const link = join(p.short, v.name);
-      if (!lstatExists(link)) symlinkSync(dir, link);
-    }
-  };
-
-  /** The kubelet refreshes downward API files when the pod's metadata changes. */
-  const refreshDownward = (p: PodState) => {
-    if (p.terminating || p.gone || stopped) return;
-    const owner = volumeOwner(p.pod);
-    for (const v of p.pod.spec?.volumes ?? []) {
-      const dir = volumeDir(p, v);
-      if (!existsSync(dir)) continue; // not set up yet: setupVolumes writes the current values
-      const files = v.downwardAPI
-        ? downwardFiles(p, v.downwardAPI.items ?? [], v.downwardAPI.defaultMode)
-        : new Map(
-            (v.projected?.sources ?? []).flatMap((s) =>
-              s.downwardAPI ? [...downwardFiles(p, s.downwardAPI.items ?? [], v.projected?.defaultMode)] : [],
-            ),
-          );
-      for (const [path, f] of files) writeFileAtomic(join(dir, path), f.data, f.mode, owner);
-    }
-  };
-
-  /**
-   * The kubelet's periodic volume sync: ConfigMap and Secret volumes follow their objects
-   * (a real kubelet takes up to a minute; here every `volumeSyncMs`). Files change by rename,
-   * as the kubelet's atomic writer does; a missing object leaves the files as they are.
-   */
-  const refreshConfigVolumes = async (p: PodState) => {
-    if (p.terminating || p.gone || stopped) return;
-    const owner = volumeOwner(p.pod);
-    for (const v of p.pod.spec?.volumes ?? []) {
-      const dir = volumeDir(p, v);
-      if (!existsSync(dir)) continue;
-      if (v.configMap) {
-        const data = await sources.configMap(p.namespace, v.configMap.name!);
-        if (data)
-          syncDir(dir, keyFiles(data, v.configMap.items, v.configMap.defaultMode, v.configMap.name!), owner);
-      } else if (v.secret) {
-        const data = await sources.secret(p.namespace, v.secret.secretName!);
-        if (data)
-          syncDir(dir, keyFiles(data, v.secret.items, v.secret.defaultMode, v.secret.secretName!), owner);
-      }
-    }
-  };
   const volumeSyncTimer = setInterval(() => {
     for (const p of pods.values()) void enqueue(p, () => refreshConfigVolumes(p).catch(() => {}));
   }, opts.volumeSyncMs ?? 1000);
   volumeSyncTimer.unref();
 
-  /** Container path → host path, through the container's volume mounts (longest prefix wins). */
-  const hostPath = (p: PodState, c: V1Container, path: string): string | undefined => {
-    let best: { mount: string; dir: string } | undefined;
-    for (const m of c.volumeMounts ?? []) {
-      const mount = m.mountPath.replace(/\/+$/, '') || '/';
-      if (path !== mount && !path.startsWith(`${mount}/`)) continue;
-      if (best && best.mount.length >= mount.length) continue;
-      if (!p.pod.spec?.volumes?.some((v) => v.name === m.name)) continue;
-      best = { mount, dir: join(p.short, m.name, m.subPath ?? '') };
-    }
-    return best ? join(best.dir, path.slice(best.mount.length)) : undefined;
-  };
-  const mapArg = (p: PodState, c: V1Container, arg: string) =>
-    arg.startsWith('/') ? (hostPath(p, c, arg) ?? arg) : arg;
-
-  // -------------------------------------------------------------------- env
-  const fieldValue = (p: PodState, fieldPath: string): string => {
-    const m = p.pod.metadata!;
-    const label = /^metadata\.(labels|annotations)\['(.+)'\]$/.exec(fieldPath);
-    if (label) return (label[1] === 'labels' ? m.labels : annotations(p))?.[label[2]!] ?? '';
-    switch (fieldPath) {
-      case 'metadata.name':
-        return m.name ?? '';
-      case 'metadata.namespace':
-        return m.namespace ?? '';
-      case 'metadata.uid':
-        return m.uid ?? '';
-      case 'metadata.labels':
-        return formatMap(m.labels);
-      case 'metadata.annotations':
-        return formatMap(annotations(p));
-      case 'spec.nodeName':
-        return nodeName;
-      case 'spec.serviceAccountName':
-        return p.pod.spec?.serviceAccountName ?? '';
-      case 'status.podIP':
-        return p.ip ?? '';
-      case 'status.podIPs':
-        return p.ip ?? '';
-      case 'status.hostIP':
-      case 'status.hostIPs':
-        return HOST_IP;
-      default:
-        throw configError(`fieldRef ${fieldPath} is not supported`);
-    }
-  };
-
-  /** The container's env as the container sees it (container paths). */
-  const resolveEnv = async (p: PodState, c: V1Container): Promise<Record<string, string>> => {
-    const env: Record<string, string> = {};
-    for (const from of c.envFrom ?? []) {
-      const prefix = from.prefix ?? '';
-      const src = from.configMapRef
-        ? await sources.configMap(p.namespace, from.configMapRef.name!)
-        : from.secretRef
-          ? await sources.secret(p.namespace, from.secretRef.name!)
-          : {};
-      if (src === undefined) {
-        if (from.configMapRef?.optional || from.secretRef?.optional) continue;
-        throw configError(`envFrom: ${from.configMapRef?.name ?? from.secretRef?.name} not found`);
-      }
-      for (const [k, v] of Object.entries(src)) env[prefix + k] = v;
-    }
-    for (const e of c.env ?? []) env[e.name] = await envValue(p, e, env);
-    return env;
-  };
-
-  const envValue = async (p: PodState, e: V1EnvVar, env: Record<string, string>): Promise<string> => {
-    if (e.value !== undefined) return expandVars(e.value, env);
-    const vf = e.valueFrom;
-    if (!vf) return '';
-    if (vf.fieldRef) return fieldValue(p, vf.fieldRef.fieldPath);
-    const ref = vf.secretKeyRef ?? vf.configMapKeyRef;
-    if (ref) {
-      const data = vf.secretKeyRef
-        ? await sources.secret(p.namespace, ref.name!)
-        : await sources.configMap(p.namespace, ref.name!);
-      const value = data?.[ref.key];
-      if (value === undefined) {
-        if (ref.optional) return '';
-        throw configError(
-          `${vf.secretKeyRef ? 'secret' : 'configmap'} "${ref.name}" key "${ref.key}" not found`,
-        );
-      }
-      return value;
-    }
-    throw configError(`env ${e.name}: resourceFieldRef is not supported`);
-  };
-
-  const podHostname = (p: PodState) => p.pod.spec?.hostname || p.name;
-
-  /**
-   * The process's environment on the host: the image's PATH and what a container runtime
-   * adds (HOSTNAME, HOME), the container's env with container paths mapped to host paths,
-   * nss_wrapper (the image's passwd/group, the pod's hosts file) and the container marker.
-   */
-  const processEnv = (
-    p: PodState,
-    c: ContainerState,
-    env: Record<string, string>,
-    runtime: ImageRuntime,
-    user: ContainerUser,
-    marker: string,
-  ): Record<string, string> => {
-    const map = (v: string) => mapArg(p, c.spec, v);
-    const out: Record<string, string> = { PATH: runtime.path, HOSTNAME: podHostname(p) };
-    for (const [k, v] of Object.entries(env))
-      out[k] = k === 'PATH' ? v.split(':').map(map).join(':') : map(v);
-    if (out.HOME === undefined) {
-      let home = hostPath(p, c.spec, user.home);
-      if (!home) {
-        // The image's home directory (not a volume): one per pod, the user's.
-        home = join(p.dir, 'home', user.home);
-        mkdirSync(home, { recursive: true });
-        if (user.spawn) chownTree(home, user.spawn);
-      }
-      out.HOME = home;
-    }
-    let lib: string;
-    try {
-      lib = nssWrapperLib();
-    } catch (e) {
-      throw new ContainerError('CreateContainerError', (e as Error).message);
-    }
-    const etc = join(p.dir, 'etc', c.spec.name);
-    writeFileAtomic(join(etc, 'passwd'), user.passwd, 0o644);
-    writeFileAtomic(join(etc, 'group'), user.group, 0o644);
-    out.LD_PRELOAD = out.LD_PRELOAD ? `${lib}:${out.LD_PRELOAD}` : lib;
-    out.NSS_WRAPPER_PASSWD = join(etc, 'passwd');
-    out.NSS_WRAPPER_GROUP = join(etc, 'group');
-    out.NSS_WRAPPER_HOSTS = hostsFile(p);
-    out.NSS_WRAPPER_HOSTNAME = podHostname(p);
-    out[CONTAINER_MARKER] = marker;
-    return out;
-  };
-
-  /** argv[0] as execve in the container would find it: a path, or a name looked up in PATH. */
-  const resolveExecutable = (argv0: string, path: string): string => {
-    const ok = (f: string) => {
-      try {
-        accessSync(f, constants.X_OK);
-        return statSync(f).isFile();
-      } catch {
-        return false;
-      }
-    };
-    if (argv0.includes('/')) {
-      if (ok(argv0)) return argv0;
-      throw new ContainerError('RunContainerError', `exec: "${argv0}": no such file or directory`);
-    }
-    for (const dir of path.split(':')) if (dir && ok(join(dir, argv0))) return join(dir, argv0);
-    throw new ContainerError('RunContainerError', `exec: "${argv0}": executable file not found in $PATH`);
-  };
-
-  /** The whole environment of a spawned process: the container's, nothing of the test process's. */
-  const cleanEnv = (env: Record<string, string>): NodeJS.ProcessEnv => ({
-    ...Object.fromEntries(Object.keys(process.env).map((k) => [k, undefined])),
-    ...env,
+  const { resolveEnv, processEnv, resolveExecutable, cleanEnv, runProbe } = podEnv({
+    nodeName,
+    sources,
+    hostPath,
+    mapArg,
+    hostsFile,
   });
 
   // -------------------------------------------------------------------- status
@@ -818,89 +418,6 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
       if (gen === c.gen) c.probeTimer = setTimeout(() => void run(), period);
     };
     c.probeTimer = setTimeout(() => void run(), first ? (probe.initialDelaySeconds ?? 0) * 1000 : period);
-  };
-
-  const runProbe = (p: PodState, c: ContainerState, probe: V1Probe): Promise<boolean> => {
-    const timeoutMs = (probe.timeoutSeconds ?? 1) * 1000;
-    const ip = p.ip!;
-    const portOf = (port: number | string) =>
-      typeof port === 'number'
-        ? port
-        : /^\d+$/.test(port)
-          ? Number(port)
-          : (c.spec.ports?.find((x) => x.name === port)?.containerPort ?? 0);
-    if (probe.exec?.command) {
-      // Run in the container: its env, user and mount mapping.
-      const argv = probe.exec.command.map((a) => mapArg(p, c.spec, a));
-      let exe: string;
-      try {
-        exe = resolveExecutable(argv[0]!, c.env.PATH ?? '');
-      } catch {
-        return Promise.resolve(false);
-      }
-      return new Promise((resolve) => {
-        const child = spawn(exe, argv.slice(1), {
-          cwd: c.cwd,
-          env: cleanEnv(c.env),
-          stdio: 'ignore',
-          timeout: timeoutMs,
-          killSignal: 'SIGKILL',
-          ...(c.user?.spawn ?? {}),
-        });
-        child.once('error', () => resolve(false));
-        child.once('exit', (code) => resolve(code === 0));
-      });
-    }
-    if (probe.tcpSocket) {
-      const port = portOf(probe.tcpSocket.port as number | string);
-      return new Promise((resolve) => {
-        const s = connect({ host: probe.tcpSocket?.host ?? ip, port, timeout: timeoutMs });
-        s.once('connect', () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.once('timeout', () => {
-          s.destroy();
-          resolve(false);
-        });
-        s.once('error', () => resolve(false));
-      });
-    }
-    if (probe.httpGet) {
-      const port = portOf(probe.httpGet.port as number | string);
-      const url = `${(probe.httpGet.scheme ?? 'HTTP').toLowerCase()}://${probe.httpGet.host ?? ip}:${port}${probe.httpGet.path ?? '/'}`;
-      return fetch(url, { signal: AbortSignal.timeout(timeoutMs) }).then(
-        (r) => r.status >= 200 && r.status < 400,
-        () => false,
-      );
-    }
-    return Promise.resolve(false);
-  };
-
-  /**
-   * A container stop: graceful is SIGTERM to the main process (as a runtime signals the
-   * container's PID 1), SIGKILL after the grace; either way, then, everything it started.
-   */
-  const stopContainer = async (c: ContainerState, graceful: boolean, graceMs = 10_000) => {
-    clearTimeout(c.probeTimer);
-    clearTimeout(c.restartTimer);
-    c.ready = false;
-    const svc = c.svc;
-    if (svc && !svc.exited()) {
-      if (graceful && svc.child.pid !== undefined) {
-        const exited = new Promise<void>((r) => svc.child.once('exit', () => r()));
-        try {
-          process.kill(svc.child.pid, 'SIGTERM');
-        } catch {
-          /* gone */
-        }
-        const t = setTimeout(() => void svc.kill(), graceMs);
-        await exited;
-        clearTimeout(t);
-      }
-      await svc.kill();
-    }
-    if (c.marker) await killContainer(c.marker);
   };
 
   // -------------------------------------------------------------------- pod lifecycle
@@ -1146,15 +663,6 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
       rmSync(shortRoot, { recursive: true, force: true });
     },
   };
-}
-
-function lstatExists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function registerNode(kc: KubeConfig, name: string, labels: Record<string, string>): Promise<void> {
