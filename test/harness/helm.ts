@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { scratchDir } from './process.js';
 import { repoRoot, runDir, tool } from './tools.js';
 
 export interface HelmResult {
@@ -55,4 +56,35 @@ export function helm(args: string[], opts: HelmOptions = {}): Promise<HelmResult
       },
     );
   });
+}
+
+/**
+ * A copy of charts/nox that also renders `templates/zz-test-pod.yaml`: a Pod `gateway` made
+ * of the chart's sidecar container and volumes templates. The chart has no workload of its
+ * own (NOTES.txt prints the container for users to paste), so this is how a test sees that
+ * container as Kubernetes would read it.
+ */
+export function chartWithGatewayPod(): string {
+  const dir = join(scratchDir('helm-chart'), 'nox');
+  cpSync(join(repoRoot, 'charts', 'nox'), dir, { recursive: true });
+  writeFileSync(
+    join(dir, 'templates', 'zz-test-pod.yaml'),
+    [
+      'apiVersion: v1',
+      'kind: Pod',
+      'metadata:',
+      '  name: gateway',
+      '  namespace: {{ .Release.Namespace }}',
+      'spec:',
+      '  serviceAccountName: {{ include "nox.serviceAccountName" . }}',
+      '  containers:',
+      '    - {{ include "nox.sidecarContainer" . | nindent 6 | trim }}',
+      '  {{- with include "nox.sidecarVolumes" . | trim }}',
+      '  volumes:',
+      '    {{- . | nindent 4 }}',
+      '  {{- end }}',
+      '',
+    ].join('\n'),
+  );
+  return dir;
 }

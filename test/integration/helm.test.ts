@@ -1,4 +1,4 @@
-import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
@@ -11,7 +11,7 @@ import {
 } from '../../operator/settings.js';
 import { sidecarRbac } from '../../sidecar/rbac.js';
 import { definitions, loadSettings } from '../../sidecar/settings/settings.js';
-import { helm } from '../harness/helm.js';
+import { chartWithGatewayPod, helm } from '../harness/helm.js';
 import { scratchDir } from '../harness/process.js';
 import { repoRoot } from '../harness/tools.js';
 
@@ -67,33 +67,9 @@ function valuesFile(values: unknown): string {
   return path;
 }
 
-/**
- * The chart has no workload of its own: the sidecar container (envFrom, Secret env, mounts)
- * is a named template that NOTES.txt prints. To check it as Kubernetes would read it, a copy
- * of the chart renders it into a Pod.
- */
+/** The sidecar container (envFrom, Secret env, mounts) rendered into a Pod (see chartWithGatewayPod). */
 async function renderPod(args: string[]): Promise<{ pod: K8sObject; objects: K8sObject[] }> {
-  const dir = join(scratchDir('helm-chart'), 'nox');
-  cpSync(chartDir, dir, { recursive: true });
-  writeFileSync(
-    join(dir, 'templates', 'zz-test-pod.yaml'),
-    [
-      'apiVersion: v1',
-      'kind: Pod',
-      'metadata:',
-      '  name: gateway',
-      '  namespace: {{ .Release.Namespace }}',
-      'spec:',
-      '  serviceAccountName: {{ include "nox.serviceAccountName" . }}',
-      '  containers:',
-      '    - {{ include "nox.sidecarContainer" . | nindent 6 | trim }}',
-      '  {{- with include "nox.sidecarVolumes" . | trim }}',
-      '  volumes:',
-      '    {{- . | nindent 4 }}',
-      '  {{- end }}',
-      '',
-    ].join('\n'),
-  );
+  const dir = chartWithGatewayPod();
   const objects = await render('demo', args, dir);
   return { pod: find(objects, 'Pod', 'gateway'), objects };
 }

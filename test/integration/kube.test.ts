@@ -1,4 +1,4 @@
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   ApiException,
@@ -24,10 +24,10 @@ import type { SourceState } from '../../sidecar/config/source.js';
 import { sidecarRbac } from '../../sidecar/rbac.js';
 import { KubeSecretStore } from '../../sidecar/secrets/kubeSecretStore.js';
 import { installCrds } from '../harness/crds.js';
-import { helm } from '../harness/helm.js';
+import { chartWithGatewayPod, helm } from '../harness/helm.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { testLog } from '../harness/log.js';
-import { scratchDir, waitUntil } from '../harness/process.js';
+import { waitUntil } from '../harness/process.js';
 import { repoRoot } from '../harness/tools.js';
 
 const demoAccessPolicy = readFileSync(join(repoRoot, 'examples', 'demo', 'access.yaml'), 'utf8');
@@ -722,26 +722,7 @@ describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a r
   it("accepts the chart's sidecar container as a Pod (server-side dry run)", async () => {
     // The chart ships the container as a named template (NOTES.txt prints it); a copy of the
     // chart renders it into a Pod, with every Secret reference and mount in use.
-    const dir = join(scratchDir('helm-chart'), 'nox');
-    cpSync(join(repoRoot, 'charts', 'nox'), dir, { recursive: true });
-    writeFileSync(
-      join(dir, 'templates', 'zz-test-pod.yaml'),
-      [
-        'apiVersion: v1',
-        'kind: Pod',
-        'metadata:',
-        '  name: gateway',
-        'spec:',
-        '  serviceAccountName: {{ include "nox.serviceAccountName" . }}',
-        '  containers:',
-        '    - {{ include "nox.sidecarContainer" . | nindent 6 | trim }}',
-        '  {{- with include "nox.sidecarVolumes" . | trim }}',
-        '  volumes:',
-        '    {{- . | nindent 4 }}',
-        '  {{- end }}',
-        '',
-      ].join('\n'),
-    );
+    const dir = chartWithGatewayPod();
     const res = await helm([
       'template',
       'nox',
