@@ -280,7 +280,9 @@ export class KubeClient {
         timeoutMs,
       );
       const onAbort = () => req.destroy(new Error('aborted'));
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      // The signal may have fired while the credentials were read: an abort event is not replayed.
+      if (opts.signal?.aborted) onAbort();
+      else opts.signal?.addEventListener('abort', onAbort, { once: true });
       req.on('error', (e) => finish(e));
       if (body !== undefined) req.write(body);
       req.end();
@@ -500,7 +502,10 @@ export class KubeClient {
         this.#timeoutMs,
       );
       const onAbort = () => finish();
-      opts.signal.addEventListener('abort', onAbort, { once: true });
+      // The signal may have fired while the credentials were read: an abort event is not replayed,
+      // and a missed one would hold the stream open until the server's timeout.
+      if (opts.signal.aborted) onAbort();
+      else opts.signal.addEventListener('abort', onAbort, { once: true });
       req.end();
     });
   }

@@ -340,6 +340,7 @@ class Stream<T extends KubeObject> {
     const timeoutSeconds = Math.round((this.opts.watchTimeoutSeconds ?? 300) * (1 + Math.random() / 2));
     const stream = new AbortController();
     const stop = () => stream.abort();
+    if (signal.aborted) return Promise.resolve();
     signal.addEventListener('abort', stop, { once: true });
     let failure: Error | undefined;
     const fail = (e: Error) => {
