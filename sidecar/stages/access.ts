@@ -2,19 +2,14 @@ import type { Ctx, Stage } from '../pipeline/stage.js';
 import { evaluateAccess } from '../policy/accessPolicy.js';
 import type { CheckInput } from '../request/input.js';
 import type { Deny, Outcome } from '../request/outcome.js';
+import { notRouted } from './route.js';
 
 /** AccessPolicy rules: may this caller make this request? */
 export const accessStage: Stage = {
   name: 'access',
   run(input: CheckInput, ctx: Ctx): Outcome {
     const policy = ctx.accessPolicy;
-    // The route stage runs first; without its policy nothing here can be decided.
-    if (!policy)
-      return {
-        kind: 'error',
-        code: 'INTERNAL',
-        cause: new Error('access stage ran without a routed policy'),
-      };
+    if (!policy) return notRouted('access');
     const verdict = evaluateAccess(policy, input, ctx.identity, new Date(ctx.now));
     if (verdict.action === 'Allow')
       return { kind: 'continue', upstreamHeaders: { 'x-nox-access-rule': verdict.rule } };

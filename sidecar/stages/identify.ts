@@ -8,6 +8,7 @@ import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from '../request/identity.js';
 import type { CheckInput } from '../request/input.js';
 import type { Deny, Outcome } from '../request/outcome.js';
+import { notRouted } from './route.js';
 
 export interface IdentifyOptions {
   readonly revocations?: Revocations;
@@ -45,12 +46,7 @@ export class IdentifyStage implements Stage {
 
   async run(input: CheckInput, ctx: Ctx): Promise<Outcome> {
     const policy = ctx.accessPolicy;
-    if (!policy)
-      return {
-        kind: 'error',
-        code: 'INTERNAL',
-        cause: new Error('identify stage ran without a routed policy'),
-      };
+    if (!policy) return notRouted('identify');
     let invalid: string | undefined;
     let unavailable: unknown;
     for (const m of this.methods) {

@@ -40,3 +40,11 @@ export const routeStage: Stage = {
     return { kind: 'continue' };
   },
 };
+
+/**
+ * A stage that needs the routed policy ran without one: the stage order is wrong (see
+ * order.ts). Nothing can be decided, so it is an error, and an error is a deny.
+ */
+export function notRouted(stage: string): Outcome {
+  return { kind: 'error', code: 'INTERNAL', cause: new Error(`${stage} stage ran without a routed policy`) };
+}
