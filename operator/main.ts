@@ -2,8 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { loadKubeConfig, parseNamespaces } from '../common/kube/config.js';
-import { createLogger } from '../common/logger.js';
-import { createRegistry } from '../common/metrics.js';
+import { startProgram } from '../common/program.js';
 import { policyControllers } from './policies/policyStatus.js';
 import { postgresClusterController } from './postgres/controller.js';
 import { redisClusterController } from './redis/controller.js';
@@ -24,22 +23,14 @@ function leaseNamespace(settings: Settings): string {
 
 /** nox-operator: policy status, RedisClusters and PostgresClusters. Settings come from the environment (see --help). */
 async function main(): Promise<void> {
-  if (process.argv.includes('--help')) {
-    process.stdout.write(
-      `nox-operator: the Nox Kubernetes operator\n\nSettings (environment):\n${describeSettings()}\n`,
-    );
-    return;
-  }
-  let settings: Settings;
-  try {
-    settings = loadSettings();
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n`);
-    process.exit(2);
-  }
-  const log = createLogger('nox-operator', { level: settings.logLevel });
-  const registry = createRegistry('nox-operator');
-  process.on('unhandledRejection', (reason) => log.error({ err: String(reason) }, 'unhandled rejection'));
+  const program = startProgram({
+    name: 'nox-operator',
+    title: 'the Nox Kubernetes operator',
+    describeSettings,
+    loadSettings,
+  });
+  if (!program) return;
+  const { settings, log, registry } = program;
 
   const kubeConfig = await loadKubeConfig(settings.kubeconfig || undefined);
 

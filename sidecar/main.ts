@@ -1,11 +1,10 @@
 import { startHttpServer } from '../common/httpServer.js';
-import { createLogger } from '../common/logger.js';
-import { createRegistry } from '../common/metrics.js';
+import { startProgram } from '../common/program.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
-import { describeSettings, loadSettings, type Settings } from './settings/settings.js';
+import { describeSettings, loadSettings } from './settings/settings.js';
 import { requestPath } from './stages/order.js';
 import { QuotaStage } from './stages/quota.js';
 import { configSourceFor } from './wiring/config.js';
@@ -23,24 +22,14 @@ import { secretStoreFor } from './wiring/secrets.js';
  * the settings, sidecar/stages/order.ts says what a check goes through.
  */
 async function main(): Promise<void> {
-  if (process.argv.includes('--help')) {
-    process.stdout.write(
-      `nox-authz: Envoy ext_authz server\n\nSettings (environment):\n${describeSettings()}\n`,
-    );
-    return;
-  }
-  let settings: Settings;
-  try {
-    settings = loadSettings();
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n`);
-    process.exit(2);
-  }
-  const log = createLogger('nox-authz', { level: settings.logLevel });
-  const registry = createRegistry('nox-authz');
-  process.on('unhandledRejection', (reason) => {
-    log.error({ err: String(reason) }, 'unhandled rejection');
+  const program = startProgram({
+    name: 'nox-authz',
+    title: 'Envoy ext_authz server',
+    describeSettings,
+    loadSettings,
   });
+  if (!program) return;
+  const { settings, log, registry } = program;
 
   const policy = new PolicyStore(log, registry);
   const redis = redisTargetsFor(settings);
