@@ -6,7 +6,7 @@ import pg from 'pg';
 import type { Logger } from '../logger.js';
 
 /**
- * The shared PostgreSQL schema (DESIGN.md, "Migrations"): numbered SQL files, each applied
+ * The shared PostgreSQL schema: numbered SQL files, each applied
  * once, in its own transaction, under an advisory lock so that several operator replicas
  * starting together serialize. An applied migration is identified by its version and the
  * checksum of its text; a changed file is an error, never a silent re-run.

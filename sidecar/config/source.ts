@@ -2,7 +2,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 
 /**
- * The two ways the sidecar reads its resources (DESIGN.md, "Configuration sources"): the
+ * The two ways the sidecar reads its resources (docs/architecture.md, "Configuration"): the
  * Kubernetes API and YAML/JSON files. A source only reads: it hands the complete current set
  * of matching objects to a callback, and the compiler decides what is valid.
  */
