@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
+import { StateRecorder } from '../../test/harness/sourceStates.js';
 import { FileSource } from './fileSource.js';
 import type { RawResource, ResourceKind, SourceState } from './source.js';
 
@@ -14,30 +15,6 @@ const gadget: ResourceKind = { group: 'test.nox.dev', version: 'v1', kind: 'Gadg
 const doc = (kind: string, name: string, spec: unknown = {}, extra = '') =>
   `apiVersion: test.nox.dev/v1\nkind: ${kind}\nmetadata:\n  name: ${name}\n${extra}spec: ${JSON.stringify(spec)}\n`;
 
-/** Collects delivered states; `waitFor` answers with the first new one that matches and how long it took. */
-class Recorder {
-  readonly states: SourceState[] = [];
-  readonly onState = (s: SourceState) => this.states.push(s);
-  get last(): SourceState {
-    const s = this.states.at(-1);
-    if (!s) throw new Error('no state delivered');
-    return s;
-  }
-  async waitFor(
-    match: (s: SourceState) => boolean,
-    timeoutMs = 1000,
-  ): Promise<{ state: SourceState; ms: number }> {
-    const from = this.states.length;
-    const t0 = Date.now();
-    while (Date.now() - t0 < timeoutMs + 500) {
-      const state = this.states.slice(from).find(match);
-      if (state) return { state, ms: Date.now() - t0 };
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    throw new Error(`no matching state within ${timeoutMs} ms; last: ${JSON.stringify(this.states.at(-1))}`);
-  }
-}
-
 const names = (s: SourceState) => s.resources.map((r) => r.metadata.name).sort();
 const byName = (s: SourceState, name: string): RawResource | undefined =>
   s.resources.find((r) => r.metadata.name === name);
@@ -45,11 +22,11 @@ const byName = (s: SourceState, name: string): RawResource | undefined =>
 describe('FileSource', () => {
   let dir: string;
   let source: FileSource | undefined;
-  let rec: Recorder;
+  let rec: StateRecorder;
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'nox-files-'));
-    rec = new Recorder();
+    rec = new StateRecorder();
   });
   afterEach(async () => {
     await source?.stop();

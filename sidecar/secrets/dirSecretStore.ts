@@ -2,7 +2,7 @@ import { type FSWatcher, watch } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../common/logger.js';
-import type { SecretStore } from './secretStore.js';
+import { type SecretContent, type SecretStore, selectByLabels } from './secretStore.js';
 
 export interface DirSecretStoreOptions {
   /** Root: `<dir>/<namespace>/<secret-name>/<key>`. */
@@ -12,10 +12,7 @@ export interface DirSecretStoreOptions {
   pollMs?: number;
 }
 
-interface StoredSecret {
-  readonly labels: Readonly<Record<string, string>>;
-  readonly data: Readonly<Record<string, Buffer>>;
-}
+type StoredSecret = SecretContent;
 
 /** Secret keys may not start with "..", so this name never collides with a key. */
 export const LABELS_FILE = '..labels';
@@ -52,12 +49,7 @@ export class DirSecretStore implements SecretStore {
     namespace: string,
     labels: Readonly<Record<string, string>>,
   ): ReadonlyMap<string, Readonly<Record<string, Buffer>>> {
-    const out = new Map<string, Readonly<Record<string, Buffer>>>();
-    const wanted = Object.entries(labels);
-    for (const [name, s] of this.#secrets.get(namespace) ?? []) {
-      if (wanted.every(([k, v]) => s.labels[k] === v)) out.set(name, s.data);
-    }
-    return out;
+    return selectByLabels(this.#secrets.get(namespace) ?? [], labels);
   }
 
   onChange(listener: () => void): void {

@@ -5,7 +5,7 @@ import { Informer, startAndSync, watchMetrics } from '../../common/kube/informer
 import { secrets } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
 import { counterOn, gaugeOn } from '../config/source.js';
-import type { SecretStore } from './secretStore.js';
+import { type SecretContent, type SecretStore, selectByLabels } from './secretStore.js';
 
 export interface KubeSecretStoreOptions {
   client: KubeClient;
@@ -23,10 +23,7 @@ export interface KubeSecretStoreOptions {
 }
 
 /** What the store keeps of a Secret: its labels and decoded data, nothing else. */
-interface StoredSecret extends KubeObject {
-  readonly labels: Readonly<Record<string, string>>;
-  readonly data: Readonly<Record<string, Buffer>>;
-}
+interface StoredSecret extends KubeObject, SecretContent {}
 
 // Helm keeps every release revision in a Secret (often hundreds of kB each); none is ever a Nox credential.
 const FIELD_SELECTOR = 'type!=helm.sh/release.v1';
@@ -81,12 +78,10 @@ export class KubeSecretStore implements SecretStore {
     namespace: string,
     labels: Readonly<Record<string, string>>,
   ): ReadonlyMap<string, Readonly<Record<string, Buffer>>> {
-    const out = new Map<string, Readonly<Record<string, Buffer>>>();
-    const wanted = Object.entries(labels);
-    for (const s of this.#informer.list(namespace)) {
-      if (wanted.every(([k, v]) => s.labels[k] === v)) out.set(s.metadata.name, s.data);
-    }
-    return out;
+    return selectByLabels(
+      this.#informer.list(namespace).map((s) => [s.metadata.name, s] as const),
+      labels,
+    );
   }
 
   onChange(listener: () => void): void {

@@ -17,3 +17,22 @@ export interface SecretStore {
   start(): Promise<void>;
   stop(): Promise<void>;
 }
+
+/** What a store keeps of one Secret. */
+export interface SecretContent {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly data: Readonly<Record<string, Buffer>>;
+}
+
+/** The Secrets among `secrets` (name → content) carrying every one of `labels`: name → data. */
+export function selectByLabels(
+  secrets: Iterable<readonly [string, SecretContent]>,
+  labels: Readonly<Record<string, string>>,
+): ReadonlyMap<string, Readonly<Record<string, Buffer>>> {
+  const out = new Map<string, Readonly<Record<string, Buffer>>>();
+  const wanted = Object.entries(labels);
+  for (const [name, s] of secrets) {
+    if (wanted.every(([k, v]) => s.labels[k] === v)) out.set(name, s.data);
+  }
+  return out;
+}

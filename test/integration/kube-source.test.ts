@@ -9,42 +9,12 @@ import { apiServerRefuses, base64, etcdRequest, type Kube, startKube } from '../
 import { testLog } from '../harness/log.js';
 import { waitUntil } from '../harness/process.js';
 import { metricSum } from '../harness/registry.js';
+import { StateRecorder } from '../harness/sourceStates.js';
 
 const log = createLogger('kube-source-test', { level: process.env.NOX_LOG_LEVEL ?? 'silent' });
 const GROUP = 'test.nox.dev';
 const widget: ResourceKind = { group: GROUP, version: 'v1', kind: 'Widget', plural: 'widgets' };
 const gadget: ResourceKind = { group: GROUP, version: 'v1', kind: 'Gadget', plural: 'gadgets' };
-
-/** Collects delivered states; `waitFor` answers with the first new one that matches and how long it took. */
-class Recorder {
-  readonly states: SourceState[] = [];
-  readonly onState = (s: SourceState) => this.states.push(s);
-  get last(): SourceState {
-    const s = this.states.at(-1);
-    if (!s) throw new Error('no state delivered');
-    return s;
-  }
-  /** Looks at the states delivered from index `from` on (by default: from now on). */
-  async waitFor(
-    match: (s: SourceState) => boolean,
-    timeoutMs: number,
-    from = this.states.length,
-  ): Promise<{ state: SourceState; ms: number }> {
-    let state: SourceState | undefined;
-    const ms = await waitUntil(
-      'a matching state',
-      () => {
-        state = this.states.slice(from).find(match);
-        return state !== undefined;
-      },
-      timeoutMs,
-      { intervalMs: 10 },
-    ).catch((e: Error) => {
-      throw new Error(`${e.message}; last: ${JSON.stringify(this.states.at(-1))}`);
-    });
-    return { state: state as SourceState, ms };
-  }
-}
 
 const names = (s: SourceState) => s.resources.map((r) => `${r.metadata.namespace}/${r.metadata.name}`).sort();
 const specOf = (s: SourceState, ns: string, name: string) =>
@@ -112,7 +82,7 @@ describe('KubeSource against a real kube-apiserver', () => {
 
   const startSource = async (opts: Partial<KubeSourceOptions> = {}) => {
     const registry = new Registry();
-    const rec = new Recorder();
+    const rec = new StateRecorder();
     const source = new KubeSource({
       client: new KubeClient(kc),
       kinds: [widget],
