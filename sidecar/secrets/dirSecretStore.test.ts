@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
+import { testLog } from '../../test/harness/log.js';
+import { waitUntil } from '../../test/harness/process.js';
 import { DirSecretStore, parseLabels } from './dirSecretStore.js';
 
 const log = createLogger('dir-secret-store-test', { level: 'silent' });
@@ -50,14 +52,7 @@ async function started(root: string, pollMs = 200): Promise<DirSecretStore> {
   return s;
 }
 
-async function eventually(check: () => boolean, timeoutMs = 3000): Promise<number> {
-  const t0 = Date.now();
-  while (!check()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return Date.now() - t0;
-}
+const eventually = (what: string, check: () => boolean) => waitUntil(what, check, 5000, { intervalMs: 10 });
 
 afterEach(async () => {
   await Promise.all(stores.splice(0).map((s) => s.stop()));
@@ -95,12 +90,12 @@ describe('DirSecretStore', () => {
     s.onChange(() => changes++);
 
     writeSecret(root, 'ns', 'b', { k: 'b' });
-    const added = await eventually(() => s.get('ns', 'b', 'k')?.toString() === 'b');
+    const added = await eventually('the new Secret', () => s.get('ns', 'b', 'k')?.toString() === 'b');
     writeFileSync(join(root, 'ns', 'a', 'k'), 'v2');
-    const changed = await eventually(() => s.get('ns', 'a', 'k')?.toString() === 'v2');
+    const changed = await eventually('the changed key', () => s.get('ns', 'a', 'k')?.toString() === 'v2');
     rmSync(join(root, 'ns', 'a'), { recursive: true });
-    const deleted = await eventually(() => s.get('ns', 'a', 'k') === undefined);
-    console.log(`dir store: added ${added} ms, changed ${changed} ms, deleted ${deleted} ms`);
+    const deleted = await eventually('the deleted Secret gone', () => s.get('ns', 'a', 'k') === undefined);
+    testLog(`dir store: added ${added} ms, changed ${changed} ms, deleted ${deleted} ms`);
     expect(changes).toBeGreaterThanOrEqual(3);
 
     const before = changes;
@@ -119,8 +114,11 @@ describe('DirSecretStore', () => {
     expect(Object.keys(s.select('ns', {}).get('mounted') ?? {})).toEqual(['token']);
 
     writeKubeletVolume(dir, '..2026_01_01_00_01_00.2', { token: 'new' });
-    const ms = await eventually(() => s.get('ns', 'mounted', 'token')?.toString() === 'new');
-    console.log(`dir store: symlink swap seen after ${ms} ms`);
+    const ms = await eventually(
+      'the swapped volume',
+      () => s.get('ns', 'mounted', 'token')?.toString() === 'new',
+    );
+    testLog(`dir store: symlink swap seen after ${ms} ms`);
   });
 
   it('refuses to start on a missing directory, and keeps serving when its directory vanishes', async () => {
