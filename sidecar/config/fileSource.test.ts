@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
+import { waitUntil } from '../../test/harness/process.js';
+import { metricSum } from '../../test/harness/registry.js';
 import { StateRecorder } from '../../test/harness/sourceStates.js';
 import { FileSource } from './fileSource.js';
 import type { RawResource, ResourceKind, SourceState } from './source.js';
@@ -34,8 +36,11 @@ describe('FileSource', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  let registry: Registry;
+  const reads = () => metricSum(registry, 'nox_config_file_reads_total');
   const startOn = async (path: string, kinds = [widget, gadget]) => {
-    source = new FileSource({ path, kinds, log, registry: new Registry(), debounceMs: 50 });
+    registry = new Registry();
+    source = new FileSource({ path, kinds, log, registry, debounceMs: 50 });
     await source.start(rec.onState);
     return source;
   };
@@ -228,9 +233,13 @@ describe('FileSource', () => {
     const file = join(dir, 'a.yaml');
     writeFileSync(file, doc('Widget', 'a'));
     await startOn(dir);
+    const readsBefore = await reads();
     writeFileSync(file, doc('Widget', 'a'));
     writeFileSync(join(dir, 'ignored.txt'), 'x');
-    await new Promise((r) => setTimeout(r, 300));
+    // The signal that the writes were seen: the watcher's read of the files, which found nothing new.
+    await waitUntil('a read after the writes', async () => (await reads()) > readsBefore, 5000, {
+      intervalMs: 10,
+    });
     expect(rec.states).toHaveLength(1);
 
     writeFileSync(file, doc('Widget', 'a', { v: 2 }));

@@ -1,13 +1,14 @@
 import { type FSWatcher, watch } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
-import type { Gauge, Registry } from 'prom-client';
+import type { Counter, Gauge, Registry } from 'prom-client';
 import { LineCounter, parseAllDocuments } from 'yaml';
 import { backoffDelay } from '../../common/backoff.js';
 import type { Logger } from '../../common/logger.js';
 import {
   apiVersionOf,
   type ConfigSource,
+  counterOn,
   DEFAULT_DEBOUNCE_MS,
   Debouncer,
   deepFreeze,
@@ -58,6 +59,7 @@ export class FileSource implements ConfigSource {
   #rescanTimer: NodeJS.Timeout | undefined;
   #queued: Promise<void> | undefined;
   #chain: Promise<void> = Promise.resolve();
+  readonly #reads: Counter;
   #stopped = false;
 
   constructor(opts: FileSourceOptions) {
@@ -68,6 +70,12 @@ export class FileSource implements ConfigSource {
       opts.registry,
       'nox_config_file_problems',
       'Documents in the configuration files that could not be read as resources.',
+      [],
+    );
+    this.#reads = counterOn(
+      opts.registry,
+      'nox_config_file_reads_total',
+      'Complete reads of the configuration files: at start, after a change the watcher saw, on the periodic rescan, on SIGHUP.',
       [],
     );
     this.#debouncer = new Debouncer(opts.debounceMs ?? DEFAULT_DEBOUNCE_MS, () => void this.reload());
@@ -113,6 +121,7 @@ export class FileSource implements ConfigSource {
         this.#queued = undefined;
         if (this.#stopped || !this.#publisher) return;
         const state = await this.#read();
+        this.#reads.inc();
         if (this.#stopped) return;
         await this.#syncWatches();
         if (this.#publisher.publish(state)) this.#report(state);

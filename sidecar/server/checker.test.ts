@@ -62,7 +62,9 @@ describe('Checker', () => {
     });
     const late = await c.check(req);
     expect(errorOf(late)).toBe('SHUTTING_DOWN');
-    await new Promise((r) => setTimeout(r, 20));
+    // Whatever the drain could do without the in-flight check has run by the next turn of the loop.
+    await new Promise(setImmediate);
+    expect(c.inFlight).toBe(1);
     expect(drained).toBe(false);
     release();
     const res = await inFlight;
