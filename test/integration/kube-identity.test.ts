@@ -1,8 +1,9 @@
 import { request } from 'node:https';
-import { CoreV1Api, KubeConfig, RbacAuthorizationV1Api } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeClient } from '../../common/kube/client.js';
+import { loadKubeConfig } from '../../common/kube/config.js';
 import { createLogger } from '../../common/logger.js';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import { ApiKeyMethod } from '../../sidecar/identity/apiKeyMethod.js';
@@ -213,8 +214,7 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
     });
 
     it('start() rejects after startTimeoutMs when it may not list Secrets', async () => {
-      const nobody = new KubeConfig();
-      nobody.loadFromFile(await kube.kubeconfigFor('nobody'));
+      const nobody = await loadKubeConfig(await kube.kubeconfigFor('nobody'));
       const t0 = Date.now();
       await expect(startStore({ client: new KubeClient(nobody), startTimeoutMs: 1500 })).rejects.toThrow(
         /HTTP 403/,
@@ -323,8 +323,7 @@ describe('identity from the Kubernetes API (real kube-apiserver)', () => {
     });
 
     it('is unavailable without RBAC for tokenreviews, and works once bound to system:auth-delegator', async () => {
-      const sidecar = new KubeConfig();
-      sidecar.loadFromFile(await kube.kubeconfigFor('nox-sidecar'));
+      const sidecar = await loadKubeConfig(await kube.kubeconfigFor('nox-sidecar'));
       const token = await saToken('team-a', 'payments', [API_AUDIENCE]);
       const denied = await new ServiceAccountMethod({ kubeConfig: sidecar }).identify(
         bearer(token),

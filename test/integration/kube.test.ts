@@ -17,6 +17,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { KubeClient } from '../../common/kube/client.js';
+import { loadKubeConfig } from '../../common/kube/config.js';
 import { createLogger } from '../../common/logger.js';
 import { sidecarKinds } from '../../sidecar/config/kinds.js';
 import { KubeSource } from '../../sidecar/config/kubeSource.js';
@@ -137,8 +138,7 @@ describe('kube-apiserver and etcd', () => {
     expect(token).toMatch(/^ey/);
     const withToken = asUser(kc, { token }).makeApiClient(CoreV1Api);
     // 3. A client certificate for an ordinary user.
-    const aliceConfig = new KubeConfig();
-    aliceConfig.loadFromFile(await kube.kubeconfigFor('alice', ['developers']));
+    const aliceConfig = await loadKubeConfig(await kube.kubeconfigFor('alice', ['developers']));
     const alice = aliceConfig.makeApiClient(CoreV1Api);
 
     for (const client of [impersonated, withToken, alice]) {
