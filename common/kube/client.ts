@@ -156,6 +156,15 @@ export interface WatchEvent {
   object: KubeObject & { code?: number; reason?: string; message?: string };
 }
 
+/** Which objects a list reads (one namespace, or all; selectors), and how long it may take. */
+export interface ListOptions {
+  namespace?: string;
+  labelSelector?: string;
+  fieldSelector?: string;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
 export interface KubeClientOptions {
   /** Deadline of an ordinary request (not of a watch). Default 30 s. */
   requestTimeoutMs?: number;
@@ -305,15 +314,7 @@ export class KubeClient {
   /** One page of a list. */
   listPage<T extends KubeObject>(
     r: ResourceType,
-    opts: {
-      namespace?: string;
-      labelSelector?: string;
-      fieldSelector?: string;
-      limit?: number;
-      continue?: string;
-      signal?: AbortSignal;
-      timeoutMs?: number;
-    } = {},
+    opts: ListOptions & { limit?: number; continue?: string } = {},
   ): Promise<KubeList<T>> {
     return this.request<KubeList<T>>('GET', collectionPath(r, opts.namespace), {
       query: {
@@ -328,16 +329,7 @@ export class KubeClient {
   }
 
   /** Every object (all pages), with the list's resourceVersion. */
-  async list<T extends KubeObject>(
-    r: ResourceType,
-    opts: {
-      namespace?: string;
-      labelSelector?: string;
-      fieldSelector?: string;
-      signal?: AbortSignal;
-      timeoutMs?: number;
-    } = {},
-  ): Promise<KubeList<T>> {
+  async list<T extends KubeObject>(r: ResourceType, opts: ListOptions = {}): Promise<KubeList<T>> {
     const items: T[] = [];
     let next: string | undefined;
     let page: KubeList<T>;

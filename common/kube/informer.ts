@@ -338,9 +338,9 @@ class Stream<T extends KubeObject> {
   /** Resolves when the server ends the watch normally; rejects with Expired, Stalled or the error. */
   #watch(signal: AbortSignal): Promise<void> {
     const timeoutSeconds = Math.round((this.opts.watchTimeoutSeconds ?? 300) * (1 + Math.random() / 2));
+    if (signal.aborted) return Promise.resolve();
     const stream = new AbortController();
     const stop = () => stream.abort();
-    if (signal.aborted) return Promise.resolve();
     signal.addEventListener('abort', stop, { once: true });
     let failure: Error | undefined;
     const fail = (e: Error) => {

@@ -4,9 +4,9 @@ import { dirname, extname, join } from 'node:path';
 import type { Counter, Gauge, Registry } from 'prom-client';
 import { LineCounter, parseAllDocuments } from 'yaml';
 import { backoffDelay } from '../../common/backoff.js';
+import { apiVersionOf } from '../../common/kube/client.js';
 import type { Logger } from '../../common/logger.js';
 import {
-  apiVersionOf,
   type ConfigSource,
   counterOn,
   DEFAULT_DEBOUNCE_MS,

@@ -1,10 +1,9 @@
 import type { Gauge, Registry } from 'prom-client';
 import type { BackoffOptions } from '../../common/backoff.js';
-import type { KubeClient, KubeObject } from '../../common/kube/client.js';
+import { apiVersionOf, type KubeClient, type KubeObject } from '../../common/kube/client.js';
 import { Informer, startAndSync, watchMetrics } from '../../common/kube/informer.js';
 import type { Logger } from '../../common/logger.js';
 import {
-  apiVersionOf,
   type ConfigSource,
   counterOn,
   DEFAULT_DEBOUNCE_MS,

@@ -55,10 +55,6 @@ export interface ConfigSource {
 
 export const DEFAULT_DEBOUNCE_MS = 75;
 
-export function apiVersionOf(kind: ResourceKind): string {
-  return `${kind.group}/${kind.version}`;
-}
-
 /** `Kind namespace/name`, or `Kind name` for a cluster-scoped object. */
 export function describeResource(r: Pick<RawResource, 'kind' | 'metadata'>): string {
   const ns = r.metadata.namespace;
