@@ -39,10 +39,13 @@ export async function loginFor(
 async function sessionStoreFor(settings: Settings, redis: RedisTargets, log: Logger): Promise<SessionStore> {
   const kind = settings.sessionStore;
   if (kind === 'memory') return new MemorySessionStore();
-  if (settings.redisNodes.length === 0) throw new Error(`a ${kind} session store needs NOX_REDIS_NODES`);
   // ioredis is loaded only when a Redis store is configured.
   const { RedisSessionStore } = await import('../login/redisSessionStore.js');
-  const store = new RedisSessionStore({ ...redis(kind), timeoutMs: settings.sessionTimeoutMs, log });
+  const store = new RedisSessionStore({
+    ...redis('NOX_SESSION_STORE', kind),
+    timeoutMs: settings.sessionTimeoutMs,
+    log,
+  });
   await store.ready();
   return store;
 }

@@ -15,12 +15,10 @@ export async function quotaStoreFor(
   registry: Registry,
 ): Promise<QuotaStore> {
   if (settings.quotaStore === 'memory') return new DenyCachingStore(new MemoryQuotaStore(), registry);
-  if (settings.redisNodes.length === 0)
-    throw new Error(`NOX_QUOTA_STORE=${settings.quotaStore} needs NOX_REDIS_NODES`);
   // ioredis is loaded only when a Redis store is configured (~20 MB resident).
   const { RedisQuotaStore } = await import('../quota/redisStore.js');
   const store = new RedisQuotaStore({
-    ...redis(settings.quotaStore),
+    ...redis('NOX_QUOTA_STORE', settings.quotaStore),
     timeoutMs: settings.redisTimeoutMs,
     waitReplicas: settings.redisWaitReplicas,
     log,
@@ -40,6 +38,6 @@ export async function revocationsFor(
   if (settings.quotaStore === 'memory')
     return new (await import('../identity/memoryRevocations.js')).MemoryRevocations();
   const { RedisRevocations } = await import('../identity/revocations.js');
-  const { nodes, cluster, password } = redis(settings.quotaStore);
+  const { nodes, cluster, password } = redis('NOX_QUOTA_STORE', settings.quotaStore);
   return new RedisRevocations(nodes, cluster, password, log, registry);
 }

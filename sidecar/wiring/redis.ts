@@ -2,8 +2,11 @@ import { readFileSync } from 'node:fs';
 import type { RedisTarget } from '../redis/connect.js';
 import type { Settings } from '../settings/settings.js';
 
-/** Which Redis a store setting (NOX_QUOTA_STORE, NOX_SESSION_STORE) asks for. */
-export type RedisTargets = (kind: 'redis' | 'redis-cluster') => RedisTarget;
+/** The Redis a store setting (NOX_QUOTA_STORE, NOX_SESSION_STORE) asks for; throws when no node is set. */
+export type RedisTargets = (
+  setting: 'NOX_QUOTA_STORE' | 'NOX_SESSION_STORE',
+  kind: 'redis' | 'redis-cluster',
+) => RedisTarget;
 
 /**
  * The Redis every store of this sidecar connects to: the nodes as the settings parsed
@@ -13,9 +16,12 @@ export function redisTargetsFor(settings: Settings): RedisTargets {
   const password = settings.redisPasswordFile
     ? readFileSync(settings.redisPasswordFile, 'utf8').trim()
     : undefined;
-  return (kind) => ({
-    nodes: settings.redisNodes,
-    cluster: kind === 'redis-cluster',
-    ...(password ? { password } : {}),
-  });
+  return (setting, kind) => {
+    if (settings.redisNodes.length === 0) throw new Error(`${setting}=${kind} needs NOX_REDIS_NODES`);
+    return {
+      nodes: settings.redisNodes,
+      cluster: kind === 'redis-cluster',
+      ...(password ? { password } : {}),
+    };
+  };
 }
