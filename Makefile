@@ -7,13 +7,19 @@ export npm_config_audit := false
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help tools deps build generate lint test test-unit demo bench clean reap
+.PHONY: help tools tools-demo tools-bench deps build generate lint test test-unit demo bench clean reap
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-tools: ## Install pinned tools under .tools/ (Envoy, etcd, kube-apiserver, helm, ghz; Redis, PostgreSQL, wrk via apt)
-	@bash scripts/tools.sh
+tools: ## Install every pinned tool the tests use under .tools/ (Envoy, etcd, Kubernetes, CoreDNS, helm; apt: Redis, PostgreSQL, containerd)
+	@bash scripts/tools.sh test
+
+tools-demo: ## Only what the demo runs (Envoy)
+	@bash scripts/tools.sh demo
+
+tools-bench: ## Only what the benchmarks run (Envoy, wrk, ghz)
+	@bash scripts/tools.sh bench
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -36,10 +42,10 @@ test: tools build lint ## Start every real component and run every test
 test-unit: build ## Only the tests that need no external component
 	npx vitest run common sidecar operator proto
 
-demo: tools build ## Real Envoy + sidecar on the examples/ policy; prints what to try
+demo: tools-demo build ## Real Envoy + sidecar on the examples/ policy; prints what to try
 	node dist/scripts/demo.js
 
-bench: tools build ## Load benchmarks (SCENARIO=name DURATION=s CONCURRENCY=n); not part of test
+bench: tools-bench build ## Load benchmarks (SCENARIO=name DURATION=s CONCURRENCY=n); not part of test
 	node dist/bench/run.js $(SCENARIO)
 
 reap: ## Stop anything a crashed test run left running

@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { testLog } from '../harness/log.js';
 import { type ApiCredentials, api, ensure } from './api.js';
@@ -52,7 +52,9 @@ export async function startProvisioner(creds: ApiCredentials, volumesDir: string
         continue;
       const { name, namespace, uid } = c.metadata;
       const path = join(volumesDir, `${namespace}-${name}-${uid.slice(0, 8)}`);
-      mkdirSync(path, { recursive: true, mode: 0o777 });
+      mkdirSync(path, { recursive: true });
+      // Any pod user may write its volume, as with local-path-provisioner (mkdir's mode obeys the umask).
+      chmodSync(path, 0o777);
       const res = await api(creds, 'POST', '/api/v1/persistentvolumes', {
         metadata: { name: `pvc-${uid}`, annotations: { 'pv.kubernetes.io/provisioned-by': PROVISIONER } },
         spec: {
