@@ -74,8 +74,13 @@ fi
 
 # 6. Host paths the node's components create on their own (CNI's cache, the shims' socket
 # directory, the kubelet's /var/log/containers links) that did not exist before it started.
+# `ip netns add` makes /run/netns a mount point of its own: unmount before removing.
 if [[ -f "$state/paths-created" ]]; then
-  while read -r p; do [[ -n "$p" && -e "$p" ]] && rm -rf --one-file-system "$p"; done <"$state/paths-created"
+  while read -r p; do
+    [[ -n "$p" && -e "$p" ]] || continue
+    while awk '{print $5}' /proc/self/mountinfo | grep -qxF "$p"; do umount -l "$p" || break; done
+    rm -rf --one-file-system "$p"
+  done <"$state/paths-created"
 fi
 
 # 7. The node's data (images, snapshots, etcd, volumes), now that nothing is mounted in it;
