@@ -250,7 +250,10 @@ node_images() {
   stamped node-images "$key" && [[ -f "$TOOLS/images/pause.tar" && -f "$TOOLS/images/probe.tar" ]] && return
   log "node images: $PAUSE_REF, $PROBE_REF"
   local work; work="$(mktemp -d)"
-  mkdir -p "$work/pause" "$work/probe"
+  # / must be searchable by the images' non-root users; /etc and /tmp are where the runtime
+  # mounts hosts, resolv.conf and scratch space.
+  local d
+  for d in pause probe; do mkdir -p "$work/$d/etc" "$work/$d/tmp"; chmod 0755 "$work/$d" "$work/$d/etc"; chmod 1777 "$work/$d/tmp"; done
   (cd "$ROOT/test/cluster/pause" && go build -trimpath -ldflags "-s -w" -o "$work/pause/pause" ./main.go)
   (cd "$ROOT/test/cluster/probe" && go build -trimpath -ldflags "-s -w" -o "$work/probe/probe" .)
   oci_pack "$work/pause" "$PAUSE_REF" /pause 65535:65535 "$TOOLS/images/pause.tar"

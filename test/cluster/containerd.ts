@@ -60,6 +60,8 @@ export async function startContainerd(dir: string): Promise<Containerd> {
       '  disable_apparmor = true',
       '  enable_selinux = false',
       '  max_container_log_line_size = 16384',
+      // Pods' network namespaces under the node's directory, not in the host's /run/netns.
+      '  netns_mounts_under_state_dir = true',
       '  [plugins."io.containerd.grpc.v1.cri".containerd]',
       '    snapshotter = "overlayfs"',
       '    default_runtime_name = "runc"',

@@ -18,7 +18,7 @@ log() { printf '[node teardown] %s\n' "$*" >&2; }
 # 1. Processes. Everything the harness started (containerd and its shims, etcd, the control
 # plane, kubelet, kube-proxy, CoreDNS) runs in the node's network namespace; the pods'
 # processes are in their own namespaces but inside the kubelet's cgroup root.
-pod_pids() { cat /sys/fs/cgroup/pids/"$cgroup_root"/cgroup.procs /sys/fs/cgroup/pids/"$cgroup_root"/**/cgroup.procs 2>/dev/null; }
+pod_pids() { cat /sys/fs/cgroup/*/"$cgroup_root"/**/cgroup.procs 2>/dev/null; }
 shopt -s globstar nullglob
 for _ in $(seq 1 50); do
   pids="$( { [[ -n "$netns" ]] && ip netns pids "$netns" 2>/dev/null; [[ -n "$cgroup_root" ]] && pod_pids; } | sort -u)"
