@@ -6,7 +6,7 @@
  * reasons.test.ts checks that every row is documented and every reason written is a row.
  */
 
-export type ConditionType = 'Accepted' | 'Ready' | 'Degraded';
+export type ConditionType = 'Accepted' | 'Ready' | 'Degraded' | 'SchemaMigrated';
 
 export interface ReasonSpec {
   /** The conditions that carry it, each with the status it comes with. */
@@ -204,6 +204,20 @@ export const conditionReasons = {
   ReplicaNotStreaming: {
     on: clusterProblem,
     doc: 'A replica is not streaming WAL from the primary (not ready, unreachable or no WAL receiver); the message says which and why.',
+  },
+
+  // PostgresCluster with spec.migrations.enabled: condition SchemaMigrated.
+  Migrated: {
+    on: { SchemaMigrated: 'True' },
+    doc: 'Every schema migration of the operator’s version is applied to spec.database (status.schema.version); the message says how many this run applied.',
+  },
+  MigrationsWaiting: {
+    on: { SchemaMigrated: 'False' },
+    doc: 'The cluster has no primary that accepts writes yet, so the migrations wait; they run as soon as it has one.',
+  },
+  MigrationFailed: {
+    on: { SchemaMigrated: 'False' },
+    doc: 'Applying the migrations failed (connection, permission, or a migration changed after it was applied); the message quotes the error. Nothing of the failed migration is left behind (each runs in its own transaction); retried on the next reconcile.',
   },
 } as const satisfies Record<string, ReasonSpec>;
 

@@ -633,6 +633,11 @@ export type PostgresClusterSpec = {
     /** Owner role. */
     owner: string;
   };
+  /** Nox’s database schema (users, sessions, audit events, quota usage, overrides, risk events). */
+  migrations?: {
+    /** Apply the schema migrations of the operator’s version to spec.database, as its owner, through the -rw Service once the cluster has a primary; idempotent (each migration once, under an advisory lock). Status condition SchemaMigrated and status.schema say how far it got. */
+    enabled: boolean;
+  };
   /** Superuser password; generated when absent. */
   superuserSecretRef?: {
     /** Name of a Secret in the same namespace. */
@@ -691,6 +696,13 @@ export type PostgresClusterStatus = {
     /** A changed setting takes effect only after a restart, which the operator is rolling out (replicas first, then a switchover). */
     pendingRestart?: boolean;
   }>;
+  /** Nox’s schema in spec.database (with spec.migrations.enabled). */
+  schema?: {
+    /** Highest migration version applied to the database. */
+    version?: number;
+    /** When the operator last checked or applied the migrations. */
+    migratedAt?: string;
+  };
   /** The last failover or switchover. */
   lastFailover?: {
     /** When. */

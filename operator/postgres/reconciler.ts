@@ -27,6 +27,7 @@ import { forgetClusterMetrics, type PostgresMetrics, recordClusterMetrics } from
 import { rejoinFenced } from './rejoin.js';
 import { rollRestarts } from './restarts.js';
 import { type InstanceView, isHealthyPrimary, PRIMARY_ANNOTATION, scaleDownProblem } from './roles.js';
+import { SchemaMigrations } from './schema.js';
 import { manageSlots } from './slots.js';
 import { type AspectContext, type Cluster, type ClusterState, labelPods, primaryView } from './state.js';
 import { computeStatus } from './status.js';
@@ -43,6 +44,8 @@ interface Prepared {
   /** The cluster as this reconcile acts on it: a scale-down that would remove the primary held back. */
   readonly cluster: Cluster;
   readonly superuserPassword: string;
+  /** The application role's password: the schema migrations run as that role. */
+  readonly appPassword: string;
   /** The passwords of the Secrets the operator generates (made once, then kept). */
   readonly generated: { superuserPassword?: string; appPassword?: string };
   readonly scaleDown?: Problem;
@@ -70,6 +73,7 @@ export class PostgresClusterReconciler extends ClusterReconciler<
   readonly #loss = new PrimaryLoss();
   readonly #metrics: PostgresMetrics | undefined;
   readonly #walSampleGapMs: number;
+  readonly #schema: SchemaMigrations;
 
   constructor(opts: PostgresClusterReconcilerOptions) {
     super(opts, {
@@ -80,6 +84,7 @@ export class PostgresClusterReconciler extends ClusterReconciler<
     });
     this.#metrics = opts.metrics;
     this.#walSampleGapMs = opts.walSampleGapMs ?? 300;
+    this.#schema = new SchemaMigrations({ client: this.client, log: this.log, now: this.now });
   }
 
   protected validate(cluster: Cluster): string[] {
@@ -102,7 +107,7 @@ export class PostgresClusterReconciler extends ClusterReconciler<
       ...(superuser.generated ? { superuserPassword: superuser.value } : {}),
       ...(app.generated ? { appPassword: app.value } : {}),
     };
-    const prepared = { cluster, superuserPassword: superuser.value, generated };
+    const prepared = { cluster, superuserPassword: superuser.value, appPassword: app.value, generated };
 
     // A scale-down that would remove the primary waits (a switchover can move it first): until
     // then this reconcile acts on a spec that keeps the instances up to the primary's.
@@ -192,7 +197,15 @@ export class PostgresClusterReconciler extends ClusterReconciler<
     }
     await fenceOtherPrimaries(ctx, state);
 
-    const status = this.#status(state, prepared.scaleDown);
+    const status = await this.#schema.apply(
+      {
+        cluster: state.cluster,
+        primaryHealthy,
+        primary: state.designated,
+        appPassword: prepared.appPassword,
+      },
+      this.#status(state, prepared.scaleDown),
+    );
     if (this.#metrics) recordClusterMetrics(this.#metrics, key, primaryHealthy, status);
     // A restart roll-out moves on when an instance no longer reports pending_restart, which
     // no pod event announces: keep looking as often as while converging.
@@ -231,6 +244,7 @@ export class PostgresClusterReconciler extends ClusterReconciler<
 
   protected override forget(key: ObjectKey): void {
     this.#loss.recovered(`${key.namespace}/${key.name}`);
+    this.#schema.forget(key);
     if (this.#metrics) forgetClusterMetrics(this.#metrics, key);
   }
 }

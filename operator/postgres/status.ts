@@ -86,6 +86,8 @@ export function computeStatus(input: StatusInput): PostgresClusterStatus {
       : {}),
     instances,
     ...(input.lastFailover ? { lastFailover: input.lastFailover } : {}),
+    // Written by the schema aspect (schema.ts); kept as it was by every other status write.
+    ...(cluster.status?.schema ? { schema: cluster.status.schema } : {}),
     conditions: conditions as never,
   };
 }

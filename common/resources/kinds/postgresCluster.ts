@@ -73,6 +73,15 @@ export const postgresCluster: KindDefinition = {
         name: str('Database.', { default: 'nox', pattern: '^[a-z_][a-z0-9_]*$', maxLength: 63 }),
         owner: str('Owner role.', { default: 'nox', pattern: '^[a-z_][a-z0-9_]*$', maxLength: 63 }),
       }),
+      migrations: obj(
+        'Nox’s database schema (users, sessions, audit events, quota usage, overrides, risk events).',
+        {
+          enabled: bool(
+            'Apply the schema migrations of the operator’s version to spec.database, as its owner, through the -rw Service once the cluster has a primary; idempotent (each migration once, under an advisory lock). Status condition SchemaMigrated and status.schema say how far it got.',
+            { default: false },
+          ),
+        },
+      ),
       superuserSecretRef: secretKeyRef('Superuser password; generated when absent.', 'password'),
       appSecretRef: secretKeyRef('Application role password; generated when absent.', 'password'),
       parameters: mapOf('Extra postgresql.conf parameters.', str('Value.', { maxLength: 1024 }), {
@@ -124,6 +133,13 @@ export const postgresCluster: KindDefinition = {
       }),
       { maxItems: 9 },
     ),
+    schema: obj('Nox’s schema in spec.database (with spec.migrations.enabled).', {
+      version: int('Highest migration version applied to the database.', { minimum: 0 }),
+      migratedAt: str('When the operator last checked or applied the migrations.', {
+        format: 'date-time',
+        maxLength: 64,
+      }),
+    }),
     lastFailover: obj('The last failover or switchover.', {
       time: str('When.', { format: 'date-time', maxLength: 64 }),
       from: str('Old primary.'),
