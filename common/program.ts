@@ -37,3 +37,19 @@ export function startProgram<S extends { readonly logLevel: string }>(program: {
   process.on('unhandledRejection', (reason) => log.error({ err: String(reason) }, 'unhandled rejection'));
   return { settings, log, registry };
 }
+
+/**
+ * Runs a program's async main. A failure before it is serving (a port in use, a store that
+ * cannot be built) is one JSON line on stderr and exit code 1, so a supervisor (the kubelet,
+ * systemd) sees the crash and restarts the process, instead of a process that logged an
+ * unhandled rejection and stays up serving nothing.
+ */
+export function runMain(name: string, main: () => Promise<void>): void {
+  main().catch((e: unknown) => {
+    createLogger(name, { destination: 2 }).fatal(
+      { err: e instanceof Error ? e.message : String(e) },
+      'failed to start',
+    );
+    process.exit(1);
+  });
+}

@@ -1,5 +1,5 @@
 import { startHttpServer } from '../common/httpServer.js';
-import { startProgram } from '../common/program.js';
+import { runMain, startProgram } from '../common/program.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
 import { Checker } from './server/checker.js';
@@ -123,4 +123,4 @@ async function main(): Promise<void> {
   });
 }
 
-void main();
+runMain('nox-authz', main);

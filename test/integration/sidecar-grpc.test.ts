@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
-import { type Sidecar, startSidecar } from '../harness/sidecar.js';
+import { type Sidecar, sidecarEntry, startSidecar } from '../harness/sidecar.js';
 
 // The sidecar's gRPC and HTTP surfaces as a client sees them, on the built process.
 describe('nox-authz gRPC surface', () => {
@@ -108,6 +110,37 @@ describe('nox-authz without a policy', () => {
     } finally {
       client.close();
       await sidecar.stop();
+    }
+  });
+});
+
+// A sidecar that cannot start must exit, so its supervisor (the kubelet) restarts it and
+// reports CrashLoopBackOff, instead of a process that is up but serves nothing.
+describe('nox-authz start failure', () => {
+  it('exits 1 with a fatal log line when its gRPC port is taken', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const child = spawn(process.execPath, [sidecarEntry], {
+        env: { ...process.env, NOX_GRPC_HOST: '127.0.0.1', NOX_GRPC_PORT: String(port), NOX_HTTP_PORT: '0' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+      expect(code).toBe(1);
+      const fatal = stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { level: string; msg: string; err?: string })
+        .find((l) => l.level === 'fatal');
+      expect(fatal?.msg).toBe('failed to start');
+      expect(fatal?.err).toMatch(/EADDRINUSE|address already in use|No address added/i);
+    } finally {
+      taken.close();
     }
   });
 });
