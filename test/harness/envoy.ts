@@ -7,6 +7,8 @@ import { tool } from './tools.js';
 export interface EnvoyOptions {
   /** gRPC port of the nox-authz sidecar. */
   authzPort: number;
+  /** Its address: loopback (default), or a Service's ClusterIP on a test node. */
+  authzHost?: string;
   /** HTTP port of the upstream service Envoy fronts. */
   upstreamPort: number;
   /** ext_authz timeout; the sidecar's deadline must be shorter. */
@@ -31,7 +33,7 @@ export interface Envoy {
  * with path normalization so the path Nox judges is the path the upstream receives.
  */
 export function envoyConfig(o: Required<EnvoyOptions> & { adminPort: number }): object {
-  const cluster = (name: string, port: number, http2: boolean) => ({
+  const cluster = (name: string, address: string, port: number, http2: boolean) => ({
     name,
     type: 'STATIC',
     connect_timeout: '1s',
@@ -39,9 +41,7 @@ export function envoyConfig(o: Required<EnvoyOptions> & { adminPort: number }): 
       cluster_name: name,
       endpoints: [
         {
-          lb_endpoints: [
-            { endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } },
-          ],
+          lb_endpoints: [{ endpoint: { address: { socket_address: { address, port_value: port } } } }],
         },
       ],
     },
@@ -112,7 +112,10 @@ export function envoyConfig(o: Required<EnvoyOptions> & { adminPort: number }): 
           ],
         },
       ],
-      clusters: [cluster('nox_authz', o.authzPort, true), cluster('upstream', o.upstreamPort, false)],
+      clusters: [
+        cluster('nox_authz', o.authzHost, o.authzPort, true),
+        cluster('upstream', '127.0.0.1', o.upstreamPort, false),
+      ],
     },
   };
 }
@@ -122,6 +125,7 @@ export async function startEnvoy(opts: EnvoyOptions): Promise<Envoy> {
   const port = opts.listenPort ?? (await freePort());
   const adminPort = await freePort();
   const config = envoyConfig({
+    authzHost: '127.0.0.1',
     authzTimeoutMs: 250,
     statusOnError: 503,
     concurrency: 1,

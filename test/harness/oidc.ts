@@ -38,9 +38,15 @@ async function newKey(kid: string): Promise<Record<string, unknown>> {
 export async function startOidcIssuer(
   clients: readonly OidcClient[],
   audience = 'https://api.nox.test',
+  opts: {
+    /** The address to serve on and name in the issuer URL: loopback, or for pods of a test
+     * node the host's end of the link to its network namespace. */
+    host?: string;
+  } = {},
 ): Promise<OidcIssuer> {
+  const host = opts.host ?? '127.0.0.1';
   const port = await freePort();
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = `http://${host}:${port}`;
   let keys = [await newKey('key-1')];
   const byId = new Map(clients.map((c) => [c.clientId, c]));
   const hits = new Map<string, number>();
@@ -81,7 +87,7 @@ export async function startOidcIssuer(
         hits.set(path, (hits.get(path) ?? 0) + 1);
         void provider.callback()(req, resp);
       });
-      s.listen(port, '127.0.0.1', () => res(s));
+      s.listen(port, host, () => res(s));
     });
   const close = (s: Server) =>
     new Promise<void>((res) => {
