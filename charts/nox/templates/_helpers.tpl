@@ -80,7 +80,7 @@ Image reference; the tag defaults to the chart's appVersion.
 Cross-field checks the schema cannot express; rendered (as nothing) by the ConfigMap.
 */}}
 {{- define "nox.validate" -}}
-{{- $s := .Values.sidecar }}
+{{- $s := include "nox.sidecarSettings" . | fromJson }}
 {{- range $setting, $store := dict "quotaStore" $s.quotaStore "sessionStore" $s.sessionStore }}
 {{- if and (ne $store "memory") (not $s.redisNodes) }}
 {{- fail (printf "sidecar.%s=%s needs sidecar.redisNodes (host:port of the Redis nodes)" $setting $store) }}
@@ -88,6 +88,13 @@ Cross-field checks the schema cannot express; rendered (as nothing) by the Confi
 {{- end }}
 {{- if and (ne $s.quotaStore "memory") (ne $s.sessionStore "memory") (ne $s.quotaStore $s.sessionStore) }}
 {{- fail (printf "sidecar.quotaStore=%s and sidecar.sessionStore=%s share sidecar.redisNodes: both must be redis or both redis-cluster" $s.quotaStore $s.sessionStore) }}
+{{- end }}
+{{- if and .Values.redisCluster.enabled (has $s.quotaStore (list "redis" "redis-cluster")) }}
+{{- $replicas := .Values.redisCluster.spec.replicasPerMaster | default 1 }}
+{{- if hasKey .Values.redisCluster.spec "replicasPerMaster" }}{{ $replicas = .Values.redisCluster.spec.replicasPerMaster }}{{ end }}
+{{- if gt (int $s.redisWaitReplicas) (int $replicas) }}
+{{- fail (printf "sidecar.redisWaitReplicas=%d but redisCluster.spec.replicasPerMaster=%d: every quota charge would wait for replicas that do not exist" (int $s.redisWaitReplicas) (int $replicas)) }}
+{{- end }}
 {{- end }}
 {{- if and (eq $s.configSource "kubernetes") $s.policies }}
 {{- fail "sidecar.policies is read only with sidecar.configSource=files; with kubernetes, apply the policies to the cluster as resources" }}
@@ -124,7 +131,7 @@ Whether the Redis password Secret is used (a Redis store for quotas or sessions,
 Secret name), and where it is mounted: the Secret's key is the file "password" there.
 */}}
 {{- define "nox.redisAuth" -}}
-{{- $s := .Values.sidecar }}
+{{- $s := include "nox.sidecarSettings" . | fromJson }}
 {{- if and (or (ne $s.quotaStore "memory") (ne $s.sessionStore "memory")) $s.redisPasswordSecret.name }}true{{ end }}
 {{- end }}
 {{- define "nox.redisPasswordDir" -}}/var/run/secrets/nox/redis{{- end }}
@@ -156,7 +163,7 @@ ConfigMap as environment, the database URL from its Secret, and the mounts NOX_P
 and NOX_REDIS_PASSWORD_FILE point into. Its volumes are "nox.sidecarVolumes".
 */}}
 {{- define "nox.sidecarContainer" -}}
-{{- $s := .Values.sidecar -}}
+{{- $s := include "nox.sidecarSettings" . | fromJson -}}
 name: nox-authz
 image: {{ include "nox.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -221,7 +228,7 @@ The container's mounts (a YAML list; empty when there are none).
 The volumes "nox.sidecarContainer" mounts (a YAML list; empty when it mounts none).
 */}}
 {{- define "nox.sidecarVolumes" -}}
-{{- $s := .Values.sidecar -}}
+{{- $s := include "nox.sidecarSettings" . | fromJson -}}
 {{- if eq $s.configSource "files" }}
 - name: nox-policies
   configMap:
@@ -298,4 +305,81 @@ Namespaces the operator serves, without duplicates (empty: all namespaces).
 */}}
 {{- define "nox.operatorWatchNamespaces" -}}
 {{- .Values.operator.watchNamespaces | default list | uniq | join "," }}
+{{- end }}
+
+{{/*
+The sidecar settings in force, as JSON: sidecar.* with what the chart's own RedisCluster and
+PostgresCluster supply where a value is left empty, so that every template (ConfigMap,
+container, volumes, NOTES) wires the same Secrets and addresses:
+- quotaStore / sessionStore "": redis-cluster with redisCluster.enabled, else memory;
+- redisNodes []: the RedisCluster's client Service (the rest of the nodes is discovered);
+- redisPasswordSecret.name "": the RedisCluster's password Secret (spec.passwordSecretRef,
+  else the generated <name>-auth, key password);
+- databaseUrlSecret.name "": the PostgresCluster's generated application Secret, key uri
+  (postgresql://owner:password@<name>-rw.<namespace>.svc:5432/database).
+*/}}
+{{- define "nox.sidecarSettings" -}}
+{{- $s := deepCopy .Values.sidecar }}
+{{- $redis := .Values.redisCluster }}
+{{- $pg := .Values.postgresCluster }}
+{{- $store := ternary "redis-cluster" "memory" $redis.enabled }}
+{{- if not $s.quotaStore }}{{ $_ := set $s "quotaStore" $store }}{{ end }}
+{{- if not $s.sessionStore }}{{ $_ := set $s "sessionStore" $store }}{{ end }}
+{{- if $redis.enabled }}
+{{- if not $s.redisNodes }}
+{{- $_ := set $s "redisNodes" (list (printf "%s.%s.svc:6379" (include "nox.redisClusterName" .) .Release.Namespace)) }}
+{{- end }}
+{{- if not $s.redisPasswordSecret.name }}
+{{- $ref := $redis.spec.passwordSecretRef | default dict }}
+{{- $_ := set $s "redisPasswordSecret" (dict "name" ($ref.name | default (printf "%s-auth" (include "nox.redisClusterName" .))) "key" ($ref.key | default "password")) }}
+{{- end }}
+{{- end }}
+{{- if and $pg.enabled (not $s.databaseUrlSecret.name) }}
+{{- if $pg.spec.appSecretRef }}
+{{- fail "postgresCluster.spec.appSecretRef: the operator then writes no Secret with the connection string; create one (postgresql://owner:password@<name>-rw.<namespace>.svc:5432/database) and name it in sidecar.databaseUrlSecret" }}
+{{- end }}
+{{- $_ := set $s "databaseUrlSecret" (dict "name" (printf "%s-app" (include "nox.postgresClusterName" .)) "key" "uri") }}
+{{- end }}
+{{- toJson $s }}
+{{- end }}
+
+{{/*
+Names of the chart's RedisCluster and PostgresCluster (their children are named after them:
+<name>-auth, <name>-app, <name>-rw, pods <name>-0, ...).
+*/}}
+{{- define "nox.redisClusterName" -}}
+{{- default (printf "%s-redis" (include "nox.fullname" .)) .Values.redisCluster.name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- define "nox.postgresClusterName" -}}
+{{- default (printf "%s-postgres" (include "nox.fullname" .)) .Values.postgresCluster.name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The ext_authz service's objects (Deployment, Service, PDB, HPA) share one name; its pods are
+selected by component "authz", never the operator's.
+*/}}
+{{- define "nox.authzName" -}}
+{{- printf "%s-authz" (include "nox.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "nox.authzLabels" -}}
+{{ include "nox.labels" . }}
+app.kubernetes.io/component: authz
+{{- end }}
+{{- define "nox.authzSelectorLabels" -}}
+{{ include "nox.selectorLabels" . }}
+app.kubernetes.io/component: authz
+{{- end }}
+
+{{/*
+A container under the restricted Pod Security Standard: no privilege escalation, no
+capabilities, read-only root filesystem, non-root, the runtime's default seccomp profile.
+*/}}
+{{- define "nox.restrictedContainerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
 {{- end }}
