@@ -191,7 +191,9 @@ import (
 func main() { coremain.Run() }
 GO
   (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .)
-  "$BIN/coredns" -plugins | grep -q "dns.kubernetes" || { log "coredns lacks the kubernetes plugin"; exit 1; }
+  local plugins
+  plugins="$("$BIN/coredns" -plugins)"
+  grep -qx "kubernetes" <<<"$plugins" || { log "coredns lacks the kubernetes plugin: $plugins"; exit 1; }
   stamp coredns "$COREDNS_VERSION"
 }
 
@@ -247,7 +249,7 @@ PROBE_REF=localhost/nox-probe:1
 node_images() {
   local key
   key="$(cat "$ROOT/test/cluster/pause/main.go" "$ROOT"/test/cluster/probe/*.go "$ROOT"/test/cluster/probe/go.mod | sha256sum | cut -c1-16) $PAUSE_REF $PROBE_REF"
-  stamped node-images "$key" && [[ -f "$TOOLS/images/pause.tar" && -f "$TOOLS/images/probe.tar" ]] && return
+  stamped node-images "$key" && [[ -f "$TOOLS/node-images/pause.tar" && -f "$TOOLS/node-images/probe.tar" ]] && return
   log "node images: $PAUSE_REF, $PROBE_REF"
   local work; work="$(mktemp -d)"
   # / must be searchable by the images' non-root users; /etc and /tmp are where the runtime
@@ -256,8 +258,8 @@ node_images() {
   for d in pause probe; do mkdir -p "$work/$d/etc" "$work/$d/tmp"; chmod 0755 "$work/$d" "$work/$d/etc"; chmod 1777 "$work/$d/tmp"; done
   (cd "$ROOT/test/cluster/pause" && go build -trimpath -ldflags "-s -w" -o "$work/pause/pause" ./main.go)
   (cd "$ROOT/test/cluster/probe" && go build -trimpath -ldflags "-s -w" -o "$work/probe/probe" .)
-  oci_pack "$work/pause" "$PAUSE_REF" /pause 65535:65535 "$TOOLS/images/pause.tar"
-  oci_pack "$work/probe" "$PROBE_REF" /probe 65532:65532 "$TOOLS/images/probe.tar"
+  oci_pack "$work/pause" "$PAUSE_REF" /pause 65535:65535 "$TOOLS/node-images/pause.tar"
+  oci_pack "$work/probe" "$PROBE_REF" /probe 65532:65532 "$TOOLS/node-images/probe.tar"
   rm -rf "$work"
   stamp node-images "$key"
 }

@@ -21,8 +21,8 @@ const exec = promisify(execFile);
 
 /** The images scripts/tools.sh builds for the node (test/cluster/pause, test/cluster/probe). */
 export const NODE_IMAGES = {
-  pause: { ref: 'localhost/nox-pause:1', archive: join(repoRoot, '.tools', 'images', 'pause.tar') },
-  probe: { ref: 'localhost/nox-probe:1', archive: join(repoRoot, '.tools', 'images', 'probe.tar') },
+  pause: { ref: 'localhost/nox-pause:1', archive: join(repoRoot, '.tools', 'node-images', 'pause.tar') },
+  probe: { ref: 'localhost/nox-probe:1', archive: join(repoRoot, '.tools', 'node-images', 'probe.tar') },
 } as const;
 
 export interface NodeOptions {

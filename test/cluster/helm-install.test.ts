@@ -1,0 +1,470 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { subjectHash } from '../../sidecar/quota/subject.js';
+import { type Envoy, startEnvoy } from '../harness/envoy.js';
+import { helm } from '../harness/helm.js';
+import { testLog } from '../harness/log.js';
+import { type OidcIssuer, startOidcIssuer } from '../harness/oidc.js';
+import { scratchDir, waitUntil } from '../harness/process.js';
+import { repoRoot } from '../harness/tools.js';
+import { startUpstream, type Upstream } from '../harness/upstream.js';
+import { NETWORK } from './addresses.js';
+import { startNode, type TestNode } from './node.js';
+
+/**
+ * What a user does: `helm install` the chart with a RedisCluster and a PostgresCluster on a
+ * real node, from images built from the repository's Dockerfiles; Envoy (on the host) asks the
+ * chart's ext_authz Service; then the faults and the upgrade users live through.
+ */
+const NS = 'nox';
+const RELEASE = 'nox';
+const MINUTE = 60_000;
+
+interface ImageIndex {
+  images: { name: string; ref: string; archive: string }[];
+}
+interface K8sList<T> {
+  items: T[];
+}
+interface Pod {
+  metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
+  status?: {
+    phase?: string;
+    podIP?: string;
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: { name: string; ready: boolean; restartCount: number; containerID?: string }[];
+  };
+}
+interface Condition {
+  type: string;
+  status: string;
+  reason?: string;
+}
+interface RedisClusterObj {
+  status?: { nodes?: { pod: string; address: string; role: string }[]; conditions?: Condition[] };
+}
+interface PostgresClusterObj {
+  status?: { currentPrimary?: string; conditions?: Condition[]; schema?: { version?: number } };
+}
+
+const images = (): ImageIndex['images'] => {
+  const index = JSON.parse(
+    readFileSync(join(repoRoot, '.run', 'images', 'index.json'), 'utf8'),
+  ) as ImageIndex;
+  return index.images;
+};
+const imageRef = (name: string) => {
+  const found = images().find((i) => i.name === name);
+  if (!found) throw new Error(`.run/images/index.json has no image ${name}: run scripts/images.sh`);
+  return found.ref;
+};
+const splitRef = (ref: string) => {
+  const at = ref.lastIndexOf(':');
+  return { repository: ref.slice(0, at), tag: ref.slice(at + 1) };
+};
+
+const ready = (p: Pod) =>
+  p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+const condition = (conds: Condition[] | undefined, type: string) => conds?.find((c) => c.type === type);
+
+let node: TestNode;
+let issuer: OidcIssuer;
+let upstream: Upstream;
+let envoy: Envoy;
+const tokens: Record<string, string> = {};
+
+async function getJson<T>(args: string[]): Promise<T> {
+  return JSON.parse(await node.kubectl([...args, '-o', 'json'])) as T;
+}
+const pods = async (selector?: string) =>
+  (await getJson<K8sList<Pod>>(['-n', NS, 'get', 'pods', ...(selector ? ['-l', selector] : [])])).items;
+
+/** The chart's values for this node: the three local images, a small footprint for 2 cores. */
+function values(extra: Record<string, unknown> = {}): string {
+  const nox = splitRef(imageRef('nox'));
+  const v = {
+    image: { ...nox, pullPolicy: 'Never' },
+    authz: { replicas: 2, preStopSleepSeconds: 2 },
+    sidecar: {
+      // The test is about the system, not latency on a machine shared with the builds.
+      checkDeadlineMs: 2000,
+      redisTimeoutMs: 1000,
+      logLevel: 'info',
+    },
+    redisCluster: {
+      enabled: true,
+      spec: { image: imageRef('redis'), masters: 3, replicasPerMaster: 1 },
+    },
+    postgresCluster: {
+      enabled: true,
+      spec: { image: imageRef('postgres'), instances: 2 },
+    },
+    ...extra,
+  };
+  const file = join(scratchDir('helm-values'), 'values.yaml');
+  writeFileSync(file, stringify(v));
+  return file;
+}
+
+const policies = (iss: string, audience: string) => `
+apiVersion: nox.dev/v1alpha1
+kind: OAuth2Provider
+metadata: { name: corp, namespace: ${NS} }
+spec:
+  type: oidc
+  issuer: ${iss}
+  clientId: gw
+  audiences: [${audience}]
+  allowedAlgorithms: [RS256]
+---
+apiVersion: nox.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: api, namespace: ${NS} }
+spec:
+  providers: [corp]
+  identityHeaders: { user: x-user }
+  rules:
+    - { name: no-admin, action: Deny, when: { paths: [{ value: /admin }] } }
+    - { name: signed-in, action: Allow, when: { authenticated: Authenticated } }
+---
+apiVersion: nox.dev/v1alpha1
+kind: QuotaPolicy
+metadata: { name: api-quota, namespace: ${NS} }
+spec:
+  subject: [{ type: User }]
+  defaultTier: small
+  tiers:
+    - name: small
+      limits: [{ name: hourly, requests: 5, window: 1h }]
+    - name: big
+      limits: [{ name: hourly, requests: 1000000, window: 1h }]
+  tierFrom: { claim: tier }
+`;
+
+const get = (client: string, path = '/api/items') =>
+  fetch(`${envoy.url}${path}`, {
+    headers: { authorization: `Bearer ${tokens[client]}` },
+    signal: AbortSignal.timeout(10_000),
+  });
+
+/** Steady traffic from one caller the policy allows, counting every answer by status. */
+function steadyTraffic(client: string): {
+  readonly counts: ReadonlyMap<number | string, number>;
+  stop(): Promise<Map<number | string, number>>;
+} {
+  const counts = new Map<number | string, number>();
+  let stopping = false;
+  const loop = (async () => {
+    while (!stopping) {
+      const key = await get(client)
+        .then(async (r) => {
+          await r.arrayBuffer();
+          return r.status;
+        })
+        .catch((e: unknown) => `error: ${(e as Error).message}`);
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+  })();
+  return {
+    counts,
+    async stop() {
+      stopping = true;
+      await loop;
+      return counts;
+    },
+  };
+}
+
+describe('helm install on a real node', () => {
+  beforeAll(async () => {
+    const archives = images().map((i) => i.archive);
+    node = await startNode({ images: archives });
+    testLog('node started', { ms: node.startMs });
+    [issuer, upstream] = await Promise.all([
+      startOidcIssuer(
+        [
+          { clientId: 'alice', secret: 'alice-secret' },
+          { clientId: 'steady', secret: 'steady-secret', claims: { tier: 'big' } },
+        ],
+        'https://api.nox.test',
+        { host: NETWORK.hostIp },
+      ),
+      startUpstream(),
+    ]);
+    for (const c of ['alice', 'steady']) tokens[c] = await issuer.token(c);
+
+    const t0 = performance.now();
+    const res = await helm(
+      [
+        'install',
+        RELEASE,
+        'charts/nox',
+        '-n',
+        NS,
+        '--create-namespace',
+        '-f',
+        values(),
+        '--wait',
+        '--timeout',
+        '12m',
+      ],
+      { kubeconfig: node.kubeconfigPath, timeoutMs: 13 * MINUTE },
+    );
+    if (res.code !== 0) throw new Error(`helm install failed (${res.code}):\n${res.stderr}\n${res.stdout}`);
+    testLog('helm install --wait', { ms: Math.round(performance.now() - t0) });
+    await node.kubectl(['apply', '-f', '-'], { input: policies(issuer.issuer, issuer.audience) });
+
+    const svc = await getJson<{ spec: { clusterIP: string; ports: { name: string; port: number }[] } }>([
+      '-n',
+      NS,
+      'get',
+      'service',
+      `${RELEASE}-authz`,
+    ]);
+    const grpcPort = svc.spec.ports.find((p) => p.name === 'grpc')?.port ?? 9001;
+    envoy = await startEnvoy({
+      authzHost: svc.spec.clusterIP,
+      authzPort: grpcPort,
+      upstreamPort: upstream.port,
+      authzTimeoutMs: 3000,
+    });
+    // The policies reach every ext_authz pod through its watch: wait for an allowed request.
+    await waitUntil(
+      'a signed-in request is allowed',
+      async () => (await get('steady')).status === 200,
+      2 * MINUTE,
+    );
+  }, 30 * MINUTE);
+
+  afterAll(async () => {
+    await envoy?.stop();
+    await upstream?.close();
+    await issuer?.close();
+    await node?.stop();
+  }, 5 * MINUTE);
+
+  it('runs every pod Ready from the repository’s images, and helm test passes', async () => {
+    const all = await pods();
+    expect(all.length).toBeGreaterThanOrEqual(1 + 2 + 6 + 2); // operator, authz ×2, redis 3+3, postgres ×2
+    for (const p of all) expect(ready(p), `${p.metadata.name} Ready`).toBe(true);
+    const refs = new Set(images().map((i) => i.ref));
+    const podImages = JSON.parse(
+      await node
+        .kubectl(['-n', NS, 'get', 'pods', '-o', 'jsonpath={.items[*].spec.containers[*].image}'])
+        .then((s) => JSON.stringify(s.split(' '))),
+    ) as string[];
+    for (const image of podImages)
+      expect(refs.has(image) || refs.has(`docker.io/${image}`), image).toBe(true);
+
+    const res = await helm(['test', RELEASE, '-n', NS, '--timeout', '5m'], {
+      kubeconfig: node.kubeconfigPath,
+      timeoutMs: 6 * MINUTE,
+    });
+    expect(res.code, `${res.stderr}\n${res.stdout}`).toBe(0);
+  });
+
+  it('allows a valid token, answers 429 over quota and 403 where policy denies; counters in the RedisCluster, profiles in the PostgresCluster', async () => {
+    for (let i = 1; i <= 5; i++) expect((await get('alice')).status, `request ${i}`).toBe(200);
+    const over = await get('alice');
+    expect(over.status).toBe(429);
+    expect(((await over.json()) as { error: string }).error).toBe('QUOTA_EXCEEDED');
+    expect((await get('steady', '/admin/users')).status).toBe(403);
+
+    // The counter: a key with alice's subject hash on a master of the chart's RedisCluster.
+    const user = upstream.seen.find((s) => s.headers.authorization?.endsWith(tokens.alice!))?.headers[
+      'x-user'
+    ];
+    expect(typeof user).toBe('string');
+    const hash = subjectHash([`User=${user}`]);
+    const keys = await redisKeysMatching(`*${hash}*`);
+    expect(keys.length).toBeGreaterThan(0);
+
+    // The profile: a users row for alice, written by the sidecar through the -rw Service.
+    const rows = await withPostgres((c) =>
+      c.query<{ provider: string; subject: string }>(
+        'SELECT provider, subject FROM users WHERE subject = $1',
+        ['alice'],
+      ),
+    );
+    expect(rows.rows).toEqual([{ provider: `${NS}/corp`, subject: 'alice' }]);
+  });
+
+  it('heals when the Redis master pod and the PostgreSQL primary are killed under traffic', async () => {
+    const traffic = steadyTraffic('steady');
+    // Redis: delete a master's pod; the cluster promotes its replica, the StatefulSet brings the pod back.
+    const rc = await getJson<RedisClusterObj>(['-n', NS, 'get', 'rediscluster', `${RELEASE}-redis`]);
+    const master = rc.status?.nodes?.find((n) => n.role === 'master');
+    expect(master).toBeDefined();
+    const t0 = performance.now();
+    await node.kubectl(['-n', NS, 'delete', 'pod', master!.pod, '--wait=false']);
+    await waitUntil(
+      'RedisCluster Ready again with every node',
+      async () => {
+        const now = await getJson<RedisClusterObj>(['-n', NS, 'get', 'rediscluster', `${RELEASE}-redis`]);
+        return (
+          condition(now.status?.conditions, 'Ready')?.status === 'True' &&
+          (now.status?.nodes?.length ?? 0) === 6
+        );
+      },
+      5 * MINUTE,
+    );
+    const redisHealMs = Math.round(performance.now() - t0);
+
+    // PostgreSQL: kill the primary's container with crictl; the operator fails over.
+    const pgc = await getJson<PostgresClusterObj>([
+      '-n',
+      NS,
+      'get',
+      'postgrescluster',
+      `${RELEASE}-postgres`,
+    ]);
+    const primary = pgc.status?.currentPrimary;
+    expect(primary).toBeTruthy();
+    const t1 = performance.now();
+    const ids = (await node.crictl(['ps', '-q', '--label', `io.kubernetes.pod.name=${primary}`]))
+      .trim()
+      .split('\n');
+    for (const id of ids.filter(Boolean)) await node.crictl(['stop', '--timeout', '0', id]);
+    await waitUntil(
+      'a PostgreSQL primary accepts writes again',
+      async () => {
+        try {
+          await withPostgres((c) =>
+            c.query('CREATE TEMP TABLE heal_probe (x int); INSERT INTO heal_probe VALUES (1)'),
+          );
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      5 * MINUTE,
+    );
+    const pgHealMs = Math.round(performance.now() - t1);
+    const counts = await traffic.stop();
+    testLog('heal times', { redisHealMs, pgHealMs, answers: Object.fromEntries(counts) });
+    // failureMode Closed (the default): during the Redis failover a check may be denied 503, never allowed wrongly;
+    // after it, the caller is allowed again.
+    for (const status of counts.keys()) expect([200, 503]).toContain(status);
+    await waitUntil(
+      'allowed again after the faults',
+      async () => (await get('steady')).status === 200,
+      MINUTE,
+    );
+  });
+
+  it('rolls the ext_authz pods on helm upgrade without denying a request the policy allows', async () => {
+    const traffic = steadyTraffic('steady');
+    await waitUntil('traffic flowing', async () => (traffic.counts.get(200) ?? 0) > 0, MINUTE);
+    const before = await pods(`app.kubernetes.io/component=authz`);
+    const res = await helm(
+      [
+        'upgrade',
+        RELEASE,
+        'charts/nox',
+        '-n',
+        NS,
+        '-f',
+        values({ sidecar: { checkDeadlineMs: 2000, redisTimeoutMs: 1000, logLevel: 'debug' } }),
+        '--wait',
+        '--timeout',
+        '8m',
+      ],
+      { kubeconfig: node.kubeconfigPath, timeoutMs: 9 * MINUTE },
+    );
+    expect(res.code, res.stderr).toBe(0);
+    const counts = await traffic.stop();
+    testLog('upgrade answers', Object.fromEntries(counts));
+    const after = await pods(`app.kubernetes.io/component=authz`);
+    const names = (ps: Pod[]) => new Set(ps.map((p) => p.metadata.name));
+    expect([...names(after)].some((n) => names(before).has(n))).toBe(false);
+    expect([...counts.keys()]).toEqual([200]);
+    expect(counts.get(200)).toBeGreaterThan(10);
+  });
+
+  it('helm uninstall leaves only the CRDs and the data volumes', async () => {
+    const res = await helm(['uninstall', RELEASE, '-n', NS, '--wait', '--timeout', '5m'], {
+      kubeconfig: node.kubeconfigPath,
+      timeoutMs: 6 * MINUTE,
+    });
+    expect(res.code, res.stderr).toBe(0);
+    await waitUntil('the release’s pods are gone', async () => (await pods()).length === 0, 3 * MINUTE);
+    const left = await node.kubectl([
+      '-n',
+      NS,
+      'get',
+      'all,configmaps,secrets,roles,rolebindings,pdb',
+      '-o',
+      'name',
+    ]);
+    const remaining = left
+      .split('\n')
+      .filter(Boolean)
+      // Every namespace has these, made by Kubernetes itself.
+      .filter((n) => n !== 'configmap/kube-root-ca.crt');
+    expect(remaining).toEqual([]);
+    const crds = await node.kubectl(['get', 'crds', '-o', 'name']);
+    expect(crds).toContain('redisclusters.nox.dev');
+    const pvcs = (await node.kubectl(['-n', NS, 'get', 'pvc', '-o', 'name'])).split('\n').filter(Boolean);
+    testLog('left after uninstall', { pvcs });
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// The data stores as the test reaches them: pod and Service IPs are routed from the host.
+
+async function secretValue(name: string, key: string): Promise<string> {
+  const s = await getJson<{ data: Record<string, string> }>(['-n', NS, 'get', 'secret', name]);
+  const v = s.data[key];
+  if (v === undefined) throw new Error(`Secret ${name} has no key ${key}`);
+  return Buffer.from(v, 'base64').toString();
+}
+
+async function redisKeysMatching(pattern: string): Promise<string[]> {
+  const rc = await getJson<
+    RedisClusterObj & { spec: { passwordSecretRef?: { name: string; key?: string } } }
+  >(['-n', NS, 'get', 'rediscluster', `${RELEASE}-redis`]);
+  const ref = rc.spec.passwordSecretRef ?? { name: `${RELEASE}-redis-auth`, key: 'password' };
+  const password = await secretValue(ref.name, ref.key ?? 'password');
+  const found: string[] = [];
+  for (const n of rc.status?.nodes ?? []) {
+    if (n.role !== 'master') continue;
+    const [host, port] = n.address.split(':');
+    const r = new Redis({ host, port: Number(port), password, lazyConnect: true, maxRetriesPerRequest: 1 });
+    try {
+      await r.connect();
+      let cursor = '0';
+      do {
+        const [next, keys] = await r.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+        found.push(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+    } finally {
+      r.disconnect();
+    }
+  }
+  return found;
+}
+
+async function withPostgres<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const uri = new URL(await secretValue(`${RELEASE}-postgres-app`, 'uri'));
+  // The URI names the -rw Service by its cluster DNS name; the host reaches it by ClusterIP.
+  const svc = await getJson<{ spec: { clusterIP: string } }>([
+    '-n',
+    NS,
+    'get',
+    'service',
+    `${RELEASE}-postgres-rw`,
+  ]);
+  uri.hostname = svc.spec.clusterIP;
+  const client = new pg.Client({ connectionString: uri.toString(), connectionTimeoutMillis: 5000 });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
