@@ -24,6 +24,8 @@ K8S_STAGING_VERSION=0.34.4  # the k8s.io/* staging modules of that release
 K8S_BUILD="$K8S_VERSION version-ldflags kubelet kube-proxy kube-scheduler kubectl"
 CRICTL_VERSION=1.34.0       # cri-tools of the same Kubernetes minor
 COREDNS_VERSION=1.14.7      # its own module: it pins a newer client-go than Kubernetes 1.34
+# The plugins the test node's Corefile (test/cluster/dns.ts) uses, and a few for debugging it.
+COREDNS_PLUGINS="bind cache errors forward health kubernetes loadbalance log loop ready reload"
 ETCD_VERSION=3.6.16
 HELM_VERSION=3.22.0
 GHZ_VERSION=0.120.0
@@ -159,7 +161,7 @@ kubernetes() {
 # CoreDNS with only the plugins the test node's Corefile uses: a tiny main, as CoreDNS's own
 # docs suggest for custom builds (the full plugin list would pull in every cloud SDK).
 coredns() {
-  stamped coredns "$COREDNS_VERSION" && [[ -x "$BIN/coredns" ]] && return
+  stamped coredns "$COREDNS_VERSION $COREDNS_PLUGINS" && [[ -x "$BIN/coredns" ]] && return
   log "coredns $COREDNS_VERSION (go build)"
   local dir="$TOOLS/src/coredns"
   rm -rf "$dir"; mkdir -p "$dir"
@@ -170,31 +172,16 @@ go 1.25.0
 
 require github.com/coredns/coredns v$COREDNS_VERSION
 GO
-  cat >"$dir/main.go" <<'GO'
-package main
-
-import (
-	_ "github.com/coredns/coredns/core/dnsserver"
-	"github.com/coredns/coredns/coremain"
-	_ "github.com/coredns/coredns/plugin/cache"
-	_ "github.com/coredns/coredns/plugin/errors"
-	_ "github.com/coredns/coredns/plugin/forward"
-	_ "github.com/coredns/coredns/plugin/health"
-	_ "github.com/coredns/coredns/plugin/kubernetes"
-	_ "github.com/coredns/coredns/plugin/loadbalance"
-	_ "github.com/coredns/coredns/plugin/log"
-	_ "github.com/coredns/coredns/plugin/loop"
-	_ "github.com/coredns/coredns/plugin/ready"
-	_ "github.com/coredns/coredns/plugin/reload"
-)
-
-func main() { coremain.Run() }
-GO
+  {
+    printf 'package main\n\nimport (\n\t_ "github.com/coredns/coredns/core/dnsserver"\n\t"github.com/coredns/coredns/coremain"\n'
+    for p in $COREDNS_PLUGINS; do printf '\t_ "github.com/coredns/coredns/plugin/%s"\n' "$p"; done
+    printf ')\n\nfunc main() { coremain.Run() }\n'
+  } >"$dir/main.go"
   (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .)
   local plugins
   plugins="$("$BIN/coredns" -plugins)"
   grep -qx "kubernetes" <<<"$plugins" || { log "coredns lacks the kubernetes plugin: $plugins"; exit 1; }
-  stamp coredns "$COREDNS_VERSION"
+  stamp coredns "$COREDNS_VERSION $COREDNS_PLUGINS"
 }
 
 # crictl: the CRI's own client, to look at and kill pods' containers as the kubelet sees them.
