@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { testLog } from '../harness/log.js';
 import { waitUntil } from '../harness/process.js';
+import { NETWORK } from './addresses.js';
 import { api } from './api.js';
 import { diffSnapshots, type HostSnapshot, hostSnapshot } from './hostState.js';
 import { NODE_IMAGES, startNode, type TestNode } from './node.js';
@@ -252,6 +253,20 @@ describe('the test node', () => {
   }, 300_000);
 
   it('stops without leaving anything on the host', async () => {
+    // While it runs, the snapshot sees the node (so "no difference" after stop means something),
+    // and kube-proxy's chains are in the node's namespace, not the host's.
+    const during = diffSnapshots(before, hostSnapshot());
+    testLog('node: host differences while running: %s', during.join('; '));
+    expect(during).toContain(`+ netns: ${NETWORK.netns}`);
+    expect(during.some((l) => l.startsWith('+ links: nox-node-host@'))).toBe(true);
+    expect(during.some((l) => l.startsWith('+ cgroups: ') && l.endsWith('/nox-node/kubepods'))).toBe(true);
+    expect(during.some((l) => l.startsWith('+ mounts: ') && l.includes(node.dir))).toBe(true);
+    // The kubelet's global kernel settings (restored by the teardown) where this host differs.
+    if (!before.sysctls.includes('vm.overcommit_memory=1'))
+      expect(during).toContain('+ sysctls: vm.overcommit_memory=1');
+    expect(await node.exec('iptables-save', [])).toContain(':KUBE-SERVICES');
+    expect(during.filter((l) => l.includes('KUBE-'))).toEqual([]);
+
     await node.stop();
     stopped = true;
     const diff = diffSnapshots(before, hostSnapshot());
