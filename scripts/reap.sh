@@ -18,9 +18,15 @@ if [[ -d "$dir" ]]; then
     rm -f "$f"
   done
 fi
-# A node whose owner is alive is in use (another test file's): leave it to that owner.
+# A node whose owner is alive is in use (another test file's): leave it to that owner. A
+# killed owner can linger a moment as a zombie, which `kill -0` still finds: not alive.
+alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ "$(cut -d' ' -f1 <<<"${stat##*) }")" != Z ]]
+}
 owner="$(cat /tmp/nox-node.lock.d/pid 2>/dev/null)"
-if [[ -n "$owner" ]] && kill -0 "$owner" 2>/dev/null; then exit 0; fi
+if [[ -n "$owner" ]] && alive "$owner"; then exit 0; fi
 for node in "$root"/.run/node/*/; do
   [[ -d "$node/state" ]] || continue
   echo "reap: tearing down the test node in $node" >&2

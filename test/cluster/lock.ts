@@ -10,12 +10,13 @@ import { sleep } from '../harness/process.js';
  */
 const LOCK = '/tmp/nox-node.lock.d';
 
+/** Alive and not a zombie (a killed owner whose parent died too lingers as one for a while). */
 function ownerAlive(): boolean {
   try {
     const pid = Number(readFileSync(join(LOCK, 'pid'), 'utf8'));
     if (!Number.isInteger(pid) || pid <= 0) return false;
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
