@@ -86,7 +86,7 @@ const ids = (objects: K8sObject[]) =>
     .sort();
 const rbacKinds = new Set(['Role', 'RoleBinding', 'ClusterRole', 'ClusterRoleBinding']);
 /** The objects of one part of the chart (the app.kubernetes.io/component label). */
-const ofComponent = (objects: K8sObject[], component: 'sidecar' | 'operator') =>
+const ofComponent = (objects: K8sObject[], component: 'sidecar' | 'operator' | 'authz' | 'test') =>
   objects.filter((o) => o.metadata.labels?.['app.kubernetes.io/component'] === component);
 
 /** The example manifests the demo runs, as a user would list them in sidecar.policies. */
@@ -244,10 +244,13 @@ describe('charts/nox', () => {
       'ConfigMap/nox-system/demo-nox-sidecar',
       'ServiceAccount/nox-system/demo-nox',
     ]);
-    // Everything else is the operator's (its own tests below say what).
-    expect(ofComponent(objects, 'operator').length + ofComponent(objects, 'sidecar').length).toBe(
-      objects.length,
-    );
+    // Everything else is the operator's, or the ext_authz service's and its helm test's (helm-authz.test.ts).
+    expect(
+      ofComponent(objects, 'operator').length +
+        ofComponent(objects, 'sidecar').length +
+        ofComponent(objects, 'authz').length +
+        ofComponent(objects, 'test').length,
+    ).toBe(objects.length);
     for (const o of objects) {
       expect(o.metadata.labels).toMatchObject({
         'app.kubernetes.io/name': 'nox',
@@ -910,14 +913,21 @@ describe('charts/nox', () => {
       // One replica: no PDB (maxUnavailable 1 of 1 protects nothing).
       const single = await render('demo', ['--set', 'operator.replicas=1']);
       expect(operatorDeployment(single).spec.replicas).toBe(1);
-      expect(single.filter((o) => o.kind === 'PodDisruptionBudget')).toEqual([]);
+      expect(ofComponent(single, 'operator').filter((o) => o.kind === 'PodDisruptionBudget')).toEqual([]);
     });
 
     it('renders nothing of the operator with operator.enabled=false', async () => {
       const objects = await render('demo', ['--set', 'operator.enabled=false']);
       expect(ofComponent(objects, 'operator')).toEqual([]);
       expect(objects.filter((o) => o.metadata.name.includes('operator'))).toEqual([]);
-      expect(ids(objects)).toEqual(ids(ofComponent(await render('demo'), 'sidecar')));
+      const defaults = await render('demo');
+      expect(ids(objects)).toEqual(
+        ids([
+          ...ofComponent(defaults, 'sidecar'),
+          ...ofComponent(defaults, 'authz'),
+          ...ofComponent(defaults, 'test'),
+        ]),
+      );
     });
 
     it('the generated operator RBAC has no wildcards, and the Lease only in its own namespace', () => {
