@@ -134,7 +134,8 @@ describe('the test node', () => {
     node = await startNode();
     testLog('node start: %d ms', node.startMs);
     await node.kubectl(['apply', '-f', '-'], { input: manifests.map((m) => stringify(m)).join('---\n') });
-  }, 600_000);
+    // Long enough to wait for another file's node to stop first (startNode's lock, 20 min).
+  }, 25 * 60_000);
 
   afterAll(async () => {
     if (!stopped) await node?.stop();

@@ -28,7 +28,7 @@ export const NODE_IMAGES = {
 export interface NodeOptions {
   /** OCI or docker image archives to import before the node is returned (e.g. .run/images/*.tar). */
   images?: string[];
-  /** How long to wait for another test file's node to stop (one node per machine); default 30 min. */
+  /** How long to wait for another test file's node to stop (one node per machine); default 20 min. */
   lockTimeoutMs?: number;
 }
 
@@ -48,8 +48,10 @@ export interface TestNode {
   readonly dir: string;
   /** Where the default StorageClass's volumes land on the node's disk. */
   readonly volumesDir: string;
-  /** From nothing to a Ready node with CoreDNS answering, in ms. */
+  /** From nothing to a Ready node with CoreDNS answering, in ms (after any wait for another node's lock). */
   readonly startMs: number;
+  /** Importing `NodeOptions.images` after that, in ms. */
+  readonly importMs: number;
   /** Claims the provisioner has given a directory (namespace/name → path). */
   readonly volumes: ReadonlyMap<string, string>;
   /** Runs a command in the node's network namespace (host filesystem); resolves to stdout. */
@@ -128,7 +130,6 @@ function createCgroupRoot(): void {
  * kube-proxy (iptables), CoreDNS and a provisioner for claims. See test/cluster/README.md.
  */
 export async function startNode(opts: NodeOptions = {}): Promise<TestNode> {
-  const t0 = Date.now();
   for (const name of [
     'containerd',
     'runc',
@@ -145,7 +146,10 @@ export async function startNode(opts: NodeOptions = {}): Promise<TestNode> {
   for (const image of Object.values(NODE_IMAGES)) {
     if (!existsSync(image.archive)) throw new Error(`${image.archive} is missing; run \`make tools\``);
   }
-  const release = await acquireNodeLock(opts.lockTimeoutMs ?? 30 * 60_000);
+  const lockedAt = Date.now();
+  const release = await acquireNodeLock(opts.lockTimeoutMs ?? 20 * 60_000);
+  const t0 = Date.now();
+  if (t0 - lockedAt > 1000) testLog('node: waited %d ms for another node to stop', t0 - lockedAt);
   // Whatever a killed run left (we hold the lock, so no live node owns it).
   mkdirSync(nodesDir, { recursive: true });
   for (const d of readdirSync(nodesDir)) await teardown(join(nodesDir, d));
@@ -207,9 +211,13 @@ export async function startNode(opts: NodeOptions = {}): Promise<TestNode> {
     );
     services.push(await startDns(dir, pki, c));
     provisioner = await startProvisioner(c, volumesDir);
-    for (const image of opts.images ?? []) await cd.importImage(image);
     const startMs = Date.now() - t0;
     testLog('node %s ready with CoreDNS answering after %d ms (%s)', NETWORK.nodeName, startMs, dir);
+    const t1 = Date.now();
+    for (const image of opts.images ?? []) await cd.importImage(image);
+    const importMs = Date.now() - t1;
+    if (opts.images?.length)
+      testLog('node: %d image archive(s) imported in %d ms', opts.images.length, importMs);
     const kubeconfigPath = controlPlane.kubeconfigPath;
     const prov = provisioner;
     return {
@@ -223,6 +231,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<TestNode> {
       dir,
       volumesDir,
       startMs,
+      importMs,
       volumes: prov.made,
       creds: c,
       exec: (cmd, args) => netnsRun(cmd, args),
