@@ -166,6 +166,10 @@ describe('the test node', () => {
     expect(byService.hostname).toBe(pod?.metadata.name);
     const byNodePort = await getJson(`http://${node.nodeIp}:${nodePort}/whoami`);
     expect(byNodePort.hostname).toBe(pod?.metadata.name);
+    // The apiserver reaches the kubelet (logs, exec, port-forward go that way).
+    expect(await node.kubectl(['-n', NS, 'logs', pod?.metadata.name as string])).toContain(
+      'probe listening on :8080',
+    );
   }, 180_000);
 
   it('resolves a Service name in a pod through CoreDNS, and reaches it from the pod', async () => {
