@@ -64,8 +64,9 @@ describe('charts/nox: the ext_authz service', () => {
     expect(pod.automountServiceAccountToken).toBe(true);
     expect(container.name).toBe('nox-authz');
     expect(container.image).toBe('ghcr.io/nox-dev/nox:0.1.0');
-    // The image's default program is nox-authz: no command, as the pasted in-pod container.
+    // The image's entrypoint (`nox <program>`) with the program named, as in the pasted in-pod container.
     expect(container.command).toBeUndefined();
+    expect(container.args).toEqual(['authz']);
 
     const service = find(objects, 'Service', NAME).spec!;
     expect(service).toEqual({

@@ -737,8 +737,9 @@ describe('charts/nox', () => {
       // The sidecar's image, running the other program.
       expect(container.name).toBe('nox-operator');
       expect(container.image).toBe('ghcr.io/nox-dev/nox:0.1.0');
-      expect(container.command).toEqual(['nox-operator']);
-      expect(container.args).toBeUndefined();
+      // The image's entrypoint (`nox <program>`) runs the program its argument names.
+      expect(container.command).toBeUndefined();
+      expect(container.args).toEqual(['operator']);
 
       // The probes and the Service reach the port the operator listens on.
       const env = resolvedEnv(container.env);

@@ -167,6 +167,8 @@ and NOX_REDIS_PASSWORD_FILE point into. Its volumes are "nox.sidecarVolumes".
 name: nox-authz
 image: {{ include "nox.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
+# The image's entrypoint (`nox <program>`) runs the program named here.
+args: ["authz"]
 ports:
   - name: grpc
     containerPort: {{ $s.grpcPort | int }}
