@@ -32,6 +32,8 @@ export const HOST_PATHS = [
   '/var/log/pods',
   '/run/netns',
   '/var/lib/kubelet',
+  // The device-plugin socket's directory is fixed whatever --root-dir says.
+  '/var/lib/kubelet/device-plugins',
   '/etc/cni',
   '/opt/cni',
 ];

@@ -61,7 +61,7 @@ export async function startKubelet(
       clusterDNS: [NETWORK.dnsServiceIp],
       clusterDomain: NETWORK.clusterDomain,
       resolvConf,
-      podLogsDirectory: join(dir, 'pod-logs'),
+      podLogsDir: join(dir, 'pod-logs'),
       serializeImagePulls: false,
       // Images are imported, never pulled: the kubelet must not collect them on a full disk.
       imageGCHighThresholdPercent: 100,
