@@ -6,7 +6,7 @@ import { testLog } from '../harness/log.js';
 import { waitUntil } from '../harness/process.js';
 import { NETWORK } from './addresses.js';
 import { api } from './api.js';
-import { diffSnapshots, type HostSnapshot, hostSnapshot } from './hostState.js';
+import { diffSnapshots, hostSnapshot } from './hostState.js';
 import { NODE_IMAGES, startNode, type TestNode } from './node.js';
 
 /**
@@ -16,7 +16,6 @@ import { NODE_IMAGES, startNode, type TestNode } from './node.js';
  */
 const NS = 'node-proof';
 let node: TestNode;
-let before: HostSnapshot;
 let stopped = false;
 
 interface Pod {
@@ -130,7 +129,6 @@ const manifests = [
 
 describe('the test node', () => {
   beforeAll(async () => {
-    before = hostSnapshot();
     node = await startNode();
     testLog('node start: %d ms', node.startMs);
     await node.kubectl(['apply', '-f', '-'], { input: manifests.map((m) => stringify(m)).join('---\n') });
@@ -260,21 +258,21 @@ describe('the test node', () => {
   it('stops without leaving anything on the host', async () => {
     // While it runs, the snapshot sees the node (so "no difference" after stop means something),
     // and kube-proxy's chains are in the node's namespace, not the host's.
-    const during = diffSnapshots(before, hostSnapshot());
+    const during = diffSnapshots(node.hostBefore, hostSnapshot());
     testLog('node: host differences while running: %s', during.join('; '));
     expect(during.some((l) => l.startsWith(`+ netns: ${NETWORK.netns}`))).toBe(true);
     expect(during.some((l) => l.startsWith('+ links: nox-node-host@'))).toBe(true);
     expect(during.some((l) => l.startsWith('+ cgroups: ') && l.endsWith('/nox-node/kubepods'))).toBe(true);
     expect(during.some((l) => l.startsWith('+ mounts: ') && l.includes(node.dir))).toBe(true);
     // The kubelet's global kernel settings (restored by the teardown) where this host differs.
-    if (!before.sysctls.includes('vm.overcommit_memory=1'))
+    if (!node.hostBefore.sysctls.includes('vm.overcommit_memory=1'))
       expect(during).toContain('+ sysctls: vm.overcommit_memory=1');
     expect(await node.exec('iptables-save', [])).toContain(':KUBE-SERVICES');
     expect(during.filter((l) => l.includes('KUBE-'))).toEqual([]);
 
     await node.stop();
     stopped = true;
-    const diff = diffSnapshots(before, hostSnapshot());
+    const diff = diffSnapshots(node.hostBefore, hostSnapshot());
     testLog('node: host differences after stop: %s', diff.length ? diff.join('; ') : 'none');
     // Other test files may start their own processes meanwhile; what a node could leave is
     // its namespace, links, routes, mounts, cgroups, kernel settings and host paths.

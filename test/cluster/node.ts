@@ -10,7 +10,7 @@ import { type ApiCredentials, api } from './api.js';
 import { type Containerd, startContainerd } from './containerd.js';
 import { startControlPlane } from './controlPlane.js';
 import { startDns } from './dns.js';
-import { HOST_PATHS, KUBELET_SYSCTLS, readSysctl } from './hostState.js';
+import { HOST_PATHS, type HostSnapshot, hostSnapshot, KUBELET_SYSCTLS, readSysctl } from './hostState.js';
 import { startKubelet, startKubeProxy } from './kubelet.js';
 import { acquireNodeLock } from './lock.js';
 import { createNetwork, netnsRun } from './netns.js';
@@ -52,6 +52,8 @@ export interface TestNode {
   readonly startMs: number;
   /** Importing `NodeOptions.images` after that, in ms. */
   readonly importMs: number;
+  /** The host before this node changed anything (hostState.ts), to compare after stop(). */
+  readonly hostBefore: HostSnapshot;
   /** Claims the provisioner has given a directory (namespace/name → path). */
   readonly volumes: ReadonlyMap<string, string>;
   /** Runs a command in the node's network namespace (host filesystem); resolves to stdout. */
@@ -154,6 +156,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<TestNode> {
   mkdirSync(nodesDir, { recursive: true });
   for (const d of readdirSync(nodesDir)) await teardown(join(nodesDir, d));
 
+  // The host as this node finds it (after the lock: another file's node is gone by now).
+  const hostBefore = hostSnapshot();
   const dir = join(nodesDir, `${Date.now().toString(36)}-${process.pid}`);
   const volumesDir = join(dir, 'volumes');
   mkdirSync(join(dir, 'pki'), { recursive: true });
@@ -232,6 +236,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<TestNode> {
       volumesDir,
       startMs,
       importMs,
+      hostBefore,
       volumes: prov.made,
       creds: c,
       exec: (cmd, args) => netnsRun(cmd, args),
