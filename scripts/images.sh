@@ -243,6 +243,18 @@ write_index() {
   node -e 'const fs=require("fs");const f=process.argv[1];fs.writeFileSync(f.replace(/\.tmp$/,""),JSON.stringify(JSON.parse(fs.readFileSync(f,"utf8")),null,2)+"\n");fs.rmSync(f)' "$OUT/index.json.tmp"
 }
 
+# The vfs driver stores every build step as a full copy, so the layer cache grows by GBs with
+# each rebuild: past NOX_IMAGES_CACHE_GB it is dropped (bases and tagged images stay; the next
+# source change then reinstalls the npm dependencies from npm's cache, ≈ 1 min more).
+prune_cache() {
+  local limit=${NOX_IMAGES_CACHE_GB:-12} used
+  used=$(du -s --block-size=1G "$CACHE/storage" 2>/dev/null | cut -f1)
+  ((used > limit)) || return 0
+  log "layer cache ${used} GB > ${limit} GB: pruning untagged images"
+  "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+  "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+}
+
 RUN_START=$SECONDS
 NAMES=("$@")
 ((${#NAMES[@]})) || NAMES=(nox redis postgres)
@@ -252,5 +264,6 @@ done
 timed debian-base debian_base
 timed node-base node_base
 for n in "${NAMES[@]}"; do build_image "$n"; done
+timed prune prune_cache
 write_index
 log "done in $((SECONDS - RUN_START))s: $OUT/index.json"
