@@ -101,10 +101,11 @@ async function main(): Promise<void> {
     draining = true;
     log.info({ signal, inFlight: checker.inFlight }, 'draining');
     grpcServer.setServing(false);
-    // In-flight checks finish normally; a check that races in after this point is
-    // answered SHUTTING_DOWN rather than left hanging.
-    void checker.drain();
+    // The server's GOAWAY moves Envoy to another pod; every check on a stream accepted before it
+    // gets its real decision, with the stores still open. Only then are late checks refused.
     await grpcServer.shutdown(settings.drainTimeoutMs);
+    await checker.drain();
+    checker.stop();
     await login.close();
     await source?.stop();
     await quotaStore.close();

@@ -40,7 +40,7 @@ describe('Checker', () => {
     expect(aborted).toBe(true);
   });
 
-  it('drains: in-flight checks finish with their real decision, new ones are refused', async () => {
+  it('drains: checks in flight and arriving finish with their real decision; after stop they are refused', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => {
       release = r;
@@ -60,16 +60,18 @@ describe('Checker', () => {
     const drain = c.drain().then(() => {
       drained = true;
     });
-    const late = await c.check(req);
-    expect(errorOf(late)).toBe('SHUTTING_DOWN');
-    // Whatever the drain could do without the in-flight check has run by the next turn of the loop.
+    // A check arriving while draining (on a stream the server accepted before its GOAWAY) is decided.
+    const arriving = c.check(req);
+    // Whatever the drain could do without the in-flight checks has run by the next turn of the loop.
     await new Promise(setImmediate);
-    expect(c.inFlight).toBe(1);
+    expect(c.inFlight).toBe(2);
     expect(drained).toBe(false);
     release();
-    const res = await inFlight;
-    expect(res.okResponse).toBeTruthy();
+    expect((await inFlight).okResponse).toBeTruthy();
+    expect((await arriving).okResponse).toBeTruthy();
     await drain;
     expect(drained).toBe(true);
+    c.stop();
+    expect(errorOf(await c.check(req))).toBe('SHUTTING_DOWN');
   });
 });

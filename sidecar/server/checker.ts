@@ -17,7 +17,7 @@ import { denyResponse, toCheckResponse } from '../stages/respond.js';
 export class Checker {
   readonly #checks: Counter<'decision' | 'code'>;
   readonly #seconds: Histogram<'decision'>;
-  #draining = false;
+  #stopped = false;
   #inFlight = 0;
   #idle: (() => void) | undefined;
 
@@ -47,13 +47,25 @@ export class Checker {
     return this.#inFlight;
   }
 
-  /** Stop taking new checks; resolves once those in flight are answered. */
+  /**
+   * Resolves once no check is in flight. Checks that arrive meanwhile are still decided: while
+   * the gRPC server drains, a check on a stream it accepted before its GOAWAY reached the client
+   * (Envoy) is one the policy may allow, and refusing it would deny a request during a rollout.
+   */
   drain(): Promise<void> {
-    this.#draining = true;
     if (this.#inFlight === 0) return Promise.resolve();
     return new Promise((res) => {
       this.#idle = res;
     });
+  }
+
+  /**
+   * From now on every check is refused SHUTTING_DOWN: called once the gRPC server is closed and
+   * before the stores close, so a straggler (a call the drain timeout cut off) is never decided
+   * against a closed store, and never left hanging.
+   */
+  stop(): void {
+    this.#stopped = true;
   }
 
   async check(req: ICheckRequest): Promise<ICheckResponse> {
@@ -89,7 +101,7 @@ export class Checker {
       decisionId,
       snapshotVersion: snapshot?.version ?? 0,
     });
-    if (this.#draining) return deny('SHUTTING_DOWN', 'sidecar is shutting down');
+    if (this.#stopped) return deny('SHUTTING_DOWN', 'sidecar is shutting down');
     if (!snapshot) return deny('NOT_READY', 'no policy loaded');
     let input: ReturnType<typeof decodeCheckRequest>;
     try {
