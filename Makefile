@@ -7,7 +7,7 @@ export npm_config_audit := false
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help tools tools-demo tools-bench deps build generate lint test test-unit demo bench clean reap
+.PHONY: help tools tools-demo tools-bench images deps build generate lint test test-unit demo bench clean reap
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,7 +36,10 @@ generate: build ## Regenerate crds/ and common/resources/types.gen.ts from commo
 lint: deps ## Biome lint + format check
 	npx biome check .
 
-test: tools build lint ## Start every real component and run every test
+images: tools ## Build the Nox, Redis and PostgreSQL images from images/ (no registry) into .run/images/
+	@bash scripts/images.sh
+
+test: tools build lint images ## Start every real component and run every test
 	@bash scripts/test.sh
 
 test-unit: build ## Only the tests that need no external component

@@ -96,9 +96,9 @@ envoy() {
 
 # The node's system parts, from Debian: containerd + runc (not crun: it refuses this kernel's
 # hybrid cgroup layout), the CNI plugins, the firewall tools kube-proxy and the kubelet call,
-# and what scripts/images.sh builds images with (buildah, umoci, debootstrap).
+# and what scripts/images.sh builds images with (buildah, umoci, debootstrap; skopeo for test/images).
 node_packages() {
-  apt_install containerd runc containernetworking-plugins iptables conntrack buildah umoci debootstrap
+  apt_install containerd runc containernetworking-plugins iptables conntrack buildah umoci debootstrap skopeo
   # Debian's containerd package would start a system-wide containerd where an init system
   # runs; the test node runs its own, with its own root, state and socket.
   if command -v systemctl >/dev/null && systemctl is-active --quiet containerd 2>/dev/null; then
