@@ -21,7 +21,10 @@ export interface RedisStoreOptions extends RedisTarget {
    * its master alone (there is nothing to fail over to) and counts it as degraded.
    */
   readonly waitReplicas: number;
-  /** How long WAIT may take; a replica slower than this fails the check (failureMode). */
+  /**
+   * How long WAIT may take (default 20 ms, at most half of timeoutMs); a replica slower than
+   * this fails the check (failureMode).
+   */
   readonly waitTimeoutMs?: number;
   readonly log: Logger;
   readonly registry: Registry;
@@ -192,7 +195,7 @@ export class RedisQuotaStore implements QuotaStore {
     if (wait) {
       pipe.wait(
         this.opts.waitReplicas,
-        this.opts.waitTimeoutMs ?? Math.max(1, Math.min(20, Math.floor(this.opts.timeoutMs / 2))),
+        Math.max(1, Math.min(this.opts.waitTimeoutMs ?? 20, Math.floor(this.opts.timeoutMs / 2))),
       );
     }
     const results = (await pipe.exec()) ?? [];

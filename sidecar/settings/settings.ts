@@ -138,6 +138,12 @@ export const definitions = {
       return n;
     },
   },
+  redisWaitTimeoutMs: {
+    env: 'NOX_REDIS_WAIT_TIMEOUT_MS',
+    default: 20,
+    doc: 'How long a charge may wait for its replicas (WAIT) before the check fails and the QuotaPolicy’s failureMode decides; at most half of NOX_REDIS_TIMEOUT_MS. Raise it where replicas are slow to acknowledge (busy or distant nodes).',
+    parse: positiveInt(10_000),
+  },
   databaseUrl: {
     env: 'NOX_DATABASE_URL',
     default: '',

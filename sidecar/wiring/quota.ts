@@ -21,6 +21,7 @@ export async function quotaStoreFor(
     ...redis('NOX_QUOTA_STORE', settings.quotaStore),
     timeoutMs: settings.redisTimeoutMs,
     waitReplicas: settings.redisWaitReplicas,
+    waitTimeoutMs: settings.redisWaitTimeoutMs,
     log,
     registry,
   });
