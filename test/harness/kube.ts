@@ -1,12 +1,11 @@
-import { execFile } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, randomInt } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
+import { Pki } from './pki.js';
 import { freePorts } from './ports.js';
 import { type Service, scratchDir, start, waitUntil } from './process.js';
 import { tool } from './tools.js';
@@ -54,7 +53,6 @@ export interface Kube {
   stop(): Promise<void>;
 }
 
-const exec = promisify(execFile);
 /**
  * ClusterIPs are loopback addresses, so that the kube-proxy stand-in can listen on them; each
  * control plane gets a /24 of its own (127.96–127.254.x.0), so that two test files running at
@@ -135,128 +133,6 @@ function httpsGet(
 async function httpGet(url: string): Promise<HttpResult> {
   const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
   return { status: res.status, body: await res.text() };
-}
-
-/** A small PKI made with the openssl CLI (node:crypto cannot issue X.509 certificates). */
-class Pki {
-  /** `ca` names the CA's files (`<ca>.crt`, `<ca>.key`) and is its common name's suffix. */
-  constructor(
-    private readonly dir: string,
-    private readonly ca = 'ca',
-  ) {}
-
-  get caCert(): string {
-    return join(this.dir, `${this.ca}.crt`);
-  }
-  get caKey(): string {
-    return join(this.dir, `${this.ca}.key`);
-  }
-
-  async initCa(): Promise<void> {
-    const cnf = join(this.dir, `${this.ca}.cnf`);
-    writeFileSync(
-      cnf,
-      [
-        '[req]',
-        'distinguished_name = dn',
-        'prompt = no',
-        'x509_extensions = v3_ca',
-        '[dn]',
-        `CN = nox-test-${this.ca}`,
-        '[v3_ca]',
-        'basicConstraints = critical,CA:TRUE',
-        'keyUsage = critical,keyCertSign,cRLSign,digitalSignature',
-        'subjectKeyIdentifier = hash',
-        '',
-      ].join('\n'),
-    );
-    await exec('openssl', [
-      'req',
-      '-x509',
-      '-new',
-      '-nodes',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-keyout',
-      this.caKey,
-      '-out',
-      this.caCert,
-      '-days',
-      '3650',
-      '-config',
-      cnf,
-    ]);
-  }
-
-  /** Issues `<name>.crt`/`<name>.key`; returns their paths. */
-  async issue(
-    name: string,
-    subject: { cn: string; o?: string[] },
-    usage: 'client' | 'server',
-    sans: string[] = [],
-  ): Promise<{ cert: string; key: string }> {
-    const key = join(this.dir, `${name}.key`);
-    const cert = join(this.dir, `${name}.crt`);
-    const csr = join(this.dir, `${name}.csr`);
-    const cnf = join(this.dir, `${name}.cnf`);
-    const esc = (s: string) => s.replace(/[\\/,=+<>#;"]/g, (c) => `\\${c}`);
-    const subj = `${(subject.o ?? []).map((o) => `/O=${esc(o)}`).join('')}/CN=${esc(subject.cn)}`;
-    writeFileSync(
-      cnf,
-      [
-        '[req]',
-        'distinguished_name = dn',
-        '[dn]',
-        '[v3]',
-        'basicConstraints = critical,CA:FALSE',
-        'keyUsage = critical,digitalSignature,keyEncipherment',
-        `extendedKeyUsage = ${usage === 'server' ? 'serverAuth' : 'clientAuth'}`,
-        'authorityKeyIdentifier = keyid',
-        ...(sans.length ? [`subjectAltName = ${sans.join(',')}`] : []),
-        '',
-      ].join('\n'),
-    );
-    await exec('openssl', [
-      'req',
-      '-new',
-      '-nodes',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-keyout',
-      key,
-      '-out',
-      csr,
-      '-subj',
-      subj,
-      '-config',
-      cnf,
-    ]);
-    await exec('openssl', [
-      'x509',
-      '-req',
-      '-in',
-      csr,
-      '-CA',
-      this.caCert,
-      '-CAkey',
-      this.caKey,
-      '-set_serial',
-      `0x${randomBytes(16).toString('hex')}`,
-      '-days',
-      '365',
-      '-extfile',
-      cnf,
-      '-extensions',
-      'v3',
-      '-out',
-      cert,
-    ]);
-    return { cert, key };
-  }
 }
 
 function kubeconfigYaml(

@@ -337,9 +337,10 @@ describe('with kube-controller-manager', () => {
       .filter((o) => o !== null)
       .map((o) => o.kind)
       .sort();
-    // Defaults: the sidecar on the kubernetes source over all namespaces (cluster-wide read
-    // RBAC), and the operator (Deployment, metrics Service, PDB, ServiceAccount, its
-    // ClusterRole and the Lease Role in its own namespace).
+    // Defaults: the ext_authz service on the kubernetes source over all namespaces
+    // (Deployment, Service, PDB, cluster-wide read RBAC), and the operator (Deployment,
+    // metrics Service, PDB, ServiceAccount, its ClusterRole and the Lease Role in its own
+    // namespace). The helm test Pod is a hook, not part of the manifest.
     expect(kinds).toEqual([
       'ClusterRole',
       'ClusterRole',
@@ -349,9 +350,12 @@ describe('with kube-controller-manager', () => {
       'ClusterRoleBinding',
       'ConfigMap',
       'Deployment',
+      'Deployment',
+      'PodDisruptionBudget',
       'PodDisruptionBudget',
       'Role',
       'RoleBinding',
+      'Service',
       'Service',
       'ServiceAccount',
       'ServiceAccount',
@@ -446,9 +450,12 @@ describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a r
         '--wait',
         '--timeout',
         '60s',
-        // The sidecar's RBAC is under test; the operator's Deployment could not become ready here.
+        // The sidecar's RBAC is under test; the operator's and the ext_authz Deployments could
+        // not become ready here (no kubelet: test/cluster/ runs them on a real node).
         '--set',
         'operator.enabled=false',
+        '--set',
+        'authz.enabled=false',
         ...args,
       ],
       { kubeconfig: kube.kubeconfigPath },

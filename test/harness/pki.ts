@@ -1,0 +1,134 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const exec = promisify(execFile);
+
+export interface Issued {
+  cert: string;
+  key: string;
+}
+
+/** A small PKI made with the openssl CLI (node:crypto cannot issue X.509 certificates). */
+export class Pki {
+  /** `ca` names the CA's files (`<ca>.crt`, `<ca>.key`) and is its common name's suffix. */
+  constructor(
+    private readonly dir: string,
+    private readonly ca = 'ca',
+  ) {}
+
+  get caCert(): string {
+    return join(this.dir, `${this.ca}.crt`);
+  }
+  get caKey(): string {
+    return join(this.dir, `${this.ca}.key`);
+  }
+
+  async initCa(): Promise<void> {
+    const cnf = join(this.dir, `${this.ca}.cnf`);
+    writeFileSync(
+      cnf,
+      [
+        '[req]',
+        'distinguished_name = dn',
+        'prompt = no',
+        'x509_extensions = v3_ca',
+        '[dn]',
+        `CN = nox-test-${this.ca}`,
+        '[v3_ca]',
+        'basicConstraints = critical,CA:TRUE',
+        'keyUsage = critical,keyCertSign,cRLSign,digitalSignature',
+        'subjectKeyIdentifier = hash',
+        '',
+      ].join('\n'),
+    );
+    await exec('openssl', [
+      'req',
+      '-x509',
+      '-new',
+      '-nodes',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-keyout',
+      this.caKey,
+      '-out',
+      this.caCert,
+      '-days',
+      '3650',
+      '-config',
+      cnf,
+    ]);
+  }
+
+  /** Issues `<name>.crt`/`<name>.key`; returns their paths. */
+  async issue(
+    name: string,
+    subject: { cn: string; o?: string[] },
+    usage: 'client' | 'server',
+    sans: string[] = [],
+  ): Promise<Issued> {
+    const key = join(this.dir, `${name}.key`);
+    const cert = join(this.dir, `${name}.crt`);
+    const csr = join(this.dir, `${name}.csr`);
+    const cnf = join(this.dir, `${name}.cnf`);
+    const esc = (s: string) => s.replace(/[\\/,=+<>#;"]/g, (c) => `\\${c}`);
+    const subj = `${(subject.o ?? []).map((o) => `/O=${esc(o)}`).join('')}/CN=${esc(subject.cn)}`;
+    writeFileSync(
+      cnf,
+      [
+        '[req]',
+        'distinguished_name = dn',
+        '[dn]',
+        '[v3]',
+        'basicConstraints = critical,CA:FALSE',
+        'keyUsage = critical,digitalSignature,keyEncipherment',
+        `extendedKeyUsage = ${usage === 'server' ? 'serverAuth' : 'clientAuth'}`,
+        'authorityKeyIdentifier = keyid',
+        ...(sans.length ? [`subjectAltName = ${sans.join(',')}`] : []),
+        '',
+      ].join('\n'),
+    );
+    await exec('openssl', [
+      'req',
+      '-new',
+      '-nodes',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-keyout',
+      key,
+      '-out',
+      csr,
+      '-subj',
+      subj,
+      '-config',
+      cnf,
+    ]);
+    await exec('openssl', [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      this.caCert,
+      '-CAkey',
+      this.caKey,
+      '-set_serial',
+      `0x${randomBytes(16).toString('hex')}`,
+      '-days',
+      '365',
+      '-extfile',
+      cnf,
+      '-extensions',
+      'v3',
+      '-out',
+      cert,
+    ]);
+    return { cert, key };
+  }
+}
