@@ -1,7 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { Pki } from '../harness/pki.js';
+import { kubeconfigYaml, Pki } from '../harness/pki.js';
 
 /**
  * The node's certificates: one CA (the harness's openssl PKI) signs the apiserver's and
@@ -29,29 +28,9 @@ export class NodePki extends Pki {
         subject.cn,
         readFileSync(issued.cert, 'utf8'),
         readFileSync(issued.key, 'utf8'),
+        'nox-node',
       ),
     );
     return path;
   }
-}
-
-export function kubeconfigYaml(
-  server: string,
-  caPem: string,
-  user: string,
-  certPem: string,
-  keyPem: string,
-): string {
-  const b64 = (s: string) => Buffer.from(s).toString('base64');
-  return stringify({
-    apiVersion: 'v1',
-    kind: 'Config',
-    clusters: [{ name: 'nox-node', cluster: { server, 'certificate-authority-data': b64(caPem) } }],
-    users: [
-      { name: user, user: { 'client-certificate-data': b64(certPem), 'client-key-data': b64(keyPem) } },
-    ],
-    contexts: [{ name: 'nox-node', context: { cluster: 'nox-node', user } }],
-    'current-context': 'nox-node',
-    preferences: {},
-  });
 }

@@ -4,8 +4,7 @@ import { request } from 'node:https';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-import { stringify } from 'yaml';
-import { Pki } from './pki.js';
+import { kubeconfigYaml, Pki } from './pki.js';
 import { freePorts } from './ports.js';
 import { type Service, scratchDir, start, waitUntil } from './process.js';
 import { tool } from './tools.js';
@@ -133,27 +132,6 @@ function httpsGet(
 async function httpGet(url: string): Promise<HttpResult> {
   const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
   return { status: res.status, body: await res.text() };
-}
-
-function kubeconfigYaml(
-  server: string,
-  caPem: string,
-  user: string,
-  certPem: string,
-  keyPem: string,
-): string {
-  const b64 = (s: string) => Buffer.from(s).toString('base64');
-  return stringify({
-    apiVersion: 'v1',
-    kind: 'Config',
-    clusters: [{ name: 'nox-test', cluster: { server, 'certificate-authority-data': b64(caPem) } }],
-    users: [
-      { name: user, user: { 'client-certificate-data': b64(certPem), 'client-key-data': b64(keyPem) } },
-    ],
-    contexts: [{ name: 'nox-test', context: { cluster: 'nox-test', user } }],
-    'current-context': 'nox-test',
-    preferences: {},
-  });
 }
 
 export async function startKube(opts: KubeOptions = {}): Promise<Kube> {

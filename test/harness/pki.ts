@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { stringify } from 'yaml';
 
 const exec = promisify(execFile);
 
@@ -131,4 +132,27 @@ export class Pki {
     ]);
     return { cert, key };
   }
+}
+
+/** A kubeconfig with the certificates embedded, for one cluster and one client-certificate user. */
+export function kubeconfigYaml(
+  server: string,
+  caPem: string,
+  user: string,
+  certPem: string,
+  keyPem: string,
+  cluster = 'nox-test',
+): string {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return stringify({
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: cluster, cluster: { server, 'certificate-authority-data': b64(caPem) } }],
+    users: [
+      { name: user, user: { 'client-certificate-data': b64(certPem), 'client-key-data': b64(keyPem) } },
+    ],
+    contexts: [{ name: cluster, context: { cluster, user } }],
+    'current-context': cluster,
+    preferences: {},
+  });
 }
