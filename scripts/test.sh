@@ -13,12 +13,17 @@ if (($#)); then
   npx vitest run "$@"
   rc=$?
 else
-  npx vitest run --exclude 'test/cluster/**'
+  reports=(.run/vitest-main.json .run/vitest-cluster.json)
+  mkdir -p .run && rm -f "${reports[@]}"
+  json() { echo --reporter=default --reporter=json --outputFile.json="$1"; }
+  npx vitest run --exclude 'test/cluster/**' $(json "${reports[0]}")
   rc=$?
   echo "make test: vitest (all but test/cluster) exited $rc after $((SECONDS - start))s"
-  npx vitest run test/cluster
+  npx vitest run test/cluster $(json "${reports[1]}")
   node_rc=$?
   ((rc == 0)) && rc=$node_rc
+  # Both runs' failures, last: a CI log's tail is often all one gets to see.
+  node scripts/failed-tests.mjs "${reports[@]}"
 fi
 echo "make test: vitest exited $rc after $((SECONDS - start))s"
 exit $rc

@@ -160,6 +160,12 @@ export async function execute(
  * stale), then both are told the new owner (the target first, so it bumps its epoch).
  * A target that already owns the slot (an earlier attempt got that far) only needs the
  * source told.
+ *
+ * The target must already see the source as the slot's owner. A node that imports a slot
+ * ignores what gossip says about the slot's owner, so a target set IMPORTING before it had
+ * learned the owner (a master just met) never learns it, and refuses every key MIGRATE sends
+ * ("CLUSTERDOWN Hash slot not served") for good. Such a target is set back to STABLE when it
+ * holds no keys of the slot (none can have arrived), and the move waits for its view.
  */
 async function moveSlot(
   source: Redis,
@@ -170,14 +176,18 @@ async function moveSlot(
   access: NodeAccess,
 ): Promise<void> {
   const s = String(slot);
-  const owned = await target.call('CLUSTER', 'SETSLOT', s, 'IMPORTING', move.sourceId).then(
-    () => false,
-    (e: unknown) => {
-      if (e instanceof Error && /already the owner/i.test(e.message)) return true;
-      throw e;
-    },
-  );
-  if (!owned) {
+  const owner = await ownerInViewOf(target, slot);
+  if (owner !== move.sourceId && owner !== move.targetId) {
+    const imported = Number(await target.call('CLUSTER', 'COUNTKEYSINSLOT', s));
+    if (imported === 0) await target.call('CLUSTER', 'SETSLOT', s, 'STABLE');
+    throw new Error(
+      `${move.targetPod} does not see slot ${slot} as ${move.pod}'s yet (it sees ${
+        owner === undefined ? 'no owner' : `owner ${owner.slice(0, 8)}`
+      }); waiting for its view of the cluster to catch up`,
+    );
+  }
+  if (owner !== move.targetId) {
+    await target.call('CLUSTER', 'SETSLOT', s, 'IMPORTING', move.sourceId);
     await source.call('CLUSTER', 'SETSLOT', s, 'MIGRATING', move.targetId);
     for (;;) {
       const keys = (await source.call('CLUSTER', 'GETKEYSINSLOT', s, '500')) as string[];
@@ -199,4 +209,10 @@ async function moveSlot(
     await target.call('CLUSTER', 'SETSLOT', s, 'NODE', move.targetId);
   }
   await source.call('CLUSTER', 'SETSLOT', s, 'NODE', move.targetId);
+}
+
+/** The master that `node`'s own CLUSTER NODES binds `slot` to, if any. */
+async function ownerInViewOf(node: Redis, slot: number): Promise<string | undefined> {
+  const view = parseClusterNodes(String(await node.call('CLUSTER', 'NODES')));
+  return view.find((e) => e.slots.some(([lo, hi]) => lo <= slot && slot <= hi))?.id;
 }

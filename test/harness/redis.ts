@@ -17,6 +17,11 @@ export interface RedisOptions {
   extraArgs?: string[];
   /** Service / log name; default `redis-<port>`. */
   name?: string;
+  /**
+   * Loopback address to bind (default 127.0.0.1). Nodes on one port at different addresses
+   * look like pods: what the operator's slot moves assume (one port, one IP per node).
+   */
+  host?: string;
 }
 
 export interface RedisServer {
@@ -36,10 +41,9 @@ export interface RedisServer {
   restart(): Promise<void>;
 }
 
-const host = '127.0.0.1';
-
-/** Starts one redis-server on 127.0.0.1 and waits until it answers and has loaded its data. */
+/** Starts one redis-server on loopback and waits until it answers and has loaded its data. */
 export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> {
+  const host = opts.host ?? '127.0.0.1';
   const port = opts.port ?? (await freePort());
   const ownDir = opts.dir === undefined;
   const dir = opts.dir ?? scratchDir(`redis-${port}`);
@@ -75,7 +79,7 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
     const s = start(name, tool('redis-server'), args);
     svc = s;
     // The probe also fails fast if the server exits (e.g. its port was taken after all).
-    await waitUntil(`${name} to load its data`, () => isLoaded(port, opts.password), 30_000, s).catch(
+    await waitUntil(`${name} to load its data`, () => isLoaded(port, opts.password, host), 30_000, s).catch(
       async (e: unknown) => {
         await s.kill();
         throw e;
@@ -133,7 +137,7 @@ async function gracefulStop(svc: Service): Promise<void> {
  * A short-lived connection that fails fast instead of retrying: probes must report
  * "not yet", not hang in ioredis's reconnect loop.
  */
-export function probeClient(port: number, password?: string): Redis {
+export function probeClient(port: number, password?: string, host = '127.0.0.1'): Redis {
   const c = new Redis({
     host,
     port,
@@ -153,8 +157,13 @@ export function probeClient(port: number, password?: string): Redis {
 }
 
 /** Runs `fn` on a fresh probe connection and always closes it. */
-export async function withProbe<T>(port: number, password: string | undefined, fn: (c: Redis) => Promise<T>) {
-  const c = probeClient(port, password);
+export async function withProbe<T>(
+  port: number,
+  password: string | undefined,
+  fn: (c: Redis) => Promise<T>,
+  host = '127.0.0.1',
+) {
+  const c = probeClient(port, password, host);
   try {
     await c.connect();
     return await fn(c);
@@ -167,9 +176,14 @@ export async function withProbe<T>(port: number, password: string | undefined, f
  * PING alone is not enough: while Redis replays a large AOF it accepts connections but
  * answers data commands with -LOADING. INFO works during loading and says when it is done.
  */
-function isLoaded(port: number, password?: string): Promise<boolean> {
-  return withProbe(port, password, async (c) => {
-    if ((await c.ping()) !== 'PONG') return false;
-    return /^loading:0\r?$/m.test(await c.info('persistence'));
-  });
+function isLoaded(port: number, password: string | undefined, host: string): Promise<boolean> {
+  return withProbe(
+    port,
+    password,
+    async (c) => {
+      if ((await c.ping()) !== 'PONG') return false;
+      return /^loading:0\r?$/m.test(await c.info('persistence'));
+    },
+    host,
+  );
 }
