@@ -9,6 +9,7 @@ import type {
 import { validateResource } from '../../common/resources/validate.js';
 import type { RawResource, SourceState } from '../config/source.js';
 import { type CompiledAccessPolicy, compileAccessPolicy } from './accessPolicy.js';
+import { HostHeaderNames } from './hostHeaders.js';
 import { type CompiledQuotaPolicy, CompileError, compileQuotaPolicy } from './quotaPolicy.js';
 import { RouteIndex } from './router.js';
 import type { AcceptedResource, Rejection, Snapshot, Warning } from './snapshot.js';
@@ -127,6 +128,7 @@ function build(
   const quota = new RouteIndex<CompiledQuotaPolicy>();
   const risk = new RouteIndex<{ key: string; spec: RiskModelSpec }>();
   const providers = new Map<string, OAuth2ProviderSpec>();
+  const identityHeaders: { hosts: readonly string[] | undefined; names: readonly string[] }[] = [];
   const warnings: Warning[] = [];
   const hash = createHash('sha256');
   const keys = [...accepted.keys()].sort();
@@ -139,6 +141,7 @@ function build(
     const ns = namespaceOf(r);
     if (c.kind === 'AccessPolicy') {
       access.add(c.spec.match, c.value);
+      identityHeaders.push({ hosts: c.spec.match?.hosts, names: c.value.identityHeaderNames });
       for (const p of c.value.providers) {
         if (!providers.has(`${ns}/${p}`)) {
           warnings.push({
@@ -158,6 +161,7 @@ function build(
     quota,
     risk,
     providers,
+    identityHeaderNames: new HostHeaderNames(identityHeaders),
     accepted,
     rejected,
     warnings,

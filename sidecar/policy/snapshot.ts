@@ -1,5 +1,6 @@
 import type { OAuth2ProviderSpec, RiskModelSpec } from '../../common/resources/types.gen.js';
 import type { CompiledAccessPolicy } from './accessPolicy.js';
+import type { HostHeaderNames } from './hostHeaders.js';
 import type { CompiledQuotaPolicy } from './quotaPolicy.js';
 import type { RouteIndex } from './router.js';
 
@@ -41,6 +42,11 @@ export interface Snapshot {
   readonly risk: RouteIndex<{ key: string; spec: RiskModelSpec }>;
   /** OAuth2Providers by "namespace/name". */
   readonly providers: ReadonlyMap<string, OAuth2ProviderSpec>;
+  /**
+   * Per host, the identity header names of every AccessPolicy whose hosts cover it: a client's
+   * copy of any of them is removed from every allowed request, whichever policy routed it.
+   */
+  readonly identityHeaderNames: HostHeaderNames;
   readonly accepted: ReadonlyMap<string, AcceptedResource>;
   readonly rejected: readonly Rejection[];
   /** Accepted but unusable as written (e.g. a reference to something that does not exist). */

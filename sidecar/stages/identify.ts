@@ -3,9 +3,8 @@ import type { IdentityMethod } from '../identity/method.js';
 import type { ProfileSync } from '../identity/profileSync.js';
 import type { Revocations } from '../identity/revocations.js';
 import type { Ctx, Stage } from '../pipeline/stage.js';
-import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
-import type { Identity } from '../request/identity.js';
+import { identityHeaders } from '../request/identityHeaders.js';
 import type { CheckInput } from '../request/input.js';
 import type { Deny, Outcome } from '../request/outcome.js';
 import { notRouted } from './route.js';
@@ -93,27 +92,4 @@ export class IdentifyStage implements Stage {
     this.#results.inc({ method: 'none', result: 'anonymous' });
     return { kind: 'continue', removeUpstreamHeaders: policy.identityHeaderNames };
   }
-}
-
-type HeaderNames = CompiledAccessPolicy['identityHeaders'];
-
-export function identityHeaders(id: Identity, h: HeaderNames): Record<string, string> {
-  const out: Record<string, string> = {
-    [h.user.toLowerCase()]: id.subject,
-    [h.provider.toLowerCase()]: id.provider,
-  };
-  if (id.email) out[h.email.toLowerCase()] = id.email;
-  if (id.groups.length > 0) out[h.groups.toLowerCase()] = id.groups.join(',');
-  for (const [header, claim] of Object.entries(h.claims ?? {})) {
-    let v: unknown = id.claims;
-    for (const part of claim.split('.'))
-      v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[part] : undefined;
-    if (v === undefined || v === null) continue;
-    // Header values cannot carry line breaks: a claim must never inject a header.
-    const text = (
-      Array.isArray(v) ? v.join(',') : typeof v === 'object' ? JSON.stringify(v) : String(v)
-    ).replace(/[\r\n]/g, ' ');
-    out[header.toLowerCase()] = text;
-  }
-  return out;
 }

@@ -3,6 +3,7 @@ import { accessStage } from './access.js';
 import type { IdentifyStage } from './identify.js';
 import type { LoginStage } from './login.js';
 import type { QuotaStage } from './quota.js';
+import { stripStage } from './respond.js';
 import { routeStage } from './route.js';
 
 /**
@@ -15,6 +16,7 @@ import { routeStage } from './route.js';
  *   identify  identify.ts  who is calling (the methods in identity/ and login/sessionMethod.ts)
  *   access    access.ts    may they: the AccessPolicy's rules
  *   quota     quota.ts     are they within their QuotaPolicy limits
+ *   strip     respond.ts   the client's copies of the headers the upstream trusts, removed
  *   respond   respond.ts   Decision → CheckResponse (server/checker.ts, after the stages)
  *
  * pipeline/pipeline.ts runs the stages between decode and respond in this order, then
@@ -25,5 +27,5 @@ export function requestPath(built: {
   readonly identify: IdentifyStage;
   readonly quota: QuotaStage;
 }): readonly Stage[] {
-  return [built.login, routeStage, built.identify, accessStage, built.quota];
+  return [built.login, routeStage, built.identify, accessStage, built.quota, stripStage];
 }
