@@ -29,6 +29,8 @@ COREDNS_PLUGINS="bind cache errors forward health kubernetes loadbalance log loo
 ETCD_VERSION=3.6.16
 HELM_VERSION=3.22.0
 GHZ_VERSION=0.120.0
+TOMCAT_VERSION=11.0.29      # embedded Tomcat: an upstream of the path differential test
+MAVEN_CENTRAL=https://repo1.maven.org/maven2
 PG_MAJOR=15
 
 export GOFLAGS="${GOFLAGS:-} -mod=mod"
@@ -292,11 +294,34 @@ ghz() {
   stamp ghz "$GHZ_VERSION"
 }
 
+# The upstream servers of the path differential test (test/e2e/path-matching.test.ts): Go's
+# net/http built from test/upstreams/go, embedded Tomcat from Maven Central running
+# test/upstreams/tomcat. Rebuilt when their sources change.
+path_upstreams() {
+  local src="$ROOT/test/upstreams" dir="$TOOLS/path-upstreams"
+  local want
+  want="$TOMCAT_VERSION $(cat "$src"/go/* "$src"/tomcat/*.java | sha256sum | cut -c1-16)"
+  stamped path_upstreams "$want" && [[ -x "$BIN/nox-path-upstream-go" && -d "$dir/tomcat/classes" ]] && return
+  log "path upstreams (go build; Tomcat $TOMCAT_VERSION from Maven Central, javac)"
+  rm -rf "$dir"; mkdir -p "$dir/tomcat/lib" "$dir/tomcat/classes"
+  (cd "$src/go" && go build -trimpath -o "$BIN/nox-path-upstream-go" .)
+  local a jar url
+  for a in tomcat/embed/tomcat-embed-core tomcat/tomcat-annotations-api; do
+    jar="$(basename "$a")-$TOMCAT_VERSION.jar"
+    url="$MAVEN_CENTRAL/org/apache/$a/$TOMCAT_VERSION/$jar"
+    curl -fsSL --retry 3 -o "$dir/tomcat/lib/$jar" "$url"
+    # Maven Central publishes a SHA-1 beside every artifact.
+    echo "$(curl -fsSL --retry 3 "$url.sha1" | cut -c1-40)  $dir/tomcat/lib/$jar" | sha1sum -c --quiet
+  done
+  javac -d "$dir/tomcat/classes" -cp "$dir/tomcat/lib/*" "$src/tomcat/PathServer.java"
+  stamp path_upstreams "$want"
+}
+
 # The groups: each names the tools one make target runs, in the order they are installed.
 group() {
   case "$1" in
     demo) echo demo_packages envoy ;;
-    test) echo debian_packages node_packages envoy etcd helm kubernetes coredns crictl node_images ;;
+    test) echo debian_packages node_packages envoy path_upstreams etcd helm kubernetes coredns crictl node_images ;;
     bench) echo debian_packages envoy ghz ;;
     *) echo "$1" ;;
   esac

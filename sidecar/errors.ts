@@ -52,6 +52,12 @@ export const errorCodes = {
     metricLabel: 'identity_provider_unavailable',
     doc: 'The provider’s keys (discovery or JWKS) cannot be fetched and none is cached, so the token cannot be checked.',
   },
+  PATH_AMBIGUOUS: {
+    httpStatus: 403,
+    rpcCode: RpcCode.PERMISSION_DENIED,
+    metricLabel: 'path_ambiguous',
+    doc: 'The path reads differently on different kinds of server (path parameters, a trailing slash, letter case) and the readings fall under different AccessPolicies; the reason names both.',
+  },
   ACCESS_DENIED: {
     httpStatus: 403,
     rpcCode: RpcCode.PERMISSION_DENIED,

@@ -329,6 +329,8 @@ export type AccessPolicySpec = {
     /** More headers: header name → claim name (nested claims with dots). */
     claims?: Record<string, string>;
   };
+  /** How the upstream treats letter case in paths. Unknown: a path with capitals is read both as sent and lowercased (as a case-insensitive upstream would route it), and the request is allowed only if both readings are; Sensitive: the upstream tells /Admin from /admin, so only the path as sent counts. */
+  pathCase: 'Unknown' | 'Sensitive';
   /** Rules, first match wins. */
   rules?: Array<{
     /** Rule name, reported in decisions and metrics. */

@@ -74,6 +74,7 @@ function accessPolicy(spec: Partial<AccessPolicy['spec']>): AccessPolicy {
     metadata: { name: 'api', namespace: ns, generation: 1 },
     spec: {
       mode: 'Enforce',
+      pathCase: 'Unknown',
       identityHeaders: {
         user: 'x-nox-user',
         provider: 'x-nox-provider',

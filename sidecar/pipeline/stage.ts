@@ -25,6 +25,11 @@ export interface Ctx {
   readonly now: number;
   /** Set by the route stage: the AccessPolicy that governs this request. */
   accessPolicy?: CompiledAccessPolicy;
+  /**
+   * Set by the route stage when the path reads more than one way (pathReadings): the path as
+   * sent first. Undefined: the path only reads as input.path.
+   */
+  pathReadings?: readonly string[];
   /** Set by the identify stage; undefined means anonymous. */
   identity?: Identity;
   /** Set by the session method: the request's session cookie names no live session; the response clears it. */

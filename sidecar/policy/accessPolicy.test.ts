@@ -25,6 +25,7 @@ const spec = (
   defaultAction: 'Allow' | 'Deny' = 'Deny',
 ): AccessPolicySpec => ({
   mode: 'Enforce',
+  pathCase: 'Unknown',
   identityHeaders: {
     user: 'x-nox-user',
     provider: 'x-nox-provider',
@@ -156,5 +157,35 @@ describe('evaluateAccess', () => {
       spec([{ name: 'r', action: 'Challenge', challenge: { prompt: 'login', maxAge: '10m' } }]),
     );
     expect(v).toEqual({ action: 'Challenge', rule: 'r', challenge: { prompt: 'login', maxAge: '10m' } });
+  });
+  it('covers HEAD with a rule that names GET', () => {
+    const s = spec([{ name: 'no-reads', action: 'Deny', when: { methods: ['GET'] } }], 'Allow');
+    expect(decide(s, { ...req, method: 'HEAD' })).toEqual({ action: 'Deny', rule: 'no-reads' });
+    expect(decide(s, { ...req, method: 'POST' }).action).toBe('Allow');
+  });
+
+  it('fails closed on a source condition it cannot evaluate: a Deny rule holds, an Allow rule does not', () => {
+    const noAddress = { ...req, sourceAddress: '' };
+    const deny = spec(
+      [{ name: 'block-net', action: 'Deny', when: { sourceCIDRs: ['10.0.0.0/8'] } }],
+      'Allow',
+    );
+    expect(decide(deny, noAddress)).toEqual({ action: 'Deny', rule: 'block-net' });
+    expect(decide(deny, { ...req, sourceAddress: '192.0.2.1' }).action).toBe('Allow');
+    const allow = spec([{ name: 'office', action: 'Allow', when: { sourceCIDRs: ['10.0.0.0/8'] } }]);
+    expect(decide(allow, noAddress).action).toBe('Deny');
+  });
+
+  it('refuses an empty list in a condition instead of reading it as "anyone"', () => {
+    for (const when of [
+      { groups: [] },
+      { subjects: [] },
+      { methods: [] },
+      { paths: [] },
+      { sourceCIDRs: [] },
+    ])
+      expect(() =>
+        compileAccessPolicy('AccessPolicy/ns/p', spec([{ name: 'r', action: 'Allow', when }])),
+      ).toThrow(/spec\.rules\[0\]\.when\.\w+: is empty/);
   });
 });

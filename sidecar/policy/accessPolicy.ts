@@ -2,6 +2,7 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
 import type { Identity } from '../request/identity.js';
 import { pathHasPrefix } from '../request/paths.js';
+import { CompileError } from './quotaPolicy.js';
 import { type PathSpec, RouteIndex } from './router.js';
 
 type RuleSpec = NonNullable<AccessPolicySpec['rules']>[number];
@@ -28,6 +29,8 @@ export interface CompiledAccessPolicy {
   readonly rules: readonly CompiledRule[];
   readonly defaultAction: 'Allow' | 'Deny';
   readonly priority: number;
+  /** Whether the upstream tells /Admin from /admin (spec.pathCase); see pathReadings. */
+  readonly pathCase: 'Unknown' | 'Sensitive';
   /** Header names the upstream gets the caller's identity in. */
   readonly identityHeaders: AccessPolicySpec['identityHeaders'];
   /** All of them, lower-case: removed from requests unless Nox sets them. */
@@ -58,6 +61,7 @@ export function compileAccessPolicy(key: string, spec: AccessPolicySpec): Compil
     providers: spec.providers ?? [],
     defaultAction: spec.defaultAction,
     priority: spec.priority,
+    pathCase: spec.pathCase ?? 'Unknown',
     identityHeaders,
     identityHeaderNames: [h.user, h.provider, h.email, h.groups, ...Object.keys(h.claims ?? {})].map((n) =>
       n.toLowerCase(),
@@ -65,11 +69,11 @@ export function compileAccessPolicy(key: string, spec: AccessPolicySpec): Compil
     ...(spec.apiKeys ? { apiKeys: spec.apiKeys } : {}),
     ...(spec.serviceAccounts ? { serviceAccounts: spec.serviceAccounts } : {}),
     ...(spec.clientCertificates ? { clientCertificates: spec.clientCertificates } : {}),
-    rules: (spec.rules ?? []).map((r) => ({
+    rules: (spec.rules ?? []).map((r, i) => ({
       name: r.name,
       action: r.action,
       ...(r.challenge ? { challenge: r.challenge } : {}),
-      holds: compileWhen(r.when ?? {}),
+      holds: compileWhen(`spec.rules[${i}].when`, r.when ?? {}, r.action !== 'Allow'),
     })),
   };
 }
@@ -95,8 +99,19 @@ export function evaluateAccess(
 
 type Check = (req: RequestFacts, id: Identity | undefined, now: Date) => boolean;
 
-/** Conditions → one predicate; every present condition must hold (identity ones fail for anonymous callers). */
-function compileWhen(when: When): Check {
+/**
+ * Conditions → one predicate; every present condition must hold (identity ones fail for
+ * anonymous callers). A condition that cannot be evaluated for a request (no usable source
+ * address) holds for a Deny or Challenge rule and not for an Allow rule: fail closed either way.
+ * An empty list is refused: it would read as "no condition" and so match everyone.
+ */
+function compileWhen(field: string, when: When, restricts: boolean): Check {
+  for (const [name, value] of Object.entries(when))
+    if (Array.isArray(value) && value.length === 0)
+      throw new CompileError(
+        `${field}.${name}`,
+        'is empty; list at least one value or leave the condition out',
+      );
   const checks: Check[] = [];
   const anyOf = (values: readonly string[] | undefined, pick: (id: Identity) => readonly string[]) => {
     if (!values || values.length === 0) return;
@@ -124,7 +139,7 @@ function compileWhen(when: When): Check {
     checks.push((_r, id) => (id !== undefined) === want);
   }
   if (when.methods?.length) {
-    const set = new Set<string>(when.methods);
+    const set = withHead(when.methods);
     checks.push((r) => set.has(r.method));
   }
   if (when.paths?.length) {
@@ -136,12 +151,22 @@ function compileWhen(when: When): Check {
     index.add({ hosts: when.hosts }, true);
     checks.push((r) => index.lookup(r.host, '/', 'GET').length > 0);
   }
-  if (when.sourceCIDRs?.length) checks.push(compileCidrs(when.sourceCIDRs));
+  if (when.sourceCIDRs?.length) checks.push(compileCidrs(when.sourceCIDRs, restricts));
   if (when.schedule) checks.push(compileSchedule(when.schedule));
   return (req, id, now) => {
     for (const c of checks) if (!c(req, id, now)) return false;
     return true;
   };
+}
+
+/**
+ * Method sets as upstreams serve them: a server answers HEAD with its GET handler (Go's
+ * net/http, Node frameworks, Spring, Tomcat), so a rule or route naming GET covers HEAD too.
+ */
+export function withHead(methods: readonly string[]): Set<string> {
+  const set = new Set<string>(methods);
+  if (set.has('GET')) set.add('HEAD');
+  return set;
 }
 
 export function pathMatches(p: PathSpec, path: string): boolean {
@@ -171,7 +196,7 @@ function compileClaim(c: NonNullable<When['claims']>[number]): Check {
   }
 }
 
-function compileCidrs(cidrs: readonly string[]): Check {
+function compileCidrs(cidrs: readonly string[], whenUnknown: boolean): Check {
   const list = new BlockList();
   for (const c of cidrs) {
     const [addr, bits] = c.split('/') as [string, string];
@@ -179,10 +204,10 @@ function compileCidrs(cidrs: readonly string[]): Check {
   }
   return (r) => {
     const a = r.sourceAddress;
-    // No usable source address: the condition cannot hold (never treated as "inside").
     if (isIPv4(a)) return list.check(a, 'ipv4');
     if (isIPv6(a)) return list.check(a, 'ipv6');
-    return false;
+    // No usable source address: inside for a rule that denies, outside for one that allows.
+    return whenUnknown;
   };
 }
 

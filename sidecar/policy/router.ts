@@ -100,7 +100,9 @@ export class RouteIndex<T> {
 
   add(match: MatchSpec | undefined, value: T): void {
     this.#size++;
+    // HEAD is served by GET handlers, so a route for GET covers HEAD (see withHead).
     const methods = match?.methods && match.methods.length > 0 ? new Set(match.methods) : undefined;
+    if (methods?.has('GET')) methods.add('HEAD');
     const paths = match?.paths && match.paths.length > 0 ? match.paths : [undefined];
     const tries: PathTrie<T>[] = [];
     if (!match?.hosts || match.hosts.length === 0) tries.push(this.#anyHost);

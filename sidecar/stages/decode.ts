@@ -26,7 +26,7 @@ export function decodeCheckRequest(req: CheckRequest): CheckInput {
   const peerCertificate = req.attributes?.source?.certificate;
   return {
     method,
-    host: host.toLowerCase(),
+    host: canonicalHost(host),
     path,
     query,
     scheme: http.scheme ?? '',
@@ -36,6 +36,19 @@ export function decodeCheckRequest(req: CheckRequest): CheckInput {
     requestId: http.id ?? headers['x-request-id'] ?? '',
     ...(peerCertificate ? { peerCertificate } : {}),
   };
+}
+
+/**
+ * Lower case, and without the trailing dot of a fully qualified name ("api.example.com." is
+ * the host "api.example.com" to DNS, to TLS and to every upstream, so to policies too).
+ */
+export function canonicalHost(host: string): string {
+  const h = host.toLowerCase();
+  if (h.startsWith('[')) return h;
+  const colon = h.lastIndexOf(':');
+  const name = colon === -1 ? h : h.slice(0, colon);
+  const port = colon === -1 ? '' : h.slice(colon);
+  return name.length > 1 && name.endsWith('.') ? name.slice(0, -1) + port : h;
 }
 
 const unreserved = /%(2[DdEe]|3[0-9]|4[1-9A-Fa-f]|5[0-9Aa]|5[Ff]|6[1-9A-Fa-f]|7[0-9Aa]|7[Ee])/g;

@@ -3,6 +3,7 @@ import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Hit } from '../policy/router.js';
 import type { CheckInput } from '../request/input.js';
 import type { Outcome } from '../request/outcome.js';
+import { pathReadings } from '../request/pathReadings.js';
 
 /** Most specific policy wins: priority, then an exact host, then the longest path, then the key. */
 export function pickPolicy(hits: readonly Hit<CompiledAccessPolicy>[]): CompiledAccessPolicy | undefined {
@@ -22,11 +23,18 @@ export function pickPolicy(hits: readonly Hit<CompiledAccessPolicy>[]): Compiled
   return best?.value;
 }
 
-/** Finds the AccessPolicy that governs the request; a route no policy covers is denied. */
+/**
+ * Finds the AccessPolicy that governs the request; a route no policy covers is denied. The
+ * path as sent picks the policy; every other reading an upstream may route by (see
+ * pathReadings) must pick the same one, or the request is denied: which policy applies would
+ * depend on the server behind Envoy.
+ */
 export const routeStage: Stage = {
   name: 'route',
   run(input: CheckInput, ctx: Ctx): Outcome {
-    const policy = pickPolicy(ctx.snapshot.access.lookup(input.host, input.path, input.method));
+    const policyFor = (path: string) =>
+      pickPolicy(ctx.snapshot.access.lookup(input.host, path, input.method));
+    const policy = policyFor(input.path);
     if (!policy) {
       return {
         kind: 'deny',
@@ -36,7 +44,23 @@ export const routeStage: Stage = {
         },
       };
     }
+    const readings = pathReadings(input.path, policy.pathCase === 'Sensitive');
+    for (const path of readings.slice(1)) {
+      const other = policyFor(path);
+      if (other !== policy) {
+        const name = (p: CompiledAccessPolicy | undefined) =>
+          p ? `AccessPolicy ${p.key.slice('AccessPolicy/'.length)}` : 'no AccessPolicy';
+        return {
+          kind: 'deny',
+          deny: {
+            code: 'PATH_AMBIGUOUS',
+            reason: `${input.path} is governed by ${name(policy)}, but read as ${path} (as some servers would) by ${name(other)}`,
+          },
+        };
+      }
+    }
     ctx.accessPolicy = policy;
+    if (readings.length > 1) ctx.pathReadings = readings;
     return { kind: 'continue' };
   },
 };

@@ -211,6 +211,11 @@ export const accessPolicy: KindDefinition = {
       },
       { default: {} },
     ),
+    pathCase: enumOf(
+      'How the upstream treats letter case in paths. Unknown: a path with capitals is read both as sent and lowercased (as a case-insensitive upstream would route it), and the request is allowed only if both readings are; Sensitive: the upstream tells /Admin from /admin, so only the path as sent counts.',
+      ['Unknown', 'Sensitive'],
+      { default: 'Unknown' },
+    ),
     rules: listMap('Rules, first match wins.', rule, 'name', { maxItems: 64 }),
     defaultAction: enumOf('What happens when no rule matches.', ['Allow', 'Deny'], { default: 'Deny' }),
     priority: int(

@@ -1,0 +1,3 @@
+module nox.dev/test/upstreams/go
+
+go 1.22
