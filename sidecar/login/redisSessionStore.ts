@@ -81,9 +81,12 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async create(hash: string, record: SessionRecord, ttlMs: number): Promise<void> {
+    // The index's expiry is read before the key is written, so it never outlives the key (whose
+    // TTL starts when Redis runs the SET): an expired session is never counted as active.
+    const expiresAt = Date.now() + ttlMs;
     await this.#client.set(sessionKey(hash), JSON.stringify(record), 'PX', Math.max(1, Math.ceil(ttlMs)));
     // An index for counting only (one slot; scored by expiry): losing an entry only undercounts.
-    await this.#client.zadd(activeIndex, Date.now() + ttlMs, hash).catch(() => undefined);
+    await this.#client.zadd(activeIndex, expiresAt, hash).catch(() => undefined);
   }
 
   async active(): Promise<number> {
