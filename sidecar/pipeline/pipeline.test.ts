@@ -121,4 +121,34 @@ describe('Pipeline', () => {
       }
     });
   });
+  it('runs nothing after the deadline: the stage after a slow one neither runs nor responds', async () => {
+    const abort = new AbortController();
+    const ran: string[] = [];
+    const slow = stage('slow', async () => {
+      abort.abort(); // the checker's deadline fires while this stage waits on a dependency
+      return { kind: 'continue' };
+    });
+    const charge: Stage = {
+      name: 'charge',
+      run: () => {
+        ran.push('run');
+        return { kind: 'continue' };
+      },
+      respond: () => {
+        ran.push('respond');
+        return undefined;
+      },
+    };
+    const d = await new Pipeline([slow, charge], log, new Registry()).run(
+      input,
+      checkContext({ decisionId: 'd2', snapshot: emptySnapshot(7), signal: abort.signal }),
+    );
+    expect(d.allowed).toBe(false);
+    if (!d.allowed)
+      expect(d.deny).toMatchObject({
+        code: 'DEADLINE_EXCEEDED',
+        reason: expect.stringContaining('before stage charge'),
+      });
+    expect(ran).toEqual([]);
+  });
 });

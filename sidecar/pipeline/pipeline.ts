@@ -39,7 +39,7 @@ export class Pipeline {
     });
     this.#stageOutcomes = new Counter({
       name: 'nox_stage_outcomes_total',
-      help: 'Outcomes per stage: continue, deny, skip, error, error_fail_open, dry_run_deny.',
+      help: "Outcomes per stage: continue, deny, skip, error, error_fail_open, dry_run_deny, abandoned (the check's deadline had passed: the stage did not run).",
       labelNames: ['stage', 'outcome'],
       registers: [registry],
     });
@@ -49,6 +49,9 @@ export class Pipeline {
     const allow: Building = { upstreamHeaders: {}, responseHeaders: {}, removeHeaders: [] };
     let deny: Deny | undefined;
     stages: for (const stage of this.stages) {
+      // Envoy already has its answer (the deadline's deny): later stages must not act on a
+      // request that was refused (charge its quota, create its session).
+      if (ctx.signal.aborted) return this.#abandoned(stage, ctx);
       const started = performance.now();
       let outcome: Outcome;
       try {
@@ -97,6 +100,7 @@ export class Pipeline {
         }
       }
     }
+    if (ctx.signal.aborted) return this.#abandoned(undefined, ctx);
     for (const stage of this.#responders) {
       let outcome: Outcome | undefined;
       try {
@@ -115,6 +119,18 @@ export class Pipeline {
     allow.upstreamHeaders['x-nox-decision-id'] = ctx.decisionId;
     allow.upstreamHeaders['x-nox-snapshot'] = String(ctx.snapshot.version);
     return { ...decided, allowed: true, allow };
+  }
+
+  /** The check's deadline passed before `stage` (undefined: before the response phase) ran. */
+  #abandoned(stage: Stage | undefined, ctx: Ctx): Decision {
+    const where = stage ? `before stage ${stage.name}` : 'before the response phase';
+    this.#stageOutcomes.inc({ stage: stage?.name ?? 'respond', outcome: 'abandoned' });
+    return {
+      decisionId: ctx.decisionId,
+      snapshotVersion: ctx.snapshot.version,
+      allowed: false,
+      deny: { code: 'DEADLINE_EXCEEDED', reason: `the deadline passed ${where}; nothing after it ran` },
+    };
   }
 
   /** A stage could not decide: logged and counted; a deny unless it is allowed to fail open. */
