@@ -206,6 +206,8 @@ export type OAuth2ProviderSpec = {
     callbackPath?: string;
     /** Path that ends the session. */
     logoutPath?: string;
+    /** Hosts (":authority", lower-case, exact or "*." wildcard) browsers log in on: the callback and logout paths are answered there only, and the redirect_uri names the request's host only when it is one of them. Absent: the hosts of the AccessPolicies in this namespace that offer this provider; when one of those covers every host, or none offers it, only loopback hosts (localhost, 127.0.0.1, [::1]), for development. */
+    hosts?: string[];
     /** Where the browser goes after logout. */
     postLogoutRedirect?: string;
     /** Session lifetime. */

@@ -1,6 +1,7 @@
 import type { OAuth2ProviderSpec } from '../../common/resources/types.gen.js';
 import type { ResolvedProvider } from '../identity/presets.js';
 import type { CookieScope } from '../pipeline/stage.js';
+import type { LoginHosts } from './loginHosts.js';
 
 /** An OAuth2Provider with `login.enabled`, with its defaults applied. */
 export interface LoginProvider {
@@ -15,4 +16,6 @@ export interface LoginProvider {
   readonly sessionTtlMs: number;
   readonly refreshBeforeMs: number;
   readonly cookie: CookieScope;
+  /** Where browsers may log in with it (see loginHosts.ts). */
+  readonly hosts: LoginHosts;
 }

@@ -6,6 +6,7 @@ import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
 import type { SecretStore } from '../secrets/secretStore.js';
 import { discover, LoginUnavailable } from './discovery.js';
+import { loginHosts } from './loginHosts.js';
 import type { LoginProvider } from './provider.js';
 import { KeyError, Keyring, parseKeys } from './seal.js';
 
@@ -66,14 +67,21 @@ export class LoginProviders {
     let idx = this.#indexes.get(s);
     if (idx) return idx;
     const byKey = new Map<string, LoginProvider>();
+    const policies = [...s.accepted.values()]
+      .filter((r) => r.kind === 'AccessPolicy')
+      .map((r) => ({
+        namespace: (r.object.metadata as { namespace?: string }).namespace ?? 'default',
+        spec: r.object.spec as AccessPolicySpec,
+      }));
     const callbacks = new Map<string, LoginProvider[]>();
     const logouts = new Map<string, LoginProvider[]>();
     for (const [key, spec] of s.providers) {
       const login = spec.login;
       if (!login?.enabled || !login.callbackPath) continue;
+      const [namespace, name] = key.split('/') as [string, string];
       const p: LoginProvider = {
         key,
-        namespace: key.split('/')[0]!,
+        namespace,
         spec,
         resolved: resolveProvider(key, spec),
         callbackPath: login.callbackPath,
@@ -82,6 +90,7 @@ export class LoginProviders {
         sessionTtlMs: durationMs(login.sessionTTL),
         refreshBeforeMs: durationMs(login.refreshBefore),
         cookie: login.cookie ?? { name: 'nox_session', sameSite: 'Lax' },
+        hosts: loginHosts(namespace, name, spec, policies),
       };
       byKey.set(key, p);
       callbacks.set(p.callbackPath, [...(callbacks.get(p.callbackPath) ?? []), p]);

@@ -3,6 +3,7 @@ import * as oidc from 'openid-client';
 import { openPending, pendingCookieName, pendingTtlMs, startLogin } from '../login/authorize.js';
 import { clearCookie, localTarget, parseCookies, setCookie } from '../login/cookies.js';
 import { describeError, type Login, providerFailure } from '../login/login.js';
+import { bindsHost } from '../login/loginHosts.js';
 import { continuePage } from '../login/pages.js';
 import { type LoginProvider, LoginUnavailable } from '../login/providers.js';
 import { nextRecord, openTokens, UnusableTokens } from '../login/records.js';
@@ -17,8 +18,8 @@ const failed = (reason: string): Outcome => deny({ code: 'LOGIN_FAILED', reason 
 
 /**
  * Runs before route: a provider's callback path completes a login, its logout path ends a
- * session. These paths are Nox's, whatever AccessPolicy covers them; every other request
- * is skipped. Its response phase (loginResponse.ts) sends an anonymous caller that access
+ * session, on the hosts its login is bound to (loginHosts.ts). These paths are Nox's there,
+ * whatever AccessPolicy covers them; every other request is skipped. Its response phase (loginResponse.ts) sends an anonymous caller that access
  * denies to log in, and keeps Nox's cookies from the upstream.
  */
 export class LoginStage implements Stage {
@@ -28,10 +29,13 @@ export class LoginStage implements Stage {
 
   run(input: CheckInput, ctx: Ctx): Outcome | Promise<Outcome> {
     const idx = this.login.providers.index(ctx.snapshot);
-    const callback = idx.callbacks.get(input.path);
-    if (callback) return this.#guard(callback[0]!, true, () => this.#callback(callback, input, ctx));
-    const logout = idx.logouts.get(input.path);
-    if (logout) return this.#guard(logout[0]!, false, () => this.#logout(logout, input));
+    // Only on the hosts a provider's login is bound to: elsewhere the path is an ordinary one.
+    const bound = (ps: LoginProvider[] | undefined) =>
+      ps?.filter((p) => bindsHost(p.hosts, input.host)) ?? [];
+    const callback = bound(idx.callbacks.get(input.path));
+    if (callback.length) return this.#guard(callback[0]!, true, () => this.#callback(callback, input, ctx));
+    const logout = bound(idx.logouts.get(input.path));
+    if (logout.length) return this.#guard(logout[0]!, false, () => this.#logout(logout, input));
     return { kind: 'skip' };
   }
 

@@ -1,6 +1,7 @@
 import { isLoginCookieName, startLogin } from '../login/authorize.js';
 import { clearCookie, localTarget, withoutCookies } from '../login/cookies.js';
 import type { Login } from '../login/login.js';
+import { bindsHost } from '../login/loginHosts.js';
 import { chooserPage } from '../login/pages.js';
 import { type LoginProvider, LoginUnavailable } from '../login/providers.js';
 import type { CookieScope, Ctx } from '../pipeline/stage.js';
@@ -55,8 +56,11 @@ export function loginResponse(
   }
   if (deny.code !== 'ACCESS_DENIED' && deny.code !== 'CHALLENGE_REQUIRED') return undefined;
   const policy = ctx.accessPolicy;
+  // A login is offered only on a host it is bound to: its redirect_uri names the request's host.
   const offered =
-    policy !== undefined && ctx.identity === undefined ? login.providers.offered(ctx.snapshot, policy) : [];
+    policy !== undefined && ctx.identity === undefined
+      ? login.providers.offered(ctx.snapshot, policy).filter((p) => bindsHost(p.hosts, input.host))
+      : [];
   if (offered.length === 0)
     return stale
       ? { kind: 'deny', deny: { ...deny, headers: { ...deny.headers, ...clearing(stale) } } }

@@ -10,6 +10,7 @@ import { type SessionRecord, sessionHash } from '../../sidecar/login/sessionStor
 import { Browser, type Hop } from '../harness/browser.js';
 import { type Envoy, startEnvoy } from '../harness/envoy.js';
 import { type LoginOp, startLoginOp } from '../harness/oidcLogin.js';
+import { rawRequest } from '../harness/pathUpstreams.js';
 import { freePorts } from '../harness/ports.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
@@ -221,6 +222,29 @@ describe('bad input at the browser login, through real Envoy', () => {
     expect(await failedLogins()).toBe(failed + 1);
     return hop;
   }
+
+  it("logs in only on the hosts the login is bound to: another Host gets no redirect naming it, and its callback path is not Nox's", async () => {
+    // No policy here lists hosts, so the login is bound to loopback hosts only (loginHosts.ts).
+    const port = Number(new URL(origin).port);
+    const browser = { accept: 'text/html' };
+    const keysBefore = await raw.dbsize();
+    const home = await rawRequest(port, 'GET', '/app/page', { ...browser, host: `127.0.0.1:${port}` });
+    expect(home.status).toBe(302);
+    expect(new URL(home.headers.location!).searchParams.get('redirect_uri')).toBe(
+      `${origin}/oauth2/callback`,
+    );
+    for (const host of ['evil.example', `evil.example:${port}`, 'app.example.com']) {
+      const page = await rawRequest(port, 'GET', '/app/page', { ...browser, host });
+      expect(page.status, host).toBe(403);
+      expect(page.headers.location, host).toBeUndefined();
+      expect(page.headers['set-cookie'], host).toBeUndefined();
+      const callback = await rawRequest(port, 'GET', '/oauth2/callback?state=x&code=y', { ...browser, host });
+      expect(callback.status, host).toBe(403);
+      expect(JSON.parse(callback.body).error, host).not.toBe('LOGIN_FAILED');
+      expect(callback.headers['set-cookie'], host).toBeUndefined();
+    }
+    expect(await raw.dbsize()).toBe(keysBefore); // no session, no lock, nothing in the store
+  });
 
   it('never completes a login from a callback without the pre-login cookie, even with a real code and state', async () => {
     // The victim's browser got a real code from the provider; the callback URL is replayed

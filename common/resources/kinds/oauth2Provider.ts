@@ -92,6 +92,11 @@ export const oauth2Provider: KindDefinition = {
             maxLength: 256,
           }),
           logoutPath: str('Path that ends the session.', { pattern: '^/[^?#]*$', maxLength: 256 }),
+          hosts: set(
+            'Hosts (":authority", lower-case, exact or "*." wildcard) browsers log in on: the callback and logout paths are answered there only, and the redirect_uri names the request\'s host only when it is one of them. Absent: the hosts of the AccessPolicies in this namespace that offer this provider; when one of those covers every host, or none offers it, only loopback hosts (localhost, 127.0.0.1, [::1]), for development.',
+            str('Host.', { pattern: patterns.hostname }),
+            { maxItems: 32, minItems: 1 },
+          ),
           postLogoutRedirect: url('Where the browser goes after logout.'),
           sessionTTL: duration('Session lifetime.', { default: '12h' }),
           refreshBefore: duration('Refresh access tokens this long before they expire.', { default: '60s' }),
