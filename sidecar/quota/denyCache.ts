@@ -10,7 +10,10 @@ interface Denial {
 /**
  * A subject known to be over quota is answered here until the time its request could
  * first pass, without a Redis round trip. The cache only ever repeats a denial, so it can
- * never admit more than the store would.
+ * never admit more than the store would. A denial is remembered for the limits it was
+ * computed with: the key holds every limit's `requests`, so a changed override misses it,
+ * and a new policy snapshot drops them all (policyChanged), so a raised limit applies from
+ * the next check instead of after the old Retry-After.
  */
 export class DenyCachingStore implements QuotaStore {
   readonly name: string;
@@ -38,7 +41,8 @@ export class DenyCachingStore implements QuotaStore {
     dryRun: boolean,
     signal?: AbortSignal,
   ): Promise<QuotaResult> {
-    const key = `${cost}|${limits.map((l) => l.key).join('|')}`;
+    let key = String(cost);
+    for (const l of limits) key += `|${l.key}#${l.requests}`;
     const t = this.clock();
     const cached = this.#denials.get(key);
     if (cached) {
@@ -66,6 +70,11 @@ export class DenyCachingStore implements QuotaStore {
       if (this.#denials.size < this.maxEntries) break;
       this.#denials.delete(k);
     }
+  }
+
+  policyChanged(): void {
+    this.#denials.clear();
+    this.inner.policyChanged?.();
   }
 
   close(): Promise<void> {

@@ -36,6 +36,11 @@ export interface QuotaStore {
     dryRun: boolean,
     signal?: AbortSignal,
   ): Promise<QuotaResult>;
+  /**
+   * A new policy snapshot is in force: forget what was derived from the old limits (the
+   * local deny cache), so a raised limit applies from the next check.
+   */
+  policyChanged?(): void;
   close(): Promise<void>;
 }
 

@@ -110,6 +110,12 @@ export const definitions = {
     doc: 'Quota counters: memory (in-process, for standalone mode and the demo; counts per sidecar), redis (one Redis) or redis-cluster (shared by every sidecar).',
     parse: oneOf('memory', 'redis', 'redis-cluster'),
   },
+  quotaMemoryMaxEntries: {
+    env: 'NOX_QUOTA_MEMORY_MAX_ENTRIES',
+    default: 100_000,
+    doc: 'memory quota store: at most this many quota states (subject × limit, about 200 bytes each) are kept; past it the least recently used is dropped and its subject starts afresh (nox_quota_memory_evictions_total).',
+    parse: positiveInt(10_000_000),
+  },
   redisNodes: {
     env: 'NOX_REDIS_NODES',
     default: [] as readonly RedisNode[],

@@ -5,7 +5,7 @@ import { calendarPeriod } from '../quota/calendar.js';
 import { type PolicyLimit, rateLimitHeaders } from '../quota/headers.js';
 import type { OverrideLookup } from '../quota/overrides.js';
 import type { LimitCheck, QuotaResult, QuotaStore } from '../quota/store.js';
-import { policyName, subjectHash } from '../quota/subject.js';
+import { policyName, sourceIpPart, subjectHash } from '../quota/subject.js';
 import type { UsageEvent } from '../quota/usageRollup.js';
 import type { CheckInput } from '../request/input.js';
 import type { Deny, Outcome } from '../request/outcome.js';
@@ -26,7 +26,11 @@ interface Plan {
 
 type SubjectPart = CompiledQuotaPolicy['subject'][number];
 
-/** The value of one part of the quota key, or undefined when the request lacks it. */
+/**
+ * The value of one part of the quota key, or undefined when the request lacks it. Every
+ * value comes from something the request path verified or observed, never from a header the
+ * client can fill in freely: a made-up value must not buy a fresh bucket.
+ */
 function partValue(part: SubjectPart, input: CheckInput, ctx: Ctx): string | undefined {
   switch (part.type) {
     case 'User':
@@ -34,15 +38,70 @@ function partValue(part: SubjectPart, input: CheckInput, ctx: Ctx): string | und
     case 'Client':
       return ctx.identity?.clientId;
     case 'SourceIP':
-      return input.sourceAddress || undefined;
-    case 'ApiKey':
+      // The address Envoy observed, IPv4-mapped IPv6 folded to IPv4 and IPv6 counted per /64.
+      return sourceIpPart(input.sourceAddress);
+    case 'ApiKey': {
+      // Only a key the identify stage matched against the Secrets (AccessPolicy spec.apiKeys)
+      // read from this very header; the subject is the key's Secret, so a rotated key keeps
+      // its bucket and a made-up one has none.
+      const id = ctx.identity;
+      const keys = ctx.accessPolicy?.apiKeys;
+      if (id?.method !== 'apiKey' || !keys || keys.header.toLowerCase() !== part.name!.toLowerCase()) {
+        return undefined;
+      }
+      return id.subject;
+    }
     case 'Header':
+      // The client chooses a header's value: it counts only for an authenticated caller, and
+      // the caller's identity is part of the key (see subjectParts), so made-up values split
+      // that caller's own quota and nobody else's.
+      if (!ctx.identity) return undefined;
       return input.headers[part.name!.toLowerCase()] || undefined;
     case 'Claim': {
       const v = ctx.identity?.claims[part.name!];
       return v === undefined || v === null ? undefined : String(v);
     }
   }
+}
+
+/** Why a part is missing, for the deny's reason and the metric. */
+function missingReason(
+  part: SubjectPart,
+  input: CheckInput,
+  ctx: Ctx,
+): { text: string; unverified: boolean } {
+  const name = part.name ? `${part.type} ${part.name}` : part.type;
+  const header = part.name ? input.headers[part.name.toLowerCase()] : undefined;
+  if (part.type === 'ApiKey' && header) {
+    return { text: `${name}, and the request has no API key verified from that header`, unverified: true };
+  }
+  if (part.type === 'Header' && header && !ctx.identity) {
+    return { text: `${name}, which counts only for an authenticated caller`, unverified: true };
+  }
+  return { text: `${name}, which the request lacks`, unverified: false };
+}
+
+/**
+ * The parts of a request's quota key, or the part it lacks. A policy with a Header part and
+ * no User part is keyed by the caller's identity too.
+ */
+function subjectParts(
+  policy: CompiledQuotaPolicy,
+  input: CheckInput,
+  ctx: Ctx,
+): { parts: string[] } | { missing: SubjectPart } {
+  const parts: string[] = [];
+  let header = false;
+  let user = false;
+  for (const part of policy.subject) {
+    const v = partValue(part, input, ctx);
+    if (v === undefined) return { missing: part };
+    if (part.type === 'Header') header = true;
+    else if (part.type === 'User') user = true;
+    parts.push(`${part.type}=${v}`);
+  }
+  if (header && !user) parts.push(`Caller=${ctx.identity!.subject}`);
+  return { parts };
 }
 
 function chooseTier(policy: CompiledQuotaPolicy, ctx: Ctx): string {
@@ -83,7 +142,7 @@ export class QuotaStage implements Stage {
     });
     this.#checks = new Counter({
       name: 'nox_quota_checks_total',
-      help: 'Quota checks by result: allowed, denied, dry_run_denied, subject_missing, store_error.',
+      help: 'Quota checks by result: allowed, denied, dry_run_denied, subject_missing, subject_unverified (an API key not verified, a Header part without an authenticated caller), store_error.',
       labelNames: ['result'],
       registers: [registry],
     });
@@ -102,27 +161,28 @@ export class QuotaStage implements Stage {
     });
   }
 
+  /** A raised (or lowered) limit applies from the next check: no denial outlives its policy. */
+  onSnapshot(): void {
+    this.store.policyChanged?.();
+  }
+
   async run(input: CheckInput, ctx: Ctx): Promise<Outcome> {
     const hits = ctx.snapshot.quota.lookup(input.host, input.path, input.method);
     if (hits.length === 0) return { kind: 'skip' };
     const plans: Plan[] = [];
-    const missingDeny: Deny[] = [];
+    const missingDeny: { deny: Deny; unverified: boolean }[] = [];
     for (const { value: policy } of hits) {
-      const parts: string[] = [];
-      let missing: string | undefined;
-      for (const part of policy.subject) {
-        const v = partValue(part, input, ctx);
-        if (v === undefined) missing = part.name ? `${part.type} ${part.name}` : part.type;
-        else parts.push(`${part.type}=${v}`);
-      }
-      if (missing !== undefined) {
+      const key = subjectParts(policy, input, ctx);
+      if ('missing' in key) {
+        const why = missingReason(key.missing, input, ctx);
         const deny: Deny = {
           code: 'QUOTA_SUBJECT_MISSING',
-          reason: `QuotaPolicy ${short(policy)} counts per ${missing}, which the request lacks`,
+          reason: `QuotaPolicy ${short(policy)} counts per ${why.text}`,
         };
-        if (policy.mode === 'Enforce') missingDeny.push(deny);
+        if (policy.mode === 'Enforce') missingDeny.push({ deny, unverified: why.unverified });
         continue;
       }
+      const parts = key.parts;
       const subject = subjectHash(parts);
       const override = this.opts.overrides?.get(subject, policyName(policy.key), ctx.now);
       const tier =
@@ -130,8 +190,9 @@ export class QuotaStage implements Stage {
       plans.push(plan(policy, tier, subject, input, ctx.now, override?.limits));
     }
     if (missingDeny.length > 0) {
-      this.#checks.inc({ result: 'subject_missing' });
-      return { kind: 'deny', deny: missingDeny[0]! };
+      const first = missingDeny[0]!;
+      this.#checks.inc({ result: first.unverified ? 'subject_unverified' : 'subject_missing' });
+      return { kind: 'deny', deny: first.deny };
     }
     if (plans.length === 0) return { kind: 'skip' };
 

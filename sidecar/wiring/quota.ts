@@ -14,7 +14,12 @@ export async function quotaStoreFor(
   log: Logger,
   registry: Registry,
 ): Promise<QuotaStore> {
-  if (settings.quotaStore === 'memory') return new DenyCachingStore(new MemoryQuotaStore(), registry);
+  if (settings.quotaStore === 'memory') {
+    return new DenyCachingStore(
+      new MemoryQuotaStore({ maxEntries: settings.quotaMemoryMaxEntries, registry }),
+      registry,
+    );
+  }
   // ioredis is loaded only when a Redis store is configured (~20 MB resident).
   const { RedisQuotaStore } = await import('../quota/redisStore.js');
   const store = new RedisQuotaStore({
