@@ -1,5 +1,6 @@
 import { startHttpServer } from '../common/httpServer.js';
 import { runMain, startProgram } from '../common/program.js';
+import { parseAnyHostNamespaces } from '../common/resources/hostOwnership.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
 import { Checker } from './server/checker.js';
@@ -31,7 +32,9 @@ async function main(): Promise<void> {
   if (!program) return;
   const { settings, log, registry } = program;
 
-  const policy = new PolicyStore(log, registry);
+  const policy = new PolicyStore(log, registry, {
+    anyHostNamespaces: parseAnyHostNamespaces(settings.anyHostNamespaces),
+  });
   const redis = redisTargetsFor(settings);
   const quotaStore = await quotaStoreFor(settings, redis, log, registry);
   const revocations = await revocationsFor(settings, redis, log, registry);

@@ -139,6 +139,7 @@ function toRawResource(kind: ResourceKind, obj: KubeObject & { spec?: unknown })
       ...(m.resourceVersion ? { resourceVersion: m.resourceVersion } : {}),
       ...(m.uid ? { uid: m.uid } : {}),
       ...(m.labels ? { labels: m.labels } : {}),
+      ...(m.creationTimestamp ? { creationTimestamp: String(m.creationTimestamp) } : {}),
     },
     ...(obj.spec !== undefined ? { spec: obj.spec } : {}),
     origin: 'k8s',

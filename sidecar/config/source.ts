@@ -26,6 +26,8 @@ export interface RawResource {
     resourceVersion?: string;
     uid?: string;
     labels?: Record<string, string>;
+    /** Kubernetes only: which policy claimed a host first (common/resources/hostOwnership.ts). */
+    creationTimestamp?: string;
   };
   spec?: unknown;
   /** where it came from: "k8s" or the file path (and document index) */
@@ -112,6 +114,7 @@ function fingerprint(state: SourceState): string {
       r.metadata.uid,
       r.metadata.generation,
       r.metadata.labels,
+      r.metadata.creationTimestamp,
       r.spec,
     ]),
     state.problems,

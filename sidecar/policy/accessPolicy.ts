@@ -24,6 +24,8 @@ export interface CompiledRule {
 
 export interface CompiledAccessPolicy {
   readonly key: string;
+  /** The policy's namespace (from the key). */
+  readonly namespace: string;
   readonly mode: 'Enforce' | 'DryRun';
   readonly providers: readonly string[];
   readonly rules: readonly CompiledRule[];
@@ -57,6 +59,7 @@ export function compileAccessPolicy(key: string, spec: AccessPolicySpec): Compil
   const h = identityHeaders;
   return {
     key,
+    namespace: key.split('/')[1] ?? 'default',
     mode: spec.mode,
     providers: spec.providers ?? [],
     defaultAction: spec.defaultAction,

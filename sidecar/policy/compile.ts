@@ -1,4 +1,9 @@
 import { createHash } from 'node:crypto';
+import {
+  type AnyHostNamespaces,
+  type HostClaim,
+  resolveHostOwnership,
+} from '../../common/resources/hostOwnership.js';
 import { policyKinds } from '../../common/resources/kinds/index.js';
 import type {
   AccessPolicySpec,
@@ -26,11 +31,17 @@ export function resourceKey(r: Pick<RawResource, 'kind' | 'metadata'>): string {
  * in force, that version stays (per-resource last-known-good), and so do the resources of
  * a file that could not be parsed at all — a half-typed edit never drops a policy.
  */
+export interface CompileOptions {
+  /** Namespaces whose AccessPolicies may list no hosts (cover every host); default all. */
+  readonly anyHostNamespaces?: AnyHostNamespaces;
+}
+
 export function compileSnapshot(
   state: SourceState,
   previous: Snapshot | undefined,
   version: number,
   now = new Date(),
+  opts: CompileOptions = {},
 ): Snapshot {
   const accepted = new Map<string, AcceptedResource>();
   const rejected: Rejection[] = [];
@@ -80,7 +91,7 @@ export function compileSnapshot(
       keptPrevious: true,
     });
   }
-  return build(accepted, rejected, version, now);
+  return build(accepted, rejected, version, now, opts.anyHostNamespaces ?? '*');
 }
 
 function sameFile(resourceOrigin: string, problemOrigin: string): boolean {
@@ -123,6 +134,7 @@ function build(
   rejected: Rejection[],
   version: number,
   now: Date,
+  anyHostNamespaces: AnyHostNamespaces,
 ): Snapshot {
   const access = new RouteIndex<CompiledAccessPolicy>();
   const quota = new RouteIndex<CompiledQuotaPolicy>();
@@ -137,10 +149,32 @@ function build(
     hash.update(`${r.key}\n${JSON.stringify(r.object.spec)}\n`);
     if (c.kind === 'OAuth2Provider') providers.set(namespacedName(r), c.spec);
   }
+  const ownership = resolveHostOwnership(
+    compiled.flatMap(([r, c]): HostClaim[] =>
+      c.kind === 'AccessPolicy'
+        ? [{ key: r.key, namespace: namespaceOf(r), createdAt: createdAt(r), hosts: c.spec.match?.hosts }]
+        : [],
+    ),
+    anyHostNamespaces,
+  );
   for (const [r, c] of compiled) {
     const ns = namespaceOf(r);
     if (c.kind === 'AccessPolicy') {
-      access.add(c.spec.match, c.value);
+      for (const x of ownership.conflicts.get(r.key) ?? [])
+        warnings.push({
+          key: r.key,
+          message: `spec.match.hosts: ${x.host} belongs to namespace ${x.ownerNamespace} (${x.ownerKey.slice('AccessPolicy/'.length)} claimed it first); this policy does not apply there`,
+        });
+      if (ownership.refusedAnyHost.has(r.key)) {
+        warnings.push({
+          key: r.key,
+          message: `spec.match.hosts: a policy without hosts covers every host, which only the namespaces in NOX_ANY_HOST_NAMESPACES may do; this policy applies nowhere`,
+        });
+        continue;
+      }
+      if (!ownership.hosts.has(r.key)) continue; // every host it listed belongs elsewhere
+      const hosts = ownership.hosts.get(r.key);
+      access.add({ ...c.spec.match, ...(hosts ? { hosts } : {}) }, c.value);
       identityHeaders.push({ hosts: c.spec.match?.hosts, names: c.value.identityHeaderNames });
       for (const p of c.value.providers) {
         if (!providers.has(`${ns}/${p}`)) {
@@ -166,6 +200,12 @@ function build(
     rejected,
     warnings,
   };
+}
+
+function createdAt(r: AcceptedResource): number | undefined {
+  const t = (r.object.metadata as { creationTimestamp?: string }).creationTimestamp;
+  const ms = t === undefined ? Number.NaN : Date.parse(t);
+  return Number.isNaN(ms) ? undefined : ms;
 }
 
 function namespaceOf(r: AcceptedResource): string {

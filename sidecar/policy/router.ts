@@ -20,6 +20,8 @@ export interface Hit<T> {
   readonly pathLength: number;
   /** Whether the host matched exactly (more specific than a wildcard or any host). */
   readonly exactHost: boolean;
+  /** Whether the entry names no host at all (covers every host). */
+  readonly anyHost: boolean;
 }
 
 interface Entry<T> {
@@ -64,7 +66,7 @@ class PathTrie<T> {
     else node.prefix.push(entry);
   }
 
-  collect(path: string, method: string, exactHost: boolean, out: Hit<T>[]): void {
+  collect(path: string, method: string, exactHost: boolean, out: Hit<T>[], anyHost = false): void {
     const segs = segments(path);
     const trailingSlash = path.length > 1 && path.endsWith('/');
     let node: TrieNode<T> | undefined = this.root;
@@ -73,12 +75,12 @@ class PathTrie<T> {
       for (const e of node.prefix) {
         if (e.belowOnly && !below) continue;
         if (!e.methods || e.methods.has(method))
-          out.push({ value: e.value, pathLength: e.pathLength, exactHost });
+          out.push({ value: e.value, pathLength: e.pathLength, exactHost, anyHost });
       }
       if (i === segs.length) {
         for (const e of node.exact) {
           if (!e.methods || e.methods.has(method))
-            out.push({ value: e.value, pathLength: e.pathLength, exactHost });
+            out.push({ value: e.value, pathLength: e.pathLength, exactHost, anyHost });
         }
         break;
       }
@@ -130,7 +132,7 @@ export class RouteIndex<T> {
     for (let dot = bare.indexOf('.'); dot !== -1; dot = bare.indexOf('.', dot + 1)) {
       this.#wildcard.get(bare.slice(dot))?.collect(path, method, false, out);
     }
-    this.#anyHost.collect(path, method, false, out);
+    this.#anyHost.collect(path, method, false, out, true);
     return out;
   }
 }

@@ -1,7 +1,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import type { SourceState } from '../config/source.js';
-import { compileSnapshot } from './compile.js';
+import { type CompileOptions, compileSnapshot } from './compile.js';
 import type { Snapshot } from './snapshot.js';
 
 /**
@@ -21,6 +21,7 @@ export class PolicyStore {
   constructor(
     private readonly log: Logger,
     registry: Registry,
+    private readonly options: CompileOptions = {},
   ) {
     this.#compiles = new Counter({
       name: 'nox_policy_compiles_total',
@@ -57,7 +58,7 @@ export class PolicyStore {
   }
 
   apply(state: SourceState): Snapshot {
-    const next = compileSnapshot(state, this.#current, this.#version + 1);
+    const next = compileSnapshot(state, this.#current, this.#version + 1, new Date(), this.options);
     this.#version = next.version;
     this.#current = next;
     this.#versionGauge.set(next.version);

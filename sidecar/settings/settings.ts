@@ -80,6 +80,12 @@ export const definitions = {
     doc: 'kubernetes source: comma-separated namespaces whose policies apply; empty means all namespaces (needs cluster-wide list/watch RBAC).',
     parse: text,
   },
+  anyHostNamespaces: {
+    env: 'NOX_ANY_HOST_NAMESPACES',
+    default: '*',
+    doc: 'Comma-separated namespaces whose AccessPolicies may list no hosts and so cover every host (a platform team\'s); "*": every namespace. A policy without hosts from any other namespace applies nowhere (reported). The Helm chart sets its release namespace.',
+    parse: text,
+  },
   kubeconfig: {
     env: 'NOX_KUBECONFIG',
     default: '',

@@ -5,10 +5,16 @@ import type { CheckInput } from '../request/input.js';
 import type { Outcome } from '../request/outcome.js';
 import { pathReadings } from '../request/pathReadings.js';
 
-/** Most specific policy wins: priority, then an exact host, then the longest path, then the key. */
+/**
+ * Most specific policy wins: priority, then an exact host, then the longest path, then the
+ * key. A host named exactly belongs to that policy's namespace (hostOwnership.ts): another
+ * namespace's wildcard over it does not compete there, whatever its priority.
+ */
 export function pickPolicy(hits: readonly Hit<CompiledAccessPolicy>[]): CompiledAccessPolicy | undefined {
   let best: Hit<CompiledAccessPolicy> | undefined;
+  const owner = hits.length > 1 ? hits.find((h) => h.exactHost)?.value.namespace : undefined;
   for (const h of hits) {
+    if (owner !== undefined && !h.exactHost && !h.anyHost && h.value.namespace !== owner) continue;
     if (
       !best ||
       h.value.priority > best.value.priority ||

@@ -272,6 +272,8 @@ describe('charts/nox', () => {
       NOX_CONFIG_SOURCE: 'kubernetes',
       NOX_POLICY_PATH: '',
       NOX_WATCH_NAMESPACES: '',
+      // Only the release namespace's AccessPolicies may cover every host.
+      NOX_ANY_HOST_NAMESPACES: 'nox-system',
       NOX_SECRETS_DIR: '',
       NOX_QUOTA_STORE: 'memory',
       NOX_SESSION_STORE: 'memory',
@@ -290,7 +292,8 @@ describe('charts/nox', () => {
     // The chart's defaults equal the sidecar's, except where a chart means to differ.
     const settings = loadSettings(cm.data);
     for (const [key, def] of Object.entries(definitions)) {
-      const chartDiffers = ['configSource', 'httpHost'].includes(key);
+      // anyHostNamespaces: the chart narrows "*" (every namespace) to its release namespace.
+      const chartDiffers = ['configSource', 'httpHost', 'anyHostNamespaces'].includes(key);
       if (!chartDiffers) expect(settings[key as keyof typeof settings], def.env).toEqual(def.default);
     }
     expect(settings.configSource).toBe('kubernetes');
@@ -341,6 +344,7 @@ describe('charts/nox', () => {
       NOX_CONFIG_SOURCE: 'kubernetes',
       NOX_POLICY_PATH: '',
       NOX_WATCH_NAMESPACES: 'team-a,team-b',
+      NOX_ANY_HOST_NAMESPACES: 'nox-system',
       NOX_SECRETS_DIR: '',
       NOX_QUOTA_STORE: 'redis-cluster',
       NOX_SESSION_STORE: 'redis-cluster',
