@@ -264,7 +264,7 @@ describe('postgres image', () => {
       c.service,
     );
     expect(who).toMatch(/^nox\|PostgreSQL 15\./);
-  });
+  }, 240_000); // initdb and a first start take minutes on a busy 2-core machine
 
   it('initialises from POSTGRES_PASSWORD and POSTGRES_DB through its entrypoint, as the public image does', async () => {
     const b = await bundle('postgres');
@@ -294,5 +294,5 @@ describe('postgres image', () => {
       c.service,
     );
     expect((await sql()).stdout.trim()).toBe('app');
-  });
+  }, 240_000); // initdb and a first start take minutes on a busy 2-core machine
 });

@@ -31,7 +31,12 @@ describe('bearer JWTs against a real OpenID provider', () => {
       { clientId: 'app-b', secret: 'b' },
     ]);
     const dir = policyDir('jwks', signedInPolicy(op.issuer, op.audience));
-    sidecar = await startSidecar({ policyPath: dir, env: { NOX_JWKS_COOLDOWN_MS: '1000' } });
+    // A first check fetches discovery and JWKS inside the check: on a machine the whole suite
+    // shares, the production deadline (150 ms) would turn that into a 503 these cases are not about.
+    sidecar = await startSidecar({
+      policyPath: dir,
+      env: { NOX_JWKS_COOLDOWN_MS: '1000', NOX_CHECK_DEADLINE_MS: '2000' },
+    });
     client = new SidecarClient(sidecar.grpcPort);
   });
   afterAll(async () => {

@@ -81,7 +81,9 @@ spec:
   rules: [{ name: in, action: Allow, when: { authenticated: Authenticated } }]
 `,
     );
-    sidecar = await startSidecar({ policyPath: dir });
+    // A first check fetches discovery and JWKS inside the check; a busy machine must not turn
+    // that into a 503 under the production deadline (150 ms).
+    sidecar = await startSidecar({ policyPath: dir, env: { NOX_CHECK_DEADLINE_MS: '2000' } });
     client = new SidecarClient(sidecar.grpcPort);
   });
   afterAll(async () => {

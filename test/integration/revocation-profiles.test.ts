@@ -44,6 +44,9 @@ describe('revocation across sidecars, and profile sync', () => {
       NOX_REDIS_NODES: `127.0.0.1:${redis.port}`,
       NOX_REDIS_WAIT_REPLICAS: '0',
       NOX_DATABASE_URL: db.connectionString,
+      // What is measured is how fast a revocation spreads, not check latency: a first check
+      // fetches JWKS, which on a busy machine can outlast the production deadline (150 ms).
+      NOX_CHECK_DEADLINE_MS: '2000',
     };
     sidecars = await Promise.all([
       startSidecar({ policyPath: dir, env }),
