@@ -47,6 +47,10 @@ export const conditionReasons = {
     on: notReady,
     doc: 'An OAuth2Provider the AccessPolicy names exists but is not usable itself (invalid, or its Secret is missing); the message quotes the provider’s problem.',
   },
+  HostTaken: {
+    on: notReady,
+    doc: 'An AccessPolicy names a host that belongs to another namespace (an AccessPolicy there, or a wildcard over it, named it first); the sidecars do not apply this policy on that host. Remove the host, or have the owner give it up.',
+  },
   ProviderLoginDisabled: {
     on: notReady,
     doc: 'spec.login.providers names an OAuth2Provider without login.enabled, so browsers cannot be sent to it. Enable login on the provider or remove it from the list.',

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { KubeObject, ObjectMeta } from '../../common/kube/client.js';
+import { resolveHostOwnership } from '../../common/resources/hostOwnership.js';
 import type {
   AccessPolicy,
   OAuth2Provider,
@@ -32,6 +33,8 @@ export interface ConfigMapSummary extends KubeObject {
 /** The objects a policy may refer to, all in the policy's namespace. */
 export interface PolicyWorld {
   provider(namespace: string, name: string): OAuth2Provider | undefined;
+  /** Every AccessPolicy the operator sees, in all namespaces (hosts belong to namespaces). */
+  accessPolicies?(): readonly AccessPolicy[];
   secret(namespace: string, name: string): SecretSummary | undefined;
   configMap(namespace: string, name: string): ConfigMapSummary | undefined;
 }
@@ -285,11 +288,34 @@ function accessPolicyProblems(
     }
   }
   return {
-    problems: [...missing, ...notReady, ...loginOff],
+    problems: [...hostProblems(namespace, a, world), ...missing, ...notReady, ...loginOff],
     resolved: names.length
       ? `OAuth2Provider(s) ${names.join(', ')} found and usable`
       : 'refers to no OAuth2Provider',
   };
+}
+
+/** Hosts this policy names that belong to another namespace (the sidecars' rule, hostOwnership.ts). */
+function hostProblems(namespace: string, a: AccessPolicy, world: PolicyWorld): Problem[] {
+  if (!a.spec.match?.hosts?.length || !world.accessPolicies) return [];
+  const claims = world.accessPolicies().map((p) => {
+    const ns = p.metadata.namespace ?? 'default';
+    const created = Date.parse(String(p.metadata.creationTimestamp ?? ''));
+    return {
+      key: `AccessPolicy/${ns}/${p.metadata.name}`,
+      namespace: ns,
+      createdAt: Number.isNaN(created) ? undefined : created,
+      hosts: p.spec.match?.hosts,
+    };
+  });
+  const key = `AccessPolicy/${namespace}/${a.metadata.name}`;
+  if (!claims.some((c) => c.key === key))
+    claims.push({ key, namespace, createdAt: undefined, hosts: a.spec.match.hosts });
+  // Whether a policy without hosts may exist is the sidecars' setting; here only hosts count.
+  return (resolveHostOwnership(claims, '*').conflicts.get(key) ?? []).map((c) => ({
+    reason: 'HostTaken',
+    message: `spec.match.hosts: ${c.host} belongs to namespace ${c.ownerNamespace} (AccessPolicy ${c.ownerKey.slice('AccessPolicy/'.length)} named it first); this policy does not apply there`,
+  }));
 }
 
 function riskModelProblems(

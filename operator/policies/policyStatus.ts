@@ -47,7 +47,12 @@ export class CacheWorld implements PolicyWorld {
     private readonly providers: Informer<OAuth2Provider & { metadata: { name: string } }>,
     private readonly secretKeys: Informer<SecretSummary>,
     private readonly configMapDigests: Informer<ConfigMapSummary>,
+    private readonly policies?: Informer<AccessPolicy & { metadata: { name: string } }>,
   ) {}
+
+  accessPolicies(): readonly AccessPolicy[] {
+    return this.policies?.list(undefined) ?? [];
+  }
 
   provider(namespace: string, name: string): OAuth2Provider | undefined {
     return this.providers.get({ namespace, name });
@@ -154,7 +159,7 @@ export function policyControllers(manager: Manager, opts: PolicyControllerOption
   const providers = informer<OAuth2Provider>('OAuth2Provider');
   const accessPolicies = informer<AccessPolicy>('AccessPolicy');
   const riskModels = informer<RiskModel>('RiskModel');
-  const world = new CacheWorld(providers, secretKeys, cmDigests);
+  const world = new CacheWorld(providers, secretKeys, cmDigests, accessPolicies);
 
   const providersUsingSecret = (s: SecretSummary) =>
     providers.list(s.metadata.namespace).filter((p) => providerSecretNames(p).includes(s.metadata.name));
@@ -165,6 +170,14 @@ export function policyControllers(manager: Manager, opts: PolicyControllerOption
     QuotaPolicy: [],
     OAuth2Provider: [watchOf(secretKeys, (s) => providersUsingSecret(s).map(keyOf))],
     AccessPolicy: [
+      // A host belongs to whoever named it first: a policy that names, stops naming or gives
+      // up a host can change every other policy naming a host at all.
+      watchOf(accessPolicies, () =>
+        accessPolicies
+          .list(undefined)
+          .filter((a) => a.spec.match?.hosts?.length)
+          .map(keyOf),
+      ),
       watchOf(providers, (p) => policiesUsingProvider(p.metadata.namespace, p.metadata.name).map(keyOf)),
       watchOf(secretKeys, (s) =>
         providersUsingSecret(s).flatMap((p) =>

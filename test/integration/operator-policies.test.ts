@@ -29,7 +29,7 @@ interface Cond {
   lastTransitionTime?: string;
 }
 interface Obj {
-  metadata: { generation?: number; resourceVersion?: string };
+  metadata: { generation?: number; resourceVersion?: string; creationTimestamp?: string };
   status?: { observedGeneration?: number; conditions?: Cond[] };
 }
 
@@ -150,6 +150,43 @@ describe('nox-operator: policy status', () => {
     expect((await waitReady('oauth2providers', 'sso', 'True', 'Ready')).obj.status?.observedGeneration).toBe(
       1,
     );
+  });
+
+  it('an AccessPolicy naming a host another namespace named first is HostTaken, and Ready once the owner lets it go', async () => {
+    const other = 'tenant-b';
+    await createNamespace(kc, other);
+    const owner = await apply(
+      'accesspolicies',
+      accessPolicy('shop-site', { match: { hosts: ['shop.test'] } }),
+    );
+    await waitReady('accesspolicies', 'shop-site', 'True', 'Ready');
+    // Named first means an older creationTimestamp (one-second resolution).
+    const created = Date.parse(String(owner.metadata.creationTimestamp));
+    await waitUntil('the next second', () => Date.now() >= created + 1000, 5000, { intervalMs: 50 });
+    const otherPath = `/apis/nox.dev/v1alpha1/namespaces/${other}/accesspolicies`;
+    const grab = {
+      ...accessPolicy('grab', { match: { hosts: ['shop.test', 'b.test'] }, priority: 1000 }),
+      metadata: { name: 'grab', namespace: other },
+    };
+    expect((await serverSideApply(kc, otherPath, grab)).status).toBe(201);
+    const readyOf = async () => {
+      const r = await kubeRequest(kc, 'GET', `${otherPath}/grab`);
+      return cond(r.body as Obj, 'Ready');
+    };
+    await waitUntil('grab to be HostTaken', async () => (await readyOf())?.reason === 'HostTaken', 10_000, {
+      intervalMs: 50,
+    });
+    expect((await readyOf())?.message).toContain(
+      `spec.match.hosts: shop.test belongs to namespace ${NS} (AccessPolicy ${NS}/shop-site named it first)`,
+    );
+    // The owner itself is untouched, and gives the host up by being deleted.
+    expect(cond(await get('accesspolicies', 'shop-site'), 'Ready')?.status).toBe('True');
+    const t0 = Date.now();
+    expect((await kubeRequest(kc, 'DELETE', `${api}/accesspolicies/shop-site`)).status).toBe(200);
+    await waitUntil('grab to be Ready', async () => (await readyOf())?.status === 'True', 10_000, {
+      intervalMs: 50,
+    });
+    testLog(`AccessPolicy HostTaken → Ready after the owner was deleted: ${Date.now() - t0} ms`);
   });
 
   it('an OAuth2Provider whose Secret is missing is SecretNotFound, then SecretKeyNotFound, then Ready; its AccessPolicy follows', async () => {
