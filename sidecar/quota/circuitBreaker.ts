@@ -15,7 +15,15 @@ export class CircuitBreaker {
   #trial = false;
   #state: 'closed' | 'open' | 'half-open' = 'closed';
 
-  constructor(private readonly opts: { failureThreshold: number; openMs: number; now?: () => number }) {}
+  constructor(
+    private readonly opts: {
+      failureThreshold: number;
+      openMs: number;
+      now?: () => number;
+      /** Called each time the circuit opens (closed or half-open → open). */
+      onOpen?: () => void;
+    },
+  ) {}
 
   get state(): 'closed' | 'open' | 'half-open' {
     return this.#state;
@@ -39,6 +47,8 @@ export class CircuitBreaker {
     } catch (e) {
       this.#failures++;
       if (this.#state === 'half-open' || this.#failures >= this.opts.failureThreshold) {
+        // Calls in flight when the circuit opened fail too; only the first one opens it.
+        if ((this.#state as string) !== 'open') this.opts.onOpen?.();
         this.#state = 'open';
         this.#openedAt = (this.opts.now ?? Date.now)();
       }

@@ -34,17 +34,20 @@ type Client = RedisClient;
 
 /**
  * The quota store on Redis or Redis Cluster: one EVALSHA (plus WAIT, pipelined to the same
- * node) per check — one round trip. A circuit breaker stops a dead Redis from adding its
- * timeout to every request.
+ * node) per check — one round trip. A circuit breaker per node (the master that owns the
+ * subject's slot) stops a dead shard from adding its timeout to every request for the
+ * subjects it holds, while subjects on the other shards are counted as usual.
  */
 export class RedisQuotaStore implements QuotaStore {
   readonly name: string;
   readonly #client: Client;
-  readonly #breaker: CircuitBreaker;
-  readonly #errors: Counter<'kind'>;
+  /** One breaker per master, by "host:port" (the node's address; never a credential). */
+  readonly #breakers = new Map<string, CircuitBreaker>();
+  readonly #errors: Counter<'kind' | 'node'>;
+  readonly #opened: Counter<'node'>;
   readonly #roundTrips: Counter;
   readonly #seconds: Histogram;
-  readonly #up: Gauge;
+  readonly #up: Gauge<'node'>;
   readonly #degraded: Counter;
 
   constructor(private readonly opts: RedisStoreOptions) {
@@ -69,12 +72,17 @@ export class RedisQuotaStore implements QuotaStore {
     this.#client.on('error', (err: Error) =>
       opts.log.warn({ err: err.message, store: this.name }, 'redis connection error'),
     );
-    this.#breaker = new CircuitBreaker({ failureThreshold: 5, openMs: 1000 });
     const r = opts.registry;
     this.#errors = new Counter({
       name: 'nox_quota_redis_errors_total',
-      help: 'Failed quota store calls by kind: timeout, connection, circuit_open, not_replicated, other.',
-      labelNames: ['kind'],
+      help: 'Failed quota store calls by kind (timeout, connection, circuit_open, not_replicated, other) and node: the master owning the subject’s slot, host:port.',
+      labelNames: ['kind', 'node'],
+      registers: [r],
+    });
+    this.#opened = new Counter({
+      name: 'nox_quota_redis_circuit_opened_total',
+      help: 'Times the circuit to a Redis node (host:port) opened after consecutive failures: its subjects are decided by failureMode for a second, without a call.',
+      labelNames: ['node'],
       registers: [r],
     });
     this.#roundTrips = new Counter({
@@ -95,10 +103,44 @@ export class RedisQuotaStore implements QuotaStore {
     });
     this.#up = new Gauge({
       name: 'nox_quota_redis_circuit_closed',
-      help: '1 while the circuit to Redis is closed (calls go through), 0 while it is open.',
+      help: 'Per Redis node (host:port of a master that owns slots): 1 while its circuit is closed (calls go through), 0 while it is open.',
+      labelNames: ['node'],
       registers: [r],
-      collect: () => this.#up.set(this.#breaker.state === 'open' ? 0 : 1),
+      collect: () => this.#collectCircuits(),
     });
+  }
+
+  /** The master that owns `slot` as the client last learnt it; for one Redis, that Redis. */
+  #nodeFor(slot: number): string {
+    const c = this.#client;
+    if (c instanceof Cluster) return c.slots[slot]?.[0] ?? 'unknown';
+    const n = this.opts.nodes[0];
+    return n ? `${n.host}:${n.port}` : 'unknown';
+  }
+
+  #breakerFor(node: string): CircuitBreaker {
+    let b = this.#breakers.get(node);
+    if (!b) {
+      b = new CircuitBreaker({ failureThreshold: 5, openMs: 1000, onOpen: () => this.#opened.inc({ node }) });
+      this.#breakers.set(node, b);
+    }
+    return b;
+  }
+
+  /** Circuit states of the nodes that own slots now; a node that owns none any more is forgotten once closed. */
+  #collectCircuits(): void {
+    const c = this.#client;
+    const owners = new Set<string>();
+    if (c instanceof Cluster) for (const s of c.slots) if (s?.[0]) owners.add(s[0]);
+    this.#up.reset();
+    for (const [node, b] of this.#breakers) {
+      if (c instanceof Cluster && !owners.has(node) && b.state === 'closed') {
+        this.#breakers.delete(node);
+        continue;
+      }
+      this.#up.set({ node }, b.state === 'open' ? 0 : 1);
+    }
+    for (const node of owners) if (!this.#breakers.has(node)) this.#up.set({ node }, 1);
   }
 
   /** Resolves once connected (startup); the sidecar is ready only after this. */
@@ -125,11 +167,14 @@ export class RedisQuotaStore implements QuotaStore {
       else args.push('c', l.requests, l.resetAt!);
     }
     const started = performance.now();
+    // Every key of a check shares the subject's hash tag: one slot, one master, one breaker.
+    const slot = calculateSlot(limits[0]!.key);
+    const node = this.#nodeFor(slot);
     try {
-      const reply = await this.#breaker.run(() => this.#call(args, dryRun));
+      const reply = await this.#breakerFor(node).run(() => this.#call(args, dryRun, slot));
       return parse(limits, reply);
     } catch (e) {
-      this.#errors.inc({ kind: classify(e) });
+      this.#errors.inc({ kind: classify(e), node });
       this.#refreshTopologySoon();
       throw e;
     } finally {
@@ -144,8 +189,7 @@ export class RedisQuotaStore implements QuotaStore {
    */
   readonly #unreplicatedSlots = new Set<number>();
 
-  async #call(args: (string | number)[], dryRun: boolean): Promise<number[]> {
-    const slot = calculateSlot(String(args[1]));
+  async #call(args: (string | number)[], dryRun: boolean, slot: number): Promise<number[]> {
     const wait = this.opts.waitReplicas > 0 && !dryRun && !this.#unreplicatedSlots.has(slot);
     const reply = await this.#callOnce(args, wait);
     if (this.opts.waitReplicas > 0 && reply[0] === 1 && !dryRun) {

@@ -71,6 +71,19 @@ describe('QuotaStage', () => {
     ]);
   });
 
+  it('counts a path that reads several ways under every QuotaPolicy and cost any reading falls under', async () => {
+    const stage = new QuotaStage(new MemoryQuotaStore(), new Registry());
+    // As the route stage reads /E/Heavy (and /E/Heavy/) for a case-insensitive upstream: /e's quota, heavy's cost.
+    const read = (path: string, pathReadings: string[]) =>
+      stage.run(input(path), checkContext({ snapshot, identity: person('op:ann'), pathReadings }));
+    expect(
+      kinds([
+        await read('/E/Heavy', ['/E/Heavy', '/e/heavy']),
+        await read('/E/x/', ['/E/x/', '/E/x', '/e/x/', '/e/x']),
+      ]),
+    ).toEqual(['continue', 'QUOTA_EXCEEDED']);
+  });
+
   it('in DryRun counts and reports, but never denies', async () => {
     const stage = new QuotaStage(new MemoryQuotaStore(), new Registry());
     const out = [await run(stage, '/d'), await run(stage, '/d'), await run(stage, '/d')];

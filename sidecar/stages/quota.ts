@@ -167,7 +167,19 @@ export class QuotaStage implements Stage {
   }
 
   async run(input: CheckInput, ctx: Ctx): Promise<Outcome> {
-    const hits = ctx.snapshot.quota.lookup(input.host, input.path, input.method);
+    // A path that reads several ways (the route stage's pathReadings) is counted by every
+    // QuotaPolicy and limit any reading falls under: /API/reports cannot dodge /api's quota.
+    const paths = ctx.pathReadings ?? [input.path];
+    const hits =
+      paths.length === 1
+        ? ctx.snapshot.quota.lookup(input.host, input.path, input.method)
+        : [
+            ...new Map(
+              paths
+                .flatMap((p) => ctx.snapshot.quota.lookup(input.host, p, input.method))
+                .map((h) => [h.value, h]),
+            ).values(),
+          ];
     if (hits.length === 0) return { kind: 'skip' };
     const plans: Plan[] = [];
     const missingDeny: { deny: Deny; unverified: boolean }[] = [];
@@ -187,7 +199,7 @@ export class QuotaStage implements Stage {
       const override = this.opts.overrides?.get(subject, policyName(policy.key), ctx.now);
       const tier =
         override?.tier && policy.tiers.has(override.tier) ? override.tier : chooseTier(policy, ctx);
-      plans.push(plan(policy, tier, subject, input, ctx.now, override?.limits));
+      plans.push(plan(policy, tier, subject, input, paths, ctx.now, override?.limits));
     }
     if (missingDeny.length > 0) {
       const first = missingDeny[0]!;
@@ -293,6 +305,7 @@ function plan(
   tier: string,
   subject: string,
   input: CheckInput,
+  paths: readonly string[],
   now: number,
   overrideLimits:
     | readonly { name?: string; requests: number; window?: string; calendar?: string }[]
@@ -312,7 +325,7 @@ function plan(
   const checks: LimitCheck[] = [];
   const limits: PolicyLimit[] = [];
   for (const l of tierLimits) {
-    if (l.match && l.match.lookup(input.host, input.path, input.method).length === 0) continue;
+    if (l.match && !paths.some((p) => l.match!.lookup(input.host, p, input.method).length > 0)) continue;
     if (l.windowMs !== undefined) {
       checks.push({ key: `${prefix}${l.name}`, requests: l.requests, windowMs: l.windowMs });
       limits.push({ name: l.name, requests: l.requests, windowS: l.windowMs / 1000 });
@@ -324,7 +337,7 @@ function plan(
   }
   let cost = 1;
   for (const c of policy.costs) {
-    if (!c.match || c.match.lookup(input.host, input.path, input.method).length > 0) {
+    if (!c.match || paths.some((p) => c.match!.lookup(input.host, p, input.method).length > 0)) {
       cost = c.cost;
       break;
     }
