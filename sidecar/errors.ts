@@ -58,6 +58,12 @@ export const errorCodes = {
     metricLabel: 'path_ambiguous',
     doc: 'The path reads differently on different kinds of server (path parameters, a trailing slash, letter case) and the readings fall under different AccessPolicies; the reason names both.',
   },
+  IDENTITY_DEPENDENCY_BUSY: {
+    httpStatus: 503,
+    rpcCode: RpcCode.UNAVAILABLE,
+    metricLabel: 'identity_dependency_busy',
+    doc: 'A credential needed a remote check (session store, TokenReview, introspection, GitHub API) and that dependency was at its concurrency or rate bound, so it was not asked (Retry-After: 1); see nox_identity_dependency_rejected_total.',
+  },
   ACCESS_DENIED: {
     httpStatus: 403,
     rpcCode: RpcCode.PERMISSION_DENIED,

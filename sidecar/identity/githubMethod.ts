@@ -4,6 +4,7 @@ import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from '../request/identity.js';
 import type { CheckInput } from '../request/input.js';
+import { FanoutGuards, fanoutLimits, type MethodEnv, negativeCacheLimits } from './fanout.js';
 import { bearerToken } from './jwtMethod.js';
 import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
 import { type Loaded, tokenHash, VerdictCache } from './verdictCache.js';
@@ -27,6 +28,8 @@ interface ProviderState {
   readonly name: string;
   /** API base, e.g. https://api.github.com or https://ghe.example.com/api/v3. */
   readonly api: string;
+  /** The fan-out guard's name: "github:<api host>". */
+  readonly dependency: string;
   readonly orgs: ReadonlySet<string>;
   readonly teams: ReadonlySet<string>;
   readonly maxTokenBytes: number;
@@ -43,6 +46,21 @@ interface GithubUser {
 class Rejected extends Error {}
 
 /**
+ * GitHub's token formats (docs.github.com, "About authentication to GitHub": token
+ * prefixes): ghp_ (classic personal access token), github_pat_ (fine-grained), gho_ (OAuth
+ * app), ghu_ (GitHub App user-to-server), ghs_ (GitHub App installation), ghr_ (refresh:
+ * never an access token, so not accepted), then [A-Za-z0-9_]; GitHub keeps lengths open (up
+ * to 255). Tokens issued before April 2021 are 40 hex digits. Anything else is not sent to
+ * GitHub: it is not a GitHub token, and another provider's token must not reach GitHub.
+ */
+const githubToken =
+  /^(?:(?:ghp|gho|ghu|ghs)_[A-Za-z0-9_]{1,251}|github_pat_[A-Za-z0-9_]{1,244}|[0-9a-f]{40})$/;
+
+export function looksLikeGithubToken(token: string): boolean {
+  return githubToken.test(token);
+}
+
+/**
  * GitHub OAuth tokens (opaque), checked through GitHub's REST API: GET /user names the
  * user; /user/orgs and /user/teams are read only when the provider requires membership.
  * Results are cached by token hash. The subject is the numeric user id: logins can be
@@ -51,7 +69,12 @@ class Rejected extends Error {}
 export class GithubMethod implements IdentityMethod {
   readonly name = 'github';
   readonly #providers = new Map<string, ProviderState>();
-  readonly #cache = new VerdictCache<Verdict>();
+  #env: MethodEnv = { guards: new FanoutGuards() };
+  readonly #cache = new VerdictCache<Verdict>(50_000, {
+    isNegative: (v) => v.kind === 'invalid',
+    maxNegative: negativeCacheLimits.maxEntries,
+    onNegativeHit: () => this.#env.guards.negativeHit(this.name),
+  });
   readonly #opts: Required<GithubMethodOptions>;
 
   constructor(opts: GithubMethodOptions = {}) {
@@ -61,6 +84,10 @@ export class GithubMethod implements IdentityMethod {
       timeoutMs: opts.timeoutMs ?? 3_000,
       maxPages: opts.maxPages ?? 10,
     };
+  }
+
+  attach(env: MethodEnv): void {
+    this.#env = env;
   }
 
   onSnapshot(s: Snapshot): void {
@@ -93,7 +120,16 @@ export class GithubMethod implements IdentityMethod {
     if (!token) return { kind: 'absent' }; // none, or malformed: JwtMethod reports that
     // GitHub tokens are never JWTs; a JWT belongs to another provider and is not sent to GitHub.
     if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(token)) return { kind: 'absent' };
+    // Local check before the remote one: only GitHub-shaped tokens are sent to GitHub.
+    if (!looksLikeGithubToken(token)) {
+      // Absent: an opaque token of another provider on the same route is OpaqueTokenMethod's.
+      this.#env.guards.localReject(this.name, 'not_github_shape');
+      return { kind: 'absent' };
+    }
     const hash = tokenHash(token);
+    // Revoked through Nox (RedisRevocations, every sidecar within a second): refused before any cache.
+    if (this.#env.revocations?.isRevoked(`token:${hash}`, ctx.now))
+      return { kind: 'invalid', reason: 'the token was revoked' };
     let invalid: Verdict | undefined;
     for (const s of candidates) {
       if (token.length > s.maxTokenBytes) {
@@ -101,7 +137,10 @@ export class GithubMethod implements IdentityMethod {
         continue;
       }
       try {
-        const v = await this.#cache.getOrLoad(`${s.key}|${hash}`, ctx.now, () => this.#check(s, token));
+        const v = await this.#cache.getOrLoad(`${s.key}|${hash}`, ctx.now, () =>
+          // One guard per GitHub API host, whichever providers point at it.
+          this.#env.guards.guard(s.dependency, fanoutLimits.github).run(() => this.#check(s, token)),
+        );
         if (v.kind === 'identified') return v;
         invalid ??= v;
       } catch (e) {
@@ -192,6 +231,7 @@ function providerState(key: string, spec: OAuth2ProviderSpec, digest: string): P
     key,
     name: key.split('/').at(-1)!,
     api,
+    dependency: `github:${new URL(api).host}`,
     orgs: lower(spec.github?.organizations),
     teams: lower(spec.github?.teams),
     maxTokenBytes: spec.maxTokenBytes,

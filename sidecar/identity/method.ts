@@ -3,6 +3,7 @@ import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from '../request/identity.js';
 import type { CheckInput } from '../request/input.js';
+import type { MethodEnv } from './fanout.js';
 
 /** What one identity method made of a request. */
 export type MethodResult =
@@ -21,6 +22,8 @@ export type MethodResult =
  */
 export interface IdentityMethod {
   readonly name: string;
+  /** Called once by the identify stage: the dependency guards (caps, metrics) and revocation list all methods share. */
+  attach?(env: MethodEnv): void;
   /** Called on every snapshot swap: rebuild per-provider state, keep what did not change. */
   onSnapshot?(snapshot: Snapshot): void;
   identify(input: CheckInput, ctx: Ctx, policy: CompiledAccessPolicy): MethodResult | Promise<MethodResult>;

@@ -6,6 +6,8 @@ import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from '../request/identity.js';
 import type { CheckInput } from '../request/input.js';
 import type { SecretStore } from '../secrets/secretStore.js';
+import { FanoutGuards, fanoutLimits, type MethodEnv, negativeCacheLimits } from './fanout.js';
+import { looksLikeGithubToken } from './githubMethod.js';
 import { bearerToken } from './jwtMethod.js';
 import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
 import { type ResolvedProvider, resolveProvider } from './presets.js';
@@ -47,6 +49,9 @@ interface Introspection {
   [claim: string]: unknown;
 }
 
+/** Shorter bearer tokens are not introspected: no issuer mints access tokens of under 96 bits. */
+export const MIN_OPAQUE_TOKEN_LENGTH = 16;
+
 /**
  * Opaque bearer tokens of the route's providers, checked by RFC 7662 introspection at the
  * provider's endpoint (spec.endpoints.introspection, else discovery's introspection_endpoint)
@@ -57,7 +62,12 @@ interface Introspection {
 export class OpaqueTokenMethod implements IdentityMethod {
   readonly name = 'opaque';
   readonly #providers = new Map<string, ProviderState>();
-  readonly #cache = new VerdictCache<Verdict>();
+  #env: MethodEnv = { guards: new FanoutGuards() };
+  readonly #cache = new VerdictCache<Verdict>(50_000, {
+    isNegative: (v) => v.kind === 'invalid',
+    maxNegative: negativeCacheLimits.maxEntries,
+    onNegativeHit: () => this.#env.guards.negativeHit(this.name),
+  });
   readonly #opts: Required<OpaqueTokenMethodOptions>;
 
   constructor(
@@ -70,6 +80,10 @@ export class OpaqueTokenMethod implements IdentityMethod {
       negativeCacheMs: opts.negativeCacheMs ?? 60_000,
       timeoutMs: opts.timeoutMs ?? 2_000,
     };
+  }
+
+  attach(env: MethodEnv): void {
+    this.#env = env;
   }
 
   onSnapshot(s: Snapshot): void {
@@ -112,7 +126,20 @@ export class OpaqueTokenMethod implements IdentityMethod {
     const token = bearerToken(input);
     if (!token) return { kind: 'absent' }; // none, or malformed: JwtMethod reports that
     if (looksLikeJwt(token)) return { kind: 'absent' };
+    // RFC 7515 §7.1: three base64url segments is the JWS compact shape. One that does not
+    // decode is a broken JWT, not an opaque token: JwtMethod's, never sent to an endpoint.
+    if (jwsShape.test(token)) return { kind: 'absent' };
+    // Local checks before any remote one: a GitHub token is never handed to another provider's
+    // endpoint (GithubMethod owns it), and a token too short to be anyone's is not sent at all.
+    if (looksLikeGithubToken(token)) return { kind: 'absent' };
+    if (token.length < MIN_OPAQUE_TOKEN_LENGTH) {
+      this.#env.guards.localReject(this.name, 'too_short');
+      return { kind: 'invalid', reason: 'invalid token: too short' };
+    }
     const hash = tokenHash(token);
+    // Revoked through Nox (RedisRevocations, every sidecar within a second): refused before any cache.
+    if (this.#env.revocations?.isRevoked(`token:${hash}`, ctx.now))
+      return { kind: 'invalid', reason: 'the token was revoked' };
     let invalid: Verdict | undefined;
     let unavailable: unknown;
     // Several providers: each is asked in turn, in the policy's order; the first that knows the token names it.
@@ -125,7 +152,9 @@ export class OpaqueTokenMethod implements IdentityMethod {
         const endpoint = await this.#endpoint(s);
         if (!endpoint) continue;
         const v = await this.#cache.getOrLoad(`${s.p.key}|${hash}`, ctx.now, () =>
-          this.#introspect(s, endpoint, token, ns),
+          this.#env.guards
+            .guard(`introspection:${s.p.key}`, fanoutLimits.introspection)
+            .run(() => this.#introspect(s, endpoint, token, ns)),
         );
         if (v.kind === 'identified') return v;
         invalid ??= v;
@@ -216,6 +245,8 @@ export class OpaqueTokenMethod implements IdentityMethod {
     };
   }
 }
+
+const jwsShape = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 function looksLikeJwt(token: string): boolean {
   if (token.split('.').length !== 3) return false;

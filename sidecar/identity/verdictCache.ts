@@ -11,36 +11,51 @@ export interface Loaded<V> {
   readonly expiresAt: number;
 }
 
+export interface VerdictCacheOptions<V> {
+  /** Rejections: kept in a map of their own, so a flood of bad credentials never evicts good ones. */
+  readonly isNegative?: (v: V) => boolean;
+  readonly maxNegative?: number;
+  /** Called on every answer taken from the negative map (metrics). */
+  readonly onNegativeHit?: () => void;
+}
+
 /**
  * Outcomes of checking a credential against a remote authority (TokenReview, introspection,
- * a user API), in a bounded map evicting the least recently used. Concurrent checks of
- * the same key share one load, so a burst of requests with a new token makes one call.
+ * a user API), in bounded maps evicting the least recently used: one for acceptances, one
+ * (smaller, when `isNegative` is given) for rejections. Concurrent checks of the same key
+ * share one load, so a burst of requests with a new token makes one call.
  */
 export class VerdictCache<V> {
   readonly #entries = new Map<string, Loaded<V>>();
+  readonly #negatives = new Map<string, Loaded<V>>();
   readonly #inflight = new Map<string, Promise<Loaded<V>>>();
 
-  constructor(private readonly maxEntries = 50_000) {}
+  constructor(
+    private readonly maxEntries = 50_000,
+    private readonly opts: VerdictCacheOptions<V> = {},
+  ) {}
 
   get size(): number {
-    return this.#entries.size;
+    return this.#entries.size + this.#negatives.size;
   }
 
   get(key: string, now: number): V | undefined {
-    const e = this.#entries.get(key);
-    if (!e) return undefined;
-    this.#entries.delete(key);
-    if (e.expiresAt <= now) return undefined;
-    this.#entries.set(key, e); // most recently used goes last
-    return e.value;
+    const hit = lookup(this.#entries, key, now);
+    if (hit !== undefined || this.#negatives.size === 0) return hit;
+    const neg = lookup(this.#negatives, key, now);
+    if (neg !== undefined) this.opts.onNegativeHit?.();
+    return neg;
   }
 
   set(key: string, value: V, expiresAt: number): void {
-    this.#entries.delete(key);
-    this.#entries.set(key, { value, expiresAt });
-    if (this.#entries.size > this.maxEntries) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest !== undefined) this.#entries.delete(oldest);
+    const negative = this.opts.isNegative?.(value) === true;
+    const map = negative ? this.#negatives : this.#entries;
+    (negative ? this.#entries : this.#negatives).delete(key);
+    map.delete(key);
+    map.set(key, { value, expiresAt });
+    if (map.size > (negative ? (this.opts.maxNegative ?? this.maxEntries) : this.maxEntries)) {
+      const oldest = map.keys().next().value;
+      if (oldest !== undefined) map.delete(oldest);
     }
   }
 
@@ -61,14 +76,26 @@ export class VerdictCache<V> {
 
   /** Drops every entry whose key starts with `prefix` (a token revoked, a provider changed). */
   deletePrefix(prefix: string): void {
-    for (const k of this.#entries.keys()) if (k.startsWith(prefix)) this.#entries.delete(k);
+    for (const map of [this.#entries, this.#negatives])
+      for (const k of map.keys()) if (k.startsWith(prefix)) map.delete(k);
   }
 
   delete(key: string): void {
     this.#entries.delete(key);
+    this.#negatives.delete(key);
   }
 
   clear(): void {
     this.#entries.clear();
+    this.#negatives.clear();
   }
+}
+
+function lookup<V>(map: Map<string, Loaded<V>>, key: string, now: number): V | undefined {
+  const e = map.get(key);
+  if (!e) return undefined;
+  map.delete(key);
+  if (e.expiresAt <= now) return undefined;
+  map.set(key, e); // most recently used goes last
+  return e.value;
 }

@@ -1,4 +1,5 @@
 import * as oidc from 'openid-client';
+import { FanoutGuards, fanoutLimits, type MethodEnv, NegativeCache } from '../identity/fanout.js';
 import type { IdentityMethod, MethodResult } from '../identity/method.js';
 import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
@@ -21,6 +22,8 @@ export interface SessionMethodOptions {
   readonly lockMs: number;
   /** After a failed refresh (provider unreachable), the next attempt for that session waits this long. */
   readonly retryMs: number;
+  /** A session id the store does not know is answered locally (anonymous) for this long. */
+  readonly missingMs: number;
 }
 
 const defaults: SessionMethodOptions = {
@@ -29,7 +32,11 @@ const defaults: SessionMethodOptions = {
   waitMs: 1000,
   lockMs: 10_000,
   retryMs: 5000,
+  missingMs: 30_000,
 };
+
+/** Session cookies of one request whose ids are even hashed; the rest are ignored unread. */
+const MAX_SESSION_COOKIES = 4;
 
 interface Cached {
   readonly record: SessionRecord;
@@ -51,6 +58,11 @@ export class SessionMethod implements IdentityMethod {
   readonly #cache = new Map<string, Cached>();
   readonly #refreshing = new Map<string, Promise<SessionRecord | undefined>>();
   readonly #retryAt = new Map<string, number>();
+  /** Session ids the store did not know (by hash): a new id is always random, so "missing" stays true. */
+  readonly #missing: NegativeCache;
+  /** Store reads in flight by hash: requests with the same cookie share one read. */
+  readonly #reading = new Map<string, Promise<SessionRecord | undefined>>();
+  #env: MethodEnv = { guards: new FanoutGuards() };
   /** Bumped by every revocation: a read that raced one is used once, never cached. */
   #epoch = 0;
 
@@ -59,11 +71,16 @@ export class SessionMethod implements IdentityMethod {
     opts: Partial<SessionMethodOptions> = {},
   ) {
     this.#opts = { ...defaults, ...opts };
+    this.#missing = new NegativeCache(this.#opts.missingMs);
     login.store.onRevoked((hash) => {
       this.#epoch++;
       if (hash === '*') this.#cache.clear();
       else this.#cache.delete(hash);
     });
+  }
+
+  attach(env: MethodEnv): void {
+    this.#env = env;
   }
 
   onSnapshot(s: Snapshot): void {
@@ -74,28 +91,45 @@ export class SessionMethod implements IdentityMethod {
     const accepting = this.login.providers.accepting(ctx.snapshot, policy);
     if (accepting.length === 0 || !input.headers.cookie) return { kind: 'absent' };
     const cookies = parseCookies(input.headers.cookie);
+    // At most one session is looked up per request: the first session cookie (in the order
+    // the browser sent them, of the route's providers in order) whose id is well formed and
+    // not known to be missing. Others are ignored; a request cannot multiply store reads.
     let stale: LoginProvider | undefined;
+    let chosen: { hash: string; p: LoginProvider } | undefined;
+    let examined = 0;
     for (const name of new Set(accepting.map((p) => p.cookie.name))) {
+      const p = accepting.find((c) => c.cookie.name === name)!;
       for (const id of cookies.get(name) ?? []) {
-        const p = accepting.find((c) => c.cookie.name === name)!;
+        if (chosen || examined >= MAX_SESSION_COOKIES) {
+          this.#env.guards.localReject(this.name, 'extra_cookie');
+          break;
+        }
+        examined++;
         if (!isSessionId(id)) {
+          this.#env.guards.localReject(this.name, 'shape');
           stale ??= p;
           continue;
         }
-        let session: Cached | undefined;
-        try {
-          session = await this.#session(sessionHash(id), ctx);
-        } catch (e) {
-          return { kind: 'unavailable', cause: e };
-        }
-        if (!session) {
+        const hash = sessionHash(id);
+        if (this.#missing.get(hash, ctx.now) !== undefined) {
+          this.#env.guards.negativeHit(this.name);
           stale ??= p;
           continue;
         }
-        // A session of a provider this route does not accept: valid elsewhere, so its cookie stays.
-        if (accepting.some((c) => c.key === session.record.provider))
-          return { kind: 'identified', identity: session.identity };
+        chosen = { hash, p };
       }
+    }
+    if (chosen) {
+      let session: Cached | undefined;
+      try {
+        session = await this.#session(chosen.hash, ctx);
+      } catch (e) {
+        return { kind: 'unavailable', cause: e };
+      }
+      if (!session) stale ??= chosen.p;
+      // A session of a provider this route does not accept: valid elsewhere, so its cookie stays.
+      else if (accepting.some((c) => c.key === session.record.provider))
+        return { kind: 'identified', identity: session.identity };
     }
     // The response phase (stages/loginResponse.ts) clears it.
     if (stale) ctx.staleSessionCookie = stale.cookie;
@@ -107,10 +141,18 @@ export class SessionMethod implements IdentityMethod {
     const hit = this.#cache.get(hash);
     if (hit && hit.until > now) return hit;
     const epoch = this.#epoch;
-    let record = await this.login.store.get(hash);
+    let read = this.#reading.get(hash);
+    if (!read) {
+      const guard = this.#env.guards.guard('redis_sessions', fanoutLimits.sessions);
+      read = guard.run(() => this.login.store.get(hash)).finally(() => this.#reading.delete(hash));
+      this.#reading.set(hash, read);
+    }
+    let record = await read;
     const p = record && this.login.providers.index(ctx.snapshot).byKey.get(record.provider);
     if (!record || !p || record.expiresAt <= now) {
       this.#cache.delete(hash);
+      // Gone for good (never issued, expired or revoked); a provider missing from the policy may come back.
+      if (!record || record.expiresAt <= now) this.#missing.set(hash, 'missing', now);
       return undefined;
     }
     record = await this.#fresh(p, hash, record, ctx);

@@ -1,4 +1,5 @@
 import { Counter, type Registry } from 'prom-client';
+import { Busy, FanoutGuards } from '../identity/fanout.js';
 import type { IdentityMethod } from '../identity/method.js';
 import type { ProfileSync } from '../identity/profileSync.js';
 import type { Revocations } from '../identity/revocations.js';
@@ -37,6 +38,9 @@ export class IdentifyStage implements Stage {
       labelNames: ['method', 'result'],
       registers: [registry],
     });
+    // One set of dependency guards for the sidecar: caps hold across methods and requests.
+    const env = { guards: new FanoutGuards(registry), revocations: opts.revocations };
+    for (const m of methods) m.attach?.(env);
   }
 
   onSnapshot(s: Snapshot): void {
@@ -74,6 +78,16 @@ export class IdentifyStage implements Stage {
       if (r.kind === 'invalid') invalid ??= r.reason;
       else unavailable ??= r.cause;
     }
+    // A dependency at its bound was not asked: a deny of its own, which a client may retry shortly.
+    if (unavailable instanceof Busy)
+      return {
+        kind: 'deny',
+        deny: {
+          code: 'IDENTITY_DEPENDENCY_BUSY',
+          reason: 'the credential cannot be checked right now: too many checks in progress',
+          headers: { 'retry-after': '1' },
+        },
+      };
     if (unavailable !== undefined)
       return { kind: 'error', code: 'IDENTITY_PROVIDER_UNAVAILABLE', cause: unavailable };
     // A credential nobody on this route accepts is refused, never read as "anonymous".
