@@ -318,17 +318,17 @@ export type AccessPolicySpec = {
     /** Which name is the subject: the first URI SAN (e.g. a SPIFFE id), the first DNS SAN, or the subject CN. */
     subjectFrom: 'URISAN' | 'DNSSAN' | 'CommonName';
   };
-  /** Headers that tell the upstream who is calling. Nox sets them; any copy a client sends is removed. */
+  /** Headers that tell the upstream who is calling. Nox sets them; a client's copy of any of them, of the identity headers of any other policy on the host, and of any x-nox-* header is removed. A value with a control character, leading or trailing whitespace, or over 8 KiB is not sent. */
   identityHeaders: {
     /** Provider-qualified subject. */
     user: string;
     /** Provider name. */
     provider: string;
-    /** Email (verified or not: see the provider). */
+    /** Email, sent only when the provider marks it verified. */
     email: string;
-    /** Groups, comma-separated. */
+    /** Groups, comma-separated; a group name holding a comma is left out. */
     groups: string;
-    /** More headers: header name → claim name (nested claims with dots). */
+    /** More headers: header name → claim name (nested claims with dots). A list claim is joined with commas as groups are; an object claim is sent as JSON. */
     claims?: Record<string, string>;
   };
   /** How the upstream treats letter case in paths. Unknown: a path with capitals is read both as sent and lowercased (as a case-insensitive upstream would route it), and the request is allowed only if both readings are; Sensitive: the upstream tells /Admin from /admin, so only the path as sent counts. */

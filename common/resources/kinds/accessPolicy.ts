@@ -179,7 +179,7 @@ export const accessPolicy: KindDefinition = {
       ),
     }),
     identityHeaders: obj(
-      'Headers that tell the upstream who is calling. Nox sets them; any copy a client sends is removed.',
+      "Headers that tell the upstream who is calling. Nox sets them; a client's copy of any of them, of the identity headers of any other policy on the host, and of any x-nox-* header is removed. A value with a control character, leading or trailing whitespace, or over 8 KiB is not sent.",
       {
         user: str('Provider-qualified subject.', {
           default: 'x-nox-user',
@@ -191,18 +191,18 @@ export const accessPolicy: KindDefinition = {
           pattern: patterns.headerName,
           maxLength: 64,
         }),
-        email: str('Email (verified or not: see the provider).', {
+        email: str('Email, sent only when the provider marks it verified.', {
           default: 'x-nox-email',
           pattern: patterns.headerName,
           maxLength: 64,
         }),
-        groups: str('Groups, comma-separated.', {
+        groups: str('Groups, comma-separated; a group name holding a comma is left out.', {
           default: 'x-nox-groups',
           pattern: patterns.headerName,
           maxLength: 64,
         }),
         claims: mapOf(
-          'More headers: header name → claim name (nested claims with dots).',
+          'More headers: header name → claim name (nested claims with dots). A list claim is joined with commas as groups are; an object claim is sent as JSON.',
           str('Claim.', { maxLength: 128 }),
           {
             maxProperties: 16,
