@@ -63,6 +63,8 @@ debian_packages() {
   # The distro's postgresql package would create and start a cluster; tests make their own.
   apt_install redis-server redis-tools "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" wrk python3-pip \
     libnss-wrapper
+  # The browser pages' e2e test drives Debian's Chromium (headless) with playwright-core.
+  apt_install chromium
   # Debian's packages start system-wide servers on default ports; tests use their own.
   for svc in redis-server postgresql; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then

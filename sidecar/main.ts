@@ -63,6 +63,7 @@ async function main(): Promise<void> {
     settings.checkDeadlineMs,
     log,
     registry,
+    login.login.pages,
   );
   let draining = false;
   const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);

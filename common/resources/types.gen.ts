@@ -139,6 +139,8 @@ export interface OAuth2Provider {
 export type OAuth2ProviderSpec = {
   /** Preset: google, github, microsoft (Entra ID, tenant-aware) or oidc (any issuer, by discovery). Presets fill endpoints and claim names; every field below overrides them. */
   type: 'google' | 'github' | 'microsoft' | 'oidc';
+  /** What people see for this provider on the login chooser page (Sign in with <displayName>): plain text, no control characters or surrounding spaces. Absent: the name of the preset (Google, GitHub, Microsoft), else the host of the issuer; never the resource name. */
+  displayName?: string;
   /** Issuer URL (required for oidc). Discovery reads <issuer>/.well-known/openid-configuration. */
   issuer?: string;
   /** Entra ID tenant id or domain (microsoft); "organizations" or "common" accept any tenant. */

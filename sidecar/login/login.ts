@@ -2,12 +2,13 @@ import * as oidc from 'openid-client';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import type { SecretStore } from '../secrets/secretStore.js';
+import { Pages } from './pages.js';
 import { LoginProviders, LoginUnavailable } from './providers.js';
 import type { SessionStore } from './sessionStore.js';
 
 /**
  * What the login stage, its response phase and the session method share: the providers,
- * the session store and metrics.
+ * the session store, the pages and metrics.
  */
 export class Login {
   readonly providers: LoginProviders;
@@ -20,6 +21,8 @@ export class Login {
     secrets: SecretStore,
     readonly log: Logger,
     registry: Registry,
+    /** The pages a browser sees from Nox (chooser, errors), with the operator's title, logo and default page. */
+    readonly pages: Pages = new Pages(),
   ) {
     this.providers = new LoginProviders(secrets, log);
     this.logins = new Counter({

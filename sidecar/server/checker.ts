@@ -3,11 +3,13 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import type { ICheckRequest, ICheckResponse } from '../../proto/envoy.js';
 import { type ErrorCode, errorSpec } from '../errors.js';
+import { pageRequestOf } from '../login/errorPages.js';
+import { Pages } from '../login/pages.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import type { PolicyStore } from '../policy/store.js';
 import type { Decision } from '../request/outcome.js';
 import { decodeCheckRequest, MalformedRequest } from '../stages/decode.js';
-import { denyResponse, toCheckResponse } from '../stages/respond.js';
+import { type BrowserView, denyResponse, toCheckResponse } from '../stages/respond.js';
 
 /**
  * One Check, end to end: decode, run the pipeline against the snapshot in force, answer.
@@ -27,6 +29,8 @@ export class Checker {
     private readonly deadlineMs: number,
     private readonly log: Logger,
     registry: Registry,
+    /** The pages browsers get for a deny (title, logo, default page: sidecar settings). */
+    private readonly pages = new Pages(),
   ) {
     this.#checks = new Counter({
       name: 'nox_checks_total',
@@ -74,15 +78,17 @@ export class Checker {
     this.#inFlight++;
     let response: ICheckResponse;
     let code: ErrorCode | 'ok';
+    // Whether the client reads a page or JSON is the Accept header's call (respond.ts).
+    const view: BrowserView = { pages: this.pages, request: pageRequestOf(req.attributes?.request?.http) };
     try {
       const decision = await this.#decide(req, decisionId);
       code = decision.allowed ? 'ok' : decision.deny.code;
-      response = toCheckResponse(decision);
+      response = toCheckResponse(decision, view);
     } catch (cause) {
       // Unreachable by design (#decide catches); kept so a bug can never become an allow.
       this.log.error({ decisionId, err: String(cause) }, 'check failed outside the pipeline');
       code = 'INTERNAL';
-      response = denyResponse({ code, reason: 'internal error' }, decisionId);
+      response = denyResponse({ code, reason: 'internal error' }, decisionId, view);
     } finally {
       this.#inFlight--;
       if (this.#inFlight === 0 && this.#idle) this.#idle();

@@ -37,6 +37,45 @@ function redisNodes(raw: string): readonly RedisNode[] {
     });
 }
 
+/** Plain text for a page heading: no control characters, at most 80 characters. */
+function pageTitle(raw: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+  if (/[\u0000-\u001f\u007f]/.test(raw) || raw.trim() !== raw || raw.length > 80)
+    throw new Error(
+      'must be plain text of at most 80 characters, without control characters or surrounding spaces',
+    );
+  return raw;
+}
+
+/** An https URL, a path on the same host or a data:image/ URL: something a strict CSP can name. */
+function logoUrl(raw: string): string {
+  if (/^data:image\/(png|gif|jpeg|webp|svg\+xml)[;,][A-Za-z0-9+/=;,%._-]*$/.test(raw)) return raw;
+  if (localPath(raw) && !/["'<>\s]/.test(raw)) return raw;
+  let u: URL | undefined;
+  try {
+    u = new URL(raw);
+  } catch {
+    u = undefined;
+  }
+  if (u?.protocol !== 'https:' || u.username || u.password || /["'<>\s]/.test(raw))
+    throw new Error(`must be an https URL, a path starting with / or a data:image/ URL, got "${raw}"`);
+  return raw;
+}
+
+/**
+ * A path (and query) on this host, as login/cookies.ts localTarget reads return URLs: "//host"
+ * and "/\\host" are other sites to a browser, and control characters are refused.
+ */
+function localPath(raw: string): boolean {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+  return /^\/(?![/\\])/.test(raw) && !/[\u0000-\u001f\u007f]/.test(raw) && raw.length <= 2048;
+}
+
+function defaultPath(raw: string): string {
+  if (!localPath(raw)) throw new Error(`must be a path on this host starting with a single /, got "${raw}"`);
+  return raw;
+}
+
 export const definitions = {
   grpcHost: {
     env: 'NOX_GRPC_HOST',
@@ -161,6 +200,24 @@ export const definitions = {
     default: '',
     doc: 'PostgreSQL connection string (from the PostgresCluster’s Secret) for quota overrides and usage rollups; empty: neither (standalone mode).',
     parse: text,
+  },
+  loginTitle: {
+    env: 'NOX_LOGIN_TITLE',
+    default: '',
+    doc: 'Browser pages (provider chooser, error pages): the site\'s name, shown at the top of every page; the chooser says "Sign in to <title>". Plain text, at most 80 characters. Empty: "Sign in" and no name.',
+    parse: pageTitle,
+  },
+  loginLogoUrl: {
+    env: 'NOX_LOGIN_LOGO_URL',
+    default: '',
+    doc: "Browser pages: a logo shown above the title, as an https URL, a path on the same host, or a data:image/ URL; the pages' Content-Security-Policy allows images from there only. Empty: no logo.",
+    parse: logoUrl,
+  },
+  loginDefaultPath: {
+    env: 'NOX_LOGIN_DEFAULT_PATH',
+    default: '/',
+    doc: 'Browser login: where a browser lands when the page to return to is missing or refused (not a path on this host), and after a logout without postLogoutRedirect; also the "start page" link of the error pages. A local path; make sure an AccessPolicy covers it.',
+    parse: defaultPath,
   },
   jwksCooldownMs: {
     env: 'NOX_JWKS_COOLDOWN_MS',

@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import * as oidc from 'openid-client';
 import { openPending, pendingCookieName, pendingTtlMs, startLogin } from '../login/authorize.js';
 import { clearCookie, localTarget, parseCookies, setCookie } from '../login/cookies.js';
+import { errorPage, type LoginFailure, prefersHtml } from '../login/errorPages.js';
 import { describeError, type Login, providerFailure } from '../login/login.js';
 import { bindsHost } from '../login/loginHosts.js';
-import { continuePage } from '../login/pages.js';
+import { chosenProvider } from '../login/pages.js';
 import { type LoginProvider, LoginUnavailable } from '../login/providers.js';
 import { nextRecord, openTokens, UnusableTokens } from '../login/records.js';
 import { isSessionId, newSessionId, sessionHash } from '../login/sessionStore.js';
@@ -14,7 +15,6 @@ import type { Deny, Outcome } from '../request/outcome.js';
 import { loginResponse } from './loginResponse.js';
 
 const deny = (d: Deny): Outcome => ({ kind: 'deny', deny: d });
-const failed = (reason: string): Outcome => deny({ code: 'LOGIN_FAILED', reason });
 
 /**
  * Runs before route: a provider's callback path completes a login, its logout path ends a
@@ -63,9 +63,13 @@ export class LoginStage implements Stage {
     const q = new URLSearchParams(input.query);
     if (q.has('nox_start')) {
       // A link of the chooser page: begin a login with the provider it names.
-      const p = providers.find((c) => c.resolved.name === q.get('provider')) ?? providers[0]!;
-      return deny(await startLogin(this.login, p, input, localTarget(q.get('rd')) ?? '/', ctx.now));
+      const p = chosenProvider(providers, q.get('provider'));
+      // A return URL that is not a local path (rd=https://evil.example) lands on the default page.
+      const target = localTarget(q.get('rd')) ?? this.login.pages.defaultPath;
+      return deny(await startLogin(this.login, p, input, target, ctx.now));
     }
+    const failed = (reason: string, failure: LoginFailure, target?: string): Outcome =>
+      this.#failed(input, ctx, reason, failure, target);
     const state = q.get('state');
     // The pre-login cookie is named after the state: a forged state finds none.
     const cookies = parseCookies(input.headers.cookie);
@@ -75,10 +79,13 @@ export class LoginStage implements Stage {
           .find((m) => m.raw !== undefined)
       : undefined;
     const result = !state
-      ? failed('the callback carries no state')
+      ? failed('the callback carries no state', 'unusable')
       : !match
-        ? failed('no pre-login cookie matches the state (forged state, another browser, or a finished login)')
-        : await this.#complete(match.p, state, match.raw!, input, ctx);
+        ? failed(
+            'no pre-login cookie matches the state (forged state, another browser, or a finished login)',
+            'unusable',
+          )
+        : await this.#complete(match.p, state, match.raw!, input, ctx, failed);
     const ok = result.kind === 'deny' && result.deny.code !== 'LOGIN_FAILED';
     this.login.logins.inc({ provider: (match?.p ?? providers[0]!).key, result: ok ? 'success' : 'failed' });
     return result;
@@ -90,15 +97,16 @@ export class LoginStage implements Stage {
     raw: string,
     input: CheckInput,
     ctx: Ctx,
+    failed: (reason: string, failure: LoginFailure, target?: string) => Outcome,
   ): Promise<Outcome> {
     const keyring = this.login.providers.keyring(p);
     const pending = openPending(keyring, p, state, raw, ctx.now);
-    if (typeof pending === 'string') return failed(pending);
+    if (typeof pending === 'string') return failed(pending, 'unverified');
     const store = this.login.store;
     // Single use: a replayed callback (same state) is refused even before the provider sees the code again.
     const stateKey = createHash('sha256').update(state).digest('hex');
     if (!(await this.#store(() => store.firstUse(stateKey, pendingTtlMs))))
-      return failed('the state was already used (replayed callback)');
+      return failed('the state was already used (replayed callback)', 'replayed', pending.target);
     const config = await this.login.providers.config(p);
     let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
     try {
@@ -111,7 +119,13 @@ export class LoginStage implements Stage {
       });
     } catch (e) {
       if (providerFailure(e) === 'unavailable') throw e;
-      return failed(`login at ${p.key} failed: ${describeError(e)}`);
+      // RFC 6749 §4.1.2.1: access_denied is the provider's (or the person's) no, e.g. consent refused.
+      const declined = e instanceof oidc.AuthorizationResponseError && e.error === 'access_denied';
+      return failed(
+        `login at ${p.key} failed: ${describeError(e)}`,
+        declined ? 'declined' : 'rejected',
+        pending.target,
+      );
     }
     const id = newSessionId();
     const hash = sessionHash(id);
@@ -119,7 +133,8 @@ export class LoginStage implements Stage {
     try {
       record = nextRecord(p, keyring, hash, tokens, Date.now());
     } catch (e) {
-      if (e instanceof UnusableTokens) return failed(`login at ${p.key} failed: ${e.message}`);
+      if (e instanceof UnusableTokens)
+        return failed(`login at ${p.key} failed: ${e.message}`, 'rejected', pending.target);
       throw e;
     }
     await this.#store(() => store.create(hash, record, p.sessionTtlMs));
@@ -130,7 +145,7 @@ export class LoginStage implements Stage {
       domain: p.cookie.domain,
       maxAgeS: p.sessionTtlMs / 1000,
     });
-    if (p.cookie.sameSite === 'Strict') return deny(continuePage(pending.target, cookie));
+    if (p.cookie.sameSite === 'Strict') return deny(this.login.pages.continue(pending.target, cookie));
     return deny({
       code: 'LOGIN_COMPLETE',
       reason: `logged in at ${p.key} as ${record.subject}`,
@@ -160,7 +175,7 @@ export class LoginStage implements Stage {
         await this.#store(() => this.login.revoke(hash, 'logout'));
       }
     }
-    let location = ended.postLogoutRedirect ?? '/';
+    let location = ended.postLogoutRedirect ?? this.login.pages.defaultPath;
     try {
       const config = await this.login.providers.config(ended);
       if (refreshToken && config.serverMetadata().revocation_endpoint) {
@@ -193,6 +208,24 @@ export class LoginStage implements Stage {
       reason: `logged out of ${ended.key}`,
       headers: { location, 'set-cookie': cookie, 'cache-control': 'no-store' },
     });
+  }
+
+  /**
+   * A callback that completes no login: LOGIN_FAILED with the reason in the JSON, or for a
+   * browser a page saying what happened in plain words, with a link back to the page the
+   * login was for (when the pre-login cookie told it) or to the default page.
+   */
+  #failed(input: CheckInput, ctx: Ctx, reason: string, failure: LoginFailure, target?: string): Outcome {
+    const page = prefersHtml(input.headers.accept)
+      ? errorPage(
+          this.login.pages,
+          'LOGIN_FAILED',
+          ctx.decisionId,
+          { method: input.method, path: '' },
+          { failure, target },
+        )
+      : undefined;
+    return deny({ code: 'LOGIN_FAILED', reason, ...page });
   }
 
   /** A session store call; its failure is a deny (SESSION_STORE_UNAVAILABLE), never a login without a session. */

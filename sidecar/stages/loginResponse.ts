@@ -2,7 +2,6 @@ import { isLoginCookieName, startLogin } from '../login/authorize.js';
 import { clearCookie, localTarget, withoutCookies } from '../login/cookies.js';
 import type { Login } from '../login/login.js';
 import { bindsHost } from '../login/loginHosts.js';
-import { chooserPage } from '../login/pages.js';
 import { type LoginProvider, LoginUnavailable } from '../login/providers.js';
 import type { CookieScope, Ctx } from '../pipeline/stage.js';
 import type { CheckInput } from '../request/input.js';
@@ -76,8 +75,9 @@ export function loginResponse(
       },
     };
   }
-  const target = localTarget(input.query ? `${input.path}?${input.query}` : input.path) ?? '/';
-  if (offered.length > 1) return { kind: 'deny', deny: chooserPage(offered, target) };
+  const target =
+    localTarget(input.query ? `${input.path}?${input.query}` : input.path) ?? login.pages.defaultPath;
+  if (offered.length > 1) return { kind: 'deny', deny: login.pages.chooser(offered, target) };
   return redirectToLogin(login, offered[0]!, input, target, ctx.now);
 }
 

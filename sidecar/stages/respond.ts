@@ -1,5 +1,7 @@
 import { HeaderAppendAction, type ICheckResponse, type IHeaderValueOption } from '../../proto/envoy.js';
 import { errorSpec, RpcCode } from '../errors.js';
+import { errorPage, type PageRequest, prefersHtml } from '../login/errorPages.js';
+import type { Pages } from '../login/pages.js';
 import type { Ctx, Stage } from '../pipeline/stage.js';
 import type { CheckInput } from '../request/input.js';
 import type { Decision, Deny, Outcome } from '../request/outcome.js';
@@ -80,8 +82,17 @@ export const stripStage: Stage = {
 // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
 const controlChars = /[\u0000-\u001f\u007f]/;
 
+/**
+ * The page of a deny for a browser: the sidecar's Pages (title, logo, default page) and the
+ * request's Accept, method and path (errorPages.pageRequestOf). Without it every deny is JSON.
+ */
+export interface BrowserView {
+  readonly pages: Pages;
+  readonly request: PageRequest & { readonly accept: string };
+}
+
 /** Decision → CheckResponse, as Envoy's ext_authz filter reads it. */
-export function toCheckResponse(decision: Decision): ICheckResponse {
+export function toCheckResponse(decision: Decision, view?: BrowserView): ICheckResponse {
   if (decision.allowed) {
     const set: Record<string, string> = {};
     const remove = new Set<string>(ownedUpstreamHeaders);
@@ -101,12 +112,28 @@ export function toCheckResponse(decision: Decision): ICheckResponse {
       },
     };
   }
-  return denyResponse(decision.deny, decision.decisionId);
+  return denyResponse(decision.deny, decision.decisionId, view);
 }
 
-export function denyResponse(deny: Deny, decisionId: string): ICheckResponse {
+/**
+ * A deny's answer: the body Nox built for it (the chooser, a login failure's page), else for a
+ * client that prefers HTML (errorPages.prefersHtml) a page saying what happened in plain words
+ * with a link to retry and nothing internal (no namespace, resource, rule or reason), else the
+ * JSON error API clients read. A redirect keeps its short JSON body: browsers never show it.
+ */
+export function denyResponse(deny: Deny, decisionId: string, view?: BrowserView): ICheckResponse {
   const spec = errorSpec(deny.code);
-  const body = deny.body ?? JSON.stringify({ error: deny.code, reason: deny.reason, decisionId });
+  const page =
+    deny.body === undefined &&
+    view !== undefined &&
+    (spec.httpStatus < 300 || spec.httpStatus >= 400) &&
+    prefersHtml(view.request.accept)
+      ? errorPage(view.pages, deny.code, decisionId, view.request, {
+          retryAfter: deny.headers?.['retry-after'],
+        })
+      : undefined;
+  const body =
+    page?.body ?? deny.body ?? JSON.stringify({ error: deny.code, reason: deny.reason, decisionId });
   return {
     status: { code: spec.rpcCode, message: deny.code },
     deniedResponse: {
@@ -117,6 +144,7 @@ export function denyResponse(deny: Deny, decisionId: string): ICheckResponse {
         'x-nox-error': deny.code,
         'x-nox-decision-id': decisionId,
         ...deny.headers,
+        ...page?.headers,
       }),
       body,
     },

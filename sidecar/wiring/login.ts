@@ -1,6 +1,7 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import { Login } from '../login/login.js';
+import { Pages } from '../login/pages.js';
 import { SessionMethod } from '../login/sessionMethod.js';
 import { MemorySessionStore, type SessionStore } from '../login/sessionStore.js';
 import type { SecretStore } from '../secrets/secretStore.js';
@@ -26,7 +27,7 @@ export async function loginFor(
   registry: Registry,
 ): Promise<LoginParts> {
   const store = await sessionStoreFor(settings, redis, log);
-  const login = new Login(store, secrets, log.child({ component: 'login' }), registry);
+  const login = new Login(store, secrets, log.child({ component: 'login' }), registry, new Pages(settings));
   return {
     login,
     stage: new LoginStage(login),

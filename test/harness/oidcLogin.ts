@@ -27,6 +27,11 @@ export interface LoginOp {
   readonly issuer: string;
   /** Who the next login interaction signs in. */
   user: string;
+  /**
+   * The next interactions refuse consent: the provider sends the browser back to the
+   * callback with error=access_denied, as when a person clicks "Cancel" at the provider.
+   */
+  denyConsent: boolean;
   /** Successful token requests by grant type (authorization_code, refresh_token). */
   readonly grants: Map<string, number>;
   /** Failed token requests by error (e.g. invalid_grant). */
@@ -110,6 +115,7 @@ export async function startLoginOp(opts: LoginOpOptions): Promise<LoginOp> {
   const op: LoginOp = {
     issuer,
     user: Object.keys(opts.users)[0] ?? 'alice',
+    denyConsent: false,
     grants,
     grantErrors,
     close: () =>
@@ -121,6 +127,15 @@ export async function startLoginOp(opts: LoginOpOptions): Promise<LoginOp> {
 
   const interact = async (req: IncomingMessage, res: ServerResponse) => {
     const { prompt, grantId, session, params } = await provider.interactionDetails(req, res);
+    if (op.denyConsent) {
+      await provider.interactionFinished(
+        req,
+        res,
+        { error: 'access_denied', error_description: 'End-User aborted interaction' },
+        { mergeWithLastSubmission: false },
+      );
+      return;
+    }
     if (prompt.name === 'login') {
       await provider.interactionFinished(
         req,

@@ -285,6 +285,9 @@ describe('charts/nox', () => {
       NOX_REDIS_WAIT_TIMEOUT_MS: '20',
       NOX_JWKS_COOLDOWN_MS: '30000',
       NOX_JWKS_MAX_AGE_MS: '600000',
+      NOX_LOGIN_TITLE: '',
+      NOX_LOGIN_LOGO_URL: '',
+      NOX_LOGIN_DEFAULT_PATH: '/',
       NOX_CHECK_DEADLINE_MS: '150',
       NOX_DRAIN_TIMEOUT_MS: '10000',
       NOX_LOG_LEVEL: 'info',
@@ -330,6 +333,9 @@ describe('charts/nox', () => {
         drainTimeoutMs: 5000,
         jwksCooldownMs: 10000,
         jwksMaxAgeMs: 300000,
+        loginTitle: 'Acme Portal',
+        loginLogoUrl: 'https://cdn.example.com/acme.svg',
+        loginDefaultPath: '/portal/',
         logLevel: 'debug',
       },
     });
@@ -356,6 +362,9 @@ describe('charts/nox', () => {
       NOX_REDIS_WAIT_TIMEOUT_MS: '15',
       NOX_JWKS_COOLDOWN_MS: '10000',
       NOX_JWKS_MAX_AGE_MS: '300000',
+      NOX_LOGIN_TITLE: 'Acme Portal',
+      NOX_LOGIN_LOGO_URL: 'https://cdn.example.com/acme.svg',
+      NOX_LOGIN_DEFAULT_PATH: '/portal/',
       NOX_CHECK_DEADLINE_MS: '120',
       NOX_DRAIN_TIMEOUT_MS: '5000',
       NOX_LOG_LEVEL: 'debug',
@@ -368,6 +377,9 @@ describe('charts/nox', () => {
       redisWaitReplicas: 0,
       redisWaitTimeoutMs: 15,
       databaseUrl: '',
+      loginTitle: 'Acme Portal',
+      loginLogoUrl: 'https://cdn.example.com/acme.svg',
+      loginDefaultPath: '/portal/',
       logLevel: 'debug',
     });
     expect(cm.metadata.labels?.team).toBe('platform');
@@ -649,6 +661,8 @@ describe('charts/nox', () => {
       [['--set', 'sidecar.redisWaitReplicas=6'], 'redisWaitReplicas'],
       [['--set', 'sidecar.watchNamespaces={Team_A}'], 'watchNamespaces'],
       [['--set', 'sidecar.policyMountPath=etc'], 'policyMountPath'],
+      [['--set', 'sidecar.loginDefaultPath=//evil.example'], 'loginDefaultPath'],
+      [['--set', 'sidecar.loginLogoUrl=http://cdn.example.com/logo.svg'], 'loginLogoUrl'],
       [['--set-json', 'sidecar.policySecrets=[{"name":"Bad_Name"}]'], 'policySecrets'],
       [
         [

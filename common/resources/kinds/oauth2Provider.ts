@@ -32,6 +32,14 @@ export const oauth2Provider: KindDefinition = {
         'Preset: google, github, microsoft (Entra ID, tenant-aware) or oidc (any issuer, by discovery). Presets fill endpoints and claim names; every field below overrides them.',
         ['google', 'github', 'microsoft', 'oidc'],
       ),
+      displayName: str(
+        'What people see for this provider on the login chooser page (Sign in with <displayName>): plain text, no control characters or surrounding spaces. Absent: the name of the preset (Google, GitHub, Microsoft), else the host of the issuer; never the resource name.',
+        {
+          minLength: 1,
+          maxLength: 64,
+          pattern: '^[^\\s\\x00-\\x1f\\x7f]([^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f])?$',
+        },
+      ),
       issuer: url(
         'Issuer URL (required for oidc). Discovery reads <issuer>/.well-known/openid-configuration.',
       ),
