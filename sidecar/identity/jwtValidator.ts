@@ -1,4 +1,11 @@
-import { createRemoteJWKSet, customFetch, errors, type JWTPayload, jwtVerify } from 'jose';
+import {
+  createRemoteJWKSet,
+  customFetch,
+  errors,
+  type JWTHeaderParameters,
+  type JWTPayload,
+  jwtVerify,
+} from 'jose';
 import type { Identity } from '../request/identity.js';
 import type { ResolvedProvider } from './presets.js';
 
@@ -86,9 +93,10 @@ export class JwtValidator {
     const p = this.provider;
     const keys = await this.#keySet();
     let payload: JWTPayload;
+    let header: JWTHeaderParameters;
     try {
       const issuer = p.issuer?.includes('{tenantid}') ? undefined : p.issuer;
-      ({ payload } = await jwtVerify(token, keys, {
+      ({ payload, protectedHeader: header } = await jwtVerify(token, keys, {
         // RFC 8725 §3.1: only the provider's allow-listed algorithms; "none" and HS* are not
         // even expressible in the OAuth2Provider schema.
         algorithms: [...p.algorithms],
@@ -110,11 +118,57 @@ export class JwtValidator {
       throw new InvalidToken(e instanceof Error ? e.message : String(e));
     }
     if (p.issuer?.includes('{tenantid}')) {
-      const expected = p.issuer.replace('{tenantid}', String(payload.tid ?? ''));
-      if (payload.iss !== expected) throw new InvalidToken(`unexpected "iss" claim value`);
+      // Multi-tenant Entra ID: the tenant must be one the provider lists (microsoft.allowedTenants),
+      // and the token's iss the issuer template filled with that very tenant.
+      const tid = payload.tid;
+      if (typeof tid !== 'string' || !p.allowedTenants?.has(tid))
+        throw new InvalidToken(`tenant ${JSON.stringify(tid ?? null)} is not in microsoft.allowedTenants`);
+      if (payload.iss !== p.issuer.replace('{tenantid}', tid))
+        throw new InvalidToken(`unexpected "iss" claim value`);
     }
+    const idToken = idTokenMark(p, header, payload);
+    if (idToken) throw new InvalidToken(`an ID token is not an access token (${idToken})`);
     return { identity: toIdentity(p, payload), expiresAt: (payload.exp ?? 0) * 1000 };
   }
+}
+
+/** RFC 9068 §4: "at+jwt", or the full media type "application/at+jwt" (RFC 7515 §4.1.9, any case). */
+const atJwt = /^(application\/)?at\+jwt$/i;
+const plainJwt = /^(application\/)?jwt$/i;
+/** Claims OpenID Connect defines for ID tokens only (Core §2, §3.3.2.11; FAPI 1.0 §5.2.2.1 s_hash). */
+const idTokenClaims = ['nonce', 'at_hash', 'c_hash', 's_hash'] as const;
+
+/**
+ * Why a verified token is an ID token rather than an access token, under the provider's
+ * accessTokenType, or undefined when it may be used as a bearer (RFC 9068 §4, RFC 8725 §3.11).
+ */
+export function idTokenMark(
+  p: ResolvedProvider,
+  header: JWTHeaderParameters,
+  c: JWTPayload,
+): string | undefined {
+  if (p.accessTokenType === 'Any') return undefined;
+  const typ = header.typ;
+  if (typeof typ === 'string' && atJwt.test(typ)) return undefined;
+  const shown = typ === undefined ? 'no typ' : `typ ${JSON.stringify(typ)}`;
+  if (p.accessTokenType === 'AtJwt')
+    return `${shown}; this provider's access tokens are typ at+jwt, RFC 9068`;
+  // NotIdToken: typed as something else entirely (id_token+jwt, logout+jwt, secevent+jwt, ...).
+  if (typ !== undefined && !(typeof typ === 'string' && plainJwt.test(typ))) return shown;
+  for (const claim of idTokenClaims) if (c[claim] !== undefined) return `it carries ${claim}`;
+  if (c.typ === 'ID') return 'typ claim "ID"'; // Keycloak marks its ID tokens so
+  if (p.type === 'microsoft') {
+    // Entra ID types both kinds "JWT"; its access tokens name the client (azp in v2.0, appid
+    // in v1.0) and its ID tokens never do.
+    if (c.azp === undefined && c.appid === undefined) return 'no azp or appid';
+    return undefined;
+  }
+  // An ID token's audience is the client it was issued to (OIDC Core §2); an access token for
+  // this API grants a scope or names its client (RFC 9068 §2.2: client_id, scope).
+  const aud = Array.isArray(c.aud) && c.aud.length === 1 ? c.aud[0] : c.aud;
+  if (aud === p.clientId && c.scope === undefined && c.scp === undefined && c.client_id === undefined)
+    return 'aud is the client id alone and it grants no scope';
+  return undefined;
 }
 
 function strings(v: unknown): string[] {

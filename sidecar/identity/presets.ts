@@ -17,7 +17,19 @@ export interface ResolvedProvider {
   readonly maxTokenBytes: number;
   readonly claims: Required<NonNullable<OAuth2ProviderSpec['claims']>>;
   readonly clientId: string;
+  /**
+   * Which bearer JWTs are access tokens (OAuth2Provider accessTokenType): AtJwt (RFC 9068
+   * typ at+jwt only), NotIdToken (anything but a recognisable ID token) or Any.
+   */
+  readonly accessTokenType: AccessTokenType;
+  /** For an issuer template ({tenantid}): the only tenants ("tid") accepted; empty accepts none. */
+  readonly allowedTenants: ReadonlySet<string> | undefined;
 }
+
+export type AccessTokenType = NonNullable<OAuth2ProviderSpec['accessTokenType']>;
+
+/** Personal Microsoft accounts: the tenant of every token from the "consumers" endpoints. */
+export const MSA_TENANT = '9188040d-6c67-4c5b-b112-36a304b66dad';
 
 const defaultClaims = {
   subject: 'sub',
@@ -45,17 +57,24 @@ export function resolveProvider(key: string, spec: OAuth2ProviderSpec): Resolved
   let issuer = spec.issuer;
   let jwksUri = spec.endpoints?.jwks;
   let claims = { ...defaultClaims };
+  // The default per preset: where the provider's access tokens cannot be told from its ID
+  // tokens by typ, refuse what is recognisably an ID token (see accessTokenType in the kind).
+  let accessTokenType: AccessTokenType = 'NotIdToken';
   switch (spec.type) {
     case 'google':
       issuer ??= 'https://accounts.google.com';
       jwksUri ??= 'https://www.googleapis.com/oauth2/v3/certs';
+      // Google's access tokens are opaque: every Google-signed JWT is an ID token, and an ID
+      // token with the service's audience is how Google's own services authenticate calls.
+      accessTokenType = 'Any';
       break;
     case 'microsoft': {
-      const tenant = spec.tenant!;
-      const multi = tenant === 'common' || tenant === 'organizations' || tenant === 'consumers';
-      // Multi-tenant tokens carry their own tenant in "iss"; it is checked against "tid".
-      issuer ??= `https://login.microsoftonline.com/${multi ? '{tenantid}' : tenant}/v2.0`;
-      jwksUri ??= `https://login.microsoftonline.com/${tenant}/discovery/v2.0/keys`;
+      const tenant = spec.tenant!.toLowerCase();
+      const multi = tenant === 'common' || tenant === 'organizations';
+      // Multi-tenant tokens carry their own tenant in "iss"; it is checked against "tid" and
+      // microsoft.allowedTenants. "consumers" tokens all come from one tenant, the MSA one.
+      issuer ??= `https://login.microsoftonline.com/${multi ? '{tenantid}' : tenant === 'consumers' ? MSA_TENANT : spec.tenant}/v2.0`;
+      jwksUri ??= `https://login.microsoftonline.com/${spec.tenant}/discovery/v2.0/keys`;
       claims = { ...claims, subject: 'oid', email: 'preferred_username', scopes: 'scp' };
       break;
     }
@@ -65,6 +84,7 @@ export function resolveProvider(key: string, spec: OAuth2ProviderSpec): Resolved
     case 'oidc':
       break;
   }
+  if (spec.accessTokenType) accessTokenType = spec.accessTokenType;
   return {
     key,
     name,
@@ -77,5 +97,10 @@ export function resolveProvider(key: string, spec: OAuth2ProviderSpec): Resolved
     maxTokenBytes: spec.maxTokenBytes,
     claims: { ...claims, ...(spec.claims ?? {}) } as ResolvedProvider['claims'],
     clientId: spec.clientId,
+    accessTokenType,
+    // A template issuer with no list accepts no tenant (the CRD requires one; fail closed).
+    allowedTenants: issuer?.includes('{tenantid}')
+      ? new Set(spec.microsoft?.allowedTenants ?? [])
+      : undefined,
   };
 }
