@@ -18,6 +18,24 @@ export interface EnvoyOptions {
   listenPort?: number;
   /** Envoy worker threads; 1 keeps CPU for the sidecar on a 2-core machine. */
   concurrency?: number;
+  /** Serve HTTPS with client certificates (mTLS) instead of plain HTTP. */
+  tls?: EnvoyTls;
+}
+
+/** A TLS listener that verifies client certificates (files in PEM). */
+export interface EnvoyTls {
+  /** The listener's certificate chain and key. */
+  certChain: string;
+  privateKey: string;
+  /** CA certificates a client certificate must chain to. */
+  clientCa: string;
+  /**
+   * true (default): a handshake without a client certificate fails. false: one is asked for,
+   * and verified when sent, but a client may go without (Nox then sees no certificate).
+   */
+  requireClientCertificate?: boolean;
+  /** A CRL of the client CA: a revoked client certificate fails the handshake. */
+  crl?: string;
 }
 
 export interface Envoy {
@@ -32,7 +50,32 @@ export interface Envoy {
  * The configuration Nox documents for Envoy: ext_authz over gRPC (v3), failing closed,
  * with path normalization so the path Nox judges is the path the upstream receives.
  */
-export function envoyConfig(o: Required<EnvoyOptions> & { adminPort: number }): object {
+export function envoyConfig(
+  o: Required<Omit<EnvoyOptions, 'tls'>> & Pick<EnvoyOptions, 'tls'> & { adminPort: number },
+): object {
+  // Downstream mTLS: Envoy verifies the chain (and the CRL) in the handshake; the verified
+  // certificate reaches Nox as attributes.source.certificate (include_peer_certificate).
+  const tls = o.tls && {
+    transport_socket: {
+      name: 'envoy.transport_sockets.tls',
+      typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+        require_client_certificate: o.tls.requireClientCertificate ?? true,
+        common_tls_context: {
+          tls_certificates: [
+            {
+              certificate_chain: { filename: o.tls.certChain },
+              private_key: { filename: o.tls.privateKey },
+            },
+          ],
+          validation_context: {
+            trusted_ca: { filename: o.tls.clientCa },
+            ...(o.tls.crl ? { crl: { filename: o.tls.crl }, only_verify_leaf_cert_crl: true } : {}),
+          },
+        },
+      },
+    },
+  };
   const cluster = (name: string, address: string, port: number, http2: boolean) => ({
     name,
     type: 'STATIC',
@@ -65,6 +108,7 @@ export function envoyConfig(o: Required<EnvoyOptions> & { adminPort: number }): 
           address: { socket_address: { address: '127.0.0.1', port_value: o.listenPort } },
           filter_chains: [
             {
+              ...tls,
               filters: [
                 {
                   name: 'envoy.filters.network.http_connection_manager',
@@ -152,5 +196,6 @@ export async function startEnvoy(opts: EnvoyOptions): Promise<Envoy> {
     30_000,
     service,
   );
-  return { port, adminPort, url: `http://127.0.0.1:${port}`, service, stop: () => service.stop() };
+  const scheme = opts.tls ? 'https' : 'http';
+  return { port, adminPort, url: `${scheme}://127.0.0.1:${port}`, service, stop: () => service.stop() };
 }

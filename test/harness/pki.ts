@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
@@ -65,12 +65,16 @@ export class Pki {
     ]);
   }
 
-  /** Issues `<name>.crt`/`<name>.key`; returns their paths. */
+  /**
+   * Issues `<name>.crt`/`<name>.key`; returns their paths. `validity` sets an exact period
+   * (e.g. one already over), through `openssl ca`, which can date a certificate in the past.
+   */
   async issue(
     name: string,
     subject: { cn: string; o?: string[] },
     usage: 'client' | 'server',
     sans: string[] = [],
+    validity?: { notBefore: Date; notAfter: Date },
   ): Promise<Issued> {
     const key = join(this.dir, `${name}.key`);
     const cert = join(this.dir, `${name}.crt`);
@@ -110,6 +114,30 @@ export class Pki {
       '-config',
       cnf,
     ]);
+    if (validity) {
+      const asn1 = (d: Date) => `${d.toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
+      await exec('openssl', [
+        'ca',
+        '-batch',
+        '-config',
+        this.#caDatabase(),
+        '-preserveDN',
+        '-notext',
+        '-startdate',
+        asn1(validity.notBefore),
+        '-enddate',
+        asn1(validity.notAfter),
+        '-in',
+        csr,
+        '-extfile',
+        cnf,
+        '-extensions',
+        'v3',
+        '-out',
+        cert,
+      ]);
+      return { cert, key };
+    }
     await exec('openssl', [
       'x509',
       '-req',
@@ -131,6 +159,60 @@ export class Pki {
       cert,
     ]);
     return { cert, key };
+  }
+
+  /** Marks a certificate this CA issued as revoked (keyCompromise); see crl(). */
+  async revoke(certPath: string): Promise<void> {
+    await exec('openssl', [
+      'ca',
+      '-config',
+      this.#caDatabase(),
+      '-revoke',
+      certPath,
+      '-crl_reason',
+      'keyCompromise',
+    ]);
+  }
+
+  /** Writes `<ca>.crl`, the CA's current CRL (PEM), valid for a day; returns its path. */
+  async crl(): Promise<string> {
+    const out = join(this.dir, `${this.ca}.crl`);
+    await exec('openssl', ['ca', '-config', this.#caDatabase(), '-gencrl', '-crldays', '1', '-out', out]);
+    return out;
+  }
+
+  /** The CA's `openssl ca` configuration and database (index, serial), made on first use. */
+  #caDatabase(): string {
+    const cnf = join(this.dir, `${this.ca}-db.cnf`);
+    if (existsSync(cnf)) return cnf;
+    const index = join(this.dir, `${this.ca}-index.txt`);
+    writeFileSync(index, '');
+    writeFileSync(join(this.dir, `${this.ca}-serial`), `${randomBytes(16).toString('hex').toUpperCase()}\n`);
+    writeFileSync(join(this.dir, `${this.ca}-crlnumber`), '01\n');
+    writeFileSync(
+      cnf,
+      [
+        '[ca]',
+        'default_ca = this_ca',
+        '[this_ca]',
+        `database = ${index}`,
+        `new_certs_dir = ${this.dir}`,
+        `serial = ${join(this.dir, `${this.ca}-serial`)}`,
+        `crlnumber = ${join(this.dir, `${this.ca}-crlnumber`)}`,
+        `certificate = ${this.caCert}`,
+        `private_key = ${this.caKey}`,
+        'default_md = sha256',
+        'default_crl_days = 1',
+        'unique_subject = no',
+        'email_in_dn = no',
+        'policy = any_name',
+        '[any_name]',
+        'organizationName = optional',
+        'commonName = supplied',
+        '',
+      ].join('\n'),
+    );
+    return cnf;
   }
 }
 
