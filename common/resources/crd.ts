@@ -9,11 +9,12 @@ export function crdFor(def: KindDefinition): Record<string, unknown> {
     properties: {
       apiVersion: { type: 'string', description: `${apiVersion}` },
       kind: { type: 'string', description: def.kind },
-      metadata: { type: 'object' },
+      metadata: def.name ? { type: 'object', properties: { name: def.name } } : { type: 'object' },
       spec: def.spec,
       status: def.status,
     },
     required: ['spec'],
+    ...(def.rules && def.rules.length > 0 ? { 'x-kubernetes-validations': [...def.rules] } : {}),
   };
   return {
     apiVersion: 'apiextensions.k8s.io/v1',

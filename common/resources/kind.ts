@@ -1,4 +1,4 @@
-import type { Schema } from './schema.js';
+import type { CelRule, Schema } from './schema.js';
 
 export const group = 'nox.dev';
 export const version = 'v1alpha1';
@@ -24,6 +24,13 @@ export interface KindDefinition {
   readonly description: string;
   readonly spec: Schema;
   readonly status: Schema;
+  /**
+   * CEL rules on the whole object (self.metadata.name and self.spec), for what depends on the
+   * name; fieldPath is relative to the object, e.g. ".spec.switchoverTo".
+   */
+  readonly rules?: readonly CelRule[];
+  /** Restrictions on metadata.name beyond a DNS subdomain (pattern, maxLength). */
+  readonly name?: Schema;
   readonly printerColumns: readonly PrinterColumn[];
 }
 

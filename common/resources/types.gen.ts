@@ -15,18 +15,18 @@ export interface QuotaPolicy {
 }
 
 export type QuotaPolicySpec = {
-  /** Which requests this applies to. Every listed field must match; an empty field matches everything. */
+  /** Which requests this applies to. Every listed field must match; an absent field matches everything, and an empty list is refused (write nothing instead). */
   match?: {
-    /** Hosts (":authority"), exact or with a leading "*." wildcard for one or more labels. */
+    /** Hosts (":authority"), lower-case, exact or with a leading "*." wildcard for one or more labels; at least one when present. */
     hosts?: string[];
-    /** Paths; a request matches if any of them matches. */
+    /** Paths; a request matches if any of them matches; at least one when present. */
     paths?: Array<{
       /** Prefix matches the path and everything below it, on segment boundaries; Exact matches only the path. */
       type: 'Prefix' | 'Exact';
-      /** Path, starting with "/". */
+      /** Path. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
       value: string;
     }>;
-    /** HTTP methods. */
+    /** HTTP methods; at least one when present. */
     methods?: Array<'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS' | 'CONNECT' | 'TRACE'>;
   };
   /** Enforce applies decisions; DryRun records what would have been decided (metrics, audit) and never denies. */
@@ -37,7 +37,7 @@ export type QuotaPolicySpec = {
   subject: Array<{
     /** User: the authenticated subject; Client: the OAuth2 client id; ApiKey: the key (hashed) in header `name`; SourceIP: the client address; Header or Claim: the value of header or token claim `name`. */
     type: 'User' | 'Client' | 'ApiKey' | 'SourceIP' | 'Header' | 'Claim';
-    /** Header or claim name, for ApiKey, Header and Claim. */
+    /** Header or claim name, for ApiKey, Header and Claim; a header name is an HTTP token. */
     name?: string;
   }>;
   /** Tiers by name. */
@@ -46,7 +46,7 @@ export type QuotaPolicySpec = {
     name: string;
     /** Limits, all enforced at once. */
     limits: Array<{
-      /** Name shown in RateLimit-Policy and metrics; defaults to the window. */
+      /** Name shown in RateLimit-Policy and metrics; defaults to the window (e.g. 1h) or the calendar in lower case (e.g. day). Unique within the tier, defaults included. */
       name?: string;
       /** Requests allowed per window. */
       requests: number;
@@ -54,18 +54,18 @@ export type QuotaPolicySpec = {
       window?: string;
       /** Calendar-aligned window in `timeZone` instead of a rolling one, for subscription quotas. */
       calendar?: 'Day' | 'Week' | 'Month' | 'Year';
-      /** Which requests this applies to. Every listed field must match; an empty field matches everything. */
+      /** Which requests this applies to. Every listed field must match; an absent field matches everything, and an empty list is refused (write nothing instead). */
       match?: {
-        /** Hosts (":authority"), exact or with a leading "*." wildcard for one or more labels. */
+        /** Hosts (":authority"), lower-case, exact or with a leading "*." wildcard for one or more labels; at least one when present. */
         hosts?: string[];
-        /** Paths; a request matches if any of them matches. */
+        /** Paths; a request matches if any of them matches; at least one when present. */
         paths?: Array<{
           /** Prefix matches the path and everything below it, on segment boundaries; Exact matches only the path. */
           type: 'Prefix' | 'Exact';
-          /** Path, starting with "/". */
+          /** Path. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
           value: string;
         }>;
-        /** HTTP methods. */
+        /** HTTP methods; at least one when present. */
         methods?: Array<'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS' | 'CONNECT' | 'TRACE'>;
       };
     }>;
@@ -86,24 +86,24 @@ export type QuotaPolicySpec = {
   };
   /** Requests matching a cost rule count more than 1 (first match wins). */
   costs?: Array<{
-    /** Which requests this applies to. Every listed field must match; an empty field matches everything. */
+    /** Which requests this applies to. Every listed field must match; an absent field matches everything, and an empty list is refused (write nothing instead). */
     match: {
-      /** Hosts (":authority"), exact or with a leading "*." wildcard for one or more labels. */
+      /** Hosts (":authority"), lower-case, exact or with a leading "*." wildcard for one or more labels; at least one when present. */
       hosts?: string[];
-      /** Paths; a request matches if any of them matches. */
+      /** Paths; a request matches if any of them matches; at least one when present. */
       paths?: Array<{
         /** Prefix matches the path and everything below it, on segment boundaries; Exact matches only the path. */
         type: 'Prefix' | 'Exact';
-        /** Path, starting with "/". */
+        /** Path. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
         value: string;
       }>;
-      /** HTTP methods. */
+      /** HTTP methods; at least one when present. */
       methods?: Array<'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS' | 'CONNECT' | 'TRACE'>;
     };
     /** Weight. */
     cost: number;
   }>;
-  /** IANA time zone for calendar windows. */
+  /** Time zone of calendar windows. An IANA tz database name such as UTC, Europe/Paris or America/New_York (case-sensitive). */
   timeZone: string;
 };
 
@@ -139,11 +139,9 @@ export interface OAuth2Provider {
 export type OAuth2ProviderSpec = {
   /** Preset: google, github, microsoft (Entra ID, tenant-aware) or oidc (any issuer, by discovery). Presets fill endpoints and claim names; every field below overrides them. */
   type: 'google' | 'github' | 'microsoft' | 'oidc';
-  /** What people see for this provider on the login chooser page (Sign in with <displayName>): plain text, no control characters or surrounding spaces. Absent: the name of the preset (Google, GitHub, Microsoft), else the host of the issuer; never the resource name. */
-  displayName?: string;
-  /** Issuer URL (required for oidc). Discovery reads <issuer>/.well-known/openid-configuration. */
+  /** Issuer URL (required for oidc). Discovery reads <issuer>/.well-known/openid-configuration. With login.enabled it must be https (plain http only to 127.0.0.1, localhost or [::1]). http(s)://host[:port][/path]: a DNS name, an IPv4 address or [::1]; printable ASCII, no fragment. */
   issuer?: string;
-  /** Entra ID tenant id or domain (microsoft); "organizations" or "common" accept any tenant. */
+  /** Entra ID tenant id or domain (microsoft): letters, digits, "." and "-"; "organizations" or "common" accept any tenant. */
   tenant?: string;
   /** OAuth2 client id. */
   clientId: string;
@@ -151,34 +149,34 @@ export type OAuth2ProviderSpec = {
   clientSecretRef?: {
     /** Name of a Secret in the same namespace. */
     name: string;
-    /** Key in the Secret. */
+    /** Key in the Secret (letters, digits, "-", "_" and "."). */
     key: string;
   };
-  /** Scopes requested at login. */
+  /** Scopes requested at login; at least one. Each is an RFC 6749 scope token: printable ASCII without space, " and \. */
   scopes: string[];
   /** Accepted "aud" values of bearer JWTs; empty means the clientId. */
   audiences?: string[];
   /** JWS algorithms accepted. */
   allowedAlgorithms: Array<'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512' | 'ES256' | 'ES384' | 'ES512' | 'EdDSA'>;
-  /** Tolerance on exp, nbf and iat. */
+  /** Tolerance on exp, nbf and iat. Whole numbers with units ms, s, m or h (e.g. 30s, 1m30s), at most 5m. */
   clockSkew: string;
   /** Longer bearer tokens are rejected before any parsing. */
   maxTokenBytes: number;
   /** Endpoint overrides; normally from the preset or discovery. */
   endpoints?: {
-    /** Authorization endpoint. */
+    /** Authorization endpoint. http(s)://host[:port][/path]: a DNS name, an IPv4 address or [::1]; printable ASCII, no fragment. */
     authorization?: string;
-    /** Token endpoint. */
+    /** Token endpoint. http(s)://host[:port][/path]: a DNS name, an IPv4 address or [::1]; printable ASCII, no fragment. */
     token?: string;
-    /** UserInfo endpoint (or the user API, for github). */
+    /** UserInfo endpoint (or the user API, for github). http(s)://host[:port][/path]: a DNS name, an IPv4 address or [::1]; printable ASCII, no fragment. */
     userinfo?: string;
-    /** JWKS URI. */
+    /** JWKS URI. http(s)://host[:port][/path]: a DNS name, an IPv4 address or [::1]; printable ASCII, no fragment. */
     jwks?: string;
-    /** RFC 7662 introspection endpoint, for opaque tokens. */
+    /** RFC 7662 introspection endpoint, for opaque tokens. http(s)://host[:port][/path]: a DNS name, an IPv4 address or [::1]; printable ASCII, no fragment. */
     introspection?: string;
-    /** RFC 7009 revocation endpoint. */
+    /** RFC 7009 revocation endpoint. http(s)://host[:port][/path]: a DNS name, an IPv4 address or [::1]; printable ASCII, no fragment. */
     revocation?: string;
-    /** RP-initiated logout endpoint. */
+    /** RP-initiated logout endpoint. http(s)://host[:port][/path]: a DNS name, an IPv4 address or [::1]; printable ASCII, no fragment. */
     endSession?: string;
   };
   /** Claim names Nox reads identity from. */
@@ -204,23 +202,23 @@ export type OAuth2ProviderSpec = {
   login?: {
     /** Redirect unauthenticated browsers to the provider. */
     enabled: boolean;
-    /** Path the provider redirects back to; unique per provider. */
+    /** Path the provider redirects back to; unique per provider. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
     callbackPath?: string;
-    /** Path that ends the session. */
+    /** Path that ends the session. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
     logoutPath?: string;
     /** Hosts (":authority", lower-case, exact or "*." wildcard) browsers log in on: the callback and logout paths are answered there only, and the redirect_uri names the request's host only when it is one of them. Absent: the hosts of the AccessPolicies in this namespace that offer this provider; when one of those covers every host, or none offers it, only loopback hosts (localhost, 127.0.0.1, [::1]), for development. */
     hosts?: string[];
-    /** Where the browser goes after logout. */
+    /** Where the browser goes after logout (http or https URL). */
     postLogoutRedirect?: string;
-    /** Session lifetime. */
+    /** Session lifetime. Whole numbers with units ms, s, m, h, d or w, e.g. 90s, 1h30m, 7d. */
     sessionTTL: string;
-    /** Refresh access tokens this long before they expire. */
+    /** Refresh access tokens this long before they expire. Whole numbers with units ms, s, m, h, d or w, e.g. 90s, 1h30m, 7d. */
     refreshBefore: string;
     /** Session cookie. */
     cookie?: {
       /** Cookie name. */
       name: string;
-      /** Cookie domain; empty is host-only. */
+      /** Cookie domain: a lower-case DNS name, optionally with a leading "."; empty or absent is host-only. */
       domain?: string;
       /** SameSite. */
       sameSite: 'Lax' | 'Strict' | 'None';
@@ -229,26 +227,19 @@ export type OAuth2ProviderSpec = {
     encryptionKeySecretRef?: {
       /** Name of a Secret in the same namespace. */
       name: string;
-      /** Key in the Secret. */
+      /** Key in the Secret (letters, digits, "-", "_" and "."). */
       key: string;
     };
   };
-  /** github only: require membership. */
+  /** github only: require membership of one of the organizations or teams listed (at least one; an empty list would let any GitHub user in). */
   github?: {
-    /** The user must belong to one of these organizations. */
+    /** The user must belong to one of these organizations; at least one when present. */
     organizations?: string[];
-    /** Or to one of these teams, as org/team-slug. */
+    /** Or to one of these teams, as org/team-slug; at least one when present. */
     teams?: string[];
   };
   /** Link this provider’s users to users of other providers with the same verified email. Never done silently. */
   linkAccountsByEmail: boolean;
-  /** Which bearer JWTs count as access tokens; a token refused here is a 401 "an ID token is not an access token". AtJwt: only RFC 9068 access tokens, header typ "at+jwt" or "application/at+jwt" (RFC 9068 §4); set it when the issuer issues them: oidc-provider with resource indicators and JWT access tokens, Auth0 APIs with the RFC 9068 token profile, Keycloak clients set to the "at+jwt" access token header type, Duende IdentityServer. NotIdToken: any JWT but an ID token, told apart by what ID tokens carry: an explicit typ other than JWT or at+jwt (e.g. id_token+jwt, logout+jwt), a nonce, at_hash, c_hash or s_hash claim, Keycloak's typ claim "ID"; for microsoft, neither azp nor appid (Entra ID access tokens always name their client there; its ID tokens never do); for oidc, an aud that is the clientId alone with no scope, scp or client_id claim (Okta ID tokens; set Any for an issuer whose access tokens look like that). Any: ID tokens too. Default by type: google Any (Google issues no JWT access tokens; its ID tokens are how its services call each other), microsoft and oidc NotIdToken (Entra ID and most issuers type both kinds "JWT" or not at all). Not for github. */
-  accessTokenType?: 'AtJwt' | 'NotIdToken' | 'Any';
-  /** microsoft only: with tenant common or organizations, which tenants are accepted. */
-  microsoft?: {
-    /** Entra ID tenant ids (lower-case GUIDs) whose tokens are accepted; at least one. A token's tid must be one of them and its iss https://login.microsoftonline.com/<tid>/v2.0 (the issuer template of the multi-tenant discovery document). Personal Microsoft accounts (tenant common) are tenant 9188040d-6c67-4c5b-b112-36a304b66dad. */
-    allowedTenants: string[];
-  };
 };
 
 export type OAuth2ProviderStatus = {
@@ -285,18 +276,18 @@ export interface AccessPolicy {
 }
 
 export type AccessPolicySpec = {
-  /** Which requests this applies to. Every listed field must match; an empty field matches everything. */
+  /** Which requests this applies to. Every listed field must match; an absent field matches everything, and an empty list is refused (write nothing instead). */
   match?: {
-    /** Hosts (":authority"), exact or with a leading "*." wildcard for one or more labels. */
+    /** Hosts (":authority"), lower-case, exact or with a leading "*." wildcard for one or more labels; at least one when present. */
     hosts?: string[];
-    /** Paths; a request matches if any of them matches. */
+    /** Paths; a request matches if any of them matches; at least one when present. */
     paths?: Array<{
       /** Prefix matches the path and everything below it, on segment boundaries; Exact matches only the path. */
       type: 'Prefix' | 'Exact';
-      /** Path, starting with "/". */
+      /** Path. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
       value: string;
     }>;
-    /** HTTP methods. */
+    /** HTTP methods; at least one when present. */
     methods?: Array<'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS' | 'CONNECT' | 'TRACE'>;
   };
   /** Enforce applies decisions; DryRun records what would have been decided (metrics, audit) and never denies. */
@@ -310,7 +301,7 @@ export type AccessPolicySpec = {
   };
   /** API keys kept in Kubernetes Secrets of this namespace, selected by label; each Secret holds one key. */
   apiKeys?: {
-    /** Labels the Secrets must carry. */
+    /** Labels the Secrets must carry; at least one. Keys are label keys ([prefix/]name), values label values (at most 63 characters: letters, digits, "-", "_", ".", alphanumeric at both ends). */
     selector: Record<string, string>;
     /** Header carrying the key. */
     header: string;
@@ -337,7 +328,7 @@ export type AccessPolicySpec = {
     email: string;
     /** Groups, comma-separated; a group name holding a comma is left out. */
     groups: string;
-    /** More headers: header name → claim name (nested claims with dots). A list claim is joined with commas as groups are; an object claim is sent as JSON. */
+    /** More headers: header name (an HTTP token) → claim name (nested claims with dots). A list claim is joined with commas as groups are; an object claim is sent as JSON. */
     claims?: Record<string, string>;
   };
   /** How the upstream treats letter case in paths. Unknown: a path with capitals is read both as sent and lowercased (as a case-insensitive upstream would route it), and the request is allowed only if both readings are; Sensitive: the upstream tells /Admin from /admin, so only the path as sent counts. */
@@ -348,47 +339,47 @@ export type AccessPolicySpec = {
     name: string;
     /** Allow, Deny, or Challenge (send the user back to the provider for a fresh or stronger login). */
     action: 'Allow' | 'Deny' | 'Challenge';
-    /** Conditions, all of which must hold. An absent field always holds. Identity fields never hold for anonymous requests. */
+    /** Conditions, all of which must hold. An absent field always holds; an empty list is refused (it would otherwise read as "anyone"). Identity fields never hold for anonymous requests. */
     when?: {
-      /** Provider-qualified subjects ("<provider>:<sub>") or verified emails. */
+      /** Provider-qualified subjects ("<provider>:<sub>") or verified emails. At least one when present. */
       subjects?: string[];
-      /** OAuth2Provider names. */
+      /** OAuth2Provider names. At least one when present. */
       providers?: string[];
-      /** Any of these groups. */
+      /** Any of these groups. At least one when present. */
       groups?: string[];
-      /** Any of these roles. */
+      /** Any of these roles. At least one when present. */
       roles?: string[];
-      /** All of these scopes. */
+      /** All of these scopes. At least one when present. */
       scopes?: string[];
-      /** Claim conditions. */
+      /** Claim conditions; at least one when present. */
       claims?: Array<{
         /** Claim name; nested claims with dots, e.g. realm_access.roles. */
         name: string;
         /** In: the claim (or one of its values) is in values; NotIn: none is; Exists / DoesNotExist: presence. */
         operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
-        /** Values for In and NotIn. */
+        /** Values for In and NotIn. At least one when present. */
         values?: string[];
       }>;
       /** Authenticated: a caller was identified; Anonymous: none was. */
       authenticated?: 'Authenticated' | 'Anonymous';
-      /** HTTP methods. */
+      /** HTTP methods; at least one when present. */
       methods?: Array<'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS' | 'CONNECT' | 'TRACE'>;
-      /** Paths. */
+      /** Paths; at least one when present. */
       paths?: Array<{
         /** Prefix matches the path and everything below it, on segment boundaries; Exact matches only the path. */
         type: 'Prefix' | 'Exact';
-        /** Path, starting with "/". */
+        /** Path. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
         value: string;
       }>;
-      /** Hosts. */
+      /** Hosts; at least one when present. */
       hosts?: string[];
-      /** Client address ranges. */
+      /** Client address ranges; at least one when present. */
       sourceCIDRs?: string[];
       /** A weekly time window. */
       schedule?: {
-        /** IANA time zone. */
+        /** Time zone of start and end. An IANA tz database name such as UTC, Europe/Paris or America/New_York (case-sensitive). */
         timeZone: string;
-        /** Days of the week; empty means every day. */
+        /** Days of the week; absent means every day (an empty list is refused). */
         days?: Array<'Mon' | 'Tue' | 'Wed' | 'Thu' | 'Fri' | 'Sat' | 'Sun'>;
         /** Start, HH:MM (inclusive). */
         start: string;
@@ -400,9 +391,9 @@ export type AccessPolicySpec = {
     challenge?: {
       /** OIDC prompt. */
       prompt: 'login' | 'consent' | 'select_account';
-      /** Requested authentication context class references. */
+      /** Requested authentication context class references. At least one when present. */
       acrValues?: string[];
-      /** Maximum age of the authentication. */
+      /** Maximum age of the authentication. Whole numbers with units ms, s, m, h, d or w, e.g. 90s, 1h30m, 7d. */
       maxAge?: string;
     };
   }>;
@@ -442,18 +433,18 @@ export interface RiskModel {
 }
 
 export type RiskModelSpec = {
-  /** Which requests this applies to. Every listed field must match; an empty field matches everything. */
+  /** Which requests this applies to. Every listed field must match; an absent field matches everything, and an empty list is refused (write nothing instead). */
   match?: {
-    /** Hosts (":authority"), exact or with a leading "*." wildcard for one or more labels. */
+    /** Hosts (":authority"), lower-case, exact or with a leading "*." wildcard for one or more labels; at least one when present. */
     hosts?: string[];
-    /** Paths; a request matches if any of them matches. */
+    /** Paths; a request matches if any of them matches; at least one when present. */
     paths?: Array<{
       /** Prefix matches the path and everything below it, on segment boundaries; Exact matches only the path. */
       type: 'Prefix' | 'Exact';
-      /** Path, starting with "/". */
+      /** Path. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
       value: string;
     }>;
-    /** HTTP methods. */
+    /** HTTP methods; at least one when present. */
     methods?: Array<'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS' | 'CONNECT' | 'TRACE'>;
   };
   /** Enforce applies decisions; DryRun records what would have been decided (metrics, audit) and never denies. */
@@ -485,13 +476,13 @@ export type RiskModelSpec = {
     /** At or above: deny and put the subject on the cluster-wide block list. */
     block: number;
   };
-  /** How long a blocked subject stays blocked. */
+  /** How long a blocked subject stays blocked. Whole numbers with units ms, s, m, h, d or w, e.g. 90s, 1h30m, 7d. */
   blockDuration: string;
   /** Concurrent checks are scored in one inference. */
   batch?: {
     /** Largest batch. */
     maxSize: number;
-    /** Longest a check waits for its batch to fill. */
+    /** Longest a check waits for its batch to fill. Whole numbers with units ms, s, m, h, d or w, e.g. 90s, 1h30m, 7d. */
     maxDelay: string;
   };
 };
@@ -532,7 +523,7 @@ export type RedisClusterSpec = {
   masters: number;
   /** Replicas of each master, placed on pods other than their master’s. */
   replicasPerMaster: number;
-  /** Container image. */
+  /** Container image. Printable ASCII without spaces. */
   image: string;
   /** Durability. */
   persistence?: {
@@ -545,12 +536,12 @@ export type RedisClusterSpec = {
   passwordSecretRef?: {
     /** Name of a Secret in the same namespace. */
     name: string;
-    /** Key in the Secret. */
+    /** Key in the Secret (letters, digits, "-", "_" and "."). */
     key: string;
   };
-  /** Extra redis.conf settings. */
+  /** Extra redis.conf settings. Names: redis.conf setting names in lower case (a-z, 0-9, "-"). Values: one line (no CR, LF or NUL). Names the operator manages are refused in any letter case: port, bind, cluster-enabled, cluster-config-file, cluster-announce-ip, dir, requirepass, masterauth, appendonly, appendfsync. */
   config?: Record<string, string>;
-  /** Compute resources of each pod. */
+  /** Compute resources of each pod. Names: cpu, memory, ephemeral-storage; quantities are non-negative decimals with an optional suffix (e.g. 500m, 2, 256Mi, 1.5Gi); a request may not exceed its limit. */
   resources?: {
     /** Requests, e.g. cpu: 100m, memory: 256Mi. */
     requests?: Record<string, number | string>;
@@ -559,15 +550,26 @@ export type RedisClusterSpec = {
   };
   /** Persistent volume of each pod. */
   storage?: {
-    /** Volume size. */
+    /** Volume size, a quantity greater than zero (e.g. 1Gi, 500Mi). */
     size: string;
-    /** StorageClass; empty uses the cluster default. */
+    /** StorageClass (a DNS subdomain); empty or absent uses the cluster default. */
     storageClassName?: string;
   };
-  /** Node selector for the pods. */
+  /** Node selector for the pods. Keys are label keys ([prefix/]name), values label values (at most 63 characters: letters, digits, "-", "_", ".", alphanumeric at both ends). */
   nodeSelector?: Record<string, string>;
   /** Tolerations for the pods (core/v1 Toleration). */
-  tolerations?: Record<string, unknown>[];
+  tolerations?: Array<{
+    /** Taint key (a label key); empty with operator Exists tolerates every taint. */
+    key?: string;
+    /** Exists or Equal. */
+    operator: 'Exists' | 'Equal';
+    /** Taint value (a label value); empty with operator Exists. */
+    value?: string;
+    /** Taint effect; empty matches every effect. */
+    effect?: '' | 'NoSchedule' | 'PreferNoSchedule' | 'NoExecute';
+    /** How long a NoExecute taint is tolerated. */
+    tolerationSeconds?: number;
+  }>;
 };
 
 export type RedisClusterStatus = {
@@ -621,7 +623,7 @@ export interface PostgresCluster {
 export type PostgresClusterSpec = {
   /** Instances: one primary, the rest streaming replicas. */
   instances: number;
-  /** Container image (PostgreSQL 15). */
+  /** Container image (PostgreSQL 15). Printable ASCII without spaces. */
   image: string;
   /** Synchronous replication: a commit is acknowledged only once `number` replicas have it, so failover loses no acknowledged commit. */
   synchronous?: {
@@ -634,16 +636,16 @@ export type PostgresClusterSpec = {
   failover?: {
     /** Promote a replica when the primary is lost. */
     enabled: boolean;
-    /** How long the primary must be unreachable before failover. */
+    /** How long the primary must be unreachable before failover; shorter than 1s, a brief hiccup would fail over. Whole numbers with units ms, s, m or h (e.g. 30s, 1m30s), at least 1s. */
     delay: string;
   };
-  /** Set to an instance (pod) name to move the primary there in a controlled switchover. */
+  /** Set to an instance (pod) name, <name>-<ordinal> with ordinal below instances, to move the primary there in a controlled switchover. */
   switchoverTo?: string;
   /** The application database. */
   database?: {
-    /** Database. */
+    /** Database; not postgres, template0 or template1. */
     name: string;
-    /** Owner role. */
+    /** Owner role; an ordinary role: not postgres, not starting with pg_. */
     owner: string;
   };
   /** Nox’s database schema (users, sessions, audit events, quota usage, overrides, risk events). */
@@ -655,19 +657,19 @@ export type PostgresClusterSpec = {
   superuserSecretRef?: {
     /** Name of a Secret in the same namespace. */
     name: string;
-    /** Key in the Secret. */
+    /** Key in the Secret (letters, digits, "-", "_" and "."). */
     key: string;
   };
   /** Application role password; generated when absent. */
   appSecretRef?: {
     /** Name of a Secret in the same namespace. */
     name: string;
-    /** Key in the Secret. */
+    /** Key in the Secret (letters, digits, "-", "_" and "."). */
     key: string;
   };
-  /** Extra postgresql.conf parameters. */
+  /** Extra postgresql.conf parameters. max_wal_senders and max_replication_slots, when set, must be whole numbers of at least instances + 1. Names: postgresql.conf parameter names in lower case (a-z, 0-9, "_", one "." for an extension's). Values: one line (no CR, LF or NUL). Names the operator manages are refused in any letter case: port, listen_addresses, data_directory, hba_file, ident_file, wal_level, hot_standby, primary_conninfo, primary_slot_name, synchronous_standby_names, archive_mode, restore_command, recovery_target, promote_trigger_file, password_encryption, wal_log_hints. */
   parameters?: Record<string, string>;
-  /** Compute resources of each pod. */
+  /** Compute resources of each pod. Names: cpu, memory, ephemeral-storage; quantities are non-negative decimals with an optional suffix (e.g. 500m, 2, 256Mi, 1.5Gi); a request may not exceed its limit. */
   resources?: {
     /** Requests, e.g. cpu: 100m, memory: 256Mi. */
     requests?: Record<string, number | string>;
@@ -676,12 +678,12 @@ export type PostgresClusterSpec = {
   };
   /** Persistent volume of each pod. */
   storage?: {
-    /** Volume size. */
+    /** Volume size, a quantity greater than zero (e.g. 1Gi, 500Mi). */
     size: string;
-    /** StorageClass; empty uses the cluster default. */
+    /** StorageClass (a DNS subdomain); empty or absent uses the cluster default. */
     storageClassName?: string;
   };
-  /** Node selector for the pods. */
+  /** Node selector for the pods. Keys are label keys ([prefix/]name), values label values (at most 63 characters: letters, digits, "-", "_", ".", alphanumeric at both ends). */
   nodeSelector?: Record<string, string>;
 };
 

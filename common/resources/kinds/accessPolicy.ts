@@ -1,12 +1,14 @@
 import { ageColumn, type KindDefinition, readyColumn, reasonColumn } from '../kind.js';
 import {
   arr,
+  celString,
   conditions,
   duration,
   enforcementMode,
   enumOf,
   httpMethods,
   int,
+  labelMap,
   listMap,
   mapOf,
   obj,
@@ -15,10 +17,15 @@ import {
   routeMatch,
   set,
   str,
+  timeZone,
 } from '../schema.js';
 
+/** A list of strings; when present it has at least one entry ([] would read as "no condition"). */
 const strings = (description: string, maxLength = 253) =>
-  set(description, str('Value.', { maxLength }), { maxItems: 32 });
+  set(`${description} At least one when present.`, str('Value.', { maxLength, minLength: 1 }), {
+    maxItems: 32,
+    minItems: 1,
+  });
 
 const claimCondition = obj(
   'A condition on a token claim.',
@@ -46,15 +53,11 @@ const claimCondition = obj(
 const schedule = obj(
   'A weekly time window.',
   {
-    timeZone: str('IANA time zone.', {
-      default: 'UTC',
-      maxLength: 64,
-      pattern: '^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$',
-    }),
+    timeZone: timeZone('Time zone of start and end.'),
     days: set(
-      'Days of the week; empty means every day.',
+      'Days of the week; absent means every day (an empty list is refused).',
       enumOf('Day.', ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun']),
-      { maxItems: 7 },
+      { maxItems: 7, minItems: 1 },
     ),
     start: str('Start, HH:MM (inclusive).', { pattern: patterns.clock, maxLength: 5 }),
     end: str('End, HH:MM (exclusive); an end before start spans midnight.', {
@@ -69,24 +72,44 @@ const schedule = obj(
 );
 
 const when = obj(
-  'Conditions, all of which must hold. An absent field always holds. Identity fields never hold for anonymous requests.',
+  'Conditions, all of which must hold. An absent field always holds; an empty list is refused (it would otherwise read as "anyone"). Identity fields never hold for anonymous requests.',
   {
     subjects: strings('Provider-qualified subjects ("<provider>:<sub>") or verified emails.'),
     providers: strings('OAuth2Provider names.', 63),
     groups: strings('Any of these groups.'),
     roles: strings('Any of these roles.'),
     scopes: strings('All of these scopes.'),
-    claims: arr('Claim conditions.', claimCondition, { maxItems: 16 }),
+    claims: arr('Claim conditions; at least one when present.', claimCondition, {
+      maxItems: 16,
+      minItems: 1,
+    }),
     authenticated: enumOf('Authenticated: a caller was identified; Anonymous: none was.', [
       'Authenticated',
       'Anonymous',
     ]),
-    methods: set('HTTP methods.', enumOf('Method.', httpMethods), { maxItems: 9 }),
-    paths: arr('Paths.', pathMatch, { maxItems: 32 }),
-    hosts: set('Hosts.', str('Host.', { pattern: patterns.hostname }), { maxItems: 32 }),
-    sourceCIDRs: set('Client address ranges.', str('CIDR.', { pattern: patterns.cidr, maxLength: 64 }), {
-      maxItems: 32,
+    methods: set('HTTP methods; at least one when present.', enumOf('Method.', httpMethods), {
+      maxItems: 9,
+      minItems: 1,
     }),
+    paths: arr('Paths; at least one when present.', pathMatch, { maxItems: 32, minItems: 1 }),
+    hosts: set('Hosts; at least one when present.', str('Host.', { pattern: patterns.hostname }), {
+      maxItems: 32,
+      minItems: 1,
+    }),
+    sourceCIDRs: set(
+      'Client address ranges; at least one when present.',
+      str('An IPv4 or IPv6 CIDR, e.g. 10.0.0.0/8 or 2001:db8::/32 (no zone, no IPv4-mapped IPv6).', {
+        pattern: patterns.cidr,
+        maxLength: 64,
+        'x-kubernetes-validations': [
+          {
+            rule: 'isCIDR(self)',
+            message: 'must be an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or 2001:db8::/32',
+          },
+        ],
+      }),
+      { maxItems: 32, minItems: 1 },
+    ),
     schedule,
   },
 );
@@ -149,7 +172,7 @@ export const accessPolicy: KindDefinition = {
     apiKeys: obj(
       'API keys kept in Kubernetes Secrets of this namespace, selected by label; each Secret holds one key.',
       {
-        selector: mapOf('Labels the Secrets must carry.', str('Value.', { maxLength: 63 }), {
+        selector: labelMap('Labels the Secrets must carry; at least one.', {
           minProperties: 1,
           maxProperties: 8,
         }),
@@ -202,10 +225,16 @@ export const accessPolicy: KindDefinition = {
           maxLength: 64,
         }),
         claims: mapOf(
-          'More headers: header name → claim name (nested claims with dots). A list claim is joined with commas as groups are; an object claim is sent as JSON.',
-          str('Claim.', { maxLength: 128 }),
+          'More headers: header name (an HTTP token) → claim name (nested claims with dots). A list claim is joined with commas as groups are; an object claim is sent as JSON.',
+          str('Claim.', { maxLength: 128, minLength: 1 }),
           {
             maxProperties: 16,
+            'x-kubernetes-validations': [
+              {
+                rule: `self.all(k, size(k) <= 64 && k.matches(${celString(patterns.headerName)}))`,
+                message: 'keys must be HTTP header names of at most 64 characters',
+              },
+            ],
           },
         ),
       },

@@ -2,15 +2,18 @@ import { ageColumn, type KindDefinition, readyColumn, reasonColumn } from '../ki
 import {
   arr,
   bool,
+  boundedDuration,
+  clusterName,
   conditions,
-  duration,
   enumOf,
+  image,
   int,
-  mapOf,
+  labelMap,
   obj,
   patterns,
   resources,
   secretKeyRef,
+  settingsMap,
   storage,
   str,
 } from '../schema.js';
@@ -33,6 +36,12 @@ export const reservedPostgresParameters = [
   'promote_trigger_file',
 ] as const;
 
+/** Written by the operator after the user's parameters (operator/postgres/desired.ts operatorOwnedParameters). */
+const operatorWrittenParameters = ['password_encryption', 'wal_log_hints'] as const;
+
+/** Databases PostgreSQL itself needs. */
+const systemDatabases = ['postgres', 'template0', 'template1'] as const;
+
 export const postgresCluster: KindDefinition = {
   kind: 'PostgresCluster',
   plural: 'postgresclusters',
@@ -49,7 +58,7 @@ export const postgresCluster: KindDefinition = {
         maximum: 9,
         default: 3,
       }),
-      image: str('Container image (PostgreSQL 15).', { default: 'postgres:15', maxLength: 512 }),
+      image: image('Container image (PostgreSQL 15).', 'postgres:15'),
       synchronous: obj(
         'Synchronous replication: a commit is acknowledged only once `number` replicas have it, so failover loses no acknowledged commit.',
         {
@@ -63,16 +72,45 @@ export const postgresCluster: KindDefinition = {
       ),
       failover: obj('Automatic failover.', {
         enabled: bool('Promote a replica when the primary is lost.', { default: true }),
-        delay: duration('How long the primary must be unreachable before failover.', { default: '5s' }),
+        delay: boundedDuration(
+          'How long the primary must be unreachable before failover; shorter than 1s, a brief hiccup would fail over.',
+          { name: 'failover.delay', min: '1s' },
+          { default: '5s' },
+        ),
       }),
       switchoverTo: str(
-        'Set to an instance (pod) name to move the primary there in a controlled switchover.',
+        'Set to an instance (pod) name, <name>-<ordinal> with ordinal below instances, to move the primary there in a controlled switchover.',
         { pattern: patterns.dnsLabel, maxLength: 63 },
       ),
-      database: obj('The application database.', {
-        name: str('Database.', { default: 'nox', pattern: '^[a-z_][a-z0-9_]*$', maxLength: 63 }),
-        owner: str('Owner role.', { default: 'nox', pattern: '^[a-z_][a-z0-9_]*$', maxLength: 63 }),
-      }),
+      database: obj(
+        'The application database.',
+        {
+          name: str('Database; not postgres, template0 or template1.', {
+            default: 'nox',
+            pattern: '^[a-z_][a-z0-9_]*$',
+            maxLength: 63,
+          }),
+          owner: str('Owner role; an ordinary role: not postgres, not starting with pg_.', {
+            default: 'nox',
+            pattern: '^[a-z_][a-z0-9_]*$',
+            maxLength: 63,
+          }),
+        },
+        {
+          rules: [
+            {
+              rule: `!(self.name in ${JSON.stringify(systemDatabases).replaceAll('"', "'")})`,
+              message: `name must not be a system database (${systemDatabases.join(', ')})`,
+              fieldPath: '.name',
+            },
+            {
+              rule: "self.owner != 'postgres' && !self.owner.startsWith('pg_')",
+              message: 'owner must be an ordinary role: not postgres, not starting with pg_',
+              fieldPath: '.owner',
+            },
+          ],
+        },
+      ),
       migrations: obj(
         'Nox’s database schema (users, sessions, audit events, quota usage, overrides, risk events).',
         {
@@ -84,14 +122,20 @@ export const postgresCluster: KindDefinition = {
       ),
       superuserSecretRef: secretKeyRef('Superuser password; generated when absent.', 'password'),
       appSecretRef: secretKeyRef('Application role password; generated when absent.', 'password'),
-      parameters: mapOf('Extra postgresql.conf parameters.', str('Value.', { maxLength: 1024 }), {
-        maxProperties: 64,
-      }),
+      parameters: settingsMap(
+        'Extra postgresql.conf parameters. max_wal_senders and max_replication_slots, when set, must be whole numbers of at least instances + 1.',
+        {
+          field: 'parameters',
+          namePattern: '^[a-z_][a-z0-9_]*([.][a-z_][a-z0-9_]*)?$',
+          nameHint:
+            'postgresql.conf parameter names in lower case (a-z, 0-9, "_", one "." for an extension\'s)',
+          reserved: [...reservedPostgresParameters, ...operatorWrittenParameters],
+          maxProperties: 64,
+        },
+      ),
       resources,
       storage,
-      nodeSelector: mapOf('Node selector for the pods.', str('Value.', { maxLength: 63 }), {
-        maxProperties: 16,
-      }),
+      nodeSelector: labelMap('Node selector for the pods.'),
     },
     {
       rules: [
@@ -100,11 +144,16 @@ export const postgresCluster: KindDefinition = {
           message: 'synchronous.number must be less than instances (it counts replicas)',
           fieldPath: '.synchronous.number',
         },
+        ...(['max_wal_senders', 'max_replication_slots'] as const).map((k) => ({
+          // operator/postgres/desired.ts minimumSenders: one per replica, plus two.
+          rule: `!has(self.parameters) || !('${k}' in self.parameters) || (self.parameters['${k}'].matches('^[0-9]{1,9}$') && int(self.parameters['${k}']) >= self.instances + 1)`,
+          message: `parameters.${k} must be a whole number of at least instances + 1`,
+          fieldPath: `.parameters['${k}']`,
+        })),
         {
-          rule: `!has(self.parameters) || self.parameters.all(k, !(k in ${JSON.stringify(reservedPostgresParameters).replaceAll('"', "'")}))`,
-          message: `parameters must not set settings the operator manages: ${reservedPostgresParameters.join(', ')}`,
-          fieldPath: '.parameters',
-          reason: 'FieldValueForbidden',
+          rule: '!has(self.appSecretRef) || !has(self.superuserSecretRef) || self.appSecretRef.name != self.superuserSecretRef.name || self.appSecretRef.key != self.superuserSecretRef.key',
+          message: 'appSecretRef must not be the superuser password',
+          fieldPath: '.appSecretRef',
         },
         {
           rule: '!has(self.switchoverTo) || self.instances > 1',
@@ -114,6 +163,16 @@ export const postgresCluster: KindDefinition = {
       ],
     },
   ),
+  name: clusterName,
+  rules: [
+    {
+      // operator/postgres/desired.ts instanceNames: <name>-0 ... <name>-<instances-1>.
+      rule: "!has(self.spec.switchoverTo) || (self.spec.switchoverTo.startsWith(self.metadata.name + '-') && self.spec.switchoverTo.substring(size(self.metadata.name) + 1).matches('^[0-9]$') && int(self.spec.switchoverTo.substring(size(self.metadata.name) + 1)) < self.spec.instances)",
+      message:
+        'switchoverTo must name an instance of this cluster: <name>-<ordinal>, ordinal below instances',
+      fieldPath: '.spec.switchoverTo',
+    },
+  ],
   status: obj('Observed state.', {
     observedGeneration: int('Generation the status describes.', { minimum: 0 }),
     currentPrimary: str('Pod that is primary now.'),

@@ -1,6 +1,7 @@
 import { ageColumn, type KindDefinition, readyColumn, reasonColumn } from '../kind.js';
 import {
   arr,
+  celString,
   conditions,
   enforcementMode,
   enumOf,
@@ -11,21 +12,39 @@ import {
   patterns,
   routeMatch,
   str,
+  timeZone,
 } from '../schema.js';
+
+const windowPattern = '^[1-9][0-9]{0,5}(s|m|h|d|w)$';
+const seconds = "{'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}";
+
+/** The name a limit is known by: its name, else its window (1h), else its calendar (day). */
+const limitName = (l: string) =>
+  `(has(${l}.name) ? ${l}.name : (has(${l}.window) ? ${l}.window : (has(${l}.calendar) ? {'Day': 'day', 'Week': 'week', 'Month': 'month', 'Year': 'year'}[${l}.calendar] : '')))`;
 
 const limit = obj(
   'One limit: at most `requests` (weighted by cost) per window. A request must pass every limit of its tier that matches it.',
   {
-    name: str('Name shown in RateLimit-Policy and metrics; defaults to the window.', {
-      pattern: patterns.dnsLabel,
-      maxLength: 63,
-    }),
+    name: str(
+      'Name shown in RateLimit-Policy and metrics; defaults to the window (e.g. 1h) or the calendar in lower case (e.g. day). Unique within the tier, defaults included.',
+      {
+        pattern: patterns.dnsLabel,
+        maxLength: 63,
+      },
+    ),
     requests: int('Requests allowed per window.', { minimum: 1, maximum: 1_000_000_000 }),
     window: str(
       'Rolling window: a number and one unit of s, m, h, d or w, e.g. 1s, 90s, 1h, 1d, 1w (at most 366d).',
       {
-        pattern: '^[1-9][0-9]{0,5}(s|m|h|d|w)$',
+        pattern: windowPattern,
         maxLength: 8,
+        'x-kubernetes-validations': [
+          {
+            // The guard leaves a malformed value to the pattern's error.
+            rule: `!self.matches(${celString(windowPattern)}) || int(self.substring(0, size(self) - 1)) * ${seconds}[self.substring(size(self) - 1)] <= 31622400`,
+            message: 'window must not be longer than 366d (52w)',
+          },
+        ],
       },
     ),
     calendar: enumOf(
@@ -51,7 +70,17 @@ const tier = obj(
     name: str('Tier name, e.g. free, pro.', { pattern: patterns.dnsLabel, maxLength: 63 }),
     limits: arr('Limits, all enforced at once.', limit, { minItems: 1, maxItems: 8 }),
   },
-  { required: ['name', 'limits'] },
+  {
+    required: ['name', 'limits'],
+    rules: [
+      {
+        rule: `self.limits.all(a, self.limits.exists_one(b, ${limitName('b')} == ${limitName('a')}))`,
+        message:
+          'limit names must be unique within a tier; a limit without a name is named by its window (e.g. 1h) or calendar (e.g. day)',
+        fieldPath: '.limits',
+      },
+    ],
+  },
 );
 
 const subjectSource = obj(
@@ -61,11 +90,19 @@ const subjectSource = obj(
       'User: the authenticated subject; Client: the OAuth2 client id; ApiKey: the key (hashed) in header `name`; SourceIP: the client address; Header or Claim: the value of header or token claim `name`.',
       ['User', 'Client', 'ApiKey', 'SourceIP', 'Header', 'Claim'],
     ),
-    name: str('Header or claim name, for ApiKey, Header and Claim.', { maxLength: 128 }),
+    name: str('Header or claim name, for ApiKey, Header and Claim; a header name is an HTTP token.', {
+      maxLength: 128,
+      minLength: 1,
+    }),
   },
   {
     required: ['type'],
     rules: [
+      {
+        rule: `!(self.type in ['ApiKey', 'Header']) || !has(self.name) || self.name.matches(${celString(patterns.headerName)})`,
+        message: 'name must be an HTTP header name for ApiKey and Header',
+        fieldPath: '.name',
+      },
       {
         rule: "!(self.type in ['ApiKey', 'Header', 'Claim']) || has(self.name)",
         message: 'name is required for ApiKey, Header and Claim',
@@ -135,11 +172,7 @@ export const quotaPolicy: KindDefinition = {
         ),
         { maxItems: 32 },
       ),
-      timeZone: str('IANA time zone for calendar windows.', {
-        default: 'UTC',
-        maxLength: 64,
-        pattern: '^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$',
-      }),
+      timeZone: timeZone('Time zone of calendar windows.'),
     },
     {
       rules: [

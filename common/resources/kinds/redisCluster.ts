@@ -2,15 +2,19 @@ import { ageColumn, type KindDefinition, readyColumn, reasonColumn } from '../ki
 import {
   arr,
   bool,
+  clusterName,
   conditions,
   enumOf,
+  image,
   int,
-  mapOf,
+  labelMap,
   obj,
   resources,
   secretKeyRef,
+  settingsMap,
   storage,
   str,
+  tolerations,
 } from '../schema.js';
 
 /** redis.conf settings the operator owns; a user value for them would break the cluster. */
@@ -34,48 +38,36 @@ export const redisCluster: KindDefinition = {
   shortNames: ['nrc'],
   role: 'cluster',
   description: 'A Redis Cluster run by the Nox operator for quotas, sessions and the block list.',
-  spec: obj(
-    'Size, persistence and resources.',
-    {
-      masters: int('Master nodes; Redis Cluster needs at least 3 for failover by majority.', {
-        minimum: 3,
-        maximum: 100,
-        default: 3,
-      }),
-      replicasPerMaster: int('Replicas of each master, placed on pods other than their master’s.', {
-        minimum: 0,
-        maximum: 5,
-        default: 1,
-      }),
-      image: str('Container image.', { default: 'redis:7.0', maxLength: 512 }),
-      persistence: obj('Durability.', {
-        appendOnly: bool('AOF persistence, so usage survives restarts.', { default: true }),
-        appendFsync: enumOf('AOF fsync policy.', ['always', 'everysec', 'no'], { default: 'everysec' }),
-      }),
-      passwordSecretRef: secretKeyRef('Password Secret; the operator generates one when absent.', 'password'),
-      config: mapOf('Extra redis.conf settings.', str('Value.', { maxLength: 1024 }), { maxProperties: 32 }),
-      resources,
-      storage,
-      nodeSelector: mapOf('Node selector for the pods.', str('Value.', { maxLength: 63 }), {
-        maxProperties: 16,
-      }),
-      tolerations: arr(
-        'Tolerations for the pods (core/v1 Toleration).',
-        { type: 'object', 'x-kubernetes-preserve-unknown-fields': true },
-        { maxItems: 16 },
-      ),
-    },
-    {
-      rules: [
-        {
-          rule: `!has(self.config) || self.config.all(k, !(k in ${JSON.stringify(reservedRedisSettings).replaceAll('"', "'")}))`,
-          message: `config must not set settings the operator manages: ${reservedRedisSettings.join(', ')}`,
-          fieldPath: '.config',
-          reason: 'FieldValueForbidden',
-        },
-      ],
-    },
-  ),
+  spec: obj('Size, persistence and resources.', {
+    masters: int('Master nodes; Redis Cluster needs at least 3 for failover by majority.', {
+      minimum: 3,
+      maximum: 100,
+      default: 3,
+    }),
+    replicasPerMaster: int('Replicas of each master, placed on pods other than their master’s.', {
+      minimum: 0,
+      maximum: 5,
+      default: 1,
+    }),
+    image: image('Container image.', 'redis:7.0'),
+    persistence: obj('Durability.', {
+      appendOnly: bool('AOF persistence, so usage survives restarts.', { default: true }),
+      appendFsync: enumOf('AOF fsync policy.', ['always', 'everysec', 'no'], { default: 'everysec' }),
+    }),
+    passwordSecretRef: secretKeyRef('Password Secret; the operator generates one when absent.', 'password'),
+    config: settingsMap('Extra redis.conf settings.', {
+      field: 'config',
+      namePattern: '^[a-z][a-z0-9-]*$',
+      nameHint: 'redis.conf setting names in lower case (a-z, 0-9, "-")',
+      reserved: reservedRedisSettings,
+      maxProperties: 32,
+    }),
+    resources,
+    storage,
+    nodeSelector: labelMap('Node selector for the pods.'),
+    tolerations,
+  }),
+  name: clusterName,
   status: obj('Observed state.', {
     observedGeneration: int('Generation the status describes.', { minimum: 0 }),
     readyNodes: int('Nodes up and in the cluster.', { minimum: 0 }),
