@@ -175,7 +175,8 @@ function build(
       if (!ownership.hosts.has(r.key)) continue; // every host it listed belongs elsewhere
       const hosts = ownership.hosts.get(r.key);
       access.add({ ...c.spec.match, ...(hosts ? { hosts } : {}) }, c.value);
-      identityHeaders.push({ hosts: c.spec.match?.hosts, names: c.value.identityHeaderNames });
+      // The hosts it applies to: a host another namespace owns never has this policy's names stripped.
+      identityHeaders.push({ hosts: hosts ?? c.spec.match?.hosts, names: c.value.identityHeaderNames });
       for (const p of c.value.providers) {
         if (!providers.has(`${ns}/${p}`)) {
           warnings.push({

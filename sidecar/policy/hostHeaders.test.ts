@@ -65,4 +65,29 @@ spec:
     expect(app).not.toContain('x-other-user');
     expect(s.identityHeaderNames.forHost('other.test')).toContain('x-other-user');
   });
+
+  it('leaves out a policy on a host another namespace owns: a tenant cannot strip headers from another’s host', () => {
+    const policy = (ns: string, created: string, hosts: string[], user: string) =>
+      ({
+        apiVersion: 'nox.dev/v1alpha1',
+        kind: 'AccessPolicy',
+        metadata: { name: 'p', namespace: ns, creationTimestamp: created },
+        spec: { match: { hosts }, defaultAction: 'Allow', identityHeaders: { user } },
+        origin: `${ns}.yaml`,
+      }) as RawResource;
+    const s = compileSnapshot(
+      {
+        resources: [
+          policy('shop', '2026-01-01T00:00:00Z', ['shop.test'], 'x-shop-user'),
+          policy('rogue', '2026-02-01T00:00:00Z', ['rogue.test', 'shop.test'], 'authorization'),
+        ],
+        problems: [],
+      },
+      undefined,
+      1,
+    );
+    expect(s.identityHeaderNames.forHost('shop.test')).toContain('x-shop-user');
+    expect(s.identityHeaderNames.forHost('shop.test')).not.toContain('authorization');
+    expect(s.identityHeaderNames.forHost('rogue.test')).toContain('authorization');
+  });
 });
