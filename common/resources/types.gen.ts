@@ -139,6 +139,8 @@ export interface OAuth2Provider {
 export type OAuth2ProviderSpec = {
   /** Preset: google, github, microsoft (Entra ID, tenant-aware) or oidc (any issuer, by discovery). Presets fill endpoints and claim names; every field below overrides them. */
   type: 'google' | 'github' | 'microsoft' | 'oidc';
+  /** What people see for this provider on the login chooser page (Sign in with <displayName>): plain text, no control characters or surrounding spaces. Absent: the name of the preset (Google, GitHub, Microsoft), else the host of the issuer; never the resource name. */
+  displayName?: string;
   /** Issuer URL (required for oidc). Discovery reads <issuer>/.well-known/openid-configuration. With login.enabled it must be https (plain http only to 127.0.0.1, localhost or [::1]). http(s)://host[:port][/path]: a DNS name, an IPv4 address or [::1]; printable ASCII, no fragment. */
   issuer?: string;
   /** Entra ID tenant id or domain (microsoft): letters, digits, "." and "-"; "organizations" or "common" accept any tenant. */
@@ -240,6 +242,13 @@ export type OAuth2ProviderSpec = {
   };
   /** Link this provider’s users to users of other providers with the same verified email. Never done silently. */
   linkAccountsByEmail: boolean;
+  /** Which bearer JWTs count as access tokens; a token refused here is a 401 "an ID token is not an access token". AtJwt: only RFC 9068 access tokens, header typ "at+jwt" or "application/at+jwt" (RFC 9068 §4); set it when the issuer issues them: oidc-provider with resource indicators and JWT access tokens, Auth0 APIs with the RFC 9068 token profile, Keycloak clients set to the "at+jwt" access token header type, Duende IdentityServer. NotIdToken: any JWT but an ID token, told apart by what ID tokens carry: an explicit typ other than JWT or at+jwt (e.g. id_token+jwt, logout+jwt), a nonce, at_hash, c_hash or s_hash claim, Keycloak's typ claim "ID"; for microsoft, neither azp nor appid (Entra ID access tokens always name their client there; its ID tokens never do); for oidc, an aud that is the clientId alone with no scope, scp or client_id claim (Okta ID tokens; set Any for an issuer whose access tokens look like that). Any: ID tokens too. Default by type: google Any (Google issues no JWT access tokens; its ID tokens are how its services call each other), microsoft and oidc NotIdToken (Entra ID and most issuers type both kinds "JWT" or not at all). Not for github. */
+  accessTokenType?: 'AtJwt' | 'NotIdToken' | 'Any';
+  /** microsoft only: with tenant common or organizations, which tenants are accepted. */
+  microsoft?: {
+    /** Entra ID tenant ids (lower-case GUIDs) whose tokens are accepted; at least one. A token's tid must be one of them and its iss https://login.microsoftonline.com/<tid>/v2.0 (the issuer template of the multi-tenant discovery document). Personal Microsoft accounts (tenant common) are tenant 9188040d-6c67-4c5b-b112-36a304b66dad. */
+    allowedTenants: string[];
+  };
 };
 
 export type OAuth2ProviderStatus = {

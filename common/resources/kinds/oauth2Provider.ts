@@ -30,6 +30,11 @@ const algorithms = [
   'EdDSA',
 ] as const;
 
+/** Entra ID's multi-tenant endpoints ("common", "organizations"), in any case (their URLs are case-insensitive). */
+const multiTenant = `^(${['common', 'organizations']
+  .map((t) => [...t].map((c) => `[${c}${c.toUpperCase()}]`).join(''))
+  .join('|')})$`;
+
 /** An endpoint of the provider, in a shape Node's URL parser reads as written. */
 const url = (description: string) =>
   str(
@@ -50,6 +55,14 @@ export const oauth2Provider: KindDefinition = {
       type: enumOf(
         'Preset: google, github, microsoft (Entra ID, tenant-aware) or oidc (any issuer, by discovery). Presets fill endpoints and claim names; every field below overrides them.',
         ['google', 'github', 'microsoft', 'oidc'],
+      ),
+      displayName: str(
+        'What people see for this provider on the login chooser page (Sign in with <displayName>): plain text, no control characters or surrounding spaces. Absent: the name of the preset (Google, GitHub, Microsoft), else the host of the issuer; never the resource name.',
+        {
+          minLength: 1,
+          maxLength: 64,
+          pattern: '^[^\\s\\x00-\\x1f\\x7f]([^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f])?$',
+        },
       ),
       issuer: url(
         'Issuer URL (required for oidc). Discovery reads <issuer>/.well-known/openid-configuration. With login.enabled it must be https (plain http only to 127.0.0.1, localhost or [::1]).',
@@ -185,6 +198,24 @@ export const oauth2Provider: KindDefinition = {
           default: false,
         },
       ),
+      accessTokenType: enumOf(
+        'Which bearer JWTs count as access tokens; a token refused here is a 401 "an ID token is not an access token". AtJwt: only RFC 9068 access tokens, header typ "at+jwt" or "application/at+jwt" (RFC 9068 §4); set it when the issuer issues them: oidc-provider with resource indicators and JWT access tokens, Auth0 APIs with the RFC 9068 token profile, Keycloak clients set to the "at+jwt" access token header type, Duende IdentityServer. NotIdToken: any JWT but an ID token, told apart by what ID tokens carry: an explicit typ other than JWT or at+jwt (e.g. id_token+jwt, logout+jwt), a nonce, at_hash, c_hash or s_hash claim, Keycloak\'s typ claim "ID"; for microsoft, neither azp nor appid (Entra ID access tokens always name their client there; its ID tokens never do); for oidc, an aud that is the clientId alone with no scope, scp or client_id claim (Okta ID tokens; set Any for an issuer whose access tokens look like that). Any: ID tokens too. Default by type: google Any (Google issues no JWT access tokens; its ID tokens are how its services call each other), microsoft and oidc NotIdToken (Entra ID and most issuers type both kinds "JWT" or not at all). Not for github.',
+        ['AtJwt', 'NotIdToken', 'Any'],
+      ),
+      microsoft: obj(
+        'microsoft only: with tenant common or organizations, which tenants are accepted.',
+        {
+          allowedTenants: set(
+            "Entra ID tenant ids (lower-case GUIDs) whose tokens are accepted; at least one. A token's tid must be one of them and its iss https://login.microsoftonline.com/<tid>/v2.0 (the issuer template of the multi-tenant discovery document). Personal Microsoft accounts (tenant common) are tenant 9188040d-6c67-4c5b-b112-36a304b66dad.",
+            str('Tenant id.', {
+              pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$',
+              maxLength: 36,
+            }),
+            { minItems: 1, maxItems: 64 },
+          ),
+        },
+        { required: ['allowedTenants'] },
+      ),
     },
     {
       required: ['type', 'clientId'],
@@ -212,6 +243,27 @@ export const oauth2Provider: KindDefinition = {
           rule: "!has(self.tenant) || self.type == 'microsoft'",
           message: 'tenant only applies to type microsoft',
           fieldPath: '.tenant',
+          reason: 'FieldValueForbidden',
+        },
+        {
+          // Any tenant would do otherwise: Entra ID signs every tenant's tokens with the same keys.
+          rule: `self.type != 'microsoft' || !has(self.tenant) || !self.tenant.matches('${multiTenant}') || has(self.microsoft)`,
+          message:
+            'tenant common or organizations needs microsoft.allowedTenants: without it a token of any Entra ID tenant would be accepted',
+          fieldPath: '.microsoft',
+          reason: 'FieldValueRequired',
+        },
+        {
+          rule: `!has(self.microsoft) || (self.type == 'microsoft' && has(self.tenant) && self.tenant.matches('${multiTenant}'))`,
+          message:
+            'microsoft.allowedTenants only applies to type microsoft with tenant common or organizations (a single tenant accepts its own only)',
+          fieldPath: '.microsoft',
+          reason: 'FieldValueForbidden',
+        },
+        {
+          rule: "!has(self.accessTokenType) || self.type != 'github'",
+          message: 'accessTokenType does not apply to github, whose tokens are opaque',
+          fieldPath: '.accessTokenType',
           reason: 'FieldValueForbidden',
         },
         {
