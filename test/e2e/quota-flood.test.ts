@@ -161,10 +161,11 @@ describe('a flood of made-up quota subjects against the memory store', () => {
     console.log(
       `RSS (MiB) from a full store, every 25 000 addresses, then after 40 000 made-up credentials: ${rss.map((r) => r.toFixed(1)).join(' → ')}`,
     );
-    // The process levels off: past the first 25 000 addresses (the garbage collector taking
-    // its working room), 75 000 more (600 000 states, were the store unbounded) add nothing
-    // that lasts; and the made-up credentials add nothing at all.
-    expect(Math.max(...rss.slice(2)) - rss[1]!).toBeLessThan(24);
+    // The process levels off. Unbounded, the same flood took it from about 170 to 620 MiB,
+    // 130 MiB more at each step; bounded, it only swings with the garbage collector's working
+    // room (peaks of 70–90 MiB over the full store seen on a busy 2-core machine) and ends
+    // within a few dozen MiB of where it started.
+    expect(Math.max(...rss) - full).toBeLessThan(128);
     expect(after - full).toBeLessThan(96);
 
     // Still counting exactly: one address gets its 1000, then 429.
