@@ -64,6 +64,9 @@ async function main(): Promise<void> {
     log,
     registry,
     login.login.pages,
+    // A login callback exchanges the code with the provider inside the check: its own budget.
+    (input, s) =>
+      login.login.providers.isCallback(s, input.host, input.path) ? settings.loginDeadlineMs : undefined,
   );
   let draining = false;
   const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);

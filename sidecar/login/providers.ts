@@ -6,7 +6,7 @@ import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
 import type { SecretStore } from '../secrets/secretStore.js';
 import { discover, LoginUnavailable } from './discovery.js';
-import { loginHosts } from './loginHosts.js';
+import { bindsHost, loginHosts } from './loginHosts.js';
 import type { LoginProvider } from './provider.js';
 import { KeyError, Keyring, parseKeys } from './seal.js';
 
@@ -117,6 +117,15 @@ export class LoginProviders {
         this.log.error({ provider: p.key, err: String(e) }, 'browser login cannot work for this provider');
       }
     }
+  }
+
+  /** Is this a login callback path on a host that provider's login is bound to (login.ts answers it)? */
+  isCallback(s: Snapshot, host: string, path: string): boolean {
+    return (
+      this.index(s)
+        .callbacks.get(path)
+        ?.some((p) => bindsHost(p.hosts, host)) ?? false
+    );
   }
 
   /** The providers a policy offers unauthenticated browsers (`spec.login.providers`). */

@@ -6,7 +6,9 @@ import { type ErrorCode, errorSpec } from '../errors.js';
 import { pageRequestOf } from '../login/errorPages.js';
 import { Pages } from '../login/pages.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
+import type { Snapshot } from '../policy/snapshot.js';
 import type { PolicyStore } from '../policy/store.js';
+import type { CheckInput } from '../request/input.js';
 import type { Decision } from '../request/outcome.js';
 import { decodeCheckRequest, MalformedRequest } from '../stages/decode.js';
 import { type BrowserView, denyResponse, toCheckResponse } from '../stages/respond.js';
@@ -31,6 +33,9 @@ export class Checker {
     registry: Registry,
     /** The pages browsers get for a deny (title, logo, default page: sidecar settings). */
     private readonly pages = new Pages(),
+    /** A check that gets another deadline than deadlineMs (a login callback); undefined: the usual. */
+    private readonly deadlineFor: (input: CheckInput, snapshot: Snapshot) => number | undefined = () =>
+      undefined,
   ) {
     this.#checks = new Counter({
       name: 'nox_checks_total',
@@ -118,11 +123,12 @@ export class Checker {
     }
     const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
+    const ms = this.deadlineFor(input, snapshot) ?? this.deadlineMs;
     const deadline = new Promise<Decision>((res) => {
       timer = setTimeout(() => {
         abort.abort();
-        res(deny('DEADLINE_EXCEEDED', `no decision within ${this.deadlineMs} ms`));
-      }, this.deadlineMs);
+        res(deny('DEADLINE_EXCEEDED', `no decision within ${ms} ms`));
+      }, ms);
     });
     try {
       return await Promise.race([

@@ -231,6 +231,12 @@ export const definitions = {
     doc: 'How long fetched signing keys are used without re-fetching; during a provider outage they keep validating until then.',
     parse: positiveInt(86_400_000),
   },
+  loginDeadlineMs: {
+    env: 'NOX_LOGIN_DEADLINE_MS',
+    default: 5000,
+    doc: 'Deadline of a check on a login callback path (on a host the login is bound to): the code exchange and the ID token check are round trips to the provider inside it, so a slow provider must not fail a login at NOX_CHECK_DEADLINE_MS. Envoy must give those paths a longer ext_authz timeout too (a per-route check_settings.grpc_service, see examples/gateways/envoy.yaml).',
+    parse: positiveInt(60_000),
+  },
   checkDeadlineMs: {
     env: 'NOX_CHECK_DEADLINE_MS',
     default: 150,

@@ -142,6 +142,9 @@ describe('bad input at the browser login, through real Envoy', () => {
       upstreamPort: upstream.port,
       listenPort: port,
       authzTimeoutMs: 3000,
+      // As examples/gateways/envoy.yaml: the callbacks get the login's budget, not the check's.
+      loginCallbackPaths: ['/oauth2/callback', '/oauth2/brief'],
+      loginTimeoutMs: 6000,
     });
   });
   afterAll(async () => {
@@ -245,6 +248,20 @@ describe('bad input at the browser login, through real Envoy', () => {
       expect(callback.headers['set-cookie'], host).toBeUndefined();
     }
     expect(await raw.dbsize()).toBe(keysBefore); // no session, no lock, nothing in the store
+  });
+
+  it('gives a login callback its own budget: a provider slower than the check deadline still completes the login', async () => {
+    // Past NOX_CHECK_DEADLINE_MS (2.5 s) and Envoy's ext_authz timeout (3 s), within the
+    // login's NOX_LOGIN_DEADLINE_MS (5 s) and the callback route's timeout (6 s).
+    op.tokenDelayMs = 3000;
+    try {
+      const { browser } = await login('alice', '/app/slow-provider');
+      const page = await browser.request(`${origin}/app/slow-provider`);
+      expect(page.status).toBe(200);
+      expect(seenBy(page)['x-nox-user']).toBe('corp:alice');
+    } finally {
+      op.tokenDelayMs = 0;
+    }
   });
 
   it('never completes a login from a callback without the pre-login cookie, even with a real code and state', async () => {

@@ -20,6 +20,12 @@ export interface EnvoyOptions {
   concurrency?: number;
   /** Serve HTTPS with client certificates (mTLS) instead of plain HTTP. */
   tls?: EnvoyTls;
+  /**
+   * Login callback paths: their checks get loginTimeoutMs instead of authzTimeoutMs (a
+   * per-route ext_authz service override), as the sidecar gives them NOX_LOGIN_DEADLINE_MS.
+   */
+  loginCallbackPaths?: readonly string[];
+  loginTimeoutMs?: number;
 }
 
 /** A TLS listener that verifies client certificates (files in PEM). */
@@ -123,7 +129,25 @@ export function envoyConfig(
                         {
                           name: 'all',
                           domains: ['*'],
-                          routes: [{ match: { prefix: '/' }, route: { cluster: 'upstream' } }],
+                          routes: [
+                            ...o.loginCallbackPaths.map((path) => ({
+                              match: { path },
+                              route: { cluster: 'upstream' },
+                              typed_per_filter_config: {
+                                'envoy.filters.http.ext_authz': {
+                                  '@type':
+                                    'type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute',
+                                  check_settings: {
+                                    grpc_service: {
+                                      envoy_grpc: { cluster_name: 'nox_authz' },
+                                      timeout: `${o.loginTimeoutMs / 1000}s`,
+                                    },
+                                  },
+                                },
+                              },
+                            })),
+                            { match: { prefix: '/' }, route: { cluster: 'upstream' } },
+                          ],
                         },
                       ],
                     },
@@ -173,6 +197,8 @@ export async function startEnvoy(opts: EnvoyOptions): Promise<Envoy> {
     authzTimeoutMs: 250,
     statusOnError: 503,
     concurrency: 1,
+    loginCallbackPaths: [],
+    loginTimeoutMs: 6000,
     ...opts,
     listenPort: port,
     adminPort,

@@ -32,6 +32,8 @@ export interface LoginOp {
    * callback with error=access_denied, as when a person clicks "Cancel" at the provider.
    */
   denyConsent: boolean;
+  /** A slow provider: the token endpoint (the code exchange) answers after this many ms. */
+  tokenDelayMs: number;
   /** Successful token requests by grant type (authorization_code, refresh_token). */
   readonly grants: Map<string, number>;
   /** Failed token requests by error (e.g. invalid_grant). */
@@ -116,6 +118,7 @@ export async function startLoginOp(opts: LoginOpOptions): Promise<LoginOp> {
     issuer,
     user: Object.keys(opts.users)[0] ?? 'alice',
     denyConsent: false,
+    tokenDelayMs: 0,
     grants,
     grantErrors,
     close: () =>
@@ -160,6 +163,10 @@ export async function startLoginOp(opts: LoginOpOptions): Promise<LoginOp> {
         res.statusCode = 500;
         res.end(String(e));
       });
+      return;
+    }
+    if (op.tokenDelayMs > 0 && (req.url ?? '').startsWith('/token')) {
+      setTimeout(() => provider.callback()(req, res), op.tokenDelayMs);
       return;
     }
     provider.callback()(req, res);

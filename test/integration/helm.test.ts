@@ -290,6 +290,7 @@ describe('charts/nox', () => {
       NOX_LOGIN_LOGO_URL: '',
       NOX_LOGIN_DEFAULT_PATH: '/',
       NOX_CHECK_DEADLINE_MS: '150',
+      NOX_LOGIN_DEADLINE_MS: '5000',
       NOX_DRAIN_TIMEOUT_MS: '10000',
       NOX_LOG_LEVEL: 'info',
     });
@@ -332,6 +333,7 @@ describe('charts/nox', () => {
         redisWaitTimeoutMs: 15,
         databaseUrlSecret: { name: 'pg-app', key: 'uri' },
         checkDeadlineMs: 120,
+        loginDeadlineMs: 4000,
         drainTimeoutMs: 5000,
         jwksCooldownMs: 10000,
         jwksMaxAgeMs: 300000,
@@ -369,6 +371,7 @@ describe('charts/nox', () => {
       NOX_LOGIN_LOGO_URL: 'https://cdn.example.com/acme.svg',
       NOX_LOGIN_DEFAULT_PATH: '/portal/',
       NOX_CHECK_DEADLINE_MS: '120',
+      NOX_LOGIN_DEADLINE_MS: '4000',
       NOX_DRAIN_TIMEOUT_MS: '5000',
       NOX_LOG_LEVEL: 'debug',
     });
