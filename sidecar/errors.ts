@@ -122,7 +122,7 @@ export const errorCodes = {
     httpStatus: 401,
     rpcCode: RpcCode.UNAUTHENTICATED,
     metricLabel: 'quota_subject_missing',
-    doc: 'A QuotaPolicy counts per subject, and the request lacks a part of the subject (no identity, no API key header, ...).',
+    doc: 'A QuotaPolicy counts per subject, and the request lacks a part of the subject (no identity, no API key header, ...) or carries it unverified (an API key the identify stage did not verify, a Header part without an authenticated caller).',
   },
   QUOTA_STORE_UNAVAILABLE: {
     httpStatus: 503,
