@@ -87,7 +87,7 @@ const subjectSource = obj(
   'One part of the quota key.',
   {
     type: enumOf(
-      'User: the authenticated subject; Client: the OAuth2 client id; Claim: the verified token claim `name`; ApiKey: the key the identify stage verified from header `name` (AccessPolicy spec.apiKeys), counted per key Secret; SourceIP: the client address Envoy observed (IPv4-mapped IPv6 as IPv4, other IPv6 per /64); Header: the value of header `name`, only for an authenticated caller and keyed with the caller\'s identity. A missing or unverified part denies the request (QUOTA_SUBJECT_MISSING) unless mode is DryRun.',
+      "User: the authenticated subject; Client: the OAuth2 client id; Claim: the verified token claim `name`; ApiKey: the key the identify stage verified from header `name` (AccessPolicy spec.apiKeys), counted per key Secret; SourceIP: the client address Envoy observed (IPv4-mapped IPv6 as IPv4, other IPv6 per /64); Header: the value of header `name`, only for an authenticated caller and keyed with the caller's identity. A missing or unverified part denies the request (QUOTA_SUBJECT_MISSING) unless mode is DryRun.",
       ['User', 'Client', 'ApiKey', 'SourceIP', 'Header', 'Claim'],
     ),
     name: str('Header or claim name, for ApiKey, Header and Claim; a header name is an HTTP token.', {
