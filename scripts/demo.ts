@@ -29,6 +29,9 @@ Try:
   curl -i ${url}/hello                        # allowed: the upstream echoes the x-nox-* headers it received
   curl -i ${url}/admin/users                  # denied: 403 ACCESS_DENIED (AccessPolicy demo-access, rule no-admin)
   curl -i --path-as-is '${url}/x/../admin'    # still denied: the path is normalized before the policy sees it
+  curl -i '${url}/admin;jsessionid=x'         # denied too: read as Tomcat or Spring would (path parameters dropped)
+  curl -i ${url}/ADMIN/users                  # denied too: read as a case-insensitive upstream would
+  curl -i -H 'X-Nox-User: root' ${url}/hello  # allowed, but the upstream never sees the forged header
   for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{http_code} ' ${url}/api/items; done; echo
                                               # 200 200 200 200 200 429: QuotaPolicy demo-quota, 5 per minute per client
   curl -i ${url}/api/items                    # the 429 carries Retry-After, RateLimit and RateLimit-Policy
