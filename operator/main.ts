@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { loadKubeConfig, parseNamespaces } from '../common/kube/config.js';
 import { startProgram } from '../common/program.js';
+import { parseAnyHostNamespaces } from '../common/resources/hostOwnership.js';
 import { policyControllers } from './policies/policyStatus.js';
 import { postgresClusterController } from './postgres/controller.js';
 import { redisClusterController } from './redis/controller.js';
@@ -60,7 +61,11 @@ async function main(): Promise<void> {
     resyncMs: settings.resyncMs,
     rateLimit: { baseDelayMs: settings.retryBaseMs, maxDelayMs: settings.retryMaxMs },
   };
-  for (const c of policyControllers(manager, controllerOptions)) manager.add(c);
+  for (const c of policyControllers(manager, {
+    ...controllerOptions,
+    anyHostNamespaces: parseAnyHostNamespaces(settings.anyHostNamespaces),
+  }))
+    manager.add(c);
   manager.add(redisClusterController(manager, { ...controllerOptions, log }));
   manager.add(postgresClusterController(manager, { ...controllerOptions, log }));
 

@@ -47,6 +47,10 @@ export const conditionReasons = {
     on: notReady,
     doc: 'An OAuth2Provider the AccessPolicy names exists but is not usable itself (invalid, or its Secret is missing); the message quotes the provider’s problem.',
   },
+  HostsRequired: {
+    on: notReady,
+    doc: 'An AccessPolicy lists no hosts, so it would cover every host, and its namespace is not one NOX_ANY_HOST_NAMESPACES allows; the sidecars apply it nowhere. List its hosts.',
+  },
   HostTaken: {
     on: notReady,
     doc: 'An AccessPolicy names a host that belongs to another namespace (an AccessPolicy there, or a wildcard over it, named it first); the sidecars do not apply this policy on that host. Remove the host, or have the owner give it up.',

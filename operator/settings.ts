@@ -49,6 +49,12 @@ export const definitions = {
     doc: 'Comma-separated namespaces whose resources the operator serves; empty means all namespaces (needs a ClusterRole).',
     parse: text,
   },
+  anyHostNamespaces: {
+    env: 'NOX_ANY_HOST_NAMESPACES',
+    default: '*',
+    doc: 'The sidecars\' setting of the same name, for status: an AccessPolicy without hosts from a namespace not listed here is Ready=False HostsRequired. Comma-separated; "*": every namespace.',
+    parse: text,
+  },
   operatorNamespace: {
     env: 'NOX_OPERATOR_NAMESPACE',
     default: '',

@@ -266,6 +266,23 @@ describe('evaluatePolicy', () => {
   });
 });
 
+describe('AccessPolicy hosts', () => {
+  it('is HostsRequired without hosts outside the namespaces allowed to cover every host, Ready inside them', () => {
+    const everyHost = accessPolicy({});
+    const restricted = { ...world(), anyHostNamespaces: () => new Set(['platform']) };
+    const e = evaluatePolicy(everyHost, restricted);
+    expect(e.ready).toMatchObject({ status: 'False', reason: 'HostsRequired' });
+    expect(e.ready.message).toContain('only the namespaces platform may do');
+    expect(
+      evaluatePolicy(everyHost, { ...world(), anyHostNamespaces: () => new Set([ns]) }).ready.status,
+    ).toBe('True');
+    expect(evaluatePolicy(everyHost, world()).ready.status).toBe('True'); // "*" by default
+    expect(evaluatePolicy(accessPolicy({ match: { hosts: ['a.example'] } }), restricted).ready.status).toBe(
+      'True',
+    );
+  });
+});
+
 describe('keyringProblem (the format of sidecar/login/seal.ts parseKeys)', () => {
   it('accepts 32 raw bytes, hex and base64 keys, several separated by whitespace or commas', () => {
     const k = randomBytes(32);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { KubeObject, ObjectMeta } from '../../common/kube/client.js';
-import { resolveHostOwnership } from '../../common/resources/hostOwnership.js';
+import { type AnyHostNamespaces, resolveHostOwnership } from '../../common/resources/hostOwnership.js';
 import type {
   AccessPolicy,
   OAuth2Provider,
@@ -35,6 +35,8 @@ export interface PolicyWorld {
   provider(namespace: string, name: string): OAuth2Provider | undefined;
   /** Every AccessPolicy the operator sees, in all namespaces (hosts belong to namespaces). */
   accessPolicies?(): readonly AccessPolicy[];
+  /** Namespaces whose AccessPolicies may list no hosts (the sidecars' NOX_ANY_HOST_NAMESPACES). */
+  anyHostNamespaces?(): AnyHostNamespaces;
   secret(namespace: string, name: string): SecretSummary | undefined;
   configMap(namespace: string, name: string): ConfigMapSummary | undefined;
 }
@@ -297,7 +299,17 @@ function accessPolicyProblems(
 
 /** Hosts this policy names that belong to another namespace (the sidecars' rule, hostOwnership.ts). */
 function hostProblems(namespace: string, a: AccessPolicy, world: PolicyWorld): Problem[] {
-  if (!a.spec.match?.hosts?.length || !world.accessPolicies) return [];
+  if (!a.spec.match?.hosts?.length) {
+    const allowed = world.anyHostNamespaces?.() ?? '*';
+    if (allowed === '*' || allowed.has(namespace)) return [];
+    return [
+      {
+        reason: 'HostsRequired',
+        message: `spec.match.hosts: a policy without hosts covers every host, which only the namespaces ${[...allowed].join(', ') || '(none)'} may do; list its hosts`,
+      },
+    ];
+  }
+  if (!world.accessPolicies) return [];
   const claims = world.accessPolicies().map((p) => {
     const ns = p.metadata.namespace ?? 'default';
     const created = Date.parse(String(p.metadata.creationTimestamp ?? ''));

@@ -1,6 +1,7 @@
 import type { Informer } from '../../common/kube/informer.js';
 import { configMaps, noxType, secrets } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
+import type { AnyHostNamespaces } from '../../common/resources/hostOwnership.js';
 import { apiVersion } from '../../common/resources/kind.js';
 import type { AccessPolicy, OAuth2Provider, RiskModel } from '../../common/resources/types.gen.js';
 import type { Cache } from '../runtime/cache.js';
@@ -48,7 +49,12 @@ export class CacheWorld implements PolicyWorld {
     private readonly secretKeys: Informer<SecretSummary>,
     private readonly configMapDigests: Informer<ConfigMapSummary>,
     private readonly policies?: Informer<AccessPolicy & { metadata: { name: string } }>,
+    private readonly anyHost: AnyHostNamespaces = '*',
   ) {}
+
+  anyHostNamespaces(): AnyHostNamespaces {
+    return this.anyHost;
+  }
 
   accessPolicies(): readonly AccessPolicy[] {
     return this.policies?.list(undefined) ?? [];
@@ -131,6 +137,8 @@ export class PolicyStatusReconciler implements Reconciler {
 }
 
 export interface PolicyControllerOptions {
+  /** The sidecars' NOX_ANY_HOST_NAMESPACES: which namespaces may have AccessPolicies without hosts. */
+  anyHostNamespaces?: AnyHostNamespaces;
   concurrency?: number;
   resyncMs?: number;
   rateLimit?: RateLimiterOptions;
@@ -159,7 +167,7 @@ export function policyControllers(manager: Manager, opts: PolicyControllerOption
   const providers = informer<OAuth2Provider>('OAuth2Provider');
   const accessPolicies = informer<AccessPolicy>('AccessPolicy');
   const riskModels = informer<RiskModel>('RiskModel');
-  const world = new CacheWorld(providers, secretKeys, cmDigests, accessPolicies);
+  const world = new CacheWorld(providers, secretKeys, cmDigests, accessPolicies, opts.anyHostNamespaces);
 
   const providersUsingSecret = (s: SecretSummary) =>
     providers.list(s.metadata.namespace).filter((p) => providerSecretNames(p).includes(s.metadata.name));
