@@ -79,7 +79,7 @@ spec:
       {
         resources: [
           policy('shop', '2026-01-01T00:00:00Z', ['shop.test'], 'x-shop-user'),
-          policy('rogue', '2026-02-01T00:00:00Z', ['rogue.test', 'shop.test'], 'authorization'),
+          policy('rogue', '2026-02-01T00:00:00Z', ['rogue.test', 'shop.test'], 'x-shop-token'),
         ],
         problems: [],
       },
@@ -87,7 +87,7 @@ spec:
       1,
     );
     expect(s.identityHeaderNames.forHost('shop.test')).toContain('x-shop-user');
-    expect(s.identityHeaderNames.forHost('shop.test')).not.toContain('authorization');
-    expect(s.identityHeaderNames.forHost('rogue.test')).toContain('authorization');
+    expect(s.identityHeaderNames.forHost('shop.test')).not.toContain('x-shop-token');
+    expect(s.identityHeaderNames.forHost('rogue.test')).toContain('x-shop-token');
   });
 });

@@ -21,6 +21,17 @@ import {
 } from '../schema.js';
 
 /** A list of strings; when present it has at least one entry ([] would read as "no condition"). */
+/**
+ * Header names an identity header may not take: Nox would overwrite or remove what HTTP,
+ * Envoy or the upstream rely on (the caller's credentials and cookies, framing, hop-by-hop
+ * headers, forwarding and tracing headers).
+ */
+const reservedHeaderNames = `['host', 'authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-connection', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-request-id', 'forwarded', 'via']`;
+const notReserved = (what: string) => ({
+  rule: `!(self.lowerAscii() in ${reservedHeaderNames})`,
+  message: `${what} may not be a header HTTP, Envoy or the upstream relies on (host, authorization, cookie, content-length, hop-by-hop and forwarding headers)`,
+});
+
 const strings = (description: string, maxLength = 253) =>
   set(`${description} At least one when present.`, str('Value.', { maxLength, minLength: 1 }), {
     maxItems: 32,
@@ -208,21 +219,25 @@ export const accessPolicy: KindDefinition = {
           default: 'x-nox-user',
           pattern: patterns.headerName,
           maxLength: 64,
+          'x-kubernetes-validations': [notReserved('an identity header')],
         }),
         provider: str('Provider name.', {
           default: 'x-nox-provider',
           pattern: patterns.headerName,
           maxLength: 64,
+          'x-kubernetes-validations': [notReserved('an identity header')],
         }),
         email: str('Email, sent only when the provider marks it verified.', {
           default: 'x-nox-email',
           pattern: patterns.headerName,
           maxLength: 64,
+          'x-kubernetes-validations': [notReserved('an identity header')],
         }),
         groups: str('Groups, comma-separated; a group name holding a comma is left out.', {
           default: 'x-nox-groups',
           pattern: patterns.headerName,
           maxLength: 64,
+          'x-kubernetes-validations': [notReserved('an identity header')],
         }),
         claims: mapOf(
           'More headers: header name (an HTTP token) → claim name (nested claims with dots). A list claim is joined with commas as groups are; an object claim is sent as JSON.',
@@ -233,6 +248,11 @@ export const accessPolicy: KindDefinition = {
               {
                 rule: `self.all(k, size(k) <= 64 && k.matches(${celString(patterns.headerName)}))`,
                 message: 'keys must be HTTP header names of at most 64 characters',
+              },
+              {
+                rule: `self.all(k, !(k.lowerAscii() in ${reservedHeaderNames}))`,
+                message:
+                  'keys may not be headers HTTP, Envoy or the upstream relies on (host, authorization, cookie, content-length, hop-by-hop and forwarding headers)',
               },
             ],
           },
