@@ -1,4 +1,5 @@
 import type { AccessPolicySpec, OAuth2ProviderSpec } from '../../common/resources/types.gen.js';
+import { stripPort } from '../policy/router.js';
 
 /**
  * The hosts a provider's browser login is bound to. A login answers its callback and logout
@@ -56,16 +57,7 @@ function hostSet(source: LoginHosts['source'], hosts: readonly string[]): LoginH
 /** Is `host` (lower-case, as the request's :authority, perhaps with a port) one of them? */
 export function bindsHost(hosts: LoginHosts, host: string): boolean {
   if (hosts.exact.has(host)) return true;
-  const bare = withoutPort(host);
+  const bare = stripPort(host);
   if (hosts.exact.has(bare)) return true;
   return hosts.suffixes.some((s) => bare.endsWith(s) && bare.length > s.length);
-}
-
-function withoutPort(host: string): string {
-  if (host.startsWith('[')) {
-    const end = host.indexOf(']');
-    return end === -1 ? host : host.slice(0, end + 1);
-  }
-  const colon = host.lastIndexOf(':');
-  return colon === -1 ? host : host.slice(0, colon);
 }

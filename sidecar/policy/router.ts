@@ -137,7 +137,8 @@ export class RouteIndex<T> {
   }
 }
 
-function stripPort(host: string): string {
+/** "api.example.com:8443" → "api.example.com"; "[::1]:80" → "[::1]". */
+export function stripPort(host: string): string {
   if (host.startsWith('[')) {
     const end = host.indexOf(']');
     return end === -1 ? host : host.slice(0, end + 1);
