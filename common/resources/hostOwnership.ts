@@ -39,6 +39,21 @@ export interface OwnershipResult {
   readonly refusedAnyHost: ReadonlySet<string>;
 }
 
+/** An AccessPolicy's claim, from its metadata (creationTimestamp as Kubernetes writes it) and spec.match.hosts. */
+export function hostClaim(
+  meta: { readonly namespace?: string; readonly name: string; readonly creationTimestamp?: unknown },
+  hosts: readonly string[] | undefined,
+): HostClaim {
+  const namespace = meta.namespace ?? 'default';
+  const t = meta.creationTimestamp === undefined ? Number.NaN : Date.parse(String(meta.creationTimestamp));
+  return {
+    key: `AccessPolicy/${namespace}/${meta.name}`,
+    namespace,
+    createdAt: Number.isNaN(t) ? undefined : t,
+    hosts,
+  };
+}
+
 /** "*" or a list of namespaces whose policies may cover every host. */
 export type AnyHostNamespaces = '*' | ReadonlySet<string>;
 

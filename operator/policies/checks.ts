@@ -1,6 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { KubeObject, ObjectMeta } from '../../common/kube/client.js';
-import { type AnyHostNamespaces, resolveHostOwnership } from '../../common/resources/hostOwnership.js';
+import {
+  type AnyHostNamespaces,
+  hostClaim,
+  resolveHostOwnership,
+} from '../../common/resources/hostOwnership.js';
 import type {
   AccessPolicy,
   OAuth2Provider,
@@ -310,16 +314,7 @@ function hostProblems(namespace: string, a: AccessPolicy, world: PolicyWorld): P
     ];
   }
   if (!world.accessPolicies) return [];
-  const claims = world.accessPolicies().map((p) => {
-    const ns = p.metadata.namespace ?? 'default';
-    const created = Date.parse(String(p.metadata.creationTimestamp ?? ''));
-    return {
-      key: `AccessPolicy/${ns}/${p.metadata.name}`,
-      namespace: ns,
-      createdAt: Number.isNaN(created) ? undefined : created,
-      hosts: p.spec.match?.hosts,
-    };
-  });
+  const claims = world.accessPolicies().map((p) => hostClaim(p.metadata, p.spec.match?.hosts));
   const key = `AccessPolicy/${namespace}/${a.metadata.name}`;
   if (!claims.some((c) => c.key === key))
     claims.push({ key, namespace, createdAt: undefined, hosts: a.spec.match.hosts });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import {
   type AnyHostNamespaces,
   type HostClaim,
+  hostClaim,
   resolveHostOwnership,
 } from '../../common/resources/hostOwnership.js';
 import { policyKinds } from '../../common/resources/kinds/index.js';
@@ -152,7 +153,7 @@ function build(
   const ownership = resolveHostOwnership(
     compiled.flatMap(([r, c]): HostClaim[] =>
       c.kind === 'AccessPolicy'
-        ? [{ key: r.key, namespace: namespaceOf(r), createdAt: createdAt(r), hosts: c.spec.match?.hosts }]
+        ? [hostClaim(r.object.metadata as { name: string }, c.spec.match?.hosts)]
         : [],
     ),
     anyHostNamespaces,
@@ -201,12 +202,6 @@ function build(
     rejected,
     warnings,
   };
-}
-
-function createdAt(r: AcceptedResource): number | undefined {
-  const t = (r.object.metadata as { creationTimestamp?: string }).creationTimestamp;
-  const ms = t === undefined ? Number.NaN : Date.parse(t);
-  return Number.isNaN(ms) ? undefined : ms;
 }
 
 function namespaceOf(r: AcceptedResource): string {
