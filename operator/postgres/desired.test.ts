@@ -6,8 +6,10 @@ import { describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../../common/resources/types.gen.js';
 import {
   CONFIG_HASH_ANNOTATION,
+  CONFIG_VERSION_SETTING,
   childList,
   clusterOfPod,
+  configVersion,
   desiredChildren,
   durationMs,
   instanceManagerScript,
@@ -167,6 +169,16 @@ describe('postgresql.conf', () => {
     expect(lines).toContain("synchronous_standby_names = ''");
     expect(lines.some((l) => l.startsWith('hba_file') || l.startsWith('listen_addresses'))).toBe(false);
     expect(lines.indexOf("wal_level = 'replica'")).toBeGreaterThan(lines.indexOf("work_mem = '8MB'"));
+  });
+
+  it('ends with the version of its settings, which changes with them and only with them', () => {
+    const version = (c: PostgresCluster) => postgresqlConf(c).trimEnd().split('\n').at(-1);
+    const a = cluster({ parameters: { work_mem: '8MB' } });
+    expect(version(a)).toBe(`${CONFIG_VERSION_SETTING} = '${configVersion(a)}'`);
+    expect(configVersion(cluster({ parameters: { work_mem: '8MB' } }))).toBe(configVersion(a));
+    expect(configVersion(cluster({ parameters: { work_mem: '8MB', max_connections: '150' } }))).not.toBe(
+      configVersion(a),
+    );
   });
 
   it('quotes values', () => {

@@ -181,8 +181,26 @@ export function confValue(v: string): string {
   return `'${v.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`;
 }
 
-/** postgresql.conf: the operator's defaults, then the user's parameters, then what the operator owns. */
+/**
+ * A custom setting at the end of postgresql.conf naming the version of the file's settings.
+ * pg_settings.pending_restart speaks of the file an instance last read, and the kubelet
+ * delivers a changed ConfigMap to each pod on its own schedule: until an instance reports the
+ * current version, "no restart pending" may only mean "not read yet".
+ */
+export const CONFIG_VERSION_SETTING = 'nox.config_version';
+
+/** The version postgresqlConf(cluster) ends with. */
+export function configVersion(cluster: PostgresCluster): string {
+  return createHash('sha256').update(postgresqlSettings(cluster)).digest('hex').slice(0, 16);
+}
+
+/** postgresql.conf: the settings, then the version they have. */
 export function postgresqlConf(cluster: PostgresCluster): string {
+  return `${postgresqlSettings(cluster)}${CONFIG_VERSION_SETTING} = '${configVersion(cluster)}'\n`;
+}
+
+/** The operator's defaults, then the user's parameters, then what the operator owns. */
+function postgresqlSettings(cluster: PostgresCluster): string {
   const spec = cluster.spec;
   const senders = String(minimumSenders(spec.instances) + 2);
   const settings = new Map<string, string>([

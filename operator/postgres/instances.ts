@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { CONFIG_VERSION_SETTING } from './desired.js';
 import { POSTGRES_PORT, SUPERUSER } from './instanceManager.js';
 
 /**
@@ -25,6 +26,8 @@ export interface InstanceObservation {
   readonly slots?: readonly string[];
   /** Some setting changed that applies only after a restart (pg_settings.pending_restart). */
   readonly pendingRestart?: boolean;
+  /** The nox.config_version of the postgresql.conf it last read (desired.ts). */
+  readonly configVersion?: string;
 }
 
 export interface InstanceAccess {
@@ -67,7 +70,8 @@ SELECT pg_is_in_recovery() AS recovery,
             THEN (SELECT received_tli FROM pg_stat_wal_receiver)
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
        (SELECT status FROM pg_stat_wal_receiver) AS receiver,
-       EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending`;
+       EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending,
+       current_setting('${CONFIG_VERSION_SETTING}', true) AS config_version`;
 
 export async function observeInstance(ip: string, access: InstanceAccess): Promise<InstanceObservation> {
   try {
@@ -80,6 +84,7 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
         timeline: number | null;
         receiver: string | null;
         pending: boolean;
+        config_version: string | null;
       };
       let standbys: InstanceObservation['standbys'];
       let slots: string[] | undefined;
@@ -110,6 +115,7 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
         ...(standbys ? { standbys } : {}),
         ...(slots ? { slots } : {}),
         ...(row.pending ? { pendingRestart: true } : {}),
+        ...(row.config_version ? { configVersion: row.config_version } : {}),
       };
     });
   } catch (e) {

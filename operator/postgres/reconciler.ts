@@ -13,6 +13,7 @@ import { bootstrapInstance, designateFirstPrimary } from './bootstrap.js';
 import {
   appPasswordRef,
   childList,
+  configVersion,
   desiredChildren,
   fencedInstances,
   namesOf,
@@ -207,9 +208,14 @@ export class PostgresClusterReconciler extends ClusterReconciler<
       this.#status(state, prepared.scaleDown),
     );
     if (this.#metrics) recordClusterMetrics(this.#metrics, key, primaryHealthy, status);
-    // A restart roll-out moves on when an instance no longer reports pending_restart, which
-    // no pod event announces: keep looking as often as while converging.
-    return { status, settled: !views.some((v) => v.obs?.pendingRestart) };
+    // A restart roll-out moves on when an instance has read the new configuration and no longer
+    // reports pending_restart, which no pod event announces: keep looking as often as while
+    // converging.
+    const version = configVersion(state.cluster);
+    const settled = !views.some(
+      (v) => v.obs?.pendingRestart || (v.obs?.reachable && v.obs.configVersion !== version),
+    );
+    return { status, settled };
   }
 
   protected statusWithout(

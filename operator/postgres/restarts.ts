@@ -1,3 +1,4 @@
+import { configVersion } from './desired.js';
 import { RESTART_ANNOTATION } from './instanceManager.js';
 import { type InstanceView, isStreamingReplica, PRIMARY_ANNOTATION, planFailover } from './roles.js';
 import {
@@ -24,6 +25,18 @@ export async function rollRestarts(ctx: AspectContext, state: ClusterState): Pro
     (v) => v.pod !== designated && !fenced.has(v.pod) && v.ordinal < cluster.spec.instances,
   );
   if (!replicas.every(isStreamingReplica)) return;
+  // Nothing is judged on a file an instance has not read yet: a replica that looks up to date
+  // only because the kubelet has not delivered the new postgresql.conf would be promoted, then
+  // need a restart as the primary, and the roll-out would switch over a second time.
+  const version = configVersion(cluster);
+  const behind = [primary, ...replicas].filter((v) => v.obs?.configVersion !== version);
+  if (behind.length) {
+    ctx.log.debug(
+      { instances: behind.map((v) => v.pod), version },
+      'waiting for the configuration to reach every instance',
+    );
+    return;
+  }
   const request = async (v: InstanceView) => {
     if (v.annotations[RESTART_ANNOTATION] === token) return; // asked already; it is restarting
     ctx.log.info({ instance: v.pod }, 'restarting to apply settings that need a restart');
