@@ -96,6 +96,9 @@ export function envoyConfig(
     },
     ...(http2
       ? {
+          // Envoy allows 3 retries in flight per cluster by default: a rolled ext_authz pod
+          // refuses every check it had not read yet, all at once.
+          circuit_breakers: { thresholds: [{ max_retries: 1024 }] },
           typed_extension_protocol_options: {
             'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
               '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
@@ -141,6 +144,7 @@ export function envoyConfig(
                                     grpc_service: {
                                       envoy_grpc: { cluster_name: 'nox_authz' },
                                       timeout: `${o.loginTimeoutMs / 1000}s`,
+                                      retry_policy: { retry_on: 'refused-stream', num_retries: 2 },
                                     },
                                   },
                                 },
@@ -163,6 +167,9 @@ export function envoyConfig(
                           grpc_service: {
                             envoy_grpc: { cluster_name: 'nox_authz' },
                             timeout: `${o.authzTimeoutMs / 1000}s`,
+                            // As examples/gateways/envoy.yaml: the checks a stopping sidecar
+                            // refused unread (test/e2e/drain.test.ts) go to another instance.
+                            retry_policy: { retry_on: 'refused-stream', num_retries: 2 },
                           },
                         },
                       },

@@ -65,6 +65,9 @@ describe('examples/gateways', () => {
     expect(authz.grpc_service.envoy_grpc.cluster_name).toBe('nox_authz');
     // Longer than Nox's own deadline (150 ms), so Nox's answer always arrives first.
     expect(Number.parseFloat(authz.grpc_service.timeout)).toBeGreaterThan(0.15);
+    // A rolled pod's unread checks (refused with its GOAWAY) are retried, and enough at once.
+    expect(authz.grpc_service.retry_policy.retry_on).toContain('refused-stream');
+    expect(cluster.circuit_breakers.thresholds[0].max_retries).toBeGreaterThanOrEqual(1024);
 
     const res = await new Promise<{ code: number; out: string }>((resolve) => {
       execFile(
