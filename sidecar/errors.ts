@@ -104,7 +104,25 @@ export const errorCodes = {
     httpStatus: 302,
     rpcCode: RpcCode.UNAUTHENTICATED,
     metricLabel: 'logout',
-    doc: 'A request on a logout path: the session is ended on every sidecar, its cookie cleared, and the browser sent to the provider’s end-session endpoint (or postLogoutRedirect, or /).',
+    doc: 'A logout POST from this site: the session is ended on every sidecar, its cookie cleared, and the browser sent to the provider’s end-session endpoint (or postLogoutRedirect, or the default page).',
+  },
+  LOGOUT_CONFIRM: {
+    httpStatus: 200,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'logout_confirm',
+    doc: 'A browser opened a logout path (GET): logout is a POST, so Nox answers with a page whose button posts it, with a token only this session can have; nothing has ended yet.',
+  },
+  LOGOUT_REFUSED: {
+    httpStatus: 403,
+    rpcCode: RpcCode.PERMISSION_DENIED,
+    metricLabel: 'logout_refused',
+    doc: 'A logout POST that cannot be shown to come from this site (another Origin or Sec-Fetch-Site, and no valid logout token): cross-site request forgery is refused and the session stays.',
+  },
+  LOGOUT_METHOD: {
+    httpStatus: 405,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'logout_method',
+    doc: 'A logout path asked with a method other than POST by a client that is not a browser (no page to confirm on); the Allow header says POST.',
   },
   SESSION_STORE_UNAVAILABLE: {
     httpStatus: 503,

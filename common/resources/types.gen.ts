@@ -206,7 +206,7 @@ export type OAuth2ProviderSpec = {
     enabled: boolean;
     /** Path the provider redirects back to; unique per provider. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
     callbackPath?: string;
-    /** Path that ends the session. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
+    /** Path that ends the session: by a POST from this site (Origin or Sec-Fetch-Site same-origin, or the token of the confirmation page a browser gets for a GET); another site's POST is refused LOGOUT_REFUSED. Starts with "/"; printable ASCII without "?", "#", "%", "\" and ";"; normalized: no "//", no "." or ".." segment. */
     logoutPath?: string;
     /** Hosts (":authority", lower-case, exact or "*." wildcard) browsers log in on: the callback and logout paths are answered there only, and the redirect_uri names the request's host only when it is one of them. Absent: the hosts of the AccessPolicies in this namespace that offer this provider; when one of those covers every host, or none offers it, only loopback hosts (localhost, 127.0.0.1, [::1]), for development. */
     hosts?: string[];
@@ -218,7 +218,7 @@ export type OAuth2ProviderSpec = {
     refreshBefore: string;
     /** Session cookie. */
     cookie?: {
-      /** Cookie name. */
+      /** Cookie name; browsers get it prefixed "__Host-" (host-only: Secure, Path=/, no Domain, so no other host or plain-http page can set or shadow it) or "__Secure-" when a domain is set. */
       name: string;
       /** Cookie domain: a lower-case DNS name, optionally with a leading "."; empty or absent is host-only. */
       domain?: string;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as oidc from 'openid-client';
 import type { CheckInput } from '../request/input.js';
 import type { Deny } from '../request/outcome.js';
-import { setCookie } from './cookies.js';
+import { cookieBase, setCookie } from './cookies.js';
 import type { Login } from './login.js';
 import type { LoginProvider } from './providers.js';
 import type { Keyring } from './seal.js';
@@ -29,16 +29,22 @@ export const pendingTtlMs = 10 * 60_000;
  * carries it, and it never replaces the session cookie.
  */
 export function pendingCookieName(p: LoginProvider, state: string): string {
-  return `${p.cookie.name}_login_${createHash('sha256').update(state).digest('base64url').slice(0, 12)}`;
+  // `__Secure-`, not `__Host-`: a `__Host-` cookie must have Path=/.
+  const hash = createHash('sha256').update(state).digest('base64url').slice(0, 12);
+  return `__Secure-${cookieBase(p.cookie.name)}_login_${hash}`;
 }
 
 const pendingName = /^(.+)_login_[A-Za-z0-9_-]{12}$/;
 
-/** Is this the name of a session cookie in `sessionCookies`, or of a pre-login cookie of one? */
+/**
+ * Is this the name of a session cookie whose base name (cookieBase) is in `sessionCookies`, or
+ * of a pre-login cookie of one? Any prefix counts, and none: a cookie from before the names
+ * were prefixed is Nox's too, and never goes to an upstream.
+ */
 export function isLoginCookieName(name: string, sessionCookies: ReadonlySet<string>): boolean {
-  if (sessionCookies.has(name)) return true;
+  if (sessionCookies.has(cookieBase(name))) return true;
   const m = pendingName.exec(name);
-  return m !== null && sessionCookies.has(m[1]!);
+  return m !== null && sessionCookies.has(cookieBase(m[1]!));
 }
 
 /** Redirect to the provider's authorization endpoint: authorization code + PKCE (S256), state and nonce. */

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { clearCookie, localTarget, parseCookies, setCookie, withoutCookies } from './cookies.js';
+import {
+  clearCookie,
+  localTarget,
+  parseCookies,
+  sessionCookieName,
+  setCookie,
+  withoutCookies,
+} from './cookies.js';
 
 describe('cookies', () => {
   it('parses a Cookie header, keeping repeated names in order', () => {
@@ -44,5 +51,12 @@ describe('cookies', () => {
       '/a\nb',
     ])
       expect(localTarget(bad), String(bad)).toBeUndefined();
+  });
+
+  it('prefixes session cookie names: __Host- when host-only, __Secure- with a Domain', () => {
+    expect(sessionCookieName('nox_session', undefined)).toBe('__Host-nox_session');
+    expect(sessionCookieName('nox_session', 'example.com')).toBe('__Secure-nox_session');
+    expect(sessionCookieName('__Host-s', 'example.com')).toBe('__Secure-s');
+    expect(sessionCookieName('__Secure-s', undefined)).toBe('__Host-s');
   });
 });

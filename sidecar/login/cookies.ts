@@ -34,6 +34,21 @@ export function withoutCookies(header: string, drop: (name: string) => boolean):
   return dropped ? kept.join('; ') : undefined;
 }
 
+/** A cookie name without the `__Host-` / `__Secure-` prefix browsers give a meaning to. */
+export function cookieBase(name: string): string {
+  return name.replace(/^__(Host|Secure)-/, '');
+}
+
+/**
+ * The name a session cookie configured as `name` gets (RFC 6265bis §4.1.3): `__Host-` when it
+ * is host-only, so a browser takes it only with Secure, Path=/ and no Domain, and neither a
+ * sibling subdomain nor a plain-http page can set or shadow it; `__Secure-` with a Domain,
+ * which `__Host-` forbids. A prefix the name already has is replaced by the right one.
+ */
+export function sessionCookieName(name: string, domain: string | undefined): string {
+  return `${domain ? '__Secure-' : '__Host-'}${cookieBase(name)}`;
+}
+
 export interface CookieAttributes {
   readonly path: string;
   readonly sameSite: 'Lax' | 'Strict' | 'None';

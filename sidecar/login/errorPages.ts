@@ -82,6 +82,16 @@ export const messages: Partial<Record<ErrorCode, Message>> = {
     text: 'This page counts usage per person, and this request did not say who you are.',
     action: 'home',
   },
+  LOGOUT_REFUSED: {
+    heading: 'You are still signed in',
+    text: 'This sign-out did not come from this site, so it was not done. To sign out, use the site’s own sign-out button.',
+    action: 'home',
+  },
+  LOGOUT_METHOD: {
+    heading: 'Sign out from the site',
+    text: 'Signing out works from the site’s own sign-out button.',
+    action: 'home',
+  },
   SESSION_STORE_UNAVAILABLE: unavailable('The service that keeps you signed in could not be reached.'),
   IDENTITY_PROVIDER_UNAVAILABLE: unavailable('The sign-in service is not responding.'),
   QUOTA_STORE_UNAVAILABLE: unavailable('A service this site depends on could not be reached.'),

@@ -36,7 +36,7 @@ const css =
   '.logo{display:block;max-height:48px;max-width:60%;margin:0 0 1.25rem}' +
   '.site{margin:0 0 .25rem;color:#59636e;font-size:.9rem}' +
   'h1{margin:0 0 .75rem;font-size:1.45rem;line-height:1.3}p{margin:0 0 1rem}' +
-  '.button{display:block;text-align:center;padding:.7rem 1rem;margin:.6rem 0;border-radius:8px;background:#0969da;color:#fff;text-decoration:none;font-weight:600}' +
+  '.button{display:block;width:100%;border:0;font:inherit;cursor:pointer;text-align:center;padding:.7rem 1rem;margin:.6rem 0;border-radius:8px;background:#0969da;color:#fff;text-decoration:none;font-weight:600}' +
   '.button:hover,.button:focus{background:#0550ae}' +
   '.ref{margin:1.5rem 0 0;color:#59636e;font-size:.8rem}' +
   '@media (prefers-color-scheme:dark){body{background:#0d1117;color:#e6edf3}main{background:#161b22}.site,.ref{color:#9198a1}}';
@@ -82,6 +82,8 @@ export interface PageContent {
   readonly links: readonly { readonly label: string; readonly href: string }[];
   /** Shown small at the bottom, for support. */
   readonly decisionId?: string;
+  /** A button that POSTs to a local path (the logout confirmation), shown before the links. */
+  readonly form?: { readonly label: string; readonly action: string };
 }
 
 export class Pages {
@@ -114,6 +116,9 @@ export class Pages {
       site && !c.heading.includes(site) ? `<p class="site">${escapeHtml(site)}</p>` : '',
       `<h1>${escapeHtml(c.heading)}</h1>`,
       ...c.paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`),
+      c.form
+        ? `<form method="post" action="${escapeHtml(c.form.action)}"><button class="button" type="submit">${escapeHtml(c.form.label)}</button></form>`
+        : '',
       ...c.links.map((l) => `<a class="button" href="${escapeHtml(l.href)}">${escapeHtml(l.label)}</a>`),
       c.decisionId
         ? `<p class="ref">Reference: <code>${escapeHtml(shortDecisionId(c.decisionId))}</code></p>`
@@ -160,6 +165,33 @@ export class Pages {
         },
         `<meta http-equiv="refresh" content="0;url=${escapeHtml(target)}">`,
       ),
+    };
+  }
+
+  /**
+   * A logout path opened by a browser (a link, a typed URL): logout is a POST, so this page
+   * asks, and its button posts with the token of the session (logoutGuard.ts). Its CSP has no
+   * form-action: browsers apply form-action to the redirects after the POST too, and the logout
+   * ends at the provider's end-session endpoint or postLogoutRedirect, another origin.
+   */
+  logoutConfirm(action: string): Deny {
+    const site = this.settings.loginTitle;
+    return {
+      code: 'LOGOUT_CONFIRM',
+      reason: 'logout needs a POST: confirmation page',
+      headers: {
+        ...this.headers,
+        'content-security-policy': this.headers['content-security-policy']!.replace(
+          " form-action 'none';",
+          '',
+        ),
+      },
+      body: this.render({
+        heading: 'Sign out?',
+        paragraphs: [site ? `You are about to sign out of ${site}.` : 'You are about to sign out.'],
+        form: { label: 'Sign out', action },
+        links: [{ label: 'Stay signed in', href: this.defaultPath }],
+      }),
     };
   }
 

@@ -1,10 +1,12 @@
 import type * as oidc from 'openid-client';
 import type { Logger } from '../../common/logger.js';
-import type { AccessPolicySpec } from '../../common/resources/types.gen.js';
+import type { AccessPolicySpec, OAuth2ProviderSpec } from '../../common/resources/types.gen.js';
 import { resolveProvider } from '../identity/presets.js';
+import type { CookieScope } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
 import type { SecretStore } from '../secrets/secretStore.js';
+import { cookieBase, sessionCookieName } from './cookies.js';
 import { discover, LoginUnavailable } from './discovery.js';
 import { bindsHost, loginHosts } from './loginHosts.js';
 import type { LoginProvider } from './provider.js';
@@ -18,7 +20,10 @@ interface Index {
   /** Callback and logout paths → the providers using them. */
   readonly callbacks: ReadonlyMap<string, LoginProvider[]>;
   readonly logouts: ReadonlyMap<string, LoginProvider[]>;
-  /** The session cookie names of every login provider: what never reaches an upstream. */
+  /**
+   * The session cookie names of every login provider without their prefix (cookieBase): these,
+   * with any prefix, and their pre-login cookies never reach an upstream.
+   */
   readonly cookieNames: ReadonlySet<string>;
   readonly offered: Map<string, LoginProvider[]>;
   readonly accepting: Map<string, LoginProvider[]>;
@@ -89,14 +94,14 @@ export class LoginProviders {
         postLogoutRedirect: login.postLogoutRedirect,
         sessionTtlMs: durationMs(login.sessionTTL),
         refreshBeforeMs: durationMs(login.refreshBefore),
-        cookie: login.cookie ?? { name: 'nox_session', sameSite: 'Lax' },
+        cookie: sessionCookie(login.cookie),
         hosts: loginHosts(namespace, name, spec, policies),
       };
       byKey.set(key, p);
       callbacks.set(p.callbackPath, [...(callbacks.get(p.callbackPath) ?? []), p]);
       if (p.logoutPath) logouts.set(p.logoutPath, [...(logouts.get(p.logoutPath) ?? []), p]);
     }
-    const cookieNames = new Set([...byKey.values()].map((p) => p.cookie.name));
+    const cookieNames = new Set([...byKey.values()].map((p) => cookieBase(p.cookie.name)));
     idx = { byKey, callbacks, logouts, cookieNames, offered: new Map(), accepting: new Map() };
     this.#indexes.set(s, idx);
     return idx;
@@ -210,4 +215,14 @@ export class LoginProviders {
     }
     return st;
   }
+}
+
+/** The session cookie as configured (defaults: nox_session, Lax), with the name browsers get. */
+function sessionCookie(c: NonNullable<OAuth2ProviderSpec['login']>['cookie']): CookieScope {
+  const name = c?.name ?? 'nox_session';
+  return {
+    name: sessionCookieName(name, c?.domain || undefined),
+    ...(c?.domain ? { domain: c.domain } : {}),
+    sameSite: c?.sameSite ?? 'Lax',
+  };
 }

@@ -63,7 +63,7 @@ function setup() {
   const policy = routedPolicy({ providers: ['corp'] });
   const identify = (...ids: string[]) =>
     method.identify(
-      checkInput({ headers: { cookie: ids.map((id) => `nox_session=${id}`).join('; ') } }),
+      checkInput({ headers: { cookie: ids.map((id) => `__Host-nox_session=${id}`).join('; ') } }),
       checkContext({ snapshot }),
       policy,
     );

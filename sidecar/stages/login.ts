@@ -5,6 +5,7 @@ import { clearCookie, localTarget, parseCookies, setCookie } from '../login/cook
 import { errorPage, type LoginFailure, prefersHtml } from '../login/errorPages.js';
 import { describeError, type Login, providerFailure } from '../login/login.js';
 import { bindsHost } from '../login/loginHosts.js';
+import { checkLogoutRequest, logoutToken, logoutTokenParam } from '../login/logoutGuard.js';
 import { chosenProvider } from '../login/pages.js';
 import { type LoginProvider, LoginUnavailable } from '../login/providers.js';
 import { nextRecord, openTokens, UnusableTokens } from '../login/records.js';
@@ -35,7 +36,7 @@ export class LoginStage implements Stage {
     const callback = bound(idx.callbacks.get(input.path));
     if (callback.length) return this.#guard(callback[0]!, true, () => this.#callback(callback, input, ctx));
     const logout = bound(idx.logouts.get(input.path));
-    if (logout.length) return this.#guard(logout[0]!, false, () => this.#logout(logout, input));
+    if (logout.length) return this.#guard(logout[0]!, false, () => this.#logoutRequest(logout, input));
     return { kind: 'skip' };
   }
 
@@ -150,6 +151,26 @@ export class LoginStage implements Stage {
       code: 'LOGIN_COMPLETE',
       reason: `logged in at ${p.key} as ${record.subject}`,
       headers: { location: pending.target, 'set-cookie': cookie, 'cache-control': 'no-store' },
+    });
+  }
+
+  /** Logout is a POST from this site (logoutGuard.ts); a browser's GET gets a page to confirm it. */
+  async #logoutRequest(providers: LoginProvider[], input: CheckInput): Promise<Outcome> {
+    const cookies = parseCookies(input.headers.cookie);
+    const ids = providers.flatMap((p) => (cookies.get(p.cookie.name) ?? []).filter(isSessionId));
+    if (input.method === 'POST') {
+      const verdict = checkLogoutRequest(input, ids);
+      if (!verdict.ok) return deny({ code: 'LOGOUT_REFUSED', reason: verdict.reason });
+      return this.#logout(providers, input);
+    }
+    if ((input.method === 'GET' || input.method === 'HEAD') && prefersHtml(input.headers.accept)) {
+      const q = ids.length ? `?${new URLSearchParams({ [logoutTokenParam]: logoutToken(ids[0]!) })}` : '';
+      return deny(this.login.pages.logoutConfirm(`${input.path}${q}`));
+    }
+    return deny({
+      code: 'LOGOUT_METHOD',
+      reason: `logout is a POST, not ${input.method}`,
+      headers: { allow: 'POST' },
     });
   }
 

@@ -16,8 +16,10 @@ import { type RedisServer, startRedis } from '../harness/redis.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { startUpstream, type Upstream } from '../harness/upstream.js';
 
+const bodyOf = (h: Hop) => JSON.parse(h.body) as { error?: string; reason?: string };
+
 const sessionCookie =
-  /^nox_session=([A-Za-z0-9_-]{43}); Path=\/; Max-Age=3600; HttpOnly; Secure; SameSite=Lax$/;
+  /^__Host-nox_session=([A-Za-z0-9_-]{43}); Path=\/; Max-Age=3600; HttpOnly; Secure; SameSite=Lax$/;
 
 function policy(issuer: string, logoutTarget: string): string {
   return `
@@ -116,7 +118,12 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
           postLogoutRedirectUris: [`${origins[0]}/bye`],
         },
       ],
-      users: { alice: { groups: ['staff'] }, bob: { groups: ['staff'] }, carol: { groups: ['staff'] } },
+      users: {
+        alice: { groups: ['staff'] },
+        bob: { groups: ['staff'] },
+        carol: { groups: ['staff'] },
+        dave: { groups: ['staff'] },
+      },
       accessTokenTtlS: 6,
     });
     redis = await startRedis({ appendonly: false });
@@ -182,13 +189,13 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     const browser = new Browser();
     const hops = await browser.navigate(`${via.url}${path}`);
     expect(hops.at(-1)!.status, hops.map((h) => `${h.status} ${h.url}`).join('\n')).toBe(200);
-    return { browser, hops, id: browser.cookie('127.0.0.1', 'nox_session')! };
+    return { browser, hops, id: browser.cookie('127.0.0.1', '__Host-nox_session')! };
   }
 
   /** The cookies a browser sends to a path on 127.0.0.1 other than Nox's: what the upstream should get. */
   const otherCookies = (browser: Browser) =>
     [...(browser.jar.get('127.0.0.1') ?? [])]
-      .filter(([n, c]) => c.path === '/' && c.expiresAt > Date.now() && !n.startsWith('nox_session'))
+      .filter(([n, c]) => c.path === '/' && c.expiresAt > Date.now() && !n.includes('nox_session'))
       .map(([n, c]) => `${n}=${c.value}`)
       .join('; ');
   const seenBy = (hop: Hop) => (JSON.parse(hop.body) as { headers: Record<string, string> }).headers;
@@ -209,7 +216,7 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     expect(auth.searchParams.get('nonce')).toBeTruthy();
     expect(auth.searchParams.get('scope')).toBe('openid email profile groups');
     expect(first!.setCookies[0]).toMatch(
-      /^nox_session_login_[\w-]{12}=[\w.-]+; Path=\/oauth2\/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax$/,
+      /^__Secure-nox_session_login_[\w-]{12}=[\w.-]+; Path=\/oauth2\/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax$/,
     );
     const callback = hops.find((h) => h.url.startsWith(`${a.url}/oauth2/callback?`))!;
     expect(callback.status).toBe(302);
@@ -260,7 +267,7 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
   it('passes the upstream every cookie of the request but Nox’s own', async () => {
     const { id } = await login('alice');
     const browser = new Browser();
-    browser.setCookie('127.0.0.1', 'nox_session', id);
+    browser.setCookie('127.0.0.1', '__Host-nox_session', id);
     for (const via of [a, b]) {
       const hop = await browser.request(`${via.url}/app/only-session`);
       expect(hop.status).toBe(200);
@@ -269,7 +276,7 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
       expect(seenBy(hop).cookie).toBeUndefined();
     }
     browser.setCookie('127.0.0.1', 'theme', 'dark');
-    browser.setCookie('127.0.0.1', 'nox_session_login_AAAAAAAAAAAA', 'left-over-pre-login');
+    browser.setCookie('127.0.0.1', '__Secure-nox_session_login_AAAAAAAAAAAA', 'left-over-pre-login');
     browser.setCookie('127.0.0.1', 'lang', 'en');
     for (const via of [a, b]) {
       for (const path of ['/app/cookies', '/public/cookies']) {
@@ -329,21 +336,66 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     expect(op.grantErrors.get('invalid_grant') ?? 0).toBe(0);
   });
 
+  it('logs out only by a POST from this site: a link, another site or a missing token leave the session alone', async () => {
+    const { browser, id } = await login('dave');
+    const post = (headers: Record<string, string>, query = '') =>
+      browser.request(`${a.url}/logout${query}`, { method: 'POST', headers });
+    // A link (GET) gets a page whose button posts the logout, with this session's token.
+    const page = await browser.request(`${a.url}/logout`);
+    expect(page.status).toBe(200);
+    expect(page.contentType).toContain('text/html');
+    const action = /<form method="post" action="([^"]+)">/.exec(page.body)?.[1]?.replaceAll('&amp;', '&');
+    expect(action).toMatch(/^\/logout\?nox_logout=[\w-]{43}$/);
+    // An API client's GET: 405, POST is the method.
+    const api = await browser.request(`${a.url}/logout`, { headers: { accept: 'application/json' } });
+    expect([api.status, bodyOf(api).error]).toEqual([405, 'LOGOUT_METHOD']);
+    // Forged from another site (a form there: the browser says so), or without proof.
+    for (const [headers, query] of [
+      [{ origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' }, ''],
+      [{ 'sec-fetch-site': 'same-site' }, action!.slice('/logout'.length)], // a sibling subdomain, with a stolen token
+      [{ origin: 'https://evil.example' }, ''],
+      [{}, ''],
+      [{}, `?nox_logout=${'A'.repeat(43)}`],
+    ] as const) {
+      const refused = await post({ accept: 'application/json', ...headers }, query);
+      expect([refused.status, bodyOf(refused).error], JSON.stringify(headers)).toEqual([
+        403,
+        'LOGOUT_REFUSED',
+      ]);
+      expect(refused.setCookies).toEqual([]);
+    }
+    expect(await record(id)).toBeDefined();
+    expect((await browser.request(`${a.url}/app/still-in`)).status).toBe(200);
+    // The page's button (token in the action), or a same-origin POST, does it.
+    const out = await browser.request(`${a.url}${action}`, { method: 'POST' });
+    expect(out.status).toBe(302);
+    expect(await record(id)).toBeUndefined();
+    const again = await login('dave');
+    const sameOrigin = await again.browser.request(`${a.url}/logout`, {
+      method: 'POST',
+      headers: { origin: a.url, 'sec-fetch-site': 'same-origin' },
+    });
+    expect(sameOrigin.status).toBe(302);
+    expect(await record(again.id)).toBeUndefined();
+  });
+
   it('logs out: the session ends on every sidecar and the browser goes to the provider’s end-session endpoint', async () => {
     const { browser, id } = await login('alice');
     expect((await browser.request(`${b.url}/app/cached`)).status).toBe(200); // b now holds it in its cache
-    const out = await browser.request(`${a.url}/logout`);
+    const out = await browser.request(`${a.url}/logout`, { method: 'POST', headers: { origin: a.url } });
     expect(out.status).toBe(302);
     const end = new URL(out.location!);
     expect(`${end.origin}${end.pathname}`).toBe(`${op.issuer}/session/end`);
     expect(end.searchParams.get('id_token_hint')).toMatch(/^eyJ/);
     expect(end.searchParams.get('post_logout_redirect_uri')).toBe(`${a.url}/bye`);
     expect(end.searchParams.get('client_id')).toBe('web');
-    expect(out.setCookies).toEqual(['nox_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax']);
+    expect(out.setCookies).toEqual([
+      '__Host-nox_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax',
+    ]);
     expect(await record(id)).toBeUndefined();
     // The old cookie, replayed, is anonymous on both sidecars and gets cleared.
     const thief = new Browser();
-    thief.setCookie('127.0.0.1', 'nox_session', id);
+    thief.setCookie('127.0.0.1', '__Host-nox_session', id);
     for (const via of [b, a]) {
       const hop = await thief.request(`${via.url}/app/page`);
       expect(hop.status).toBe(302);
@@ -351,7 +403,9 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     }
     const pub = await thief.request(`${b.url}/public/x`);
     expect(pub.status).toBe(200);
-    expect(pub.setCookies).toEqual(['nox_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax']);
+    expect(pub.setCookies).toEqual([
+      '__Host-nox_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax',
+    ]);
   });
 
   it('revokes a session on every sidecar within 1 s (pub/sub drops their cached copies)', async () => {
@@ -417,7 +471,7 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     op.user = 'alice';
     const first = await tamperer.request(`${a.url}/app/page`);
     const jar = tamperer.jar.get('127.0.0.1')!;
-    const [name, pending] = [...jar].find(([n]) => n.startsWith('nox_session_login_'))!;
+    const [name, pending] = [...jar].find(([n]) => n.startsWith('__Secure-nox_session_login_'))!;
     const flipped =
       pending.value.slice(0, -2) + (pending.value.at(-2) === 'A' ? 'B' : 'A') + pending.value.at(-1);
     jar.set(name, { ...pending, value: flipped });
@@ -425,12 +479,14 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     expect(rest.at(-1)!.status).toBe(401);
     // Refused before the state is spent: the same callback again, as an API client, says why.
     expect(reasonOf(await tamperer.request(rest.at(-1)!.url, json)).reason).toMatch(/tampered/);
-    expect(tamperer.cookie('127.0.0.1', 'nox_session')).toBeUndefined();
+    expect(tamperer.cookie('127.0.0.1', '__Host-nox_session')).toBeUndefined();
   });
 
   it('never let a Nox cookie through to the upstream, on any request of this file', () => {
     expect(upstream.seen.length).toBeGreaterThan(50);
-    const leaked = upstream.seen.filter((r) => /(^|;\s*)nox_session/.test(String(r.headers.cookie ?? '')));
+    const leaked = upstream.seen.filter((r) =>
+      /(^|;\s*)(__Host-|__Secure-)?nox_session/.test(String(r.headers.cookie ?? '')),
+    );
     expect(leaked.map((r) => `${r.url}: ${String(r.headers.cookie)}`)).toEqual([]);
   });
 });

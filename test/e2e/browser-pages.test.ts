@@ -325,7 +325,7 @@ describe('pages a person sees, in headless Chromium through real Envoy', () => {
     }
     const callback = next;
     const [name, pending] = [...http.jar.get('127.0.0.1')!].find(([n]) =>
-      n.startsWith('nox_session_login_'),
+      n.startsWith('__Secure-nox_session_login_'),
     )!;
     const { context, page } = await tab();
     await context.addCookies([
@@ -401,9 +401,9 @@ describe('pages a person sees, in headless Chromium through real Envoy', () => {
     await screenshot(page, 'browser-pages-no-policy');
 
     // The same requests from an API client: the JSON body exactly as before, reason and all.
-    const cookie = (await context.cookies(origin)).find((c) => c.name === 'nox_session')!;
+    const cookie = (await context.cookies(origin)).find((c) => c.name === '__Host-nox_session')!;
     const api = new Browser('application/json');
-    api.setCookie('127.0.0.1', 'nox_session', cookie.value);
+    api.setCookie('127.0.0.1', '__Host-nox_session', cookie.value);
     const apiDenied = await api.request(`${origin}/admin/users`);
     expect(apiDenied.status).toBe(403);
     expect(apiDenied.contentType).toBe('application/json');

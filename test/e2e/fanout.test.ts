@@ -279,7 +279,7 @@ describe('bounded fan-out: 10 000 made-up credentials of each kind', () => {
         i < N / 2 ? rnd(32) : pool[(i * 7 + k) % pool.length]!,
       );
       const ids = ['short', 'not!a!session!id', ...made];
-      return { cookie: ids.map((id) => `nox_session=${id}`).join('; ') };
+      return { cookie: ids.map((id) => `__Host-nox_session=${id}`).join('; ') };
     });
     const sessionCalls = await delta();
     figures.sessions = { ...sessions, calls: sessionCalls };

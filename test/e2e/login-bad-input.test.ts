@@ -171,7 +171,7 @@ describe('bad input at the browser login, through real Envoy', () => {
   const seenBy = (hop: Hop) => (JSON.parse(hop.body) as { headers: Record<string, string> }).headers;
 
   /** A full login: the browser ends on the page it asked for, with its session cookie. */
-  async function login(user: string, path = '/app/page', cookie = 'nox_session') {
+  async function login(user: string, path = '/app/page', cookie = '__Host-nox_session') {
     op.user = user;
     const browser = new Browser();
     const hops = await browser.navigate(`${origin}${path}`);
@@ -201,7 +201,7 @@ describe('bad input at the browser login, through real Envoy', () => {
   }
 
   const preLoginCookie = (b: Browser) =>
-    [...b.jar.get('127.0.0.1')!].find(([n]) => n.startsWith('nox_session_login_'))!;
+    [...b.jar.get('127.0.0.1')!].find(([n]) => n.startsWith('__Secure-nox_session_login_'))!;
   const sessionCount = async () => (await raw.keys('nox:s:{*}')).filter((k) => !k.endsWith(':lock')).length;
   const codeExchanges = () => op.grants.get('authorization_code') ?? 0;
   const failedLogins = async () => {
@@ -220,7 +220,7 @@ describe('bad input at the browser login, through real Envoy', () => {
     expect(hop.status, hop.body).toBe(401);
     expect(bodyOf(hop)).toMatchObject({ error: 'LOGIN_FAILED', reason: expect.stringMatching(reason) });
     expect(bodyOf(hop).decisionId).toBeTruthy();
-    expect(hop.setCookies.filter((c) => c.startsWith('nox_session='))).toEqual([]);
+    expect(hop.setCookies.filter((c) => c.startsWith('__Host-nox_session='))).toEqual([]);
     expect(codeExchanges()).toBe(exchanges);
     expect(await sessionCount()).toBe(stored);
     expect(await failedLogins()).toBe(failed + 1);
@@ -274,7 +274,7 @@ describe('bad input at the browser login, through real Envoy', () => {
     const done = await victim.request(callback);
     expect(done.status).toBe(302);
     expect(done.location).toBe(`${origin}/app/page`);
-    expect(done.setCookies[0]).toMatch(/^nox_session=[\w-]{43}; /);
+    expect(done.setCookies[0]).toMatch(/^__Host-nox_session=[\w-]{43}; /);
   });
 
   it('refuses a callback whose pre-login cookie has expired', async () => {
@@ -303,7 +303,7 @@ describe('bad input at the browser login, through real Envoy', () => {
     const done = hops.filter((h) => h.status === 302);
     const refused = hops.filter((h) => h.status !== 302);
     expect(done).toHaveLength(1);
-    expect(done[0]!.setCookies[0]).toMatch(/^nox_session=[\w-]{43}; /);
+    expect(done[0]!.setCookies[0]).toMatch(/^__Host-nox_session=[\w-]{43}; /);
     expect(refused.map((h) => h.status)).toEqual([401, 401, 401, 401]);
     for (const h of refused)
       expect(bodyOf(h)).toMatchObject({
@@ -326,7 +326,7 @@ describe('bad input at the browser login, through real Envoy', () => {
     // the seal binds it to its name, hence to its state.
     const [name, cookie] = preLoginCookie(browser);
     const nameFor = (state: string) =>
-      `nox_session_login_${createHash('sha256').update(state).digest('base64url').slice(0, 12)}`;
+      `__Secure-nox_session_login_${createHash('sha256').update(state).digest('base64url').slice(0, 12)}`;
     const renamed = new Browser();
     renamed.jar.set('127.0.0.1', new Map([[nameFor('attacker-chosen-state'), cookie]]));
     await expectRefused(renamed, forged.href, /^the pre-login cookie is tampered with/);
@@ -351,7 +351,7 @@ describe('bad input at the browser login, through real Envoy', () => {
    * gets a 401 saying why, with the cookie cleared; a browser is sent to log in again.
    * Neither reaches the upstream.
    */
-  async function expectAnonymous(id: string, cookie = 'nox_session', path = '/app/page') {
+  async function expectAnonymous(id: string, cookie = '__Host-nox_session', path = '/app/page') {
     const seen = upstream.seen.length;
     const api = new Browser();
     api.setCookie('127.0.0.1', cookie, id);
@@ -393,7 +393,7 @@ describe('bad input at the browser login, through real Envoy', () => {
   it('ends an expired session: past its TTL, and with a record the store still holds', async () => {
     // sessionTTL 3s: the browser would drop the cookie itself (Max-Age=3); sent anyway, the
     // session is gone from the store, and the sidecar's copy never outlives it either.
-    const { browser, id } = await login('alice', '/brief/page', 'nox_brief');
+    const { browser, id } = await login('alice', '/brief/page', '__Host-nox_brief');
     expect((await browser.request(`${origin}/brief/again`)).status).toBe(200);
     const record = JSON.parse((await raw.get(`nox:s:{${sessionHash(id)}}`))!) as SessionRecord;
     // The signal: the store has expired the session (and its expiry time has passed).
@@ -403,14 +403,14 @@ describe('bad input at the browser login, through real Envoy', () => {
       10_000,
       { intervalMs: 50 },
     );
-    await expectAnonymous(id, 'nox_brief', '/brief/page');
+    await expectAnonymous(id, '__Host-nox_brief', '/brief/page');
 
     // A record past its expiresAt that the store still returns (a key TTL extended by
     // hand, a store without expiry): the sidecar checks the record's own expiry. Written
     // before the browser's first request, so no sidecar holds a cached copy.
     const fresh = await toCallback('alice');
     const done = await fresh.browser.request(fresh.callback);
-    const freshId = fresh.browser.cookie('127.0.0.1', 'nox_session')!;
+    const freshId = fresh.browser.cookie('127.0.0.1', '__Host-nox_session')!;
     expect(done.status).toBe(302);
     const key = `nox:s:{${sessionHash(freshId)}}`;
     const live = JSON.parse((await raw.get(key))!) as SessionRecord;

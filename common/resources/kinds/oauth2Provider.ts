@@ -129,7 +129,10 @@ export const oauth2Provider: KindDefinition = {
         {
           enabled: bool('Redirect unauthenticated browsers to the provider.', { default: false }),
           callbackPath: normalizedPath('Path the provider redirects back to; unique per provider.', 256),
-          logoutPath: normalizedPath('Path that ends the session.', 256),
+          logoutPath: normalizedPath(
+            "Path that ends the session: by a POST from this site (Origin or Sec-Fetch-Site same-origin, or the token of the confirmation page a browser gets for a GET); another site's POST is refused LOGOUT_REFUSED.",
+            256,
+          ),
           hosts: set(
             'Hosts (":authority", lower-case, exact or "*." wildcard) browsers log in on: the callback and logout paths are answered there only, and the redirect_uri names the request\'s host only when it is one of them. Absent: the hosts of the AccessPolicies in this namespace that offer this provider; when one of those covers every host, or none offers it, only loopback hosts (localhost, 127.0.0.1, [::1]), for development.',
             str('Host.', { pattern: patterns.hostname }),
@@ -142,7 +145,10 @@ export const oauth2Provider: KindDefinition = {
           sessionTTL: duration('Session lifetime.', { default: '12h' }),
           refreshBefore: duration('Refresh access tokens this long before they expire.', { default: '60s' }),
           cookie: obj('Session cookie.', {
-            name: str('Cookie name.', { default: 'nox_session', pattern: '^[A-Za-z0-9_-]+$', maxLength: 64 }),
+            name: str(
+              'Cookie name; browsers get it prefixed "__Host-" (host-only: Secure, Path=/, no Domain, so no other host or plain-http page can set or shadow it) or "__Secure-" when a domain is set.',
+              { default: 'nox_session', pattern: '^[A-Za-z0-9_-]+$', maxLength: 64 },
+            ),
             domain: str(
               'Cookie domain: a lower-case DNS name, optionally with a leading "."; empty or absent is host-only.',
               {
