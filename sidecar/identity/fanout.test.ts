@@ -1,8 +1,11 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { Busy, FanoutGuards, NegativeCache } from './fanout.js';
+import { Busy, defaultFanoutLimits, FanoutGuards, type FanoutLimits, NegativeCache } from './fanout.js';
 import { looksLikeGithubToken } from './githubMethod.js';
 import { VerdictCache } from './verdictCache.js';
+
+/** The defaults with one kind's bound replaced: the settings' NOX_FANOUT_* do the same. */
+const limits = (over: Partial<FanoutLimits>): FanoutLimits => ({ ...defaultFanoutLimits, ...over });
 
 const metric = async (r: Registry, name: string) =>
   (await r.getMetricsAsJSON()).find((m) => m.name === name)?.values ?? [];
@@ -10,7 +13,10 @@ const metric = async (r: Registry, name: string) =>
 describe('dependency guards', () => {
   it('refuses a call over the concurrency cap without making it, and counts it', async () => {
     const registry = new Registry();
-    const g = new FanoutGuards(registry).guard('tokenreview', { maxInFlight: 2 });
+    const g = new FanoutGuards(registry, limits({ tokenReview: { maxInFlight: 2 } })).guard(
+      'tokenreview',
+      'tokenReview',
+    );
     const release: (() => void)[] = [];
     let calls = 0;
     const slow = () =>
@@ -34,11 +40,10 @@ describe('dependency guards', () => {
   });
 
   it('refuses calls over the rate budget: at most burst at once, then the rate', async () => {
-    const g = new FanoutGuards().guard('github:api.github.com', {
-      maxInFlight: 100,
-      ratePerSec: 5,
-      burst: 3,
-    });
+    const g = new FanoutGuards(
+      undefined,
+      limits({ github: { maxInFlight: 100, ratePerSec: 5, burst: 3 } }),
+    ).guard('github:api.github.com', 'github');
     const outcomes = await Promise.allSettled(Array.from({ length: 10 }, () => g.run(async () => 1)));
     expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(3);
     const refused = outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult;
@@ -47,7 +52,8 @@ describe('dependency guards', () => {
 
   it('shares one guard per dependency name', () => {
     const guards = new FanoutGuards();
-    expect(guards.guard('x', { maxInFlight: 1 })).toBe(guards.guard('x', { maxInFlight: 5 }));
+    expect(guards.guard('x', 'github')).toBe(guards.guard('x', 'github'));
+    expect(guards.guard('y', 'github')).not.toBe(guards.guard('x', 'github'));
   });
 });
 

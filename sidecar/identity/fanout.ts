@@ -1,5 +1,8 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { definitions, type GuardLimits } from '../settings/settings.js';
 import type { Revocations } from './revocations.js';
+
+export type { GuardLimits };
 
 /**
  * Bounded fan-out: what one request, or a flood of made-up credentials, can cost the
@@ -10,28 +13,30 @@ import type { Revocations } from './revocations.js';
  * the identify stage answers with IDENTITY_DEPENDENCY_BUSY (503, Retry-After: 1). Cache hits
  * (positive or negative) never touch a guard, so valid cached credentials cost what they did.
  *
- * The bounds are documented in the README (identity: bounded fan-out); change them here.
+ * The bounds are settings (NOX_FANOUT_*, settings.ts), documented in the README (identity:
+ * bounded fan-out).
  */
-export interface GuardLimits {
-  /** Remote checks running at once. */
-  readonly maxInFlight: number;
-  /** Remote checks started per second (token bucket refill); undefined: no rate bound. */
-  readonly ratePerSec?: number;
-  /** Token bucket size: the burst above the rate. */
-  readonly burst?: number;
+/** The dependency kinds, each with its bound. */
+export interface FanoutLimits {
+  /** The session store (Redis): one GET per request at most; the cap only stops a pile-up when it is slow. */
+  readonly sessions: GuardLimits;
+  /** TokenReview: every ServiceAccount token that passes the local checks (signature by the cluster's keys, issuer, exp). */
+  readonly tokenReview: GuardLimits;
+  /** Per introspection endpoint (per OAuth2Provider). */
+  readonly introspection: GuardLimits;
+  /** Per GitHub API origin: GitHub blocks an address that sends many bad credentials. */
+  readonly github: GuardLimits;
 }
 
-/** Defaults per dependency kind. */
-export const fanoutLimits = {
-  /** One GET per request at most; Redis takes far more than this, the cap only stops a pile-up when it is slow. */
-  sessions: { maxInFlight: 256 },
-  /** TokenReview: every ServiceAccount token that passes the local checks (signature by the cluster's keys, issuer, exp). */
-  tokenReview: { maxInFlight: 16, ratePerSec: 50, burst: 100 },
-  /** Per introspection endpoint (per OAuth2Provider). */
-  introspection: { maxInFlight: 32, ratePerSec: 100, burst: 200 },
-  /** Per GitHub API origin: GitHub blocks an address that sends many bad credentials. */
-  github: { maxInFlight: 16, ratePerSec: 20, burst: 50 },
-} as const satisfies Record<string, GuardLimits>;
+export type FanoutKind = keyof FanoutLimits;
+
+/** The settings' defaults (NOX_FANOUT_*). */
+export const defaultFanoutLimits: FanoutLimits = {
+  sessions: definitions.fanoutSessions.default,
+  tokenReview: definitions.fanoutTokenReview.default,
+  introspection: definitions.fanoutIntrospection.default,
+  github: definitions.fanoutGithub.default,
+};
 
 /** Negative caches: how many rejected credentials are remembered (by hash) per method, and for how long. */
 export const negativeCacheLimits = { maxEntries: 10_000 } as const;
@@ -109,7 +114,10 @@ export class FanoutGuards {
   readonly #guards = new Map<string, DependencyGuard>();
   readonly #metrics: FanoutMetrics;
 
-  constructor(registry?: Registry) {
+  constructor(
+    registry?: Registry,
+    private readonly limits: FanoutLimits = defaultFanoutLimits,
+  ) {
     const registers = registry ? [registry] : [];
     const guards = this.#guards;
     const inFlight: Gauge<'dependency'> = new Gauge({
@@ -149,11 +157,11 @@ export class FanoutGuards {
     };
   }
 
-  /** The guard of `dependency`, created with `limits` the first time it is asked for. */
-  guard(dependency: string, limits: GuardLimits): DependencyGuard {
+  /** The guard of `dependency`, created with the bound of its kind the first time it is asked for. */
+  guard(dependency: string, kind: FanoutKind): DependencyGuard {
     let g = this.#guards.get(dependency);
     if (!g) {
-      g = new DependencyGuard(dependency, limits, this.#metrics);
+      g = new DependencyGuard(dependency, this.limits[kind], this.#metrics);
       this.#guards.set(dependency, g);
     }
     return g;

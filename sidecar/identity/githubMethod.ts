@@ -4,7 +4,7 @@ import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from '../request/identity.js';
 import type { CheckInput } from '../request/input.js';
-import { FanoutGuards, fanoutLimits, type MethodEnv, negativeCacheLimits } from './fanout.js';
+import { FanoutGuards, type MethodEnv, negativeCacheLimits } from './fanout.js';
 import { bearerToken } from './jwtMethod.js';
 import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
 import { type Loaded, tokenHash, VerdictCache } from './verdictCache.js';
@@ -139,7 +139,7 @@ export class GithubMethod implements IdentityMethod {
       try {
         const v = await this.#cache.getOrLoad(`${s.key}|${hash}`, ctx.now, () =>
           // One guard per GitHub API host, whichever providers point at it.
-          this.#env.guards.guard(s.dependency, fanoutLimits.github).run(() => this.#check(s, token)),
+          this.#env.guards.guard(s.dependency, 'github').run(() => this.#check(s, token)),
         );
         if (v.kind === 'identified') return v;
         invalid ??= v;

@@ -6,7 +6,7 @@ import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from '../request/identity.js';
 import type { CheckInput } from '../request/input.js';
 import type { SecretStore } from '../secrets/secretStore.js';
-import { FanoutGuards, fanoutLimits, type MethodEnv, negativeCacheLimits } from './fanout.js';
+import { FanoutGuards, type MethodEnv, negativeCacheLimits } from './fanout.js';
 import { looksLikeGithubToken } from './githubMethod.js';
 import { bearerToken } from './jwtMethod.js';
 import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
@@ -153,7 +153,7 @@ export class OpaqueTokenMethod implements IdentityMethod {
         if (!endpoint) continue;
         const v = await this.#cache.getOrLoad(`${s.p.key}|${hash}`, ctx.now, () =>
           this.#env.guards
-            .guard(`introspection:${s.p.key}`, fanoutLimits.introspection)
+            .guard(`introspection:${s.p.key}`, 'introspection')
             .run(() => this.#introspect(s, endpoint, token, ns)),
         );
         if (v.kind === 'identified') return v;

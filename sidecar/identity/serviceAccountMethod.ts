@@ -5,7 +5,7 @@ import { createLocalJWKSet, decodeJwt, errors, type JSONWebKeySet, jwtVerify } f
 import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { CheckInput } from '../request/input.js';
-import { FanoutGuards, fanoutLimits, type MethodEnv, negativeCacheLimits } from './fanout.js';
+import { FanoutGuards, type MethodEnv, negativeCacheLimits } from './fanout.js';
 import { bearerToken } from './jwtMethod.js';
 import type { IdentityMethod, MethodResult } from './method.js';
 import { type Loaded, tokenHash, VerdictCache } from './verdictCache.js';
@@ -113,9 +113,7 @@ export class ServiceAccountMethod implements IdentityMethod {
     }
     try {
       return await this.#cache.getOrLoad(key, ctx.now, () =>
-        this.#env.guards
-          .guard('tokenreview', fanoutLimits.tokenReview)
-          .run(() => this.#review(token, audiences, exp)),
+        this.#env.guards.guard('tokenreview', 'tokenReview').run(() => this.#review(token, audiences, exp)),
       );
     } catch (e) {
       return { kind: 'unavailable', cause: e };

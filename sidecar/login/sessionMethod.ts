@@ -1,5 +1,5 @@
 import * as oidc from 'openid-client';
-import { FanoutGuards, fanoutLimits, type MethodEnv, NegativeCache } from '../identity/fanout.js';
+import { FanoutGuards, type MethodEnv, NegativeCache } from '../identity/fanout.js';
 import type { IdentityMethod, MethodResult } from '../identity/method.js';
 import type { Ctx } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
@@ -143,7 +143,7 @@ export class SessionMethod implements IdentityMethod {
     const epoch = this.#epoch;
     let read = this.#reading.get(hash);
     if (!read) {
-      const guard = this.#env.guards.guard('redis_sessions', fanoutLimits.sessions);
+      const guard = this.#env.guards.guard('redis_sessions', 'sessions');
       read = guard.run(() => this.login.store.get(hash)).finally(() => this.#reading.delete(hash));
       this.#reading.set(hash, read);
     }

@@ -18,6 +18,41 @@ import {
   text,
 } from '../../common/settings.js';
 
+/** The bound of one dependency identity calls (identity/fanout.ts applies it). */
+export interface GuardLimits {
+  /** Remote checks running at once. */
+  readonly maxInFlight: number;
+  /** Remote checks started per second (token bucket refill); undefined: no rate bound. */
+  readonly ratePerSec?: number;
+  /** Token bucket size: the burst above the rate. */
+  readonly burst?: number;
+}
+
+/**
+ * "inFlight[/perSecond[/burst]]" → a dependency's bound (fanout.ts): remote identity checks at
+ * once, and optionally started per second with a burst (default: the rate).
+ */
+function guardLimits(raw: string): GuardLimits {
+  const m = /^\s*(\d+)\s*(?:\/\s*(\d+)\s*(?:\/\s*(\d+)\s*)?)?$/.exec(raw);
+  const [inFlight, rate, burst] = (m?.slice(1) ?? []).map((n) => (n === undefined ? undefined : Number(n)));
+  if (
+    !m ||
+    !inFlight ||
+    inFlight > 100_000 ||
+    rate === 0 ||
+    (rate ?? 0) > 1_000_000 ||
+    burst === 0 ||
+    (burst ?? 0) > 1_000_000
+  )
+    throw new Error(
+      `must be "inFlight[/perSecond[/burst]]", whole numbers from 1 (at most 100000 in flight, 1000000 per second or burst), got "${raw}"`,
+    );
+  return { maxInFlight: inFlight, ...(rate ? { ratePerSec: rate } : {}), ...(burst ? { burst } : {}) };
+}
+
+const fanoutDoc = (what: string) =>
+  `Bound on ${what}: "inFlight[/perSecond[/burst]]". A remote identity check over it is not made and the request is denied IDENTITY_DEPENDENCY_BUSY (503, Retry-After: 1); cache hits never count.`;
+
 export interface RedisNode {
   readonly host: string;
   readonly port: number;
@@ -160,6 +195,32 @@ export const definitions = {
     default: 100_000,
     doc: 'memory quota store: at most this many quota states (subject × limit, about 200 bytes each) are kept; past it the least recently used is dropped and its subject starts afresh (nox_quota_memory_evictions_total).',
     parse: positiveInt(10_000_000),
+  },
+  fanoutSessions: {
+    env: 'NOX_FANOUT_SESSIONS',
+    default: { maxInFlight: 256 } as GuardLimits,
+    doc: fanoutDoc('session store lookups (one per request at most)'),
+    parse: guardLimits,
+  },
+  fanoutTokenReview: {
+    env: 'NOX_FANOUT_TOKENREVIEW',
+    default: { maxInFlight: 16, ratePerSec: 50, burst: 100 } as GuardLimits,
+    doc: fanoutDoc('TokenReviews sent to the API server (ServiceAccount tokens that pass the local checks)'),
+    parse: guardLimits,
+  },
+  fanoutIntrospection: {
+    env: 'NOX_FANOUT_INTROSPECTION',
+    default: { maxInFlight: 32, ratePerSec: 100, burst: 200 } as GuardLimits,
+    doc: fanoutDoc('token introspection calls, per OAuth2Provider'),
+    parse: guardLimits,
+  },
+  fanoutGithub: {
+    env: 'NOX_FANOUT_GITHUB',
+    default: { maxInFlight: 16, ratePerSec: 20, burst: 50 } as GuardLimits,
+    doc: fanoutDoc(
+      'GitHub API calls, per API origin (GitHub blocks an address that sends many bad credentials)',
+    ),
+    parse: guardLimits,
   },
   redisNodes: {
     env: 'NOX_REDIS_NODES',

@@ -1,5 +1,5 @@
 import { Counter, type Registry } from 'prom-client';
-import { Busy, FanoutGuards } from '../identity/fanout.js';
+import { Busy, FanoutGuards, type FanoutLimits } from '../identity/fanout.js';
 import type { IdentityMethod } from '../identity/method.js';
 import type { ProfileSync } from '../identity/profileSync.js';
 import type { Revocations } from '../identity/revocations.js';
@@ -15,6 +15,8 @@ export interface IdentifyOptions {
   readonly profiles?: ProfileSync;
   /** OAuth2Provider "namespace/name" → whether it allows linking by email. */
   readonly linkByEmail?: (providerKey: string) => boolean;
+  /** The bound of each dependency kind (default: defaultFanoutLimits). */
+  readonly fanout?: FanoutLimits;
 }
 
 /**
@@ -39,7 +41,7 @@ export class IdentifyStage implements Stage {
       registers: [registry],
     });
     // One set of dependency guards for the sidecar: caps hold across methods and requests.
-    const env = { guards: new FanoutGuards(registry), revocations: opts.revocations };
+    const env = { guards: new FanoutGuards(registry, opts.fanout), revocations: opts.revocations };
     for (const m of methods) m.attach?.(env);
   }
 

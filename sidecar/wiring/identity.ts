@@ -36,6 +36,12 @@ export async function identifyStageFor(
     revocations: parts.revocations,
     ...(profiles ? { profiles } : {}),
     linkByEmail: (key) => policy.current?.providers.get(key)?.linkAccountsByEmail === true,
+    fanout: {
+      sessions: settings.fanoutSessions,
+      tokenReview: settings.fanoutTokenReview,
+      introspection: settings.fanoutIntrospection,
+      github: settings.fanoutGithub,
+    },
   });
 }
 
