@@ -1,4 +1,5 @@
-import { writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startEnvoy } from '../../test/harness/envoy.js';
 import { scratchDir } from '../../test/harness/process.js';
@@ -8,55 +9,40 @@ import { startSidecar } from '../../test/harness/sidecar.js';
 import { startUpstream } from '../../test/harness/upstream.js';
 import { cpuSeconds, ghz, hostCpuTicks, type LoadResult, peakRssMiB, wrk } from '../lib/measure.js';
 import { settledScrape, sum } from '../lib/metrics.js';
-import { realisticCheckRequest } from '../lib/requests.js';
+import { benchProvider, mint, serveJwks, writeGhzData, wrkLua } from '../lib/tokens.js';
 import type { Scenario } from './index.js';
 
-/** Distinct subjects, one chosen at random per request. */
+/** Distinct signed-in callers, each with its own token, sent in turn. */
 const USERS = 10_000;
 
-// The subject is the x-user header: a stand-in for the authenticated user (subject type
-// User) until this bench sets up an identity provider and signs tokens; the quota path
-// (subject hash, GCRA script + WAIT in Redis) is the same, minus the token validation.
-// Limits are realistic ones most requests pass: with USERS subjects no one comes near
-// 1000/s, so every check is a Redis round trip and the local deny cache stays cold.
-const policies = `
+// The subject is the verified user (subject type User): every caller signs in with its own
+// RS256 access token, which the warm-up puts in the sidecar's token cache, so a measured
+// check is the full pipeline of a signed-in API call: cached JWT, access rules, the quota
+// charge (GCRA script + WAIT in Redis). Limits are realistic ones most requests pass: with
+// USERS subjects no one comes near 1000/s, so every check is a Redis round trip and the
+// local deny cache stays cold.
+const policies = (issuer: string, jwksUri: string) => `${benchProvider(issuer, jwksUri)}---
 apiVersion: nox.dev/v1alpha1
 kind: AccessPolicy
 metadata: { name: bench-allow }
 spec:
+  providers: [bench]
   rules:
     - { name: no-admin, action: Deny, when: { paths: [{ value: /admin }] } }
-    - { name: everyone, action: Allow }
+    - { name: signed-in, action: Allow, when: { authenticated: Authenticated } }
 ---
 apiVersion: nox.dev/v1alpha1
 kind: QuotaPolicy
 metadata: { name: bench-quota }
 spec:
   failureMode: Closed
-  subject: [{ type: Header, name: x-user }]
+  subject: [{ type: User }]
   tiers:
     - name: standard
       limits:
         - { name: per-second, requests: 1000, window: 1s }
         - { name: per-hour, requests: 1000000, window: 1h }
   defaultTier: standard
-`;
-
-/** ghz call data: the realistic request plus an x-user header ghz draws afresh per call. */
-function ghzData(path: string): string {
-  const req = realisticCheckRequest(path) as {
-    attributes: { request: { http: { headers: Record<string, string> } } };
-  };
-  req.attributes.request.http.headers['x-user'] = `user-{{randomInt 0 ${USERS}}}`;
-  return JSON.stringify(req);
-}
-
-/** wrk: a random x-user header on every request (wrk.format adds Host). */
-const wrkLua = `
-math.randomseed(os.time())
-request = function()
-  return wrk.format(nil, nil, { ["x-user"] = "user-" .. math.random(0, ${USERS - 1}) })
-end
 `;
 
 /** CPU seconds (user + system) every cluster node has used so far, from INFO cpu. */
@@ -139,13 +125,24 @@ async function measured(
 /** The quota stage on a real 3-master + 3-replica Redis Cluster, many subjects, nearly all admitted. */
 export const quota: Scenario = {
   name: 'quota',
-  describe: `allow-all AccessPolicy + QuotaPolicy per x-user header (${USERS} random users, 1000/s and 1M/h each) on a 3+3 Redis Cluster`,
+  describe: `${USERS} signed-in users (cached RS256 JWTs, sent in turn), QuotaPolicy per user (1000/s and 1M/h each) on a 3+3 Redis Cluster`,
   async run({ durationS, concurrency }) {
-    const policyPath = join(scratchDir('bench-policy'), 'policy.yaml');
-    writeFileSync(policyPath, policies);
+    const dir = scratchDir('bench-quota');
     const stops: (() => Promise<void>)[] = [];
     const results: LoadResult[] = [];
     try {
+      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const issuer = await serveJwks(publicKey);
+      stops.push(() => issuer.close());
+      const tokens = await mint(privateKey, issuer.issuer, 0, USERS);
+      const path = '/api/items';
+      const ghzFile = join(dir, 'ghz.bin');
+      const wrkFile = join(dir, 'wrk.txt');
+      writeGhzData(ghzFile, path, tokens);
+      writeFileSync(wrkFile, `${tokens.join('\n')}\n`);
+      const policyPath = join(dir, 'policy.yaml');
+      writeFileSync(policyPath, policies(issuer.issuer, issuer.jwksUri));
+
       const cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
       stops.push(() => cluster.stop());
       const upstream = await startUpstream();
@@ -164,20 +161,31 @@ export const quota: Scenario = {
       const envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
       stops.push(() => envoy.stop());
       const target = { httpPort: sidecar.httpPort, pid: sidecar.service.child.pid! };
+      const url = `${envoy.url}${path}`;
+      // Fail fast on a setup that would only measure denials.
+      const probe = await fetch(url, { headers: { authorization: `Bearer ${tokens[0]}` } });
+      if (probe.status !== 200)
+        throw new Error(`a bench token was refused: ${probe.status} ${await probe.text()}`);
 
-      const data = ghzData('/api/items');
-      // Warm-up: JIT, connection pools, the script cached on every master.
-      await ghz({ port: sidecar.grpcPort, data, concurrency, durationS: 2 });
-      results.push(
-        await measured(() => ghz({ port: sidecar.grpcPort, data, concurrency, durationS }), target, cluster),
-      );
+      const grpc = (s: number) => () =>
+        ghz({
+          port: sidecar.grpcPort,
+          binaryFile: ghzFile,
+          env: { GOGC: '2000' },
+          concurrency,
+          durationS: s,
+        });
+      // Warm-up: JIT, connection pools, the script cached on every master, every token cached.
+      await grpc(2)();
+      results.push(await measured(grpc(durationS), target, cluster));
 
-      const url = `${envoy.url}/api/items`;
-      await wrk({ url, concurrency, durationS: 2, lua: wrkLua });
-      results.push(await measured(() => wrk({ url, concurrency, durationS, lua: wrkLua }), target, cluster));
+      const http = (s: number) => () => wrk({ url, concurrency, durationS: s, lua: wrkLua(wrkFile) });
+      await http(2)();
+      results.push(await measured(http(durationS), target, cluster));
     } finally {
-      // Envoy first, Redis last: the reverse of starting.
+      // Envoy first, the JWKS server last: the reverse of starting.
       for (const stop of stops.reverse()) await stop();
+      rmSync(dir, { recursive: true, force: true });
     }
     return results;
   },
