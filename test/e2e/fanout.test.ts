@@ -105,6 +105,44 @@ describe('bounded fan-out: 10 000 made-up credentials of each kind', () => {
   });
   const rss = () => scrapedMetric(sidecar.httpPort, 'nox_process_resident_memory_bytes');
 
+  /** 8 session cookies: 2 malformed, 6 well formed, made up (or drawn from `pool` when given). */
+  const madeUpSessions = (i: number, pool?: readonly string[]) => {
+    const made = Array.from({ length: 6 }, (_, k) => (pool ? pool[(i * 7 + k) % pool.length]! : rnd(32)));
+    const ids = ['short', 'not!a!session!id', ...made];
+    return { cookie: ids.map((id) => `__Host-nox_session=${id}`).join('; ') };
+  };
+  /** Unsigned and garbage JWTs naming the provider's issuer. */
+  const madeUpJwt = (i: number) => {
+    const payload = { iss: idp.issuer, sub: rnd(6), aud: 'https://api.nox.test', exp: 4e9 };
+    const token =
+      i % 3 === 0
+        ? `${b64url({ alg: 'none' })}.${b64url(payload)}.`
+        : i % 3 === 1
+          ? `${b64url({ alg: 'RS256', kid: rnd(6) })}.${b64url(payload)}.${rnd(256)}`
+          : `${rnd(20)}.${rnd(40)}.${rnd(30)}`;
+    return { authorization: `Bearer ${token}` };
+  };
+  /** ServiceAccount-looking JWTs: unsigned, another issuer, or the cluster's issuer and key id with a forged signature. */
+  const madeUpServiceAccountJwt = (i: number) => {
+    const sub = `system:serviceaccount:${NS}:sa-${rnd(4)}`;
+    const payload = {
+      iss: i % 3 === 1 ? 'https://evil.test' : clusterIssuer,
+      sub,
+      aud: [clusterIssuer],
+      exp: 4e9,
+    };
+    const token =
+      i % 3 === 0
+        ? `${b64url({ alg: 'none' })}.${b64url(payload)}.`
+        : `${b64url({ alg: 'RS256', kid: clusterKid })}.${b64url(payload)}.${rnd(256)}`;
+    return { authorization: `Bearer ${token}` };
+  };
+  /** Opaque tokens: a quarter too short to be anyone's, the rest well formed. */
+  const madeUpOpaque = (i: number) => ({ authorization: `Bearer ${i % 4 === 0 ? rnd(9) : rnd(32)}` });
+  const madeUpGithub = (i: number) => ({
+    authorization: `Bearer ${i % 2 === 0 ? `ghp_${ghRnd(27)}` : `github_pat_${ghRnd(61)}`}`,
+  });
+
   const check = (headers: Record<string, string>) =>
     client.check(httpCheck('/api/orders', { headers }), 10_000).then(outcome);
 
@@ -213,6 +251,9 @@ describe('bounded fan-out: 10 000 made-up credentials of each kind', () => {
         // What is measured is calls to dependencies, not latency on a shared 2-core machine.
         NOX_CHECK_DEADLINE_MS: '5000',
         NOX_LOG_LEVEL: 'warn',
+        // The V8 heap bound the chart gives the ext_authz container (authz.maxOldSpaceMiB):
+        // without one V8 sizes its heap by the host's memory, not the pod's limit.
+        NODE_OPTIONS: '--max-old-space-size=320',
       },
     });
     client = new SidecarClient(sidecar.grpcPort);
@@ -274,13 +315,7 @@ describe('bounded fan-out: 10 000 made-up credentials of each kind', () => {
     //    new (so each request may cost one read, never more). Second half: the ids are drawn
     //    from a pool of 500 made-up ones; each is read once, then known missing for 30 s.
     const pool = Array.from({ length: 500 }, () => rnd(32));
-    const sessions = await flood(N, (i) => {
-      const made = Array.from({ length: 6 }, (_, k) =>
-        i < N / 2 ? rnd(32) : pool[(i * 7 + k) % pool.length]!,
-      );
-      const ids = ['short', 'not!a!session!id', ...made];
-      return { cookie: ids.map((id) => `__Host-nox_session=${id}`).join('; ') };
-    });
+    const sessions = await flood(N, (i) => madeUpSessions(i, i < N / 2 ? undefined : pool));
     const sessionCalls = await delta();
     figures.sessions = { ...sessions, calls: sessionCalls };
     // ≤ 1 store read per request, and ≤ 1 per made-up id within the negative cache's 30 s.
@@ -296,16 +331,7 @@ describe('bounded fan-out: 10 000 made-up credentials of each kind', () => {
 
     // 2. Unsigned and garbage JWTs naming the provider's issuer: never a remote call beyond
     //    the JWKS re-read on an unknown key id, at most once per cooldown (30 s).
-    const jwts = await flood(N, (i) => {
-      const payload = { iss: idp.issuer, sub: rnd(6), aud: 'https://api.nox.test', exp: 4e9 };
-      const token =
-        i % 3 === 0
-          ? `${b64url({ alg: 'none' })}.${b64url(payload)}.`
-          : i % 3 === 1
-            ? `${b64url({ alg: 'RS256', kid: rnd(6) })}.${b64url(payload)}.${rnd(256)}`
-            : `${rnd(20)}.${rnd(40)}.${rnd(30)}`;
-      return { authorization: `Bearer ${token}` };
-    });
+    const jwts = await flood(N, madeUpJwt);
     const jwtCalls = await delta();
     figures.jwts = { ...jwts, calls: jwtCalls };
     expect(jwtCalls.jwks).toBeLessThanOrEqual(1 + Math.ceil(jwts.seconds / 30));
@@ -320,20 +346,7 @@ describe('bounded fan-out: 10 000 made-up credentials of each kind', () => {
 
     // 3. ServiceAccount-looking JWTs: unsigned, another issuer, and the cluster's own issuer
     //    and key id with a forged signature. The local checks stop all of them: no TokenReview.
-    const sas = await flood(N, (i) => {
-      const sub = `system:serviceaccount:${NS}:sa-${rnd(4)}`;
-      const payload = {
-        iss: i % 3 === 1 ? 'https://evil.test' : clusterIssuer,
-        sub,
-        aud: [clusterIssuer],
-        exp: 4e9,
-      };
-      const token =
-        i % 3 === 0
-          ? `${b64url({ alg: 'none' })}.${b64url(payload)}.`
-          : `${b64url({ alg: 'RS256', kid: clusterKid })}.${b64url(payload)}.${rnd(256)}`;
-      return { authorization: `Bearer ${token}` };
-    });
+    const sas = await flood(N, madeUpServiceAccountJwt);
     const saCalls = await delta();
     figures.serviceAccounts = { ...sas, calls: saCalls };
     expect(saCalls).toEqual({ redisGet: 0, tokenReview: 0, introspection: 0, jwks: 0, github: 0 });
@@ -352,7 +365,7 @@ describe('bounded fan-out: 10 000 made-up credentials of each kind', () => {
         else legitFailed++;
       }
     })();
-    const opaques = await flood(N, (i) => ({ authorization: `Bearer ${i % 4 === 0 ? rnd(9) : rnd(32)}` }));
+    const opaques = await flood(N, madeUpOpaque);
     stopLegit = true;
     await legitLoop;
     const opaqueCalls = await delta();
@@ -379,9 +392,7 @@ describe('bounded fan-out: 10 000 made-up credentials of each kind', () => {
     expect(legit).toBeGreaterThan(0);
 
     // 5. GitHub-looking tokens, every one new: GitHub sees at most burst 50 + 20/s.
-    const ghs = await flood(N, (i) => ({
-      authorization: `Bearer ${i % 2 === 0 ? `ghp_${ghRnd(27)}` : `github_pat_${ghRnd(61)}`}`,
-    }));
+    const ghs = await flood(N, madeUpGithub);
     const ghCalls = await delta();
     figures.github = { ...ghs, calls: ghCalls };
     expect(ghCalls.github).toBeLessThanOrEqual(50 + Math.ceil(20 * ghs.seconds));
@@ -444,6 +455,36 @@ describe('bounded fan-out: 10 000 made-up credentials of each kind', () => {
     const logText = readFileSync(sidecar.service.logFile, 'utf8');
     for (const secret of [opaque, ghToken, saToken, badOpaque, badGh, pool[0]!])
       expect(logText.includes(secret), 'a credential in the log').toBe(false);
+  });
+
+  it('levels off: more floods of every kind after the caches are full leave RSS where it was', {
+    timeout: 180_000,
+  }, async () => {
+    // The test above filled every bounded cache (10 000 per method); from here on a made-up
+    // credential replaces one, so what RSS still gains is a leak, not a cache filling up.
+    const pool = Array.from({ length: 500 }, () => rnd(32));
+    const kinds = [
+      (i: number) => madeUpSessions(i, i % 2 ? pool : undefined),
+      madeUpJwt,
+      madeUpServiceAccountJwt,
+      madeUpOpaque,
+      madeUpGithub,
+    ];
+    const mixed = (i: number) => kinds[i % kinds.length]!(Math.floor(i / kinds.length));
+    const mib = async () => Math.round((await rss()) / 2 ** 20);
+    const rounds: number[] = [await mib()];
+    for (let r = 0; r < 3; r++) {
+      await flood(kinds.length * (N / 2), mixed);
+      rounds.push(await mib());
+    }
+    figures.levelsOff = {
+      rssMiBAfterEachRound: rounds,
+      heapUsedMiB: Math.round(
+        (await scrapedMetric(sidecar.httpPort, 'nox_nodejs_heap_size_used_bytes')) / 2 ** 20,
+      ),
+    };
+    // 75 000 more made-up credentials: the last two rounds together add less than 32 MiB.
+    expect(rounds[3]! - rounds[1]!).toBeLessThan(32);
   });
 
   it('revokes an opaque, a GitHub and a ServiceAccount token on the sidecar within 1 s', async () => {

@@ -99,10 +99,18 @@ describe('charts/nox: the ext_authz service', () => {
       // The in-pod container (NOTES.txt) keeps the ConfigMap's loopback address.
       expect(find(objects, 'ConfigMap', 'demo-nox-sidecar').data?.NOX_GRPC_HOST).toBe('127.0.0.1');
     }
-    // Every variable the Deployment sets is a sidecar setting.
+    // Every variable the Deployment sets is a sidecar setting, or Node's heap bound.
     const { container } = deployment(await render('demo'));
     const declared = new Set(Object.values(definitions).map((d) => d.env));
-    for (const e of container.env ?? []) expect(declared.has(e.name), e.name).toBe(true);
+    for (const e of container.env ?? [])
+      if (e.name !== 'NODE_OPTIONS') expect(declared.has(e.name), e.name).toBe(true);
+    // V8 sizes its heap by the host, not the pod: bounded well under the memory limit.
+    expect(container.env?.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe('--max-old-space-size=320');
+    expect((container.resources as { limits?: { memory?: string } } | undefined)?.limits?.memory).toBe(
+      '512Mi',
+    );
+    const unbounded = deployment(await render('demo', ['--set', 'authz.maxOldSpaceMiB=0'])).container;
+    expect(unbounded.env?.some((e) => e.name === 'NODE_OPTIONS')).toBe(false);
   });
 
   it('probes /readyz and /healthz, drains after a preStop pause within its grace period', async () => {
