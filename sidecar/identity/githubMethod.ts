@@ -5,6 +5,7 @@ import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from '../request/identity.js';
 import type { CheckInput } from '../request/input.js';
 import { FanoutGuards, type MethodEnv, negativeCacheLimits } from './fanout.js';
+import { type GithubProfile, GithubRejected, githubApiBase, githubProfile } from './githubApi.js';
 import { bearerToken } from './jwtMethod.js';
 import { type IdentityMethod, type MethodResult, policyNamespace } from './method.js';
 import { type Loaded, tokenHash, VerdictCache } from './verdictCache.js';
@@ -34,16 +35,6 @@ interface ProviderState {
   readonly teams: ReadonlySet<string>;
   readonly maxTokenBytes: number;
 }
-
-interface GithubUser {
-  login?: unknown;
-  id?: unknown;
-  email?: unknown;
-  name?: unknown;
-  avatar_url?: unknown;
-}
-
-class Rejected extends Error {}
 
 /**
  * GitHub's token formats (docs.github.com, "About authentication to GitHub": token
@@ -153,78 +144,20 @@ export class GithubMethod implements IdentityMethod {
   async #check(s: ProviderState, token: string): Promise<Loaded<Verdict>> {
     const now = Date.now();
     try {
-      const user = (await this.#fetch(`${s.api}/user`, token)).body as GithubUser;
-      if (typeof user.id !== 'number' || typeof user.login !== 'string')
-        throw new Error('GitHub /user answered without id or login');
-      const [orgs, teams] = await Promise.all([
-        s.orgs.size > 0 ? this.#list(s, '/user/orgs', token) : undefined,
-        s.teams.size > 0 ? this.#list(s, '/user/teams', token) : undefined,
-      ]);
-      const orgNames = (orgs ?? []).map((o) => String((o as { login?: unknown }).login ?? ''));
-      const teamNames = (teams ?? []).map((t) => {
-        const team = t as { slug?: unknown; organization?: { login?: unknown } };
-        return `${String(team.organization?.login ?? '')}/${String(team.slug ?? '')}`;
-      });
-      const required = s.orgs.size > 0 || s.teams.size > 0;
-      // GitHub logins and slugs are case-insensitive.
-      const member =
-        orgNames.some((o) => s.orgs.has(o.toLowerCase())) ||
-        teamNames.some((t) => s.teams.has(t.toLowerCase()));
-      if (required && !member)
-        throw new Rejected('the user is not a member of a required organization or team');
+      const profile = await githubProfile(s, token, this.#opts);
       return {
-        value: { kind: 'identified', identity: toIdentity(s, user, [...orgNames, ...teamNames]) },
+        value: { kind: 'identified', identity: toIdentity(s, profile) },
         expiresAt: now + this.#opts.maxCacheMs,
       };
     } catch (e) {
-      if (!(e instanceof Rejected)) throw e;
+      if (!(e instanceof GithubRejected)) throw e;
       return { value: { kind: 'invalid', reason: e.message }, expiresAt: now + this.#opts.negativeCacheMs };
     }
-  }
-
-  /** All pages of a list, following Link rel="next" only to the same API origin: the token never leaves it. */
-  async #list(s: ProviderState, path: string, token: string): Promise<unknown[]> {
-    const out: unknown[] = [];
-    let url: string | undefined = `${s.api}${path}?per_page=100`;
-    for (let page = 0; url && page < this.#opts.maxPages; page++) {
-      const { body, next } = await this.#fetch(url, token);
-      if (!Array.isArray(body)) throw new Error(`GitHub ${path} answered with a non-list`);
-      out.push(...body);
-      url = next && new URL(next).origin === new URL(s.api).origin ? next : undefined;
-    }
-    return out;
-  }
-
-  async #fetch(url: string, token: string): Promise<{ body: unknown; next?: string }> {
-    const res = await fetch(url, {
-      headers: {
-        authorization: `Bearer ${token}`,
-        accept: 'application/vnd.github+json',
-        'x-github-api-version': '2022-11-28',
-        'user-agent': 'nox-authz',
-      },
-      signal: AbortSignal.timeout(this.#opts.timeoutMs),
-      redirect: 'error',
-    });
-    const path = new URL(url).pathname;
-    if (res.status === 401) throw new Rejected('GitHub rejected the token');
-    const limited =
-      res.status === 429 ||
-      (res.status === 403 &&
-        (res.headers.get('x-ratelimit-remaining') === '0' || res.headers.has('retry-after')));
-    if (limited) throw new Error(`GitHub rate limit reached (${path})`);
-    if (res.status === 403) throw new Rejected(`the token may not read ${path} (scope read:org missing?)`);
-    if (!res.ok) throw new Error(`GitHub ${path}: HTTP ${res.status}`);
-    const next = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') ?? '')?.[1];
-    return { body: await res.json(), ...(next ? { next } : {}) };
   }
 }
 
 function providerState(key: string, spec: OAuth2ProviderSpec, digest: string): ProviderState {
-  // endpoints.userinfo may name the API base or its /user endpoint.
-  const api = (spec.endpoints?.userinfo ?? 'https://api.github.com')
-    .replace(/\/+$/, '')
-    .replace(/\/user$/, '');
+  const api = githubApiBase(spec.endpoints?.userinfo);
   const lower = (xs: readonly string[] | undefined) => new Set((xs ?? []).map((x) => x.toLowerCase()));
   return {
     digest,
@@ -238,25 +171,23 @@ function providerState(key: string, spec: OAuth2ProviderSpec, digest: string): P
   };
 }
 
-function toIdentity(s: ProviderState, u: GithubUser, groups: string[]): Identity {
-  const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
-  const email = str(u.email);
+function toIdentity(s: ProviderState, u: GithubProfile): Identity {
   return {
     subject: `${s.name}:${String(u.id)}`,
     provider: s.name,
     method: 'opaque',
-    ...(email ? { email } : {}),
+    ...(u.email ? { email: u.email } : {}),
     // /user shows the public email, with no statement that it was verified.
     emailVerified: false,
-    groups,
+    groups: [...u.groups],
     roles: [],
     scopes: [],
     claims: {
       sub: String(u.id),
       login: u.login,
-      ...(str(u.name) ? { name: u.name } : {}),
-      ...(email ? { email } : {}),
-      ...(str(u.avatar_url) ? { picture: u.avatar_url } : {}),
+      ...(u.name ? { name: u.name } : {}),
+      ...(u.email ? { email: u.email } : {}),
+      ...(u.avatarUrl ? { picture: u.avatarUrl } : {}),
     },
   };
 }

@@ -124,7 +124,7 @@ export class JwtMethod implements IdentityMethod {
           new RegExp(`^${escapeRegExp(expected).replace('\\{tenantid\\}', '[0-9a-f-]+')}$`).test(iss)
         );
       }
-      return expected === iss;
+      return c!.provider.issuerSpellings?.includes(iss as string) ?? expected === iss;
     });
     if (!v) return { kind: 'absent' };
     try {

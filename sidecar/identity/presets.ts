@@ -9,6 +9,8 @@ export interface ResolvedProvider {
   readonly type: OAuth2ProviderSpec['type'];
   /** Expected "iss"; for multi-tenant Entra ("organizations", "common") a template with {tenantid}. */
   readonly issuer: string | undefined;
+  /** Every "iss" a token may carry, when the provider writes its issuer more than one way (Google). */
+  readonly issuerSpellings: readonly string[] | undefined;
   /** JWKS URI, or undefined to take it from discovery at `issuer`. */
   readonly jwksUri: string | undefined;
   readonly audiences: readonly string[];
@@ -60,8 +62,12 @@ export function resolveProvider(key: string, spec: OAuth2ProviderSpec): Resolved
   // The default per preset: where the provider's access tokens cannot be told from its ID
   // tokens by typ, refuse what is recognisably an ID token (see accessTokenType in the kind).
   let accessTokenType: AccessTokenType = 'NotIdToken';
+  let issuerSpellings: string[] | undefined;
   switch (spec.type) {
     case 'google':
+      // Google signs ID tokens with iss "https://accounts.google.com" or "accounts.google.com"
+      // (developers.google.com/identity/openid-connect: "Validating an ID token"); both are it.
+      if (!spec.issuer) issuerSpellings = ['https://accounts.google.com', 'accounts.google.com'];
       issuer ??= 'https://accounts.google.com';
       jwksUri ??= 'https://www.googleapis.com/oauth2/v3/certs';
       // Google's access tokens are opaque: every Google-signed JWT is an ID token, and an ID
@@ -90,6 +96,7 @@ export function resolveProvider(key: string, spec: OAuth2ProviderSpec): Resolved
     name,
     type: spec.type,
     issuer,
+    issuerSpellings,
     jwksUri,
     audiences: spec.audiences && spec.audiences.length > 0 ? spec.audiences : [spec.clientId],
     algorithms: spec.allowedAlgorithms,

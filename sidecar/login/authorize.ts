@@ -3,6 +3,7 @@ import * as oidc from 'openid-client';
 import type { CheckInput } from '../request/input.js';
 import type { Deny } from '../request/outcome.js';
 import { cookieBase, setCookie } from './cookies.js';
+import { githubScopes } from './github.js';
 import type { Login } from './login.js';
 import type { LoginProvider } from './providers.js';
 import type { Keyring } from './seal.js';
@@ -63,7 +64,7 @@ export async function startLogin(
   const redirectUri = `${input.scheme || 'https'}://${input.host}${p.callbackPath}`;
   const url = oidc.buildAuthorizationUrl(config, {
     redirect_uri: redirectUri,
-    scope: p.spec.scopes.join(' '),
+    scope: p.spec.type === 'github' ? githubScopes(p) : p.spec.scopes.join(' '),
     state,
     nonce,
     code_challenge: await oidc.calculatePKCECodeChallenge(verifier),

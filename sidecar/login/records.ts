@@ -37,9 +37,13 @@ export function nextRecord(
   res: TokenResponse,
   now: number,
   prev?: { record: SessionRecord; tokens: SealedTokens },
+  /** The identity when the provider has no ID token (GitHub: its user API). */
+  userClaims?: Readonly<Record<string, unknown>>,
 ): SessionRecord {
   const idClaims: IDToken | undefined = res.claims();
-  const claims = (idClaims ?? prev?.record.claims) as Readonly<Record<string, unknown>> | undefined;
+  const claims = (idClaims ?? userClaims ?? prev?.record.claims) as
+    | Readonly<Record<string, unknown>>
+    | undefined;
   if (!claims) throw new UnusableTokens('the provider sent no ID token (is "openid" among the scopes?)');
   const subject = subjectOf(p, claims);
   if (prev && subject !== prev.record.subject)

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import * as oidc from 'openid-client';
+import { GithubRejected } from '../identity/githubApi.js';
 import { openPending, pendingCookieName, pendingTtlMs, startLogin } from '../login/authorize.js';
 import { clearCookie, localTarget, parseCookies, setCookie } from '../login/cookies.js';
 import { errorPage, type LoginFailure, prefersHtml } from '../login/errorPages.js';
+import { githubClaims } from '../login/github.js';
 import { describeError, type Login, providerFailure } from '../login/login.js';
 import { bindsHost } from '../login/loginHosts.js';
 import { checkLogoutRequest, logoutToken, logoutTokenParam } from '../login/logoutGuard.js';
@@ -115,8 +117,11 @@ export class LoginStage implements Stage {
       tokens = await oidc.authorizationCodeGrant(config, new URL(`${pending.redirectUri}?${input.query}`), {
         pkceCodeVerifier: pending.verifier,
         expectedState: pending.state,
-        expectedNonce: pending.nonce,
-        idTokenExpected: true,
+        // GitHub is OAuth 2.0 without OpenID Connect: no ID token, so no nonce to check; its
+        // identity comes from the user API below.
+        ...(p.spec.type === 'github'
+          ? { idTokenExpected: false }
+          : { expectedNonce: pending.nonce, idTokenExpected: true }),
       });
     } catch (e) {
       if (providerFailure(e) === 'unavailable') throw e;
@@ -132,10 +137,13 @@ export class LoginStage implements Stage {
     const hash = sessionHash(id);
     let record: ReturnType<typeof nextRecord>;
     try {
-      record = nextRecord(p, keyring, hash, tokens, Date.now());
+      const claims = p.spec.type === 'github' ? await githubClaims(p, tokens.access_token) : undefined;
+      record = nextRecord(p, keyring, hash, tokens, Date.now(), undefined, claims);
     } catch (e) {
-      if (e instanceof UnusableTokens)
+      if (e instanceof UnusableTokens || e instanceof GithubRejected)
         return failed(`login at ${p.key} failed: ${e.message}`, 'rejected', pending.target);
+      if (p.spec.type === 'github')
+        throw new LoginUnavailable(`${p.key}: GitHub user API: ${describeError(e)}`);
       throw e;
     }
     await this.#store(() => store.create(hash, record, p.sessionTtlMs));

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { sessionHash } from '../../sidecar/login/sessionStore.js';
 import { Browser, type Hop } from '../harness/browser.js';
 import { type Envoy, startEnvoy } from '../harness/envoy.js';
 import { type LoginOp, startLoginOp } from '../harness/oidcLogin.js';
+import { writeSecret } from '../harness/policies.js';
 import { freePorts } from '../harness/ports.js';
 import { scratchDir, sleep, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
@@ -84,12 +85,6 @@ spec:
 }
 
 /** A Secret as the files source reads it: <dir>/<namespace>/<secret>/<key>. */
-function writeSecret(dir: string, namespace: string, name: string, data: Record<string, string>): void {
-  const secretDir = join(dir, namespace, name);
-  mkdirSync(secretDir, { recursive: true });
-  for (const [key, value] of Object.entries(data)) writeFileSync(join(secretDir, key), value);
-}
-
 // Real Envoy (two, each with its own built nox-authz process) in front of an upstream; a
 // real OpenID provider; sessions in a real Redis shared by both sidecars; a client that
 // behaves like a browser as far as redirects and cookies go. The test process reaches the

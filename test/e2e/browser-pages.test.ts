@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BrowserContext, Browser as Chromium, Page, Response } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,6 +7,7 @@ import { Browser, type Hop } from '../harness/browser.js';
 import { screenshot, startChromium } from '../harness/chromium.js';
 import { type Envoy, startEnvoy } from '../harness/envoy.js';
 import { type LoginOp, startLoginOp } from '../harness/oidcLogin.js';
+import { writeSecret } from '../harness/policies.js';
 import { freePort } from '../harness/ports.js';
 import { scratchDir } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
@@ -85,12 +86,6 @@ spec:
     - { name: admins-only, action: Allow, when: { groups: [admins] } }
   defaultAction: Deny
 `;
-}
-
-function writeSecret(dir: string, namespace: string, name: string, data: Record<string, string>): void {
-  const secretDir = join(dir, namespace, name);
-  mkdirSync(secretDir, { recursive: true });
-  for (const [key, value] of Object.entries(data)) writeFileSync(join(secretDir, key), value);
 }
 
 const apiHeaders = { accept: 'application/json' };

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +11,7 @@ import { Browser, type Hop } from '../harness/browser.js';
 import { type Envoy, startEnvoy } from '../harness/envoy.js';
 import { type LoginOp, startLoginOp } from '../harness/oidcLogin.js';
 import { rawRequest } from '../harness/pathUpstreams.js';
+import { writeSecret } from '../harness/policies.js';
 import { freePorts } from '../harness/ports.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
@@ -68,12 +69,6 @@ spec:
     route('app', '/app', 'corp'),
     route('brief', '/brief', 'brief'),
   ].join('---');
-}
-
-function writeSecret(dir: string, namespace: string, name: string, data: Record<string, string>): void {
-  const secretDir = join(dir, namespace, name);
-  mkdirSync(secretDir, { recursive: true });
-  for (const [key, value] of Object.entries(data)) writeFileSync(join(secretDir, key), value);
 }
 
 interface Body {

@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -7,6 +8,16 @@ export interface GithubUser {
   readonly id: number;
   readonly email?: string | null;
   readonly name?: string | null;
+  /** Organizations (logins) /user/orgs lists. */
+  readonly orgs?: readonly string[];
+  /** What /user/emails lists (scope user:email). */
+  readonly emails?: readonly { email: string; primary: boolean; verified: boolean }[];
+}
+
+/** An OAuth app registered with the stand-in (GitHub "OAuth apps"): browser login. */
+export interface GithubOAuthApp {
+  readonly clientId: string;
+  readonly clientSecret: string;
 }
 
 export interface GithubApi {
@@ -18,6 +29,10 @@ export interface GithubApi {
   readonly rejected: () => number;
   /** Makes `token` a valid token of `user` (or, with undefined, revokes it). */
   setToken(token: string, user: GithubUser | undefined): void;
+  /** Who signs in at the authorize page next (undefined: the person declines, error=access_denied). */
+  signIn: GithubUser | undefined;
+  /** Codes exchanged for a token, and exchanges refused (bad code, client, redirect_uri or PKCE). */
+  readonly exchanges: () => { granted: number; refused: number };
   close(): Promise<void>;
 }
 
@@ -26,15 +41,86 @@ export interface GithubApi {
  * documented shapes for what Nox reads: GET /user with `Authorization: Bearer <token>` answers
  * the user (login, id, email, name, avatar_url, ...) with the rate-limit headers, or 401
  * `{"message":"Bad credentials","documentation_url":...}`; /user/orgs and /user/teams answer
- * empty lists. Every request is counted where it is served.
+ * the user's organizations and /user/emails its addresses. With an OAuth app it also plays
+ * github.com's browser login ("Authorizing OAuth apps"): /login/oauth/authorize sends the
+ * browser back with a code (or error=access_denied), /login/oauth/access_token exchanges it
+ * once, checking the client secret, redirect_uri and PKCE (S256), and answers errors with
+ * HTTP 200 and an "error" field, as GitHub does. Every request is counted where it is served.
  */
-export async function startGithubApi(): Promise<GithubApi> {
+export async function startGithubApi(app?: GithubOAuthApp): Promise<GithubApi> {
   const tokens = new Map<string, GithubUser>();
+  const codes = new Map<string, { user: GithubUser; redirectUri: string; challenge: string | null }>();
+  const exchanges = { granted: 0, refused: 0 };
   let requests = 0;
   let rejected = 0;
+  const self = { signIn: undefined as GithubUser | undefined };
   const server: Server = createServer((req, res) => {
     requests++;
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const url = new URL(req.url ?? '/', 'http://x');
+    const path = url.pathname;
+    if (app && path === '/login/oauth/authorize') {
+      const q = url.searchParams;
+      const back = new URL(q.get('redirect_uri') ?? '');
+      back.searchParams.set('state', q.get('state') ?? '');
+      if (q.get('client_id') !== app.clientId) {
+        res.writeHead(404).end('unknown client');
+        return;
+      }
+      if (!self.signIn) back.searchParams.set('error', 'access_denied');
+      else {
+        const code = randomBytes(10).toString('hex');
+        codes.set(code, {
+          user: self.signIn,
+          redirectUri: q.get('redirect_uri')!,
+          challenge: q.get('code_challenge'),
+        });
+        back.searchParams.set('code', code);
+      }
+      res.writeHead(302, { location: back.href }).end();
+      return;
+    }
+    if (app && path === '/login/oauth/access_token' && req.method === 'POST') {
+      let body = '';
+      req.on('data', (c) => {
+        body += c;
+      });
+      req.on('end', () => {
+        const f = new URLSearchParams(body);
+        const grant = codes.get(f.get('code') ?? '');
+        codes.delete(f.get('code') ?? ''); // a code works once
+        const verifier = f.get('code_verifier') ?? '';
+        const ok =
+          grant !== undefined &&
+          f.get('client_id') === app.clientId &&
+          f.get('client_secret') === app.clientSecret &&
+          f.get('redirect_uri') === grant.redirectUri &&
+          (grant.challenge === null ||
+            createHash('sha256').update(verifier).digest('base64url') === grant.challenge);
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' });
+        if (!ok) {
+          exchanges.refused++;
+          res.end(
+            JSON.stringify({
+              error: 'bad_verification_code',
+              error_description: 'The code passed is incorrect or expired.',
+              error_uri: 'https://docs.github.com/apps/oauth-apps',
+            }),
+          );
+          return;
+        }
+        exchanges.granted++;
+        const token = `gho_${randomBytes(27).toString('base64url').replace(/-/g, '_')}`;
+        tokens.set(token, grant.user);
+        res.end(
+          JSON.stringify({
+            access_token: token,
+            token_type: 'bearer',
+            scope: 'read:org,read:user,user:email',
+          }),
+        );
+      });
+      return;
+    }
     const token = /^(?:Bearer|token) (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     const send = (status: number, body: unknown) => {
       res.writeHead(status, {
@@ -62,22 +148,29 @@ export async function startGithubApi(): Promise<GithubApi> {
         name: user.name ?? null,
         email: user.email ?? null,
       });
-    if (path === '/user/orgs' || path === '/user/teams') return send(200, []);
+    if (path === '/user/orgs')
+      return send(
+        200,
+        (user.orgs ?? []).map((login) => ({ login, id: 1 })),
+      );
+    if (path === '/user/teams') return send(200, []);
+    if (path === '/user/emails') return send(200, user.emails ?? []);
     send(404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
+  return Object.assign(self, {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     requests: () => requests,
     rejected: () => rejected,
-    setToken(token, user) {
+    setToken(token: string, user: GithubUser | undefined) {
       if (user) tokens.set(token, user);
       else tokens.delete(token);
     },
+    exchanges: () => ({ ...exchanges }),
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();
         server.close(() => r());
       }),
-  };
+  });
 }

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { scratchDir } from './process.js';
 
@@ -43,4 +43,16 @@ export function policyDir(prefix: string, yaml: string): string {
   const dir = scratchDir(prefix);
   writeFileSync(join(dir, 'p.yaml'), yaml);
   return dir;
+}
+
+/** A Secret as the sidecar's files source reads it (NOX_SECRETS_DIR): <dir>/<namespace>/<name>/<key>. */
+export function writeSecret(
+  dir: string,
+  namespace: string,
+  name: string,
+  data: Record<string, string>,
+): void {
+  const secretDir = join(dir, namespace, name);
+  mkdirSync(secretDir, { recursive: true });
+  for (const [key, value] of Object.entries(data)) writeFileSync(join(secretDir, key), value);
 }

@@ -278,6 +278,13 @@ export const oauth2Provider: KindDefinition = {
           fieldPath: '.github',
           reason: 'FieldValueForbidden',
         },
+        {
+          // GitHub's token endpoint takes no public clients (no PKCE-only login).
+          rule: "self.type != 'github' || !has(self.login) || !self.login.enabled || has(self.clientSecretRef)",
+          message: "browser login with github needs clientSecretRef (the OAuth app's client secret)",
+          fieldPath: '.clientSecretRef',
+          reason: 'FieldValueRequired',
+        },
       ],
     },
   ),
