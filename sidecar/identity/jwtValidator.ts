@@ -95,7 +95,11 @@ export class JwtValidator {
     let payload: JWTPayload;
     let header: JWTHeaderParameters;
     try {
-      const issuer = p.issuer?.includes('{tenantid}') ? undefined : p.issuerSpellings ? [...p.issuerSpellings] : p.issuer;
+      const issuer = p.issuer?.includes('{tenantid}')
+        ? undefined
+        : p.issuerSpellings
+          ? [...p.issuerSpellings]
+          : p.issuer;
       ({ payload, protectedHeader: header } = await jwtVerify(token, keys, {
         // RFC 8725 §3.1: only the provider's allow-listed algorithms; "none" and HS* are not
         // even expressible in the OAuth2Provider schema.
