@@ -676,7 +676,7 @@ export type PostgresClusterSpec = {
     /** Key in the Secret (letters, digits, "-", "_" and "."). */
     key: string;
   };
-  /** Extra postgresql.conf parameters. max_wal_senders and max_replication_slots, when set, must be whole numbers of at least instances + 1. Names: postgresql.conf parameter names in lower case (a-z, 0-9, "_", one "." for an extension's). Values: one line (no CR, LF or NUL). Names the operator manages are refused in any letter case: port, listen_addresses, data_directory, hba_file, ident_file, wal_level, hot_standby, primary_conninfo, primary_slot_name, synchronous_standby_names, archive_mode, restore_command, recovery_target, promote_trigger_file, password_encryption, wal_log_hints. */
+  /** Extra postgresql.conf parameters. max_wal_senders and max_replication_slots, when set, must be whole numbers of at least instances + 1. Settings that would let a failover lose an acknowledged commit (synchronous_commit, fsync, full_page_writes, recovery_min_apply_delay, recovery_target_*) are refused. Names: postgresql.conf parameter names in lower case (a-z, 0-9, "_", one "." for an extension's). Values: one line (no CR, LF or NUL). Names the operator manages are refused in any letter case: port, listen_addresses, data_directory, hba_file, ident_file, wal_level, hot_standby, primary_conninfo, primary_slot_name, synchronous_standby_names, archive_mode, restore_command, recovery_target, promote_trigger_file, password_encryption, wal_log_hints, nox.config_version. */
   parameters?: Record<string, string>;
   /** Compute resources of each pod. Names: cpu, memory, ephemeral-storage; quantities are non-negative decimals with an optional suffix (e.g. 500m, 2, 256Mi, 1.5Gi); a request may not exceed its limit. */
   resources?: {
@@ -701,8 +701,10 @@ export type PostgresClusterStatus = {
   observedGeneration?: number;
   /** Pod that is primary now. */
   currentPrimary?: string;
-  /** PostgreSQL timeline of the primary. */
+  /** PostgreSQL timeline of the primary, as last seen healthy (a failover promotes only a replica of this timeline). */
   timeline?: number;
+  /** synchronous_standby_names as the primary last confirmed it: a failover counts acknowledgements by the lower of this and spec.synchronous.number. */
+  synchronousStandbyNames?: string;
   /** Per instance. */
   instances?: Array<{
     /** Pod name. */

@@ -258,6 +258,13 @@ describe('validateSpec', () => {
     expect(v({ parameters: { password_encryption: 'md5' } })).toEqual([
       'parameters: "password_encryption" is managed by the operator',
     ]);
+    expect(v({ parameters: { synchronous_commit: 'local' } })).toEqual([
+      'parameters: "synchronous_commit" could let a failover lose an acknowledged commit, and is refused',
+    ]);
+    expect(v({ parameters: { recovery_min_apply_delay: '1h', fsync: 'off' } })).toHaveLength(2);
+    expect(v({ parameters: { 'nox.config_version': 'x' } })).toEqual([
+      'parameters: "nox.config_version" is managed by the operator',
+    ]);
     expect(v({ parameters: { 'Bad Name': '1' } })).toEqual([
       'parameters: "Bad Name" is not a postgresql.conf parameter name',
     ]);

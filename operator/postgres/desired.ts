@@ -6,7 +6,10 @@ import type {
   V1Service,
   V1StatefulSet,
 } from '@kubernetes/client-node';
-import { reservedPostgresParameters } from '../../common/resources/kinds/postgresCluster.js';
+import {
+  durabilityPostgresParameters,
+  reservedPostgresParameters,
+} from '../../common/resources/kinds/postgresCluster.js';
 import type { PostgresCluster, PostgresClusterSpec } from '../../common/resources/types.gen.js';
 import {
   type ClusterChildNames,
@@ -70,6 +73,21 @@ export function instanceNames(name: string, instances: number): string[] {
 }
 
 /** The replication slot of an instance on the primary (slot names allow [a-z0-9_] only). */
+/** The -rw Service's DNS name: where a replica streams from (it routes to the pod labelled primary). */
+export function rwHost(cluster: PostgresCluster): string {
+  return `${namesOf(cluster.metadata.name).rw}.${cluster.metadata.namespace}.svc`;
+}
+
+/**
+ * primary_conninfo of a replica: the -rw Service, as the superuser (the password comes from the
+ * passfile the instance manager writes), named after its pod so that synchronous_standby_names
+ * knows it. The instance manager writes the same string from its environment (NOX_PRIMARY_HOST,
+ * POD_NAME) when it makes a replica; the operator writes it when it attaches one (rejoin.ts).
+ */
+export function primaryConninfo(cluster: PostgresCluster, pod: string): string {
+  return `host=${rwHost(cluster)} port=${POSTGRES_PORT} user=${SUPERUSER} application_name=${pod}`;
+}
+
 export function slotName(pod: string): string {
   return `nox_${pod.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`;
 }
@@ -111,12 +129,19 @@ export function minimumSenders(instances: number): number {
  */
 export function validateSpec(spec: PostgresClusterSpec, name: string): string[] {
   const problems: string[] = [];
-  const managed = new Set<string>([...reservedPostgresParameters, ...operatorOwnedParameters]);
+  const managed = new Set<string>([
+    ...reservedPostgresParameters,
+    ...operatorOwnedParameters,
+    CONFIG_VERSION_SETTING,
+  ]);
+  const durability = new Set<string>(durabilityPostgresParameters);
   for (const [k, v] of Object.entries(spec.parameters ?? {})) {
     if (!/^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/.test(k))
       problems.push(`parameters: "${k}" is not a postgresql.conf parameter name`);
     if (/[\r\n\0]/.test(v)) problems.push(`parameters: the value of "${k}" must be one line`);
     if (managed.has(k)) problems.push(`parameters: "${k}" is managed by the operator`);
+    if (durability.has(k.toLowerCase()))
+      problems.push(`parameters: "${k}" could let a failover lose an acknowledged commit, and is refused`);
   }
   const min = minimumSenders(spec.instances);
   for (const k of ['max_wal_senders', 'max_replication_slots']) {
@@ -301,7 +326,7 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
   const labels = labelsOf(name);
   const selector = selectorLabels(name);
   const database = spec.database ?? { name: 'nox', owner: 'nox' };
-  const rwHost = `${names.rw}.${namespace}.svc`;
+  const primaryHost = rwHost(cluster);
   const meta = childMeta(cluster, labels);
 
   let superuserSecret: V1Secret | undefined;
@@ -319,7 +344,7 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
   let appSecret: V1Secret | undefined;
   if (!spec.appSecretRef) {
     if (!input.appPassword) throw new Error('desiredChildren: a generated application password is required');
-    const uri = `postgresql://${encodeURIComponent(database.owner)}:${encodeURIComponent(input.appPassword)}@${rwHost}:${POSTGRES_PORT}/${encodeURIComponent(database.name)}`;
+    const uri = `postgresql://${encodeURIComponent(database.owner)}:${encodeURIComponent(input.appPassword)}@${primaryHost}:${POSTGRES_PORT}/${encodeURIComponent(database.name)}`;
     appSecret = {
       apiVersion: 'v1',
       kind: 'Secret',
@@ -329,7 +354,7 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
         username: b64(database.owner),
         [PASSWORD_KEY]: b64(input.appPassword),
         dbname: b64(database.name),
-        host: b64(rwHost),
+        host: b64(primaryHost),
         port: b64(String(POSTGRES_PORT)),
         uri: b64(uri),
       },
@@ -403,7 +428,7 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
                 { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
                 { name: 'NOX_CLUSTER', value: name },
                 // The role is decided by the operator and read from the pod's labels.
-                { name: 'NOX_PRIMARY_HOST', value: rwHost },
+                { name: 'NOX_PRIMARY_HOST', value: primaryHost },
                 { name: 'NOX_INSTANCES_HOST', value: `${names.headless}.${namespace}.svc` },
                 { name: 'NOX_APP_DATABASE', value: database.name },
                 { name: 'NOX_APP_OWNER', value: database.owner },

@@ -37,7 +37,27 @@ export const reservedPostgresParameters = [
 ] as const;
 
 /** Written by the operator after the user's parameters (operator/postgres/desired.ts operatorOwnedParameters). */
-const operatorWrittenParameters = ['password_encryption', 'wal_log_hints'] as const;
+const operatorWrittenParameters = ['password_encryption', 'wal_log_hints', 'nox.config_version'] as const;
+
+/**
+ * Settings that would void what the failover promises: a commit acknowledged to a client
+ * that a failover loses (synchronous_commit local/off, fsync, full_page_writes, which
+ * pg_rewind also needs), or a replica that looks current but replays behind or stops short
+ * (recovery_min_apply_delay, recovery targets). Refused with that reason, in any case.
+ */
+export const durabilityPostgresParameters = [
+  'synchronous_commit',
+  'fsync',
+  'full_page_writes',
+  'recovery_min_apply_delay',
+  'recovery_target_action',
+  'recovery_target_inclusive',
+  'recovery_target_lsn',
+  'recovery_target_name',
+  'recovery_target_time',
+  'recovery_target_timeline',
+  'recovery_target_xid',
+] as const;
 
 /** Databases PostgreSQL itself needs. */
 const systemDatabases = ['postgres', 'template0', 'template1'] as const;
@@ -123,7 +143,7 @@ export const postgresCluster: KindDefinition = {
       superuserSecretRef: secretKeyRef('Superuser password; generated when absent.', 'password'),
       appSecretRef: secretKeyRef('Application role password; generated when absent.', 'password'),
       parameters: settingsMap(
-        'Extra postgresql.conf parameters. max_wal_senders and max_replication_slots, when set, must be whole numbers of at least instances + 1.',
+        'Extra postgresql.conf parameters. max_wal_senders and max_replication_slots, when set, must be whole numbers of at least instances + 1. Settings that would let a failover lose an acknowledged commit (synchronous_commit, fsync, full_page_writes, recovery_min_apply_delay, recovery_target_*) are refused.',
         {
           field: 'parameters',
           namePattern: '^[a-z_][a-z0-9_]*([.][a-z_][a-z0-9_]*)?$',
@@ -151,6 +171,12 @@ export const postgresCluster: KindDefinition = {
           fieldPath: `.parameters['${k}']`,
         })),
         {
+          rule: `!has(self.parameters) || self.parameters.all(k, !(k.lowerAscii() in ${JSON.stringify(durabilityPostgresParameters).replaceAll('"', "'")}))`,
+          message: `parameters must not set ${durabilityPostgresParameters.join(', ')}: with them a commit acknowledged to a client could be lost at failover, or a replica promoted behind`,
+          fieldPath: '.parameters',
+          reason: 'FieldValueForbidden',
+        },
+        {
           rule: '!has(self.appSecretRef) || !has(self.superuserSecretRef) || self.appSecretRef.name != self.superuserSecretRef.name || self.appSecretRef.key != self.superuserSecretRef.key',
           message: 'appSecretRef must not be the superuser password',
           fieldPath: '.appSecretRef',
@@ -176,7 +202,14 @@ export const postgresCluster: KindDefinition = {
   status: obj('Observed state.', {
     observedGeneration: int('Generation the status describes.', { minimum: 0 }),
     currentPrimary: str('Pod that is primary now.'),
-    timeline: int('PostgreSQL timeline of the primary.', { minimum: 0 }),
+    timeline: int(
+      'PostgreSQL timeline of the primary, as last seen healthy (a failover promotes only a replica of this timeline).',
+      { minimum: 0 },
+    ),
+    synchronousStandbyNames: str(
+      'synchronous_standby_names as the primary last confirmed it: a failover counts acknowledgements by the lower of this and spec.synchronous.number.',
+      { maxLength: 1024 },
+    ),
     instances: arr(
       'Per instance.',
       obj('An instance.', {
