@@ -173,9 +173,13 @@ export const conditionReasons = {
     on: clusterProblem,
     doc: 'The lost primary is fenced but still answers as a primary; promotion waits until its instance manager stops it.',
   },
-  ReplicasStillReceiving: {
+  ReplicasStillAttached: {
     on: clusterProblem,
-    doc: 'Replicas are still receiving WAL, so the old primary may still be sending; promotion waits until their positions stop moving.',
+    doc: 'Too few replicas are confirmed detached from the lost primary (primary_conninfo cleared, WAL receiver stopped) for it to be unable to acknowledge another commit; promotion waits (ADR 005). The message names those still attached.',
+  },
+  TimelineDiverged: {
+    on: clusterProblem,
+    doc: 'A replica holds WAL of a newer timeline than the primary’s recorded one: some promotion happened that the operator did not make. Nothing is promoted; compare the instances’ timeline history before acting.',
   },
   NotEnoughReplicas: {
     on: clusterProblem,

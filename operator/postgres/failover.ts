@@ -1,14 +1,10 @@
+import { failpoint } from '../../common/failpoint.js';
 import { describeError } from '../../common/kube/client.js';
 import type { Problem } from '../reasons.js';
-import { failoverDelayMs, fencedInstancesPatch, slotName, syncNumber, walReceiptStopped } from './desired.js';
-import { ensureSlots, observeInstance, promote } from './instances.js';
-import {
-  type InstanceView,
-  isHealthyPrimary,
-  otherPrimaries,
-  PRIMARY_ANNOTATION,
-  planFailover,
-} from './roles.js';
+import { failoverDelayMs, fencedInstancesPatch, slotName } from './desired.js';
+import { ensureSlots, observeInstance } from './instances.js';
+import { promoteSafely } from './promotion.js';
+import { isHealthyPrimary, otherPrimaries } from './roles.js';
 import {
   type AspectContext,
   type ClusterState,
@@ -21,9 +17,10 @@ import {
 /**
  * Failover, when the primary has not been healthy for spec.failover.delay: fence it (durably
  * on the cluster, then on its pod, so it never runs as primary again), make sure it does not
- * answer as a primary, wait until the replicas' received WAL positions stop moving, promote
- * the most advanced replica (planFailover), repoint the labels and create the replication
- * slots the other replicas stream through. The pure rules are in failoverRules.ts and roles.ts.
+ * answer as a primary where the operator can reach it, then promote through the one safety
+ * check (promotion.ts: replicas detached, timeline, quorum), repoint the labels and create the
+ * replication slots the other replicas stream through. The pure rules are in failoverRules.ts
+ * and roles.ts; why detachment and not a lease is ADR 005.
  */
 
 /** Since when each cluster's designated primary is not healthy (in memory: an operator restart only delays a failover). */
@@ -46,8 +43,6 @@ export interface FailoverOptions {
   readonly loss: PrimaryLoss;
   /** The cluster's key in `loss`. */
   readonly id: string;
-  /** Two samples of the replicas' received positions this far apart prove WAL stopped arriving. */
-  readonly walSampleGapMs: number;
 }
 
 /**
@@ -87,7 +82,22 @@ export async function handlePrimaryHealth(
         reason: 'WaitingForOldPrimary',
         message: `${previous.pod} is shutting down; ${designated} is promoted once it follows as a replica`,
       };
-    else state.problem = await finishPromotion(ctx, primary, state.views);
+    else {
+      const outcome = await promoteSafely(ctx, state, {
+        old: currentPrimary !== designated ? currentPrimary : undefined,
+        preferred: designated,
+      });
+      if ('problem' in outcome) state.problem = outcome.problem;
+      else if (outcome.promoted !== designated) {
+        state.lastFailover = {
+          time: ctx.now().toISOString(),
+          from: currentPrimary ?? designated,
+          to: outcome.promoted,
+          reason: `${designated} was designated but ${outcome.promoted} is ahead of it; promoted the ${outcome.reason}`,
+        };
+        ctx.log.warn(state.lastFailover, 'promoted another replica than the designated one');
+      }
+    }
     return undefined;
   }
   if (!designated || currentPrimary === undefined || state.cluster.spec.failover?.enabled === false)
@@ -102,7 +112,7 @@ export async function handlePrimaryHealth(
     };
     return { retryInMs: delay - waitedMs + 20 };
   }
-  const outcome = await failOver(ctx, state, designated, opts.walSampleGapMs);
+  const outcome = await failOver(ctx, state, designated);
   if ('problem' in outcome) state.problem = outcome.problem;
   else {
     state.lastFailover = outcome.record;
@@ -113,8 +123,6 @@ export async function handlePrimaryHealth(
   return undefined;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /**
  * The failover steps, each a precondition of the next; any that does not hold yet returns
  * the reason and the next reconcile tries again from the top.
@@ -123,7 +131,6 @@ async function failOver(
   ctx: AspectContext,
   state: ClusterState,
   old: string,
-  walSampleGapMs: number,
 ): Promise<{ problem: Problem } | { record: FailoverRecord }> {
   const { views, fenced } = state;
   const { client, access, log } = ctx;
@@ -136,10 +143,13 @@ async function failOver(
       fencedInstancesPatch([...fenced]).metadata.annotations,
     );
     log.warn({ instance: old }, 'fenced the lost primary');
+    failpoint('failover.fenced');
   }
   await labelPods(client, state.cluster, views, old, fenced);
 
-  // 2. It must not be answering as a primary (its instance manager stops it once fenced).
+  // 2. If the operator can reach it, it must not be answering as a primary (its instance
+  // manager stops it once the fence reaches the pod). Not reaching it proves nothing: the
+  // detachment in step 3 is what keeps it from acknowledging commits.
   const oldView = views.find((v) => v.pod === old);
   if (oldView?.ip) {
     const now = await observeInstance(oldView.ip, access);
@@ -152,74 +162,27 @@ async function failOver(
       };
   }
 
-  // 3. The replicas must have stopped receiving WAL (nothing more can arrive from the old primary).
-  const replicas = views.filter((v) => v.pod !== old && !fenced.has(v.pod) && v.ip);
-  const sample = () =>
-    Promise.all(replicas.map(async (v) => ({ ...v, obs: await observeInstance(v.ip!, access) })));
-  const first = await sample();
-  await sleep(walSampleGapMs);
-  const second = await sample();
-  const readable = (s: typeof first) =>
-    s.filter((v) => v.obs.reachable).map((v) => ({ pod: v.pod, receivedLsn: v.obs.receivedLsn }));
-  const both = readable(second).filter((r) => readable(first).some((f) => f.pod === r.pod));
-  if (
-    !walReceiptStopped(
-      readable(first).filter((f) => both.some((b) => b.pod === f.pod)),
-      both,
-    )
-  )
-    return {
-      problem: { reason: 'ReplicasStillReceiving', message: 'waiting until the replicas stop receiving WAL' },
-    };
-
-  // 4. The most advanced replica, if enough could be read to be sure it has every acknowledged commit.
+  // 3. Detach the replicas, choose and promote (promotion.ts), under compare-and-swap.
+  const outcome = await promoteSafely(ctx, state, { old });
+  if ('problem' in outcome) return outcome;
   const spec = state.cluster.spec;
-  const plan = planFailover(second, spec.instances - 1, syncNumber(spec));
-  if (plan.kind === 'wait') return { problem: { reason: plan.reason, message: plan.message } };
-
-  // 5. Record the new primary (compare-and-swap: a concurrent decision makes this fail), then promote.
-  state.cluster = await recordAnnotations(client, state.cluster, { [PRIMARY_ANNOTATION]: plan.target });
   const record = {
     time: ctx.now().toISOString(),
     from: old,
-    to: plan.target,
-    reason: `primary ${old} lost for ${spec.failover?.delay ?? '5s'}; promoted the ${plan.reason}`,
+    to: outcome.promoted,
+    reason: `primary ${old} lost for ${spec.failover?.delay ?? '5s'}; promoted the ${outcome.reason}`,
   };
   log.warn(record, 'failover');
-  const target = second.find((v) => v.pod === plan.target)!;
-  const problem = await finishPromotion(ctx, target, []);
-  if (problem) return { problem };
-  await labelPods(client, state.cluster, views, plan.target, fenced);
+  await labelPods(client, state.cluster, views, outcome.promoted, fenced);
   // The other replicas stream through slots of their own, which the new primary does not have yet.
   const slots = views
-    .filter((v) => v.pod !== plan.target && v.ordinal < spec.instances)
+    .filter((v) => v.pod !== outcome.promoted && v.ordinal < spec.instances)
     .map((v) => slotName(v.pod));
+  const target = views.find((v) => v.pod === outcome.promoted)!;
   await ensureSlots(target.ip!, access, slots).catch((e: unknown) =>
     log.warn({ err: describeError(e) }, 'creating replication slots failed'),
   );
   return { record };
-}
-
-/** Promotes `target` once no other instance (of `views`) answers as a primary; the reason when not done. */
-async function finishPromotion(
-  ctx: AspectContext,
-  target: InstanceView,
-  views: readonly InstanceView[],
-): Promise<Problem | undefined> {
-  const others = otherPrimaries(views, target.pod);
-  if (others.length)
-    return {
-      reason: 'WaitingForOldPrimary',
-      message: `${others.join(', ')} still answer as primary; ${target.pod} is promoted once they have stopped`,
-    };
-  try {
-    if (!(await promote(target.ip!, ctx.access)))
-      return { reason: 'PromotionPending', message: `${target.pod} has not finished promotion yet` };
-    ctx.log.info({ instance: target.pod }, 'promoted');
-    return undefined;
-  } catch (e) {
-    return { reason: 'PromotionFailed', message: `promoting ${target.pod}: ${describeError(e)}` };
-  }
 }
 
 /**

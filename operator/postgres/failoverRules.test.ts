@@ -9,8 +9,8 @@ import {
   formatLsn,
   lagBytes,
   parseLsn,
+  parseSynchronousNumber,
   primaryLabelPatch,
-  walReceiptStopped,
 } from './failoverRules.js';
 
 const r = (pod: string, receivedLsn?: string, replayedLsn?: string, extra = {}) => ({
@@ -105,12 +105,16 @@ describe('failover guards', () => {
     expect(enoughReplicasForSafeFailover(0, 2, 0)).toBe(false);
   });
 
-  it('sees WAL receipt stopped only when positions are equal and known', () => {
-    const a = [r('pg-1', '0/5'), r('pg-2', '0/7')];
-    expect(walReceiptStopped(a, [r('pg-1', '0/5'), r('pg-2', '0/7')])).toBe(true);
-    expect(walReceiptStopped(a, [r('pg-1', '0/5'), r('pg-2', '0/8')])).toBe(false);
-    expect(walReceiptStopped(a, [r('pg-1', '0/5'), r('pg-3', '0/1')])).toBe(false);
-    expect(walReceiptStopped([r('pg-1', 'x')], [r('pg-1', 'x')])).toBe(false);
+  it('reads how many standbys a primary waits for from synchronous_standby_names', () => {
+    expect(parseSynchronousNumber('')).toBe(0);
+    expect(parseSynchronousNumber('ANY 2 ("db-0", "db-1", "db-2")')).toBe(2);
+    expect(parseSynchronousNumber('FIRST 1 (a, b)')).toBe(1);
+    expect(parseSynchronousNumber('first 3(a,b,c)')).toBe(3);
+    expect(parseSynchronousNumber('2 (a, b)')).toBe(2);
+    expect(parseSynchronousNumber('a, b')).toBe(1);
+    expect(parseSynchronousNumber('*')).toBe(1);
+    expect(parseSynchronousNumber('ANY x (a)')).toBeUndefined();
+    expect(parseSynchronousNumber(undefined)).toBeUndefined();
   });
 });
 

@@ -60,6 +60,21 @@ export interface ReplicaPosition {
   readonly fenced: boolean;
 }
 
+/**
+ * How many standbys a primary with this synchronous_standby_names waits for before it
+ * acknowledges a commit: "ANY 2 (a, b, c)", "FIRST 1 (...)", "2 (...)" and a bare list (1);
+ * '' is 0 (asynchronous). Undefined when it cannot be read, so the caller keeps what it knew.
+ */
+export function parseSynchronousNumber(names: string | undefined): number | undefined {
+  if (names === undefined) return undefined;
+  const s = names.trim();
+  if (s === '') return 0;
+  const m = /^(?:(?:ANY|FIRST)\s+)?(\d+)\s*\(/i.exec(s);
+  if (m) return Number(m[1]);
+  // A plain list (or '*') is FIRST 1.
+  return /^[^()]+$/.test(s) ? 1 : undefined;
+}
+
 /** StatefulSet ordinal of a pod name ("pg-12" → 12); Infinity when there is none. */
 export function ordinalOf(pod: string): number {
   const m = /-(\d+)$/.exec(pod);
@@ -108,19 +123,6 @@ export function enoughReplicasForSafeFailover(
   if (readable < 1) return false;
   if (syncNumber <= 0) return true;
   return readable >= totalReplicas - syncNumber + 1;
-}
-
-/** Replicas have stopped receiving WAL when two samples, taken apart, show the same positions. */
-export function walReceiptStopped(
-  before: readonly Pick<ReplicaPosition, 'pod' | 'receivedLsn'>[],
-  after: readonly Pick<ReplicaPosition, 'pod' | 'receivedLsn'>[],
-): boolean {
-  const earlier = new Map(before.map((r) => [r.pod, parseLsn(r.receivedLsn)]));
-  return after.every((r) => {
-    const now = parseLsn(r.receivedLsn);
-    const then = earlier.get(r.pod);
-    return now !== undefined && then !== undefined && now === then;
-  });
 }
 
 export interface PodMetadataPatch {

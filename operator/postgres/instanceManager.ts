@@ -60,6 +60,18 @@ unset POSTGRES_PASSWORD
 printf '*:*:*:${SUPERUSER}:%s\\n' "$(printf '%s' "$su_pw" | sed 's/[\\\\:]/\\\\&/g')" > "$sock/.pgpass"
 export PGPASSFILE="$sock/.pgpass"
 primary_conninfo="host=$NOX_PRIMARY_HOST port=${POSTGRES_PORT} user=${SUPERUSER} application_name=$POD_NAME"
+auto_conf="$PGDATA/postgresql.auto.conf"
+
+# The replication source lives in postgresql.auto.conf, never on the command line: the
+# operator detaches every replica (primary_conninfo '') before it promotes one, and attaches
+# them to the new primary after, both by ALTER SYSTEM, which a command-line setting would
+# override. Written when this instance becomes a replica (a clone or a rewind, which both
+# bring the source's own file along).
+follow_primary() {
+  touch "$auto_conf"
+  sed -i -e '/^[[:space:]]*primary_conninfo[[:space:]]*=/d' -e '/^[[:space:]]*primary_slot_name[[:space:]]*=/d' "$auto_conf"
+  printf "primary_conninfo = '%s'\\nprimary_slot_name = '%s'\\n" "$primary_conninfo" "$slot" >> "$auto_conf"
+}
 
 # Whatever starts PostgreSQL on this data directory (also pg_rewind's crash recovery in
 # single-user mode) must see the operator's settings: a standby refuses to start with
@@ -141,6 +153,7 @@ start_replica() {
   if [ ! -f "$PGDATA/${BOOTSTRAP_MARKER}" ]; then
     log "cloning from the primary"
     clone_from_primary || return 0
+    follow_primary
   elif [ ! -f "$PGDATA/standby.signal" ]; then
     # A former primary: rewind onto the current primary's timeline (pg_rewind runs crash
     # recovery first when it was not shut down cleanly), or clone again when that fails.
@@ -150,10 +163,15 @@ start_replica() {
       log "pg_rewind failed; cloning again"
       clone_from_primary || return 0
     fi
+    follow_primary
+  else
+    # A replica restarting keeps its replication source as it was: detached stays detached
+    # until the operator attaches it (a promotion may be under way).
+    grep -q '^primary_slot_name' "$auto_conf" 2>/dev/null || printf "primary_slot_name = '%s'\\n" "$slot" >> "$auto_conf"
   fi
   touch "$PGDATA/standby.signal"
   log "starting as a replica"
-  run_postgres -c primary_conninfo="$primary_conninfo" -c primary_slot_name="$slot" -c recovery_target_timeline=latest
+  run_postgres
   as=replica
 }
 

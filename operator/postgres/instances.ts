@@ -12,6 +12,11 @@ export interface InstanceObservation {
   readonly reachable: boolean;
   /** Why not, when unreachable. */
   readonly error?: string;
+  /**
+   * Unreachable because the connection was refused: nothing listens on the instance's address,
+   * so its PostgreSQL is not running. A timeout proves nothing (a partition, a frozen process).
+   */
+  readonly refused?: boolean;
   readonly inRecovery?: boolean;
   /** Primary: pg_current_wal_lsn(). */
   readonly currentLsn?: string;
@@ -28,6 +33,10 @@ export interface InstanceObservation {
   readonly pendingRestart?: boolean;
   /** The nox.config_version of the postgresql.conf it last read (desired.ts). */
   readonly configVersion?: string;
+  /** Primary: synchronous_standby_names in force (what it waits for before acknowledging a commit). */
+  readonly syncStandbyNames?: string;
+  /** Replica: primary_conninfo in force; '' when detached from any primary. */
+  readonly primaryConninfo?: string;
 }
 
 export interface InstanceAccess {
@@ -61,17 +70,27 @@ async function withClient<T>(
   }
 }
 
+/**
+ * A replica's timeline when its WAL receiver is not running (detached, or between retries):
+ * the newest timeline it holds WAL segments of (a segment's name starts with its timeline).
+ * A replica stranded on an old timeline has none of the newer one; a .history file alone
+ * (fetched while trying to follow) does not count.
+ */
+const walTimelineSql = `SELECT ('x' || max(substr(name, 1, 8)))::bit(32)::int FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'`;
+
 const positionsSql = `
 SELECT pg_is_in_recovery() AS recovery,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current,
        pg_last_wal_receive_lsn()::text AS received,
        pg_last_wal_replay_lsn()::text AS replayed,
        CASE WHEN pg_is_in_recovery()
-            THEN (SELECT received_tli FROM pg_stat_wal_receiver)
+            THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (${walTimelineSql}))
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
        (SELECT status FROM pg_stat_wal_receiver) AS receiver,
        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending,
-       current_setting('${CONFIG_VERSION_SETTING}', true) AS config_version`;
+       current_setting('${CONFIG_VERSION_SETTING}', true) AS config_version,
+       current_setting('synchronous_standby_names') AS sync_names,
+       current_setting('primary_conninfo') AS conninfo`;
 
 export async function observeInstance(ip: string, access: InstanceAccess): Promise<InstanceObservation> {
   try {
@@ -85,6 +104,8 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
         receiver: string | null;
         pending: boolean;
         config_version: string | null;
+        sync_names: string;
+        conninfo: string;
       };
       let standbys: InstanceObservation['standbys'];
       let slots: string[] | undefined;
@@ -116,10 +137,15 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
         ...(slots ? { slots } : {}),
         ...(row.pending ? { pendingRestart: true } : {}),
         ...(row.config_version ? { configVersion: row.config_version } : {}),
+        ...(row.recovery ? { primaryConninfo: row.conninfo } : { syncStandbyNames: row.sync_names }),
       };
     });
   } catch (e) {
-    return { reachable: false, error: e instanceof Error ? e.message : String(e) };
+    return {
+      reachable: false,
+      error: e instanceof Error ? e.message : String(e),
+      ...((e as { code?: string }).code === 'ECONNREFUSED' ? { refused: true } : {}),
+    };
   }
 }
 
@@ -174,5 +200,66 @@ export async function dropSlots(
       if (r.rowCount) dropped.push(slot);
     }
     return dropped;
+  });
+}
+
+export type DetachResult =
+  | { readonly detached: true; readonly receivedLsn?: string; readonly timeline?: number }
+  | { readonly detached: false; readonly why: string };
+
+/**
+ * Detaches a replica from whatever primary it streams from: primary_conninfo cleared in
+ * postgresql.auto.conf (ALTER SYSTEM is allowed on a standby) and reloaded, which stops its WAL
+ * receiver; detached only once the receiver is confirmed gone, so the replica can no longer
+ * acknowledge a synchronous commit for anyone. Then its final received position and timeline.
+ * Idempotent; the setting survives restarts until attachReplica.
+ */
+export async function detachReplica(
+  ip: string,
+  access: InstanceAccess,
+  waitMs = 2000,
+): Promise<DetachResult> {
+  return withClient(ip, access, async (c) => {
+    const rec = (await c.query('SELECT pg_is_in_recovery() AS r')).rows[0] as { r: boolean };
+    if (!rec.r) return { detached: false, why: 'it answers as a primary' };
+    if ((await c.query("SELECT current_setting('primary_conninfo') AS v")).rows[0].v !== '') {
+      await c.query("ALTER SYSTEM SET primary_conninfo = ''");
+      await c.query('SELECT pg_reload_conf()');
+    }
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const r = await c.query(
+        `SELECT (SELECT count(*) FROM pg_stat_wal_receiver) AS receivers,
+                current_setting('primary_conninfo') AS conninfo,
+                pg_last_wal_receive_lsn()::text AS received,
+                (${walTimelineSql}) AS timeline`,
+      );
+      const row = r.rows[0] as {
+        receivers: string;
+        conninfo: string;
+        received: string | null;
+        timeline: number | null;
+      };
+      if (Number(row.receivers) === 0 && row.conninfo === '')
+        return {
+          detached: true,
+          ...(row.received ? { receivedLsn: row.received } : {}),
+          ...(row.timeline !== null ? { timeline: Number(row.timeline) } : {}),
+        };
+      if (Date.now() >= deadline)
+        return {
+          detached: false,
+          why: row.conninfo === '' ? 'its WAL receiver has not stopped' : 'primary_conninfo did not reload',
+        };
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+}
+
+/** Points a replica at `conninfo` (postgresql.auto.conf, reloaded): its WAL receiver starts streaming from there. */
+export async function attachReplica(ip: string, access: InstanceAccess, conninfo: string): Promise<void> {
+  await withClient(ip, access, async (c) => {
+    await c.query(`ALTER SYSTEM SET primary_conninfo = ${c.escapeLiteral(conninfo)}`);
+    await c.query('SELECT pg_reload_conf()');
   });
 }

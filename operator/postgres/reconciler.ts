@@ -25,7 +25,7 @@ import {
 import { fenceOtherPrimaries, handlePrimaryHealth, PrimaryLoss } from './failover.js';
 import { type InstanceAccess, observeInstance } from './instances.js';
 import { forgetClusterMetrics, type PostgresMetrics, recordClusterMetrics } from './metrics.js';
-import { rejoinFenced } from './rejoin.js';
+import { attachReplicas, rejoinFenced } from './rejoin.js';
 import { rollRestarts } from './restarts.js';
 import { type InstanceView, isHealthyPrimary, PRIMARY_ANNOTATION, scaleDownProblem } from './roles.js';
 import { SchemaMigrations } from './schema.js';
@@ -36,8 +36,6 @@ import { switchOver } from './switchover.js';
 
 /** Defaults: converging 1000 ms, healthy 10000 ms. */
 export interface PostgresClusterReconcilerOptions extends ClusterReconcilerOptions {
-  /** Two samples of the replicas' received positions this far apart prove WAL stopped arriving (default 300 ms). */
-  readonly walSampleGapMs?: number;
   readonly metrics?: PostgresMetrics;
 }
 
@@ -73,7 +71,6 @@ export class PostgresClusterReconciler extends ClusterReconciler<
   readonly kind = 'PostgresCluster';
   readonly #loss = new PrimaryLoss();
   readonly #metrics: PostgresMetrics | undefined;
-  readonly #walSampleGapMs: number;
   readonly #schema: SchemaMigrations;
 
   constructor(opts: PostgresClusterReconcilerOptions) {
@@ -84,7 +81,6 @@ export class PostgresClusterReconciler extends ClusterReconciler<
       statefulSetOf: (name) => namesOf(name).statefulSet,
     });
     this.#metrics = opts.metrics;
-    this.#walSampleGapMs = opts.walSampleGapMs ?? 300;
     this.#schema = new SchemaMigrations({ client: this.client, log: this.log, now: this.now });
   }
 
@@ -174,7 +170,6 @@ export class PostgresClusterReconciler extends ClusterReconciler<
     const failoverDelay = await handlePrimaryHealth(ctx, state, {
       loss: this.#loss,
       id: `${key.namespace}/${key.name}`,
-      walSampleGapMs: this.#walSampleGapMs,
     });
     if (failoverDelay)
       return {
@@ -183,7 +178,10 @@ export class PostgresClusterReconciler extends ClusterReconciler<
       };
     await switchOver(ctx, state);
     const primaryHealthy = isHealthyPrimary(primaryView(state));
-    if (primaryHealthy) await rejoinFenced(ctx, state);
+    if (primaryHealthy) {
+      await rejoinFenced(ctx, state);
+      await attachReplicas(ctx, state);
+    }
     await labelPods(
       this.client,
       state.cluster,

@@ -9,6 +9,7 @@ import {
   orphanSlots,
   otherPrimaries,
   planFailover,
+  planPromotion,
   podPatches,
   scaleDownProblem,
 } from './roles.js';
@@ -215,5 +216,108 @@ describe('scale-down', () => {
     expect(scaleDownProblem('db-2', 2)).toMatchObject({ reason: 'ScaleDownBlocked' });
     expect(scaleDownProblem('db-1', 2)).toBeUndefined();
     expect(scaleDownProblem(undefined, 1)).toBeUndefined();
+  });
+});
+
+describe('planPromotion (the one safety check before any promotion)', () => {
+  const c = (pod: string, lsn: string | undefined, timeline: number | undefined, detached = true) => ({
+    pod,
+    detached,
+    ...(lsn ? { receivedLsn: lsn } : {}),
+    ...(timeline !== undefined ? { timeline } : {}),
+  });
+  const base = { totalReplicas: 2, syncNumber: 1, timeline: 3, oldPrimaryDown: false };
+
+  it('promotes the most advanced detached replica once enough are detached that the lost primary cannot gather an acknowledgement', () => {
+    expect(planPromotion({ ...base, candidates: [c('db-1', '0/5', 3), c('db-2', '0/7', 3)] })).toMatchObject({
+      kind: 'promote',
+      target: 'db-2',
+    });
+  });
+
+  it('waits while a replica still streams from the lost primary (it could still acknowledge a commit)', () => {
+    // ANY 1 of 2: with db-2 attached the lost primary, alive behind a partition, can still
+    // acknowledge commits that db-1 never receives.
+    const plan = planPromotion({ ...base, candidates: [c('db-1', '0/9', 3), c('db-2', '0/5', 3, false)] });
+    expect(plan).toMatchObject({ kind: 'wait', reason: 'ReplicasStillAttached' });
+    expect(plan.kind === 'wait' && plan.message).toContain('db-2');
+    // Unreachable: nothing proves what it holds.
+    expect(planPromotion({ ...base, candidates: [c('db-1', '0/9', 3)] })).toMatchObject({
+      kind: 'wait',
+      reason: 'NotEnoughReplicas',
+    });
+  });
+
+  it('counts attached replicas when the lost primary is reported down (it acknowledges nothing more)', () => {
+    expect(
+      planPromotion({
+        ...base,
+        oldPrimaryDown: true,
+        candidates: [c('db-1', '0/9', 3, false), c('db-2', '0/5', 3, false)],
+      }),
+    ).toMatchObject({ kind: 'promote', target: 'db-1' });
+  });
+
+  it('never promotes, or counts, a replica stranded on an older timeline, however far its LSN', () => {
+    // db-2 holds more WAL by position, but of timeline 2: the commits of timeline 3 are on db-1.
+    const plan = planPromotion({ ...base, candidates: [c('db-1', '0/5', 3), c('db-2', '9/0', 2)] });
+    expect(plan).toMatchObject({ kind: 'promote', target: 'db-1' });
+    // Stranded, it acknowledged none of the lost primary's commits: db-1 alone is enough.
+    expect(plan.kind === 'promote' && plan.reason).toContain('1 of 1 replicas');
+    // With 3 replicas, ANY 2: the stranded one leaves 2 possible, of which 1 must be read.
+    expect(
+      planPromotion({
+        ...base,
+        totalReplicas: 3,
+        syncNumber: 2,
+        candidates: [c('db-1', '0/5', 3), c('db-2', '9/0', 2)],
+      }),
+    ).toMatchObject({ kind: 'promote', target: 'db-1' });
+  });
+
+  it('refuses to promote when a replica is on a newer timeline than the primary it replaces', () => {
+    expect(planPromotion({ ...base, candidates: [c('db-1', '0/5', 3), c('db-2', '0/1', 4)] })).toMatchObject({
+      kind: 'wait',
+      reason: 'TimelineDiverged',
+    });
+  });
+
+  it('without a recorded timeline, takes the newest a replica holds', () => {
+    const { timeline: _, ...noTimeline } = base;
+    expect(
+      planPromotion({ ...noTimeline, candidates: [c('db-1', '0/5', 3), c('db-2', '9/0', 2)] }),
+    ).toMatchObject({ kind: 'promote', target: 'db-1' });
+    expect(planPromotion({ ...noTimeline, candidates: [c('db-2', '9/0', undefined)] })).toMatchObject({
+      kind: 'wait',
+      reason: 'NotEnoughReplicas',
+    });
+  });
+
+  it('keeps the designated replica unless another is ahead of it', () => {
+    const candidates = [c('db-1', '0/7', 3), c('db-2', '0/7', 3)];
+    expect(planPromotion({ ...base, candidates, preferred: 'db-2' })).toMatchObject({ target: 'db-2' });
+    expect(
+      planPromotion({ ...base, candidates: [c('db-1', '0/8', 3), c('db-2', '0/7', 3)], preferred: 'db-2' }),
+    ).toMatchObject({ target: 'db-1' });
+  });
+
+  it('never counts a replica whose position or timeline cannot be read', () => {
+    expect(
+      planPromotion({ ...base, candidates: [c('db-1', undefined, 3), c('db-2', '0/7', undefined)] }),
+    ).toMatchObject({ kind: 'wait' });
+  });
+
+  it('with more synchronous standbys, fewer replicas need to be detached', () => {
+    const three = { ...base, totalReplicas: 3 };
+    const one = [c('db-1', '0/5', 3), c('db-2', '0/6', 3, false), c('db-3', '0/6', 3, false)];
+    expect(planPromotion({ ...three, syncNumber: 3, candidates: one })).toMatchObject({ target: 'db-1' });
+    expect(planPromotion({ ...three, syncNumber: 2, candidates: one })).toMatchObject({ kind: 'wait' });
+    expect(
+      planPromotion({
+        ...three,
+        syncNumber: 2,
+        candidates: [...one.slice(0, 2).map((x) => ({ ...x, detached: true })), one[2]!],
+      }),
+    ).toMatchObject({ target: 'db-2' });
   });
 });

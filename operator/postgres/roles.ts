@@ -2,12 +2,14 @@ import type { Problem } from '../reasons.js';
 import { slotName } from './desired.js';
 import {
   chooseFailoverTarget,
+  compareLsn,
   enoughReplicasForSafeFailover,
   FENCING_ANNOTATION,
   fencingAnnotation,
   type InstanceRole,
   ordinalOf,
   type PodMetadataPatch,
+  parseLsn,
   primaryLabelPatch,
   ROLE_LABEL,
 } from './failoverRules.js';
@@ -142,6 +144,96 @@ export function planFailover(
     kind: 'promote',
     target: target.pod,
     reason: `most advanced replica (received ${target.receivedLsn}, replayed ${target.replayedLsn ?? 'unknown'})`,
+  };
+}
+
+/** A replica as the promotion safety check sees it (promotion.ts gathers these). */
+export interface PromotionCandidate {
+  readonly pod: string;
+  /** Its WAL receiver is confirmed stopped and primary_conninfo cleared: it acknowledges nothing more. */
+  readonly detached: boolean;
+  /** Last WAL position received and flushed; unknown when it could not be read. */
+  readonly receivedLsn?: string;
+  readonly replayedLsn?: string;
+  /** The timeline of the WAL it holds; unknown when it could not be read. */
+  readonly timeline?: number;
+}
+
+export interface PromotionInput {
+  /** Every replica the operator could reach, other than the lost primary and fenced instances. */
+  readonly candidates: readonly PromotionCandidate[];
+  /** Replicas the lost primary could have had (spec.instances - 1), reachable or not. */
+  readonly totalReplicas: number;
+  /** Standbys each commit waited for: the lower of the spec's and the one PostgreSQL last confirmed. */
+  readonly syncNumber: number;
+  /** The lost primary's timeline as last recorded (status.timeline); else the newest a candidate holds. */
+  readonly timeline?: number;
+  /**
+   * The lost primary's container is reported not running: it acknowledges nothing more, so
+   * replicas still attached to it may count (their positions are final).
+   */
+  readonly oldPrimaryDown: boolean;
+  /** The instance already designated (a switchover's target): chosen when no candidate is ahead of it. */
+  readonly preferred?: string;
+}
+
+/**
+ * The one safety check every promotion goes through (failover, a switchover's promotion, and a
+ * promotion resumed after an operator restart). A commit the lost primary acknowledged is on
+ * at least syncNumber of its replicas; so once totalReplicas - syncNumber + 1 of them are
+ * detached (the lost primary can then never gather syncNumber acknowledgements again) and
+ * their positions read, the most advanced of those holds every acknowledged commit. Only
+ * replicas on the lost primary's timeline count: one stranded on an older timeline neither
+ * acknowledged its commits nor can follow it, and is left out of totalReplicas as well. A
+ * replica on a newer timeline than the lost primary's means a promotion the operator did not
+ * make: nothing is promoted.
+ */
+export function planPromotion(input: PromotionInput): FailoverPlan {
+  const { candidates, syncNumber } = input;
+  const known = candidates.filter((c) => c.timeline !== undefined).map((c) => c.timeline!);
+  const timeline = input.timeline ?? (known.length ? Math.max(...known) : undefined);
+  if (timeline === undefined)
+    return { kind: 'wait', reason: 'NotEnoughReplicas', message: 'no replica’s timeline can be read' };
+  const ahead = candidates.filter((c) => c.timeline !== undefined && c.timeline > timeline);
+  if (ahead.length)
+    return {
+      kind: 'wait',
+      reason: 'TimelineDiverged',
+      message: `${ahead.map((c) => `${c.pod} (timeline ${c.timeline})`).join(', ')} hold WAL of a timeline after the primary’s ${timeline}; nothing is promoted until an administrator looks`,
+    };
+  const stranded = candidates.filter((c) => c.timeline !== undefined && c.timeline < timeline);
+  const counted = candidates.filter(
+    (c) =>
+      (c.detached || input.oldPrimaryDown) &&
+      c.timeline === timeline &&
+      parseLsn(c.receivedLsn) !== undefined,
+  );
+  const possible = Math.max(input.totalReplicas - stranded.length, 0);
+  const needed = syncNumber > 0 ? Math.max(possible - syncNumber + 1, 1) : 1;
+  if (counted.length < needed) {
+    const attached = candidates.filter((c) => !c.detached && !input.oldPrimaryDown).map((c) => c.pod);
+    const strandedNote = stranded.length
+      ? `; ${stranded.map((c) => `${c.pod} is stranded on timeline ${c.timeline}`).join(', ')}`
+      : '';
+    return attached.length
+      ? {
+          kind: 'wait',
+          reason: 'ReplicasStillAttached',
+          message: `${counted.length} of the ${needed} replicas needed are detached from the lost primary; ${attached.join(', ')} still stream from it or could not be confirmed stopped${strandedNote}`,
+        }
+      : {
+          kind: 'wait',
+          reason: 'NotEnoughReplicas',
+          message: `${counted.length} of ${possible} replicas on timeline ${timeline} can be read; with ${syncNumber} synchronous, ${needed} are needed to be sure no acknowledged commit is lost${strandedNote}`,
+        };
+  }
+  const best = chooseFailoverTarget(counted.map((c) => ({ ...c, ready: true, fenced: false })))!;
+  const preferred = counted.find((c) => c.pod === input.preferred);
+  const target = preferred && compareLsn(preferred.receivedLsn, best.receivedLsn) >= 0 ? preferred : best;
+  return {
+    kind: 'promote',
+    target: target.pod,
+    reason: `${target === preferred ? 'designated' : 'most advanced'} replica on timeline ${timeline} (received ${target.receivedLsn}, replayed ${target.replayedLsn ?? 'unknown'}; ${counted.length} of ${possible} replicas detached and read)`,
   };
 }
 

@@ -81,9 +81,17 @@ export function computeStatus(input: StatusInput): PostgresClusterStatus {
   return {
     ...gen,
     ...(input.currentPrimary ? { currentPrimary: input.currentPrimary } : {}),
-    ...(primary?.obs?.timeline !== undefined && isHealthyPrimary(primary)
+    // What the failover relies on is kept while the primary is lost (promotion.ts reads it).
+    ...(primary && isHealthyPrimary(primary) && primary.obs?.timeline !== undefined
       ? { timeline: primary.obs.timeline }
-      : {}),
+      : cluster.status?.timeline !== undefined
+        ? { timeline: cluster.status.timeline }
+        : {}),
+    ...(primary && isHealthyPrimary(primary) && primary.obs?.syncStandbyNames !== undefined
+      ? { synchronousStandbyNames: primary.obs.syncStandbyNames }
+      : cluster.status?.synchronousStandbyNames !== undefined
+        ? { synchronousStandbyNames: cluster.status.synchronousStandbyNames }
+        : {}),
     instances,
     ...(input.lastFailover ? { lastFailover: input.lastFailover } : {}),
     // Written by the schema aspect (schema.ts); kept as it was by every other status write.

@@ -1,3 +1,4 @@
+import { failpoint } from '../../common/failpoint.js';
 import { isHealthyPrimary, isStreamingReplica, PRIMARY_ANNOTATION } from './roles.js';
 import { type AspectContext, type ClusterState, primaryView, recordAnnotations } from './state.js';
 
@@ -29,4 +30,5 @@ export async function switchOver(ctx: AspectContext, state: ClusterState): Promi
   };
   ctx.log.info({ from, to: target.pod }, 'switchover');
   ctx.countPrimaryChange('switchover');
+  failpoint('switchover.designated');
 }

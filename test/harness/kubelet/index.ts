@@ -20,6 +20,7 @@ import {
 import { runtimeFor, UnsupportedImage } from './runtimes.js';
 import {
   type ContainerUser,
+  containerPids,
   containerUser,
   ipAllocator,
   killContainer,
@@ -120,6 +121,16 @@ export interface Kubelet {
   stop(pod: string, opts?: { graceful?: boolean }): Promise<void>;
   /** Lifts stop(): starts the pod's containers again at once. */
   resume(pod: string): Promise<void>;
+  /**
+   * SIGSTOP (`frozen`) or SIGCONT every process of the pod's containers: a paused VM or a node
+   * that stalls. Probes go on and fail; nothing is restarted.
+   */
+  freeze(pod: string, frozen: boolean): void;
+  /**
+   * While `cut`, changes of the pod's labels and annotations stop reaching its downward API
+   * files: a kubelet that cannot see the API server. Lifting it writes them at once.
+   */
+  cutMetadata(pod: string, cut: boolean): void;
   /** Stops watching and stops every process (gracefully); leaves the API objects alone. */
   stopAll(): Promise<void>;
 }
@@ -524,7 +535,7 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
       const changed = metaKey(existing.pod) !== metaKey(pod);
       existing.pod = pod;
       if (pod.metadata?.deletionTimestamp) void enqueue(existing, () => terminatePod(existing, true));
-      else if (changed) refreshDownward(existing);
+      else if (changed && !metadataCut.has(existing.uid)) refreshDownward(existing);
       return;
     }
     if (pod.metadata?.deletionTimestamp) {
@@ -597,6 +608,8 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
   }
 
   // -------------------------------------------------------------------- handle
+  /** Pods whose downward API files are not refreshed (cutMetadata). */
+  const metadataCut = new Set<string>();
   const find = (pod: string): PodState => {
     const [ns, name] = pod.includes('/') ? pod.split('/', 2) : [undefined, pod];
     const matches = [...pods.values()].filter(
@@ -647,6 +660,23 @@ export async function startKubelet(kube: Kube, opts: KubeletOptions): Promise<Ku
       await enqueue(p, async () => {
         for (const c of p.containers) await startContainer(p, c);
       });
+    },
+    freeze(pod, frozen) {
+      for (const c of find(pod).containers) {
+        if (!c.marker) continue;
+        for (const pid of containerPids(c.marker).filter((x) => x !== process.pid)) {
+          try {
+            process.kill(pid, frozen ? 'SIGSTOP' : 'SIGCONT');
+          } catch {
+            /* gone */
+          }
+        }
+      }
+    },
+    cutMetadata(pod, cut) {
+      const p = find(pod);
+      if (cut) metadataCut.add(p.uid);
+      else if (metadataCut.delete(p.uid)) refreshDownward(p);
     },
     async stopAll() {
       stopped = true;

@@ -1,0 +1,388 @@
+import { execFileSync } from 'node:child_process';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PostgresCluster } from '../../common/resources/types.gen.js';
+import type { Kube } from '../harness/kube.js';
+import { getObject, kubeRequest, waitForObject } from '../harness/kubeHttp.js';
+import { createNoxObject, type Kubelet, startNodeCluster } from '../harness/kubelet.js';
+import { type KubeProxy, startKubeProxy } from '../harness/kubeProxy.js';
+import { testLog } from '../harness/log.js';
+import { type RunningOperator, startOperator } from '../harness/operator.js';
+import {
+  type ConnectTo,
+  connectPg,
+  longestGap,
+  overlappingAcceptance,
+  type SampledWrite,
+  startSampler,
+  startWriters,
+} from '../harness/pgHistory.js';
+import { waitUntil } from '../harness/process.js';
+import { tool } from '../harness/tools.js';
+
+/**
+ * PostgresCluster safety when the operator merely cannot see the primary (ADR 005), checked by
+ * a history checker (harness/pgHistory.ts): writers through -rw record every acknowledged
+ * commit and a sampler writes to each instance's own address. Per fault: every acknowledged
+ * commit is on the primary at the end, and no two instances acknowledged writes in
+ * overlapping intervals.
+ *
+ * The built operator, a real kube-apiserver + controller-manager, the kubelet stand-in running
+ * real PostgreSQL per pod and the kube-proxy stand-in. The operator connects to the instances
+ * from 127.0.0.1; the checker's connections come from addresses of its own, so a firewall rule
+ * on 127.0.0.1 cuts the operator alone off from an instance while the replicas (which connect
+ * from their pod addresses) still reach it.
+ */
+
+const NS = 'pg-partitions';
+const NAME = 'db';
+const clusterPath = `/apis/nox.dev/v1alpha1/namespaces/${NS}/postgresclusters/${NAME}`;
+/** Source addresses of the checker (not pod addresses: those are 127.0.<n>.<m>). */
+const WRITERS_FROM = '127.1.0.1';
+const SAMPLER_FROM = '127.1.0.2';
+const CHAIN = `NOX-PG-TEST-${process.pid}`;
+
+describe('PostgresCluster under partitions and stalls: no acknowledged commit lost, never two writable primaries', () => {
+  let kube: Kube;
+  let kc: KubeConfig;
+  let kubelet: Kubelet;
+  let proxy: KubeProxy;
+  let op: RunningOperator;
+  let chainInstalled = false;
+
+  const iptables = (...args: string[]) => execFileSync(tool('iptables'), ['-w', ...args], { stdio: 'pipe' });
+  const get = <T>(path: string) => getObject<T>(kc, path);
+  const cond = (c: PostgresCluster | undefined, type: string) =>
+    c?.status?.conditions?.find((x) => x.type === type);
+  const healthy = (c: PostgresCluster | undefined) =>
+    cond(c, 'Ready')?.status === 'True' &&
+    c?.status?.observedGeneration === c?.metadata.generation &&
+    (c?.status?.instances ?? []).filter((i) => i.role === 'replica' && i.ready).length === 2;
+  const waitStatus = (what: string, ok: (c: PostgresCluster | undefined) => boolean, timeoutMs: number) =>
+    waitForObject<PostgresCluster>(kc, clusterPath, what, ok, timeoutMs, op.service);
+  const secret = async (name: string, key: string) => {
+    const s = await get<{ data: Record<string, string> }>(`/api/v1/namespaces/${NS}/secrets/${name}`);
+    return Buffer.from(s!.data[key]!, 'base64').toString('utf8');
+  };
+  const clusterIP = async (service: string) =>
+    (await get<{ spec: { clusterIP: string } }>(`/api/v1/namespaces/${NS}/services/${service}`))!.spec
+      .clusterIP;
+  const podIP = async (pod: string) =>
+    (await get<{ status?: { podIP?: string } }>(`/api/v1/namespaces/${NS}/pods/${pod}`))?.status?.podIP;
+  const instances = async () =>
+    (
+      await Promise.all(
+        [0, 1, 2].map(async (i) => ({ pod: `${NAME}-${i}`, ip: (await podIP(`${NAME}-${i}`)) ?? '' })),
+      )
+    ).filter((x) => x.ip);
+
+  let app: () => Promise<ConnectTo>;
+  let superuser: Omit<ConnectTo, 'host'>;
+  /** A superuser query on one instance's own address (from the sampler's address). */
+  const onInstance = async <T>(pod: string, sql: string, database = 'postgres'): Promise<T[]> => {
+    const c = await connectPg({ ...superuser, database, host: (await podIP(pod))! });
+    try {
+      return (await c.query(sql)).rows as T[];
+    } finally {
+      await c.end().catch(() => {});
+    }
+  };
+
+  beforeAll(async () => {
+    ({ kube, kc, kubelet } = await startNodeCluster(NS));
+    proxy = await startKubeProxy(kube);
+    op = await startOperator(kube, { name: 'nox-operator-pg-partitions' });
+    await createNoxObject(kc, 'postgresclusters', {
+      kind: 'PostgresCluster',
+      metadata: { name: NAME, namespace: NS },
+      spec: {
+        instances: 3,
+        image: 'postgres:15',
+        synchronous: { mode: 'Quorum', number: 1 },
+        failover: { delay: '2s' },
+        storage: { size: '1Gi' },
+      },
+    });
+    iptables('-N', CHAIN);
+    iptables('-I', 'OUTPUT', '-j', CHAIN);
+    chainInstalled = true;
+    await waitStatus('healthy', healthy, 240_000);
+    app = async () => ({
+      host: await clusterIP(`${NAME}-rw`),
+      user: await secret(`${NAME}-app`, 'username'),
+      password: await secret(`${NAME}-app`, 'password'),
+      database: await secret(`${NAME}-app`, 'dbname'),
+      localAddress: WRITERS_FROM,
+    });
+    superuser = {
+      user: 'postgres',
+      password: await secret(`${NAME}-superuser`, 'password'),
+      database: 'postgres',
+      localAddress: SAMPLER_FROM,
+    };
+    const a = await connectPg(await app());
+    await a.query('CREATE TABLE history (run int NOT NULL, seq bigint NOT NULL, PRIMARY KEY (run, seq))');
+    await a.end();
+    const s = await connectPg({ ...superuser, host: await clusterIP(`${NAME}-rw`) });
+    await s.query(
+      'CREATE TABLE sampler (run int NOT NULL, instance text NOT NULL, seq int NOT NULL, PRIMARY KEY (run, seq))',
+    );
+    await s.end();
+  }, 300_000);
+
+  afterAll(async () => {
+    if (chainInstalled) {
+      iptables('-D', 'OUTPUT', '-j', CHAIN);
+      iptables('-F', CHAIN);
+      iptables('-X', CHAIN);
+    }
+    await op?.service.stop();
+    await proxy?.stop();
+    await kubelet?.stopAll();
+    await kube?.stop();
+  });
+
+  /**
+   * One fault under load: `inject` starts it, `heal` ends it once a new primary is recorded
+   * and has acknowledged writes. Returns what the note reports.
+   */
+  const underFault = async (
+    run: number,
+    fault: string,
+    /** Starts the fault; resolves to when it struck, if not at once. */
+    inject: (old: string) => Promise<number | undefined>,
+    heal: (old: string) => Promise<void>,
+    duringFault?: (old: string, promoted: string) => Promise<void>,
+    /** The fault makes the operator promote another instance (else the primary stays). */
+    failsOver = true,
+  ) => {
+    const before = await waitStatus(`healthy before ${fault}`, healthy, 240_000);
+    const old = before.status!.currentPrimary!;
+    const writers = startWriters(app, 'history', run);
+    const sampler = startSampler(instances, superuser, 'sampler', run);
+    let healed = false;
+    try {
+      await waitUntil('writes flowing', async () => writers.acked.length > 20, 30_000);
+      const called = Date.now();
+      const faultAt = (await inject(old)) ?? called;
+      const after = await waitStatus(
+        failsOver ? `a new primary after ${fault}` : `the fault ${fault} applied`,
+        (c) => !!c?.status?.currentPrimary && (c.status.currentPrimary !== old) === failsOver,
+        90_000,
+      );
+      const promoted = after.status!.currentPrimary!;
+      const seenAt = Date.now();
+      await waitUntil(
+        'writes acknowledged by the new primary',
+        async () => writers.ackTimes.filter((t) => t > seenAt).length >= 20,
+        60_000,
+        op.service,
+      );
+      // Writes are available again once the new primary acknowledges a steady stream of them.
+      const writable = writers.ackTimes.filter((t) => t > seenAt).sort((a, b) => a - b)[19]!;
+      await duringFault?.(old, promoted);
+      await heal(old);
+      healed = true;
+      await waitStatus(
+        `healthy after ${fault}`,
+        (c) => healthy(c) && c?.status?.currentPrimary === promoted,
+        240_000,
+      );
+      await writers.stop();
+      await sampler.stop();
+
+      const rows = await onInstance<{ seq: string }>(
+        promoted,
+        `SELECT seq FROM history WHERE run = ${run}`,
+        'nox',
+      );
+      const present = new Set(rows.map((r) => Number(r.seq)));
+      const lost = writers.acked.filter((s) => !present.has(s));
+      const sampled = new Set(
+        (await onInstance<{ seq: number }>(promoted, `SELECT seq FROM sampler WHERE run = ${run}`)).map(
+          (r) => r.seq,
+        ),
+      );
+      const lostSamples = sampler.accepted.filter((w) => !sampled.has(w.seq));
+      const overlaps = overlappingAcceptance(sampler.accepted);
+      const byInstance = (pod: string) => sampler.accepted.filter((w) => w.instance === pod);
+      const lastOld = byInstance(old).reduce((m, w) => Math.max(m, w.ackedAt), 0);
+      const firstNew = byInstance(promoted).filter((w) => w.sentAt > faultAt)[0];
+      const unavailableMs = longestGap(writers.ackTimes, faultAt, writable);
+      testLog(
+        `${fault}: ${old} → ${promoted}; acknowledged ${writers.acked.length}, found ${writers.acked.length - lost.length}; sampler accepted ${sampler.accepted.length} (${[0, 1, 2].map((i) => `${NAME}-${i}: ${byInstance(`${NAME}-${i}`).length}/${sampler.attempts.get(`${NAME}-${i}`) ?? 0}`).join(', ')}), found ${sampler.accepted.length - lostSamples.length}; writes unavailable for ${unavailableMs} ms; last write accepted by ${old} at +${lastOld - faultAt} ms, first by ${promoted} sent at +${(firstNew?.sentAt ?? 0) - faultAt} ms`,
+      );
+      expect(lost, `acknowledged rows missing after ${fault}`).toEqual([]);
+      expect(lostSamples, `acknowledged sampler writes missing after ${fault}`).toEqual([]);
+      expect(
+        overlaps.map(
+          ([a, b]: [SampledWrite, SampledWrite]) => `${a.instance}#${a.seq} ~ ${b.instance}#${b.seq}`,
+        ),
+        'writes acknowledged by two instances in overlapping intervals',
+      ).toEqual([]);
+      expect(firstNew, `${promoted} accepted a sampler write after the fault`).toBeDefined();
+      return { old, promoted, acked: writers.acked.length, unavailableMs };
+    } finally {
+      if (!healed) await heal(old).catch(() => {});
+      await writers.stop();
+      await sampler.stop();
+    }
+  };
+
+  it('the operator cut off from the primary (replicas still reach it, the fence never reaches its pod): replicas detached, one promoted, the old one acknowledges nothing more', async () => {
+    let oldIP = '';
+    const rule = () => ['-p', 'tcp', '-s', '127.0.0.1', '-d', oldIP, '--dport', '5432', '-j', 'DROP'];
+    await underFault(
+      1,
+      'operator partitioned from the primary',
+      async (old) => {
+        oldIP = (await podIP(old))!;
+        // The pod's kubelet does not see the fence either: its PostgreSQL keeps running as a primary.
+        kubelet.cutMetadata(`${NS}/${old}`, true);
+        iptables('-A', CHAIN, ...rule());
+        return undefined;
+      },
+      async (old) => {
+        iptables('-D', CHAIN, ...rule());
+        kubelet.cutMetadata(`${NS}/${old}`, false);
+      },
+      async (old) => {
+        // The fault was real: while the new primary took writes, the old one still ran as a
+        // primary and its replicas' WAL receivers were detached from it.
+        const [r] = await onInstance<{ r: boolean }>(old, 'SELECT pg_is_in_recovery() AS r');
+        expect(r!.r).toBe(false);
+        const [s] = await onInstance<{ n: string }>(old, 'SELECT count(*) AS n FROM pg_stat_replication');
+        expect(Number(s!.n)).toBe(0);
+      },
+    );
+  }, 600_000);
+
+  it('the primary frozen (SIGSTOP) past the failover delay, then resumed: it acknowledges nothing after the promotion', async () => {
+    await underFault(
+      2,
+      'primary frozen',
+      async (old) => {
+        kubelet.freeze(`${NS}/${old}`, true);
+        return undefined;
+      },
+      async (old) => kubelet.freeze(`${NS}/${old}`, false),
+      async (old) => {
+        // Resumed while the new primary takes writes, before the fence is acted on.
+        kubelet.freeze(`${NS}/${old}`, false);
+      },
+    );
+  }, 600_000);
+
+  /** A JSON merge patch of the cluster's spec, as `kubectl patch --type merge` sends. */
+  const patchSpec = async (spec: Record<string, unknown>) => {
+    const r = await kubeRequest(kc, 'PATCH', clusterPath, {
+      body: JSON.stringify({ spec }),
+      contentType: 'application/merge-patch+json',
+    });
+    expect(r.status).toBe(200);
+  };
+
+  /** Starts the operator again (the one before is gone or stopped), with `failpoints` armed. */
+  const restartOperator = async (name: string, failpoints?: string) => {
+    if (!op.service.exited()) await op.service.stop();
+    op = await startOperator(kube, {
+      name,
+      ...(failpoints ? { env: { NOX_FAILPOINTS: failpoints } } : {}),
+    });
+  };
+  const operatorDiesAt = async (step: string) => {
+    await waitUntil(`the operator killed at ${step}`, async () => op.service.exited(), 90_000);
+    await restartOperator(`nox-operator-after-${step.replace('.', '-')}`);
+  };
+
+  it('the operator killed at each step of a failover: the next one finishes it, nothing acknowledged lost, one primary', async () => {
+    let run = 10;
+    for (const step of [
+      'failover.fenced',
+      'promotion.detached',
+      'promotion.designated',
+      'promotion.promoted',
+    ])
+      await underFault(
+        run++,
+        `primary killed, operator killed at ${step}`,
+        async (old) => {
+          await restartOperator(`nox-operator-${step.replace('.', '-')}`, step);
+          const at = Date.now();
+          await kubelet.stop(`${NS}/${old}`);
+          await operatorDiesAt(step);
+          return at;
+        },
+        async (old) => kubelet.resume(`${NS}/${old}`),
+      );
+  }, 1_200_000);
+
+  it('the operator killed right after recording a switchover: the next one finishes it', async () => {
+    await underFault(
+      20,
+      'switchover, operator killed at switchover.designated',
+      async (old) => {
+        await restartOperator('nox-operator-switchover', 'switchover.designated');
+        const c = await get<PostgresCluster>(clusterPath);
+        const to = c!.status!.instances!.find((i) => i.pod !== old && i.role === 'replica')!.pod!;
+        const at = Date.now();
+        await patchSpec({ switchoverTo: to });
+        await operatorDiesAt('switchover.designated');
+        return at;
+      },
+      async () => patchSpec({ switchoverTo: null }),
+    );
+  }, 600_000);
+
+  it('synchronous.number lowered from 2 to 1 and the primary killed at once: counted by what PostgreSQL confirmed', async () => {
+    await patchSpec({ synchronous: { mode: 'Quorum', number: 2 } });
+    await waitStatus(
+      'synchronous_standby_names ANY 2 confirmed by the primary',
+      (c) => healthy(c) && /^ANY 2 /.test(c?.status?.synchronousStandbyNames ?? ''),
+      60_000,
+    );
+    await underFault(
+      30,
+      'synchronous.number 2 → 1, primary killed',
+      async (old) => {
+        const at = Date.now();
+        await patchSpec({ synchronous: { mode: 'Quorum', number: 1 } });
+        await kubelet.stop(`${NS}/${old}`);
+        return at;
+      },
+      async (old) => kubelet.resume(`${NS}/${old}`),
+    );
+  }, 600_000);
+
+  it('a scale-down from 3 to 2 instances during writes, and back', async () => {
+    const before = await waitStatus('healthy before the scale-down', healthy, 240_000);
+    if (before.status!.currentPrimary === `${NAME}-2`) {
+      // The scale-down would remove the primary: it waits for a switchover (another test).
+      await patchSpec({ switchoverTo: `${NAME}-0` });
+      await waitStatus(
+        'switched over to db-0',
+        (c) => healthy(c) && c?.status?.currentPrimary === `${NAME}-0`,
+        120_000,
+      );
+      await patchSpec({ switchoverTo: null });
+    }
+    await underFault(
+      40,
+      'scale-down 3 → 2',
+      async () => {
+        const at = Date.now();
+        await patchSpec({ instances: 2 });
+        await waitUntil(
+          `${NAME}-2 removed`,
+          async () => !(await get(`/api/v1/namespaces/${NS}/pods/${NAME}-2`)),
+          120_000,
+          op.service,
+        );
+        return at;
+      },
+      async () => patchSpec({ instances: 3 }),
+      undefined,
+      false,
+    );
+  }, 600_000);
+});
