@@ -33,7 +33,8 @@ export interface ConnectTo {
   readonly user: string;
   readonly password: string;
   readonly database: string;
-  readonly localAddress: string;
+  /** The source address of the connection (default: the kernel's choice). */
+  readonly localAddress?: string;
   readonly timeoutMs?: number;
 }
 
@@ -44,7 +45,7 @@ export async function connectPg(to: ConnectTo): Promise<pg.Client> {
     user: to.user,
     password: to.password,
     database: to.database,
-    stream: boundStream(to.localAddress),
+    ...(to.localAddress ? { stream: boundStream(to.localAddress) } : {}),
     connectionTimeoutMillis: to.timeoutMs ?? 1000,
     query_timeout: to.timeoutMs ?? 3000,
   } as pg.ClientConfig);
@@ -58,6 +59,8 @@ export interface Writers {
   readonly acked: number[];
   /** When each was acknowledged (ms since the epoch), same order. */
   readonly ackTimes: number[];
+  /** The address of the server that acknowledged each (inet_server_addr()), same order. */
+  readonly servers: string[];
   stop(): Promise<void>;
 }
 
@@ -68,6 +71,7 @@ export interface Writers {
 export function startWriters(to: () => Promise<ConnectTo>, table: string, run: number, count = 4): Writers {
   const acked: number[] = [];
   const ackTimes: number[] = [];
+  const servers: string[] = [];
   let stop = false;
   const writer = async (w: number) => {
     let c: pg.Client | undefined;
@@ -76,9 +80,13 @@ export function startWriters(to: () => Promise<ConnectTo>, table: string, run: n
       try {
         c ??= await connectPg(await to());
         const n = ++seq;
-        await c.query(`INSERT INTO ${table} (run, seq) VALUES ($1, $2)`, [run, n]);
+        const r = await c.query(
+          `INSERT INTO ${table} (run, seq) VALUES ($1, $2) RETURNING host(inet_server_addr()) AS server`,
+          [run, n],
+        );
         acked.push(n);
         ackTimes.push(Date.now());
+        servers.push((r.rows[0] as { server: string }).server);
       } catch {
         const dead = c;
         c = undefined;
@@ -92,6 +100,7 @@ export function startWriters(to: () => Promise<ConnectTo>, table: string, run: n
   return {
     acked,
     ackTimes,
+    servers,
     stop: async () => {
       stop = true;
       await done;
