@@ -1,17 +1,47 @@
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { runDir } from './tools.js';
 
 /**
- * A free TCP port on 127.0.0.1. Chosen at random below the kernel's ephemeral range
- * (32768+) rather than by bind(0): the kernel readily hands a just-released port to the
- * next caller, so a test that stops a server and expects "connection refused" could find
- * another test file's server (running in parallel) on that very port.
+ * A free TCP port on 127.0.0.1, never handed out twice within an hour by any test process of
+ * this checkout. Chosen at random below the kernel's ephemeral range (32768+) rather than by
+ * bind(0), and claimed by an exclusive file in .run/ports: a test that kills a server and
+ * restarts it on the same port (or expects "connection refused" there) must not find another
+ * test file's server, started in the meantime by a parallel worker, on that very port. A
+ * clean-clone run saw a PostgreSQL the usage-rollup test had killed answered by another
+ * file's PostgreSQL on its port.
  */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 400; i++) {
     const port = 20_000 + Math.floor(Math.random() * 12_000);
-    if (await isFree(port, host)) return port;
+    if (claim(port) && (await isFree(port, host))) return port;
   }
-  return kernelPort(host);
+  for (;;) {
+    const port = await kernelPort(host);
+    if (claim(port)) return port;
+  }
+}
+
+const claims = join(runDir, 'ports');
+const CLAIM_MS = 3_600_000;
+
+/** Claims `port` for this process (O_EXCL); a claim older than an hour has lapsed. */
+function claim(port: number): boolean {
+  mkdirSync(claims, { recursive: true });
+  const file = join(claims, String(port));
+  try {
+    writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
+    return true;
+  } catch {
+    try {
+      if (Date.now() - statSync(file).mtimeMs < CLAIM_MS) return false;
+      writeFileSync(file, `${process.pid}\n`);
+      return true;
+    } catch {
+      return false;
+    }
+  }
 }
 
 function kernelPort(host: string): Promise<number> {
