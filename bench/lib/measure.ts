@@ -46,32 +46,34 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.max(0, i)]!;
 }
 
+/** How long a load runs: a duration, or a fixed number of calls (the same work, however slow the server). */
+type Length = { durationS: number } | { count: number };
+
 /**
  * ghz straight at the sidecar's ext_authz service. The schema comes from the same protos the
  * sidecar is generated from: ghz's reflection client fails to resolve a relative type
  * reference (envoy.type.v3.HttpStatus) in the descriptors @grpc/reflection serves.
  */
 export async function ghz(
-  opts: {
+  opts: Length & {
     port: number;
     concurrency: number;
-    durationS: number;
     connections?: number;
   } & (
-    | {
-        /**
-         * The CheckRequest in proto3 JSON. A string is passed as is, so it may hold ghz's Go
-         * template actions (e.g. `{{randomInt 0 10000}}`), evaluated afresh for every call.
-         */
-        data: object | string;
-      }
-    | {
-        /** Length-prefixed binary CheckRequests (ghz -B), one per call in turn. */
-        binaryFile: string;
-        /** Extra environment for ghz (e.g. GOGC for a large data file). */
-        env?: NodeJS.ProcessEnv;
-      }
-  ),
+      | {
+          /**
+           * The CheckRequest in proto3 JSON. A string is passed as is, so it may hold ghz's Go
+           * template actions (e.g. `{{randomInt 0 10000}}`), evaluated afresh for every call.
+           */
+          data: object | string;
+        }
+      | {
+          /** Length-prefixed binary CheckRequests (ghz -B), one per call in turn. */
+          binaryFile: string;
+          /** Extra environment for ghz (e.g. GOGC for a large data file). */
+          env?: NodeJS.ProcessEnv;
+        }
+    ),
 ): Promise<LoadResult> {
   const out = join(scratchDir('ghz'), 'ghz.json');
   const input =
@@ -90,8 +92,7 @@ export async function ghz(
       String(opts.concurrency),
       '--connections',
       String(opts.connections ?? 1),
-      '-z',
-      `${opts.durationS}s`,
+      ...('count' in opts ? ['-n', String(opts.count)] : ['-z', `${opts.durationS}s`]),
       '--cpus',
       '1',
       '-O',
@@ -128,7 +129,7 @@ export async function ghz(
     via: 'grpc',
     tool: 'ghz',
     concurrency: opts.concurrency,
-    durationS: opts.durationS,
+    durationS: 'count' in opts ? report.total / 1e9 : opts.durationS,
     requests: ok.length + errors,
     errors,
     checksPerSec: Math.round(ok.length / (report.total / 1e9)),

@@ -8,7 +8,7 @@ import { ghz, type LoadResult, peakRssMiB, wrk } from '../lib/measure.js';
 import { realisticCheckRequest } from '../lib/requests.js';
 import type { Scenario } from './index.js';
 
-const allowAllPolicy = `
+export const allowAllPolicy = `
 apiVersion: nox.dev/v1alpha1
 kind: AccessPolicy
 metadata: { name: bench-allow }

@@ -11,13 +11,13 @@ import { benchProvider, type Issuer, mint, serveJwks, writeGhzData, wrkLua } fro
 import type { Scenario } from './index.js';
 
 /** Distinct tokens of the cached case: after the warm-up every one is in the sidecar's token cache. */
-const CACHED_TOKENS = 100;
+export const CACHED_TOKENS = 100;
 /** Of each miss pool, the tokens its 1 s warm-up uses; the measured run starts after them. */
 const WARM_TOKENS = 10_000;
 
 // Bearer JWTs validated against a JWKS: the OAuth2Provider names its JWKS (endpoints.jwks),
 // so there is no discovery; the policy admits any authenticated caller.
-const policies = (issuer: string, jwksUri: string) => `${benchProvider(issuer, jwksUri)}---
+export const policies = (issuer: string, jwksUri: string) => `${benchProvider(issuer, jwksUri)}---
 apiVersion: nox.dev/v1alpha1
 kind: AccessPolicy
 metadata: { name: bench-jwt }
