@@ -205,7 +205,7 @@ export async function dropSlots(
 
 export type DetachResult =
   | { readonly detached: true; readonly receivedLsn?: string; readonly timeline?: number }
-  | { readonly detached: false; readonly why: string };
+  | { readonly detached: false; readonly why: string; readonly primary?: true };
 
 /**
  * Detaches a replica from whatever primary it streams from: primary_conninfo cleared in
@@ -221,7 +221,7 @@ export async function detachReplica(
 ): Promise<DetachResult> {
   return withClient(ip, access, async (c) => {
     const rec = (await c.query('SELECT pg_is_in_recovery() AS r')).rows[0] as { r: boolean };
-    if (!rec.r) return { detached: false, why: 'it answers as a primary' };
+    if (!rec.r) return { detached: false, why: 'it answers as a primary', primary: true };
     if ((await c.query("SELECT current_setting('primary_conninfo') AS v")).rows[0].v !== '') {
       await c.query("ALTER SYSTEM SET primary_conninfo = ''");
       await c.query('SELECT pg_reload_conf()');

@@ -95,22 +95,18 @@ async function candidate(ctx: AspectContext, v: InstanceView): Promise<Promotion
     if (!v.obs?.reachable || !v.obs.inRecovery) return undefined;
     result = { detached: false, why: describeError(e) };
   }
-  if (result.detached)
-    return {
-      pod: v.pod,
-      detached: true,
-      ...(result.receivedLsn ? { receivedLsn: result.receivedLsn } : {}),
-      ...(v.obs?.replayedLsn ? { replayedLsn: v.obs.replayedLsn } : {}),
-      ...(result.timeline !== undefined ? { timeline: result.timeline } : {}),
-    };
-  if (result.why === 'it answers as a primary') return undefined;
-  ctx.log.warn({ instance: v.pod, why: result.why }, 'replica not detached');
+  if (!result.detached) {
+    if (result.primary) return undefined;
+    ctx.log.warn({ instance: v.pod, why: result.why }, 'replica not detached');
+  }
+  // A detached replica's final position and timeline; else what the reconcile observed.
+  const { receivedLsn, timeline } = result.detached ? result : (v.obs ?? {});
   return {
     pod: v.pod,
-    detached: false,
-    ...(v.obs?.receivedLsn ? { receivedLsn: v.obs.receivedLsn } : {}),
+    detached: result.detached,
+    ...(receivedLsn ? { receivedLsn } : {}),
     ...(v.obs?.replayedLsn ? { replayedLsn: v.obs.replayedLsn } : {}),
-    ...(v.obs?.timeline !== undefined ? { timeline: v.obs.timeline } : {}),
+    ...(timeline !== undefined ? { timeline } : {}),
   };
 }
 

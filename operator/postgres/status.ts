@@ -61,6 +61,10 @@ export function computeStatus(input: StatusInput): PostgresClusterStatus {
     };
   });
 
+  const healthy = primary && isHealthyPrimary(primary) ? primary.obs : undefined;
+  const timeline = healthy?.timeline ?? cluster.status?.timeline;
+  const synchronousStandbyNames = healthy?.syncStandbyNames ?? cluster.status?.synchronousStandbyNames;
+
   const problems = readinessProblems(input);
   const conditions = clusterConditions({
     previous: cluster.status?.conditions as Condition[] | undefined,
@@ -82,16 +86,8 @@ export function computeStatus(input: StatusInput): PostgresClusterStatus {
     ...gen,
     ...(input.currentPrimary ? { currentPrimary: input.currentPrimary } : {}),
     // What the failover relies on is kept while the primary is lost (promotion.ts reads it).
-    ...(primary && isHealthyPrimary(primary) && primary.obs?.timeline !== undefined
-      ? { timeline: primary.obs.timeline }
-      : cluster.status?.timeline !== undefined
-        ? { timeline: cluster.status.timeline }
-        : {}),
-    ...(primary && isHealthyPrimary(primary) && primary.obs?.syncStandbyNames !== undefined
-      ? { synchronousStandbyNames: primary.obs.syncStandbyNames }
-      : cluster.status?.synchronousStandbyNames !== undefined
-        ? { synchronousStandbyNames: cluster.status.synchronousStandbyNames }
-        : {}),
+    ...(timeline !== undefined ? { timeline } : {}),
+    ...(synchronousStandbyNames !== undefined ? { synchronousStandbyNames } : {}),
     instances,
     ...(input.lastFailover ? { lastFailover: input.lastFailover } : {}),
     // Written by the schema aspect (schema.ts); kept as it was by every other status write.
