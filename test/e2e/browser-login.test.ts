@@ -15,7 +15,7 @@ import { freePorts } from '../harness/ports.js';
 import { scratchDir, sleep, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
-import { startUpstream, type Upstream } from '../harness/upstream.js';
+import { echoedHeaders, startUpstream, type Upstream } from '../harness/upstream.js';
 
 const bodyOf = (h: Hop) => JSON.parse(h.body) as { error?: string; reason?: string };
 
@@ -193,7 +193,7 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
       .filter(([n, c]) => c.path === '/' && c.expiresAt > Date.now() && !n.includes('nox_session'))
       .map(([n, c]) => `${n}=${c.value}`)
       .join('; ');
-  const seenBy = (hop: Hop) => (JSON.parse(hop.body) as { headers: Record<string, string> }).headers;
+  const seenBy = (hop: Hop) => echoedHeaders(hop.body);
   const record = async (id: string) => {
     const json = await raw.get(`nox:s:{${sessionHash(id)}}`);
     return json === null ? undefined : (JSON.parse(json) as SessionRecord);

@@ -8,7 +8,7 @@ import { type GithubApi, type GithubUser, startGithubApi } from '../harness/gith
 import { writeSecret } from '../harness/policies.js';
 import { scratchDir } from '../harness/process.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
-import { startUpstream, type Upstream } from '../harness/upstream.js';
+import { echoedHeaders, startUpstream, type Upstream } from '../harness/upstream.js';
 
 // Browser login with GitHub, which is OAuth 2.0 without OpenID Connect, through real Envoy:
 // the code exchanged (PKCE, client secret in the body) at a stand-in speaking github.com's
@@ -94,7 +94,7 @@ describe('browser login with GitHub (OAuth 2.0, identity from the user API)', ()
     await gh?.close();
   });
 
-  const seenBy = (hop: Hop) => (JSON.parse(hop.body) as { headers: Record<string, string> }).headers;
+  const seenBy = (hop: Hop) => echoedHeaders(hop.body);
 
   async function login(user: GithubUser | undefined, path = '/app/page') {
     gh.signIn = user;

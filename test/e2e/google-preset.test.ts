@@ -8,7 +8,7 @@ import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
 import { policyDir, writeSecret } from '../harness/policies.js';
 import { scratchDir } from '../harness/process.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
-import { startUpstream, type Upstream } from '../harness/upstream.js';
+import { echoedHeaders, startUpstream, type Upstream } from '../harness/upstream.js';
 
 /** A web client id as Google issues them; the aud (and azp) of its ID tokens. */
 const clientId = '407408718192-0kq8u3jvd2b5e1s2h0sp6m4h3l8c1a2b.apps.googleusercontent.com';
@@ -284,7 +284,7 @@ spec:
       scope: 'openid email profile',
       code_challenge_method: 'S256',
     });
-    expect((JSON.parse(last.body) as { headers: Record<string, string> }).headers).toMatchObject({
+    expect(echoedHeaders(last.body)).toMatchObject({
       'x-nox-user': `google:${user.sub}`,
       'x-nox-email': user.email,
     });

@@ -16,7 +16,7 @@ import { freePorts } from '../harness/ports.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
-import { startUpstream, type Upstream } from '../harness/upstream.js';
+import { echoedHeaders, startUpstream, type Upstream } from '../harness/upstream.js';
 
 // Bad input at the browser login, through real Envoy and the built sidecar, against a real
 // OpenID provider, with sessions in a real Redis. Every case must end in a deny whose body
@@ -163,7 +163,7 @@ describe('bad input at the browser login, through real Envoy', () => {
     expect(seenBy(page)['x-nox-user']).toBe('corp:alice');
   });
 
-  const seenBy = (hop: Hop) => (JSON.parse(hop.body) as { headers: Record<string, string> }).headers;
+  const seenBy = (hop: Hop) => echoedHeaders(hop.body);
 
   /** A full login: the browser ends on the page it asked for, with its session cookie. */
   async function login(user: string, path = '/app/page', cookie = '__Host-nox_session') {

@@ -4,6 +4,7 @@ import { getObject, waitForObject } from './kubeHttp.js';
 import { createNoxObject, type NodeCluster, startNodeCluster } from './kubelet.js';
 import { type KubeProxy, startKubeProxy } from './kubeProxy.js';
 import { type RunningOperator, startOperator } from './operator.js';
+import type { ConnectTo } from './pgHistory.js';
 import type { Service } from './process.js';
 
 /**
@@ -22,6 +23,8 @@ export interface PgClusterView {
   secret(name: string, key: string): Promise<string>;
   clusterIP(service: string): Promise<string>;
   podIP(pod: string): Promise<string | undefined>;
+  /** The application's connection to `cluster` (default: this one): the -rw ClusterIP, the app Secret's user, password and database. */
+  appConnection(cluster?: string): Promise<ConnectTo>;
 }
 
 /** `watched`: the operator whose exit ends a wait early (read at each wait: tests restart it). */
@@ -33,21 +36,29 @@ export function pgClusterView(
 ): PgClusterView {
   const path = `/apis/nox.dev/v1alpha1/namespaces/${namespace}/postgresclusters/${name}`;
   const get = <T>(p: string) => getObject<T>(kc, p);
+  const secret = async (secretName: string, key: string) => {
+    const s = await get<{ data: Record<string, string> }>(
+      `/api/v1/namespaces/${namespace}/secrets/${secretName}`,
+    );
+    return Buffer.from(s!.data[key]!, 'base64').toString('utf8');
+  };
+  const clusterIP = async (service: string) =>
+    (await get<{ spec: { clusterIP: string } }>(`/api/v1/namespaces/${namespace}/services/${service}`))!.spec
+      .clusterIP;
   return {
     path,
     get,
     waitStatus: (what, ok, timeoutMs) =>
       waitForObject<PostgresCluster>(kc, path, what, ok, timeoutMs, watched()),
-    async secret(secretName, key) {
-      const s = await get<{ data: Record<string, string> }>(
-        `/api/v1/namespaces/${namespace}/secrets/${secretName}`,
-      );
-      return Buffer.from(s!.data[key]!, 'base64').toString('utf8');
-    },
-    async clusterIP(service) {
-      return (await get<{ spec: { clusterIP: string } }>(
-        `/api/v1/namespaces/${namespace}/services/${service}`,
-      ))!.spec.clusterIP;
+    secret,
+    clusterIP,
+    async appConnection(cluster = name) {
+      return {
+        host: await clusterIP(`${cluster}-rw`),
+        user: await secret(`${cluster}-app`, 'username'),
+        password: await secret(`${cluster}-app`, 'password'),
+        database: await secret(`${cluster}-app`, 'dbname'),
+      };
     },
     async podIP(pod) {
       return (await get<{ status?: { podIP?: string } }>(`/api/v1/namespaces/${namespace}/pods/${pod}`))
@@ -58,6 +69,12 @@ export function pgClusterView(
 
 export const condition = (c: PostgresCluster | undefined, type: string) =>
   c?.status?.conditions?.find((x) => x.type === type);
+
+/** A primary other than `old` is recorded. */
+export const newPrimary =
+  (old: string) =>
+  (c: PostgresCluster | undefined): boolean =>
+    !!c?.status?.currentPrimary && c.status.currentPrimary !== old;
 
 /** Ready, the status of the current generation, and `replicas` ready replicas. */
 export const healthyWith =

@@ -13,6 +13,11 @@ export interface Upstream {
   close(): Promise<void>;
 }
 
+/** The request headers the upstream echoed in a response body it wrote. */
+export function echoedHeaders(body: string): Record<string, string> {
+  return (JSON.parse(body) as { headers: Record<string, string> }).headers;
+}
+
 /** A small HTTP service behind Envoy that records what reaches it and echoes it back. */
 export function startUpstream(): Promise<Upstream> {
   const seen: SeenRequest[] = [];

@@ -11,10 +11,11 @@ import type { RunningOperator } from '../harness/operator.js';
 import {
   condition,
   healthyWith,
+  newPrimary,
   pgClusterView,
   startPostgresClusterUnderTest,
 } from '../harness/pgCluster.js';
-import { startWriters } from '../harness/pgHistory.js';
+import { connectPg, startWriters } from '../harness/pgHistory.js';
 import { sleep, waitUntil } from '../harness/process.js';
 import { scrapedMetric } from '../harness/registry.js';
 
@@ -60,21 +61,8 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
   const clusterIP = (service: string) => view().clusterIP(service);
   const podIP = (pod: string) => view().podIP(pod);
 
-  /** The application's connection: user, database and password from the app Secret, host the -rw ClusterIP. */
-  const appClient = async (name = NAME) => {
-    const c = new pg.Client({
-      host: await clusterIP(`${name}-rw`),
-      port: 5432,
-      user: await secret(`${name}-app`, 'username'),
-      password: await secret(`${name}-app`, 'password'),
-      database: await secret(`${name}-app`, 'dbname'),
-      connectionTimeoutMillis: 1000,
-      query_timeout: 3000,
-    });
-    c.on('error', () => {});
-    await c.connect();
-    return c;
-  };
+  /** The application's connection (harness/pgCluster.ts appConnection). */
+  const appClient = async (name = NAME) => connectPg(await view().appConnection(name));
   /** Rows of one write run, read through -rw as the application. */
   const rowsOfRun = async (run: number) => {
     const app = await appClient();
@@ -96,18 +84,13 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
   const onInstance = async <T>(pod: string, sql: string, database = 'postgres'): Promise<T[]> => {
     const ip = await podIP(pod);
     if (!ip) throw new Error(`${pod} has no IP`);
-    const c = new pg.Client({
+    const c = await connectPg({
       host: ip,
-      port: 5432,
       user: 'postgres',
       password: await secret(`${pod.replace(/-\d+$/, '')}-superuser`, 'password'),
       database,
-      connectionTimeoutMillis: 1000,
-      query_timeout: 3000,
     });
-    c.on('error', () => {});
     try {
-      await c.connect();
       return (await c.query(sql)).rows as T[];
     } finally {
       await c.end().catch(() => {});
@@ -127,17 +110,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
   };
 
   /** Four writers inserting (run, seq) rows through -rw as the application (harness/pgHistory.ts). */
-  const writeLoad = (run: number) =>
-    startWriters(
-      async () => ({
-        host: await clusterIP(`${NAME}-rw`),
-        user: await secret(`${NAME}-app`, 'username'),
-        password: await secret(`${NAME}-app`, 'password'),
-        database: await secret(`${NAME}-app`, 'dbname'),
-      }),
-      'writes',
-      run,
-    );
+  const writeLoad = (run: number) => startWriters(() => view().appConnection(), 'writes', run);
 
   /** Samples every 100 ms that at most one instance answers as primary. */
   const splitBrainWatch = () => {
@@ -247,11 +220,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
         op.service,
       );
       await load.stop();
-      const after = await waitStatus(
-        `new primary recorded in run ${run}`,
-        (c) => !!c?.status?.currentPrimary && c.status.currentPrimary !== old,
-        30_000,
-      );
+      const after = await waitStatus(`new primary recorded in run ${run}`, newPrimary(old), 30_000);
       const promoted = after.status!.currentPrimary!;
       // Every acknowledged row is on the new primary.
       const rows = await onInstance<{ seq: number }>(
@@ -315,11 +284,7 @@ describe('nox-operator (built) runs PostgresClusters end to end', () => {
         `before the kill: ${paused} received ${await lsn(paused)}, ${advanced} received ${await lsn(advanced)}`,
       );
       await kubelet.stop(`${NS}/${old}`);
-      const after = await waitStatus(
-        'a new primary',
-        (c) => !!c?.status?.currentPrimary && c.status.currentPrimary !== old,
-        60_000,
-      );
+      const after = await waitStatus('a new primary', newPrimary(old), 60_000);
       expect(after.status!.currentPrimary).toBe(advanced);
       const rows = await onInstance<{ n: string }>(
         advanced,

@@ -9,7 +9,12 @@ import type { Kubelet } from '../harness/kubelet.js';
 import type { KubeProxy } from '../harness/kubeProxy.js';
 import { testLog } from '../harness/log.js';
 import { type RunningOperator, startOperator } from '../harness/operator.js';
-import { healthyWith, pgClusterView, startPostgresClusterUnderTest } from '../harness/pgCluster.js';
+import {
+  healthyWith,
+  newPrimary,
+  pgClusterView,
+  startPostgresClusterUnderTest,
+} from '../harness/pgCluster.js';
 import {
   type ConnectTo,
   connectPg,
@@ -90,13 +95,7 @@ describe('PostgresCluster under partitions and stalls: no acknowledged commit lo
     iptables('-I', 'OUTPUT', '-j', CHAIN);
     chainInstalled = true;
     await waitStatus('healthy', healthy, 240_000);
-    app = async () => ({
-      host: await clusterIP(`${NAME}-rw`),
-      user: await secret(`${NAME}-app`, 'username'),
-      password: await secret(`${NAME}-app`, 'password'),
-      database: await secret(`${NAME}-app`, 'dbname'),
-      localAddress: WRITERS_FROM,
-    });
+    app = async () => ({ ...(await view().appConnection()), localAddress: WRITERS_FROM });
     superuser = {
       user: 'postgres',
       password: await secret(`${NAME}-superuser`, 'password'),
@@ -443,11 +442,7 @@ describe('PostgresCluster under partitions and stalls: no acknowledged commit lo
       expect(compareLsn(stranded, follower)).toBe(1);
 
       await kubelet.stop(`${NS}/${r1}`);
-      const after = await waitStatus(
-        'a new primary after the second failover',
-        (c) => !!c?.status?.currentPrimary && c.status.currentPrimary !== r1,
-        90_000,
-      );
+      const after = await waitStatus('a new primary after the second failover', newPrimary(r1), 90_000);
       expect(after.status!.currentPrimary).toBe(p);
       const rows = await onInstance<{ seq: string }>(p, 'SELECT seq FROM history WHERE run = 51', 'nox');
       expect(rows.map((r) => Number(r.seq)).sort((x, y) => x - y)).toEqual(timeline2);
