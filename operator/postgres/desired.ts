@@ -227,7 +227,10 @@ export function postgresqlConf(cluster: PostgresCluster): string {
 /** The operator's defaults, then the user's parameters, then what the operator owns. */
 function postgresqlSettings(cluster: PostgresCluster): string {
   const spec = cluster.spec;
-  const senders = String(minimumSenders(spec.instances) + 2);
+  // Never below PostgreSQL's own default of 10: a standby refuses to start with a lower
+  // max_wal_senders (or max_replication_slots) than its primary's, and a value that followed
+  // spec.instances down would make a scale-down restart the replicas first into exactly that.
+  const senders = String(Math.max(minimumSenders(spec.instances) + 2, 10));
   const settings = new Map<string, string>([
     ['max_wal_senders', senders],
     ['max_replication_slots', senders],
@@ -297,6 +300,8 @@ export interface DesiredInput {
   readonly appPassword?: string;
   /** CIDRs allowed to stream WAL (pg_hba.conf); default "all". */
   readonly replicationSources?: readonly string[];
+  /** The StatefulSet's size while a scale-down waits (scaleDown.ts); default spec.instances. */
+  readonly statefulSetReplicas?: number;
 }
 
 /** Where the pods read the superuser password from. */
@@ -401,7 +406,7 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
     metadata: meta(names.statefulSet),
     spec: {
       serviceName: names.headless,
-      replicas: spec.instances,
+      replicas: input.statefulSetReplicas ?? spec.instances,
       // Replicas clone from the primary, which the operator picks: no ordering needed, start all.
       podManagementPolicy: 'Parallel',
       selector: { matchLabels: selector },

@@ -13,6 +13,15 @@ export const BOOTSTRAP_ANNOTATION = 'nox.dev/bootstrap';
  */
 export const RESTART_ANNOTATION = 'nox.dev/restart';
 
+/**
+ * Pod annotation: a replica stranded on a timeline the primary's history left behind (it holds
+ * WAL past the fork, so it cannot follow) is rewound onto the primary's timeline, or cloned
+ * again when that fails. A new value asks again; the value last obeyed is kept in the data
+ * directory, so a restarted container does not rewind twice.
+ */
+export const REWIND_ANNOTATION = 'nox.dev/rewind';
+const REWOUND_MARKER = 'nox-rewound';
+
 export const POSTGRES_PORT = 5432;
 export const SUPERUSER = 'postgres';
 
@@ -50,6 +59,8 @@ log() { printf '%s instance-manager %s: %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" 
 role() { sed -n 's|^${re(ROLE_LABEL)}="\\(.*\\)"$|\\1|p' "$info/labels" 2>/dev/null; }
 fenced() { grep -q '^${re(FENCING_ANNOTATION)}="true"$' "$info/annotations" 2>/dev/null; }
 restart_token() { sed -n 's|^${re(RESTART_ANNOTATION)}="\\(.*\\)"$|\\1|p' "$info/annotations" 2>/dev/null; }
+rewind_token() { sed -n 's|^${re(REWIND_ANNOTATION)}="\\(.*\\)"$|\\1|p' "$info/annotations" 2>/dev/null; }
+rewind_asked() { t=$(rewind_token); [ -n "$t" ] && [ "$t" != "$(cat "$PGDATA/${REWOUND_MARKER}" 2>/dev/null)" ]; }
 may_bootstrap() { grep -q '^${re(BOOTSTRAP_ANNOTATION)}="allowed"$' "$info/annotations" 2>/dev/null; }
 slot="nox_$(printf '%s' "$POD_NAME" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9_' '_')"
 
@@ -164,6 +175,7 @@ start_replica() {
       clone_from_primary || return 0
     fi
     follow_primary
+    rewind_token > "$PGDATA/${REWOUND_MARKER}"
   else
     # A replica restarting keeps its replication source as it was: detached stays detached
     # until the operator attaches it (a promotion may be under way).
@@ -194,6 +206,13 @@ while :; do
     fi
     if [ "$(restart_token)" != "$started_token" ]; then
       log "restart requested by the operator"; stop_postgres
+      continue
+    fi
+    if [ "$as" = replica ] && rewind_asked; then
+      # The former-primary path of start_replica: pg_rewind (a standby shut down in recovery
+      # is a valid target), or a clone.
+      log "stranded on a timeline the primary left: stopping to rewind onto the primary's"
+      stop_postgres; rm -f "$PGDATA/standby.signal"
       continue
     fi
     if [ "$as" = primary ] && [ "$r" = replica ]; then

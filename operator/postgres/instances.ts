@@ -37,6 +37,25 @@ export interface InstanceObservation {
   readonly syncStandbyNames?: string;
   /** Replica: primary_conninfo in force; '' when detached from any primary. */
   readonly primaryConninfo?: string;
+  /**
+   * Primary: where each earlier timeline of its history ended (its .history file): a replica
+   * on one of them that holds WAL past that point has diverged and cannot follow.
+   */
+  readonly forks?: readonly TimelineFork[];
+}
+
+export interface TimelineFork {
+  readonly timeline: number;
+  readonly endLsn: string;
+}
+
+/** A timeline history file's lines: "<parent timeline>\t<switchpoint>\t<reason>". */
+export function parseTimelineHistory(text: string): TimelineFork[] {
+  return text
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter(([tli, lsn]) => tli && /^\d+$/.test(tli) && lsn && /^[0-9A-F]+\/[0-9A-F]+$/i.test(lsn))
+    .map(([tli, lsn]) => ({ timeline: Number(tli), endLsn: lsn! }));
 }
 
 export interface InstanceAccess {
@@ -109,6 +128,7 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
       };
       let standbys: InstanceObservation['standbys'];
       let slots: string[] | undefined;
+      let forks: TimelineFork[] | undefined;
       if (!row.recovery) {
         const rep = await c.query(
           'SELECT application_name, state, sync_state, flush_lsn::text AS flush FROM pg_stat_replication',
@@ -124,6 +144,11 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
         slots = (
           await c.query("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical'")
         ).rows.map((r: { slot_name: string }) => r.slot_name);
+        if (row.timeline !== null && row.timeline > 1) {
+          const file = `pg_wal/${row.timeline.toString(16).toUpperCase().padStart(8, '0')}.history`;
+          const h = await c.query('SELECT pg_read_file($1, 0, 1048576, true) AS h', [file]);
+          forks = parseTimelineHistory((h.rows[0] as { h: string | null }).h ?? '');
+        }
       }
       return {
         reachable: true,
@@ -138,6 +163,7 @@ export async function observeInstance(ip: string, access: InstanceAccess): Promi
         ...(row.pending ? { pendingRestart: true } : {}),
         ...(row.config_version ? { configVersion: row.config_version } : {}),
         ...(row.recovery ? { primaryConninfo: row.conninfo } : { syncStandbyNames: row.sync_names }),
+        ...(forks ? { forks } : {}),
       };
     });
   } catch (e) {

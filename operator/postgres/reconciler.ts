@@ -1,4 +1,6 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
+import type { KubeObject } from '../../common/kube/client.js';
+import { statefulSets } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
 import type { PostgresClusterStatus } from '../../common/resources/types.gen.js';
 import {
@@ -20,14 +22,17 @@ import {
   ordinalOf,
   selectorLabels,
   superuserPasswordRef,
+  synchronousStandbyNames,
+  syncNumber,
   validateSpec,
 } from './desired.js';
 import { fenceOtherPrimaries, handlePrimaryHealth, PrimaryLoss } from './failover.js';
 import { type InstanceAccess, observeInstance } from './instances.js';
 import { forgetClusterMetrics, type PostgresMetrics, recordClusterMetrics } from './metrics.js';
-import { attachReplicas, rejoinFenced } from './rejoin.js';
+import { attachReplicas, rejoinFenced, rewindStranded } from './rejoin.js';
 import { rollRestarts } from './restarts.js';
 import { type InstanceView, isHealthyPrimary, PRIMARY_ANNOTATION, scaleDownProblem } from './roles.js';
+import { type ScaleDownGate, scaleDownStep } from './scaleDown.js';
 import { SchemaMigrations } from './schema.js';
 import { manageSlots } from './slots.js';
 import { type AspectContext, type Cluster, type ClusterState, labelPods, primaryView } from './state.js';
@@ -48,6 +53,8 @@ interface Prepared {
   /** The passwords of the Secrets the operator generates (made once, then kept). */
   readonly generated: { superuserPassword?: string; appPassword?: string };
   readonly scaleDown?: Problem;
+  /** Replicas to remove once that is safe (scaleDown.ts): the StatefulSet keeps `from` until then. */
+  readonly shrink?: { readonly from: number; readonly to: number };
 }
 
 /**
@@ -60,7 +67,8 @@ interface Prepared {
  *
  * The sequence is clusterReconcile.ts's (read → children → apply → observe → status); the
  * roles are decided by one aspect per file, in this order, on one ClusterState (state.ts):
- * bootstrap, failover, switchover, rejoin, pod labels, slots, restarts, split-brain fencing.
+ * bootstrap, failover, switchover, rejoin (and stranded replicas rewound), pod labels, slots,
+ * restarts, split-brain fencing.
  */
 export class PostgresClusterReconciler extends ClusterReconciler<
   Cluster,
@@ -72,6 +80,8 @@ export class PostgresClusterReconciler extends ClusterReconciler<
   readonly #loss = new PrimaryLoss();
   readonly #metrics: PostgresMetrics | undefined;
   readonly #schema: SchemaMigrations;
+  /** Per cluster: the scale-down under way, and whether it may now shrink the StatefulSet. */
+  readonly #shrinks = new Map<string, ScaleDownGate & { released?: boolean }>();
 
   constructor(opts: PostgresClusterReconcilerOptions) {
     super(opts, {
@@ -110,14 +120,39 @@ export class PostgresClusterReconciler extends ClusterReconciler<
     // then this reconcile acts on a spec that keeps the instances up to the primary's.
     const primary = cluster.metadata.annotations?.[PRIMARY_ANNOTATION];
     const scaleDown = scaleDownProblem(primary, cluster.spec.instances);
-    if (!scaleDown) return prepared;
-    log.warn({ instances: cluster.spec.instances }, 'scale-down waits: it would remove the primary');
-    const held = { ...cluster, spec: { ...cluster.spec, instances: ordinalOf(primary!) + 1 } };
-    return { ...prepared, cluster: held, scaleDown };
+    if (scaleDown)
+      log.warn({ instances: cluster.spec.instances }, 'scale-down waits: it would remove the primary');
+    const acting = scaleDown
+      ? {
+          ...prepared,
+          cluster: { ...cluster, spec: { ...cluster.spec, instances: ordinalOf(primary!) + 1 } },
+          scaleDown,
+        }
+      : prepared;
+    return { ...acting, ...(await this.#shrink(acting.cluster)) };
   }
 
-  protected children({ cluster, generated }: Prepared): KubernetesObject[] {
-    return childList(desiredChildren(cluster, generated));
+  /** A scale-down the StatefulSet does not make yet (scaleDown.ts). */
+  async #shrink(cluster: Cluster): Promise<{ shrink?: Prepared['shrink'] }> {
+    const key = `${cluster.metadata.namespace}/${cluster.metadata.name}`;
+    const sts = await this.client.get<KubeObject & { spec?: { replicas?: number } }>(statefulSets, {
+      namespace: cluster.metadata.namespace!,
+      name: namesOf(cluster.metadata.name).statefulSet,
+    });
+    const from = sts?.spec?.replicas ?? 0;
+    const to = cluster.spec.instances;
+    const gate = this.#shrinks.get(key);
+    if (from <= to || (gate?.to === to && gate.released)) {
+      if (from <= to) this.#shrinks.delete(key);
+      return {};
+    }
+    return { shrink: { from, to } };
+  }
+
+  protected children({ cluster, generated, shrink }: Prepared): KubernetesObject[] {
+    return childList(
+      desiredChildren(cluster, { ...generated, ...(shrink ? { statefulSetReplicas: shrink.from } : {}) }),
+    );
   }
 
   /** The cluster's pods and what each instance says over SQL. */
@@ -181,6 +216,7 @@ export class PostgresClusterReconciler extends ClusterReconciler<
     if (primaryHealthy) {
       await rejoinFenced(ctx, state);
       await attachReplicas(ctx, state);
+      await rewindStranded(ctx, state);
     }
     await labelPods(
       this.client,
@@ -195,6 +231,7 @@ export class PostgresClusterReconciler extends ClusterReconciler<
       if (!state.problem && !state.cluster.spec.switchoverTo) await rollRestarts(ctx, state);
     }
     await fenceOtherPrimaries(ctx, state);
+    const shrinkWaits = this.#gateShrink(key, prepared, state, log);
 
     const status = await this.#schema.apply(
       {
@@ -210,10 +247,34 @@ export class PostgresClusterReconciler extends ClusterReconciler<
     // reports pending_restart, which no pod event announces: keep looking as often as while
     // converging.
     const version = configVersion(state.cluster);
-    const settled = !views.some(
-      (v) => v.obs?.pendingRestart || (v.obs?.reachable && v.obs.configVersion !== version),
-    );
+    const settled =
+      !shrinkWaits &&
+      !views.some((v) => v.obs?.pendingRestart || (v.obs?.reachable && v.obs.configVersion !== version));
     return { status, settled };
+  }
+
+  /** Moves a held scale-down on (scaleDown.ts); true while it still waits. */
+  #gateShrink(key: ObjectKey, prepared: Prepared, state: ClusterState, log: Logger): boolean {
+    if (!prepared.shrink) return false;
+    const id = `${key.namespace}/${key.name}`;
+    const step = scaleDownStep({
+      ...prepared.shrink,
+      names: synchronousStandbyNames(prepared.cluster),
+      syncNumber: syncNumber(prepared.cluster.spec),
+      primary: primaryView(state),
+      gate: this.#shrinks.get(id),
+    });
+    if (step.release) {
+      this.#shrinks.set(id, { to: prepared.shrink.to, released: true });
+      log.info(
+        prepared.shrink,
+        'scale-down: the staying replicas have every acknowledged commit; shrinking the StatefulSet',
+      );
+      return true; // the next reconcile applies the smaller StatefulSet
+    }
+    this.#shrinks.set(id, step.gate);
+    log.info({ ...prepared.shrink, waitingFor: step.waitingFor }, 'scale-down waits');
+    return true;
   }
 
   protected statusWithout(
@@ -248,6 +309,7 @@ export class PostgresClusterReconciler extends ClusterReconciler<
 
   protected override forget(key: ObjectKey): void {
     this.#loss.recovered(`${key.namespace}/${key.name}`);
+    this.#shrinks.delete(`${key.namespace}/${key.name}`);
     this.#schema.forget(key);
     if (this.#metrics) forgetClusterMetrics(this.#metrics, key);
   }

@@ -1,7 +1,9 @@
 import { describeError } from '../../common/kube/client.js';
 import { fencedInstancesPatch, primaryConninfo } from './desired.js';
-import { attachReplica } from './instances.js';
-import { type AspectContext, type ClusterState, recordAnnotations } from './state.js';
+import { compareLsn } from './failoverRules.js';
+import { REWIND_ANNOTATION } from './instanceManager.js';
+import { attachReplica, type InstanceObservation } from './instances.js';
+import { type AspectContext, type ClusterState, patchPod, primaryView, recordAnnotations } from './state.js';
 
 /**
  * Fenced instances whose pods run again rejoin as replicas (their instance managers rewind or
@@ -44,6 +46,57 @@ export async function attachReplicas(ctx: AspectContext, state: ClusterState): P
       ctx.log.info({ instance: v.pod, primary: state.designated }, 'attached a replica to the primary');
     } catch (e) {
       ctx.log.warn({ instance: v.pod, err: describeError(e) }, 'attaching a replica failed');
+    }
+  }
+}
+
+/**
+ * Why a replica cannot follow the primary, if it cannot: it is on an earlier timeline of the
+ * primary's history and holds WAL past the point where that timeline ended (the new one forked
+ * before it), or on a timeline not in that history at all. A replica on an earlier timeline
+ * but not past its end is only late: its WAL receiver switches timelines by itself.
+ */
+export function strandedBy(
+  replica: InstanceObservation | undefined,
+  primary: InstanceObservation,
+): string | undefined {
+  if (!replica?.reachable || !replica.inRecovery || replica.walReceiver === 'streaming') return undefined;
+  if (replica.timeline === undefined || primary.timeline === undefined || !primary.forks) return undefined;
+  if (replica.timeline >= primary.timeline) return undefined;
+  const fork = primary.forks.find((f) => f.timeline === replica.timeline);
+  if (!fork) return `timeline ${replica.timeline} is not in the primary's history`;
+  const held = [replica.receivedLsn, replica.replayedLsn]
+    .filter((l): l is string => !!l)
+    .sort(compareLsn)
+    .at(-1);
+  if (held && compareLsn(held, fork.endLsn) > 0)
+    return `it holds WAL to ${held} of timeline ${replica.timeline}, which ended at ${fork.endLsn}`;
+  return undefined;
+}
+
+/**
+ * Stranded replicas (strandedBy) are asked to rewind onto the healthy primary's timeline: the
+ * pod annotation nox.dev/rewind, valued with that timeline, which their instance manager obeys
+ * once per value (pg_rewind, or a clone when that fails).
+ */
+export async function rewindStranded(ctx: AspectContext, state: ClusterState): Promise<void> {
+  const primary = primaryView(state)?.obs;
+  if (!primary?.timeline) return;
+  const token = String(primary.timeline);
+  for (const v of state.views) {
+    if (v.pod === state.designated || state.fenced.has(v.pod)) continue;
+    const why = strandedBy(v.obs, primary);
+    if (!why || v.annotations[REWIND_ANNOTATION] === token) continue;
+    ctx.log.warn(
+      { instance: v.pod, timeline: primary.timeline, why },
+      'replica stranded: asking it to rewind',
+    );
+    try {
+      await patchPod(ctx.client, state.cluster.metadata.namespace!, v.pod, {
+        metadata: { annotations: { [REWIND_ANNOTATION]: token } },
+      });
+    } catch (e) {
+      ctx.log.warn({ instance: v.pod, err: describeError(e) }, 'asking a stranded replica to rewind failed');
     }
   }
 }

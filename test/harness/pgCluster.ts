@@ -27,12 +27,15 @@ export interface PgClusterView {
   appConnection(cluster?: string): Promise<ConnectTo>;
 }
 
-/** `watched`: the operator whose exit ends a wait early (read at each wait: tests restart it). */
+/**
+ * `watched`: the operator process whose exit ends a wait early (read at each wait: tests restart
+ * it); none when the operator runs in a pod.
+ */
 export function pgClusterView(
   kc: KubeConfig,
   namespace: string,
   name: string,
-  watched: () => Service,
+  watched?: () => Service,
 ): PgClusterView {
   const path = `/apis/nox.dev/v1alpha1/namespaces/${namespace}/postgresclusters/${name}`;
   const get = <T>(p: string) => getObject<T>(kc, p);
@@ -49,7 +52,7 @@ export function pgClusterView(
     path,
     get,
     waitStatus: (what, ok, timeoutMs) =>
-      waitForObject<PostgresCluster>(kc, path, what, ok, timeoutMs, watched()),
+      waitForObject<PostgresCluster>(kc, path, what, ok, timeoutMs, watched?.()),
     secret,
     clusterIP,
     async appConnection(cluster = name) {

@@ -351,14 +351,40 @@ describe('PostgresCluster under partitions and stalls: no acknowledged commit lo
     await underFault(
       40,
       'scale-down 3 → 2',
-      async () => {
+      async (primary) => {
+        // While it waits, the StatefulSet's size against what the primary waits for: it may
+        // shrink only once the primary runs with the names of the instances that stay.
+        const shrunkUnder: string[] = [];
+        let watching = true;
+        const watch = (async () => {
+          while (watching) {
+            const sts = await get<{ spec: { replicas: number } }>(
+              `/apis/apps/v1/namespaces/${NS}/statefulsets/${NAME}`,
+            );
+            const [row] = await onInstance<{ s: string }>(
+              primary,
+              "SELECT current_setting('synchronous_standby_names') AS s",
+            ).catch(() => []);
+            if (sts?.spec.replicas === 2 && row) shrunkUnder.push(row.s);
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        })();
         const at = Date.now();
         await patchSpec({ instances: 2 });
-        await waitUntil(
-          `${NAME}-2 removed`,
-          async () => !(await get(`/api/v1/namespaces/${NS}/pods/${NAME}-2`)),
-          120_000,
-          op.service,
+        try {
+          await waitUntil(
+            `${NAME}-2 removed`,
+            async () => !(await get(`/api/v1/namespaces/${NS}/pods/${NAME}-2`)),
+            120_000,
+            op.service,
+          );
+        } finally {
+          watching = false;
+          await watch;
+        }
+        expect(shrunkUnder.length, 'samples of the shrunk StatefulSet').toBeGreaterThan(0);
+        expect(new Set(shrunkUnder), 'what the primary waited for once the StatefulSet shrank').toEqual(
+          new Set([`ANY 1 ("${NAME}-0", "${NAME}-1")`]),
         );
         return at;
       },
@@ -368,8 +394,8 @@ describe('PostgresCluster under partitions and stalls: no acknowledged commit lo
     );
   }, 600_000);
 
-  // Last: it leaves a replica stranded, which nothing repairs yet (see ADR 005).
-  it('a replica stranded on an old timeline, ahead of the others by position, is never promoted', async () => {
+  // Last: it leaves an instance stopped.
+  it('a replica stranded on an old timeline, ahead of the others by position, is never promoted, and is rewound onto the new one', async () => {
     // Asynchronous, so that a failover may leave a replica behind that has more of the old
     // timeline than the promoted one: the case where the highest LSN is the wrong choice.
     await patchSpec({ synchronous: { mode: 'Off', number: 1 } });
@@ -400,6 +426,9 @@ describe('PostgresCluster under partitions and stalls: no acknowledged commit lo
     const rule = ['-p', 'tcp', '-s', '127.0.0.1', '-d', r2IP, '--dport', '5432', '-j', 'DROP'];
     iptables('-A', CHAIN, ...rule);
     let ruleOn = true;
+    // Nor does r2's kubelet deliver the operator's request to rewind it, until the end: it stays
+    // stranded through the second failover.
+    kubelet.cutMetadata(`${NS}/${r2}`, true);
     try {
       await kubelet.stop(`${NS}/${p}`);
       process.kill(pid, 'SIGCONT');
@@ -447,7 +476,25 @@ describe('PostgresCluster under partitions and stalls: no acknowledged commit lo
       const rows = await onInstance<{ seq: string }>(p, 'SELECT seq FROM history WHERE run = 51', 'nox');
       expect(rows.map((r) => Number(r.seq)).sort((x, y) => x - y)).toEqual(timeline2);
       expect(after.status!.timeline).toBe(timeline + 2);
+
+      // The request reaches r2: it rewinds onto timeline +2 and streams every commit of it.
+      kubelet.cutMetadata(`${NS}/${r2}`, false);
+      await waitUntil(
+        `${r2} streaming timeline ${timeline + 2} with its commits`,
+        async () => {
+          const [row] = await onInstance<{ tli: number | null; n: string }>(
+            r2,
+            'SELECT (SELECT received_tli FROM pg_stat_wal_receiver WHERE status = $$streaming$$) AS tli, (SELECT count(*) FROM history WHERE run = 51) AS n',
+            'nox',
+          ).catch(() => []);
+          return row?.tli === timeline + 2 && Number(row.n) === 50;
+        },
+        120_000,
+        op.service,
+      );
+      testLog(`stranded ${r2} rewound onto timeline ${timeline + 2}`);
     } finally {
+      kubelet.cutMetadata(`${NS}/${r2}`, false);
       if (ruleOn) iptables('-D', CHAIN, ...rule);
       await kubelet.resume(`${NS}/${p}`).catch(() => {});
     }
