@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -10,9 +10,9 @@ import { helm } from '../harness/helm.js';
 import { testLog } from '../harness/log.js';
 import { type OidcIssuer, startOidcIssuer } from '../harness/oidc.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
-import { repoRoot } from '../harness/tools.js';
 import { startUpstream, type Upstream } from '../harness/upstream.js';
 import { NETWORK } from './addresses.js';
+import { builtImages, imageRef, splitRef } from './builtImages.js';
 import { startNode, type TestNode } from './node.js';
 
 /**
@@ -24,9 +24,6 @@ const NS = 'nox';
 const RELEASE = 'nox';
 const MINUTE = 60_000;
 
-interface ImageIndex {
-  images: { name: string; ref: string; archive: string }[];
-}
 interface K8sList<T> {
   items: T[];
 }
@@ -50,23 +47,6 @@ interface RedisClusterObj {
 interface PostgresClusterObj {
   status?: { currentPrimary?: string; conditions?: Condition[]; schema?: { version?: number } };
 }
-
-/** The images scripts/images.sh built, read once: a later partial build rewrites the index. */
-let built: ImageIndex['images'] | undefined;
-const images = (): ImageIndex['images'] => {
-  built ??= (JSON.parse(readFileSync(join(repoRoot, '.run', 'images', 'index.json'), 'utf8')) as ImageIndex)
-    .images;
-  return built;
-};
-const imageRef = (name: string) => {
-  const found = images().find((i) => i.name === name);
-  if (!found) throw new Error(`.run/images/index.json has no image ${name}: run scripts/images.sh`);
-  return found.ref;
-};
-const splitRef = (ref: string) => {
-  const at = ref.lastIndexOf(':');
-  return { repository: ref.slice(0, at), tag: ref.slice(at + 1) };
-};
 
 const ready = (p: Pod) =>
   p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
@@ -234,7 +214,7 @@ async function applyPoliciesAndGateway(): Promise<void> {
 
 describe('helm install on a real node', () => {
   beforeAll(async () => {
-    const archives = images().map((i) => i.archive);
+    const archives = builtImages().map((i) => i.archive);
     node = await startNode({ images: archives });
     testLog('node started', { ms: node.startMs });
     [issuer, upstream] = await Promise.all([
@@ -303,7 +283,7 @@ describe('helm install on a real node', () => {
       testLog('clusters Ready after helm install', { ms: Math.round(performance.now() - t0) });
       const all = await pods();
       expect(all.length).toBe(2 + 2 + 6 + 2); // operator ×2, authz ×2, redis 3+3, postgres ×2
-      const refs = new Set(images().map((i) => i.ref));
+      const refs = new Set(builtImages().map((i) => i.ref));
       const podImages = JSON.parse(
         await node
           .kubectl(['-n', NS, 'get', 'pods', '-o', 'jsonpath={.items[*].spec.containers[*].image}'])
