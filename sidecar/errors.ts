@@ -148,6 +148,12 @@ export const errorCodes = {
     metricLabel: 'quota_store_unavailable',
     doc: 'The quota store (Redis) did not answer in time or failed, and the QuotaPolicy’s failureMode is Closed.',
   },
+  AUDIT_UNAVAILABLE: {
+    httpStatus: 503,
+    rpcCode: RpcCode.UNAVAILABLE,
+    metricLabel: 'audit_unavailable',
+    doc: 'The decision’s audit event could not be recorded (the audit spool is full and its policy is Deny, or the spool could not be written), so the request is refused rather than served unaudited.',
+  },
   NOT_READY: {
     httpStatus: 503,
     rpcCode: RpcCode.UNAVAILABLE,

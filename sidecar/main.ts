@@ -67,6 +67,7 @@ async function main(): Promise<void> {
     // A login callback exchanges the code with the provider inside the check: its own budget.
     (input, s) =>
       login.login.providers.isCallback(s, input.host, input.path) ? settings.loginDeadlineMs : undefined,
+    db?.audit,
   );
   let draining = false;
   const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);

@@ -170,15 +170,16 @@ async function applyPending(
 }
 
 /**
- * Creates the audit_events partitions from this month through `monthsAhead` months ahead
- * (UTC months) and returns those it created. Meant to be called periodically (by the operator):
- * a month without a partition is not an outage, its events wait in audit_events_default and
- * are moved into the partition when it is created.
+ * The audit tables' day partitions (0006_audit_log.sql): creates those from `at`'s day through
+ * `daysAhead` days after it and drops those wholly older than each table's retention
+ * (audit_retention). Returns '+name' per partition created and '-name' per one dropped.
+ * Meant to be called periodically (the operator does, with the schema): a day without a
+ * partition is not an outage, its events wait in the default partition and are moved later.
  */
-export async function ensureAuditPartitions(db: Db, monthsAhead = 2, from = new Date()): Promise<string[]> {
-  const { rows } = await db.query<{ name: string }>('SELECT nox_ensure_audit_partitions($1, $2) AS name', [
-    monthsAhead,
-    from,
+export async function maintainAuditPartitions(db: Db, daysAhead = 3, at = new Date()): Promise<string[]> {
+  const { rows } = await db.query<{ name: string }>('SELECT nox_audit_maintain($1, $2) AS name', [
+    daysAhead,
+    at,
   ]);
   return rows.map((r) => r.name);
 }

@@ -342,6 +342,13 @@ export type AccessPolicySpec = {
   };
   /** How the upstream treats letter case in paths. Unknown: a path with capitals is read both as sent and lowercased (as a case-insensitive upstream would route it), and the request is allowed only if both readings are; Sensitive: the upstream tells /Admin from /admin, so only the path as sent counts. */
   pathCase: 'Unknown' | 'Sensitive';
+  /** Which decisions on these routes become audit events (the sidecar writes them to the PostgresCluster). A DryRun policy’s would-be denies are recorded with the allow they did not prevent. */
+  audit: {
+    /** All: every decision; Denies: denies only (and would-be denies); Sample: every deny and a share of the allows. */
+    record: 'All' | 'Denies' | 'Sample';
+    /** With record: Sample, the share of allows recorded, 0 to 1. */
+    allowSampleRate: number;
+  };
   /** Rules, first match wins. */
   rules?: Array<{
     /** Rule name, reported in decisions and metrics. */

@@ -75,6 +75,7 @@ function accessPolicy(spec: Partial<AccessPolicy['spec']>): AccessPolicy {
     spec: {
       mode: 'Enforce',
       pathCase: 'Unknown',
+      audit: { record: 'All', allowSampleRate: 0.01 },
       identityHeaders: {
         user: 'x-nox-user',
         provider: 'x-nox-provider',

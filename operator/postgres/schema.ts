@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { migrate } from '../../common/db/migrate.js';
+import { maintainAuditPartitions, migrate } from '../../common/db/migrate.js';
 import { describeError, type KubeClient } from '../../common/kube/client.js';
 import { services } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
@@ -20,9 +20,15 @@ import type { Cluster } from './state.js';
  * every resync, but a new primary (a restored or replaced database) or a changed spec, or an
  * operator restart, checks again. A failure is retried on the next reconcile.
  *
+ * The same connection keeps the audit tables' day partitions (maintainAuditPartitions: the
+ * next days created, days past retention dropped), so the run is repeated at least hourly.
+ *
  * The -rw Service is reached by its ClusterIP, read from the API: the address a pod's DNS
  * name resolves to, without depending on the operator's resolver.
  */
+
+/** How often a settled cluster's schema is visited again (audit partitions roll daily). */
+const MAINTENANCE_MS = 3_600_000;
 
 export const SCHEMA_CONDITION = 'SchemaMigrated';
 
@@ -45,8 +51,8 @@ export interface SchemaMigrationsOptions {
 
 export class SchemaMigrations {
   readonly #opts: SchemaMigrationsOptions;
-  /** Cluster key → `${primary}|${generation}` last migrated successfully by this process. */
-  readonly #done = new Map<string, string>();
+  /** Cluster key → `${primary}|${generation}` last migrated successfully by this process, and when. */
+  readonly #done = new Map<string, { run: string; at: number }>();
 
   constructor(opts: SchemaMigrationsOptions) {
     this.#opts = opts;
@@ -87,20 +93,22 @@ export class SchemaMigrations {
       });
     }
     const run = `${input.primary}|${generation ?? ''}`;
-    if (this.#done.get(key) === run && previous?.status === 'True') return status;
+    const last = this.#done.get(key);
+    const now = this.#opts.now().getTime();
+    if (last?.run === run && now - last.at < MAINTENANCE_MS && previous?.status === 'True') return status;
 
     const log = this.#opts.log.child({ postgresCluster: key });
     try {
       const { applied, version } = await this.#migrate(cluster, input.appPassword, log);
-      this.#done.set(key, run);
-      const now = this.#opts.now();
+      this.#done.set(key, { run, at: now });
+      if (last?.run === run && previous?.status === 'True') return status;
       return set(
         {
           status: 'True',
           reason: 'Migrated',
           message: `schema at version ${version}; ${applied.length === 0 ? 'nothing to apply' : `applied ${applied.join(', ')}`}`,
         },
-        { version, migratedAt: timestamp(now) },
+        { version, migratedAt: timestamp(new Date(now)) },
       );
     } catch (e) {
       this.#done.delete(key);
@@ -143,6 +151,12 @@ export class SchemaMigrations {
     try {
       await client.connect();
       const { applied } = await migrate(client, log, this.#opts.dir ? { dir: this.#opts.dir } : {});
+      // Only where the schema has the audit log (a migrations directory of tests may not).
+      const { rows: fn } = await client.query("SELECT to_regproc('nox_audit_maintain') IS NOT NULL AS has");
+      if ((fn[0] as { has: boolean }).has) {
+        const partitions = await maintainAuditPartitions(client);
+        if (partitions.length > 0) log.info({ partitions }, 'audit partitions created and dropped');
+      }
       // The database's version, which a newer operator may have taken further than this one knows.
       const { rows } = await client.query<{ v: number | null }>(
         'SELECT max(version) AS v FROM schema_migrations',

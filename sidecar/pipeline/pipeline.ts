@@ -64,6 +64,7 @@ export class Pipeline {
       switch (outcome.kind) {
         case 'continue':
           if (outcome.dryRunDeny) {
+            ctx.wouldDeny ??= outcome.dryRunDeny;
             this.#stageOutcomes.inc({ stage: stage.name, outcome: 'dry_run_deny' });
             this.log.info(
               {

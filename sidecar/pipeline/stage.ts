@@ -34,6 +34,12 @@ export interface Ctx {
   identity?: Identity;
   /** Set by the session method: the request's session cookie names no live session; the response clears it. */
   staleSessionCookie?: CookieScope;
+  /** Set by the access stage: the rule of ctx.accessPolicy that decided (or "default"). */
+  accessRule?: string;
+  /** Set by the quota stage: the tier charged and what is left of its tightest limit. */
+  quota?: { readonly tier: string; readonly remaining: number };
+  /** Set by the pipeline: the first deny a DryRun policy would have made (recorded, not enforced). */
+  wouldDeny?: Deny;
 }
 
 /** One phase of the request path (sidecar/stages/order.ts lists them in order). */

@@ -26,6 +26,7 @@ const spec = (
 ): AccessPolicySpec => ({
   mode: 'Enforce',
   pathCase: 'Unknown',
+  audit: { record: 'All', allowSampleRate: 0.01 },
   identityHeaders: {
     user: 'x-nox-user',
     provider: 'x-nox-provider',

@@ -33,6 +33,8 @@ export interface CompiledAccessPolicy {
   readonly priority: number;
   /** Whether the upstream tells /Admin from /admin (spec.pathCase); see pathReadings. */
   readonly pathCase: 'Unknown' | 'Sensitive';
+  /** Which decisions become audit events (spec.audit). */
+  readonly audit: { readonly record: 'All' | 'Denies' | 'Sample'; readonly allowSampleRate: number };
   /** Header names the upstream gets the caller's identity in. */
   readonly identityHeaders: AccessPolicySpec['identityHeaders'];
   /** All of them, lower-case: removed from requests unless Nox sets them. */
@@ -65,6 +67,7 @@ export function compileAccessPolicy(key: string, spec: AccessPolicySpec): Compil
     defaultAction: spec.defaultAction,
     priority: spec.priority,
     pathCase: spec.pathCase ?? 'Unknown',
+    audit: { record: spec.audit?.record ?? 'All', allowSampleRate: spec.audit?.allowSampleRate ?? 0.01 },
     identityHeaders,
     identityHeaderNames: [h.user, h.provider, h.email, h.groups, ...Object.keys(h.claims ?? {})].map((n) =>
       n.toLowerCase(),

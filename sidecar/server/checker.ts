@@ -2,10 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import type { ICheckRequest, ICheckResponse } from '../../proto/envoy.js';
+import type { DecisionAudit } from '../audit/decisionAudit.js';
+import { AuditUnavailable } from '../audit/errors.js';
 import { type ErrorCode, errorSpec } from '../errors.js';
 import { pageRequestOf } from '../login/errorPages.js';
 import { Pages } from '../login/pages.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
+import type { Ctx } from '../pipeline/stage.js';
 import type { Snapshot } from '../policy/snapshot.js';
 import type { PolicyStore } from '../policy/store.js';
 import type { CheckInput } from '../request/input.js';
@@ -36,6 +39,8 @@ export class Checker {
     /** A check that gets another deadline than deadlineMs (a login callback); undefined: the usual. */
     private readonly deadlineFor: (input: CheckInput, snapshot: Snapshot) => number | undefined = () =>
       undefined,
+    /** Where each decision becomes an audit event; none: no audit log. */
+    private readonly audit?: DecisionAudit,
   ) {
     this.#checks = new Counter({
       name: 'nox_checks_total',
@@ -86,7 +91,8 @@ export class Checker {
     // Whether the client reads a page or JSON is the Accept header's call (respond.ts).
     const view: BrowserView = { pages: this.pages, request: pageRequestOf(req.attributes?.request?.http) };
     try {
-      const decision = await this.#decide(req, decisionId);
+      const decided = await this.#decide(req, decisionId);
+      const decision = await this.#audited(decided, started);
       code = decision.allowed ? 'ok' : decision.deny.code;
       response = toCheckResponse(decision, view);
     } catch (cause) {
@@ -104,13 +110,67 @@ export class Checker {
     return response;
   }
 
-  async #decide(req: ICheckRequest, decisionId: string): Promise<Decision> {
+  /**
+   * The decision once its audit event is recorded as the mode asks (Durable: synced to the
+   * spool). An event that cannot be recorded when the policy says none may be lost turns the
+   * decision into a deny: the caller is refused rather than served unaudited.
+   */
+  async #audited(
+    decided: { decision: Decision; input?: CheckInput; ctx?: Ctx },
+    started: number,
+  ): Promise<Decision> {
+    if (!this.audit) return decided.decision;
+    const refused = (e: unknown): Decision => {
+      if (!(e instanceof AuditUnavailable)) throw e;
+      this.log.warn(
+        { decisionId: decided.decision.decisionId, err: e.message },
+        'check refused: audit unavailable',
+      );
+      return {
+        allowed: false,
+        deny: { code: 'AUDIT_UNAVAILABLE', reason: e.message },
+        decisionId: decided.decision.decisionId,
+        snapshotVersion: decided.decision.snapshotVersion,
+      };
+    };
+    try {
+      const pending = this.audit.record({
+        ...decided,
+        startedAt: performance.timeOrigin + started,
+        latencyUs: (performance.now() - started) * 1000,
+      });
+      if (pending) {
+        // Within what is left of the check's deadline: a disk that does not answer is a deny.
+        let timer: NodeJS.Timeout | undefined;
+        const left = Math.max(1, this.deadlineMs - (performance.now() - started));
+        await Promise.race([
+          pending,
+          new Promise((_, reject) => {
+            timer = setTimeout(
+              () => reject(new AuditUnavailable(`audit spool not synced within ${Math.round(left)} ms`)),
+              left,
+            );
+          }),
+        ]).finally(() => clearTimeout(timer));
+      }
+      return decided.decision;
+    } catch (e) {
+      return refused(e);
+    }
+  }
+
+  async #decide(
+    req: ICheckRequest,
+    decisionId: string,
+  ): Promise<{ decision: Decision; input?: CheckInput; ctx?: Ctx }> {
     const snapshot = this.policy.current;
-    const deny = (code: ErrorCode, reason: string): Decision => ({
-      allowed: false,
-      deny: { code, reason },
-      decisionId,
-      snapshotVersion: snapshot?.version ?? 0,
+    const deny = (code: ErrorCode, reason: string): { decision: Decision } => ({
+      decision: {
+        allowed: false,
+        deny: { code, reason },
+        decisionId,
+        snapshotVersion: snapshot?.version ?? 0,
+      },
     });
     if (this.#stopped) return deny('SHUTTING_DOWN', 'sidecar is shutting down');
     if (!snapshot) return deny('NOT_READY', 'no policy loaded');
@@ -127,19 +187,19 @@ export class Checker {
     const deadline = new Promise<Decision>((res) => {
       timer = setTimeout(() => {
         abort.abort();
-        res(deny('DEADLINE_EXCEEDED', `no decision within ${ms} ms`));
+        res(deny('DEADLINE_EXCEEDED', `no decision within ${ms} ms`).decision);
       }, ms);
     });
+    const ctx: Ctx = { decisionId, snapshot, signal: abort.signal, now: Date.now() };
     try {
-      return await Promise.race([
-        this.pipeline
-          .run(input, { decisionId, snapshot, signal: abort.signal, now: Date.now() })
-          .catch((cause: unknown) => {
-            this.log.error({ decisionId, err: String(cause) }, 'pipeline failed');
-            return deny('INTERNAL', 'internal error');
-          }),
+      const decision = await Promise.race([
+        this.pipeline.run(input, ctx).catch((cause: unknown) => {
+          this.log.error({ decisionId, err: String(cause) }, 'pipeline failed');
+          return deny('INTERNAL', 'internal error').decision;
+        }),
         deadline,
       ]);
+      return { decision, input, ctx };
     } finally {
       clearTimeout(timer);
     }

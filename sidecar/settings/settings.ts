@@ -262,6 +262,42 @@ export const definitions = {
     doc: 'PostgreSQL connection string (from the PostgresCluster’s Secret) for quota overrides and usage rollups; empty: neither (standalone mode).',
     parse: text,
   },
+  audit: {
+    env: 'NOX_AUDIT',
+    default: 'BestEffort',
+    doc: 'Audit events of decisions (with NOX_DATABASE_URL): BestEffort (a check is answered at once; its event reaches the local spool within NOX_AUDIT_FLUSH_MS, so only a SIGKILL of the sidecar can lose that much), Durable (a check is answered only once its event is synced to the spool), or Off.',
+    parse: oneOf('BestEffort', 'Durable', 'Off'),
+  },
+  auditSpoolDir: {
+    env: 'NOX_AUDIT_SPOOL_DIR',
+    default: '/var/lib/nox/audit',
+    doc: 'Directory of the audit spool: every event goes through it on its way to PostgreSQL, and waits there while PostgreSQL is unreachable. One per sidecar process (an emptyDir, or a volume that outlives the pod).',
+    parse: host,
+  },
+  auditSpoolMaxBytes: {
+    env: 'NOX_AUDIT_SPOOL_MAX_BYTES',
+    default: 256 << 20,
+    doc: 'Bound of the audit spool in bytes (an event is about 300 bytes); what happens when it is full is NOX_AUDIT_SPOOL_FULL.',
+    parse: positiveInt(2 ** 40),
+  },
+  auditSpoolFull: {
+    env: 'NOX_AUDIT_SPOOL_FULL',
+    default: 'DropOldest',
+    doc: 'A full audit spool: DropOldest (its oldest events are dropped, counted in nox_audit_events_dropped_total and logged) or Deny (checks are denied AUDIT_UNAVAILABLE until there is room).',
+    parse: oneOf('DropOldest', 'Deny'),
+  },
+  auditFlushMs: {
+    env: 'NOX_AUDIT_FLUSH_MS',
+    default: 100,
+    doc: 'BestEffort audit: buffered events are written to the spool this often (the most a SIGKILL can lose).',
+    parse: positiveInt(10_000),
+  },
+  podName: {
+    env: 'POD_NAME',
+    default: '',
+    doc: 'This sidecar’s name in audit events (the chart sets the pod name); empty: the host name.',
+    parse: text,
+  },
   loginTitle: {
     env: 'NOX_LOGIN_TITLE',
     default: '',

@@ -25,6 +25,7 @@ export const accessStage: Stage = {
         readAs = path;
       }
     }
+    ctx.accessRule = verdict.rule;
     if (verdict.action === 'Allow')
       return { kind: 'continue', upstreamHeaders: { 'x-nox-access-rule': verdict.rule } };
     const where = `${policy.key.slice('AccessPolicy/'.length)} rule ${verdict.rule}`;

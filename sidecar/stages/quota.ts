@@ -242,6 +242,10 @@ export class QuotaStage implements Stage {
         if (ratios.length > 0) this.#remaining.observe({ tier: p.tier }, Math.min(...ratios));
       }
     });
+    // For the audit: the first plan's tier, and the least left of any limit charged.
+    let least = Number.POSITIVE_INFINITY;
+    for (const r of results) for (const l of r.limits) least = Math.min(least, l.remaining);
+    if (plans[0]) ctx.quota = { tier: plans[0].tier, remaining: Number.isFinite(least) ? least : 0 };
     const headers: Record<string, string> = {};
     let denied: { plan: Plan; result: QuotaResult } | undefined;
     let dryRunDenied: { plan: Plan; result: QuotaResult } | undefined;

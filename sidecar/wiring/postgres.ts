@@ -1,6 +1,9 @@
+import { hostname } from 'node:os';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
+import type { AuditLog, AuditMode, SpoolFullPolicy } from '../audit/auditLog.js';
+import type { DecisionAudit } from '../audit/decisionAudit.js';
 import type { OverrideStore } from '../quota/overrides.js';
 import type { UsageRollup } from '../quota/usageRollup.js';
 import type { Settings } from '../settings/settings.js';
@@ -10,7 +13,9 @@ export interface Database {
   readonly pool: pg.Pool;
   readonly overrides: OverrideStore;
   readonly usage: UsageRollup;
-  /** Stops polling, flushes the last usage batch, ends the pool. */
+  /** Decisions' audit events (NOX_AUDIT), unless Off. */
+  readonly audit?: DecisionAudit;
+  /** Stops polling, flushes the last usage batch and the audit spool, ends the pool. */
   close(): Promise<void>;
 }
 
@@ -39,17 +44,76 @@ export async function databaseFor(
     query_timeout: 5000,
   });
   pool.on('error', (err) => log.warn({ err: err.message }, 'postgres connection error'));
+  await refuseOlderSchema(pool, log);
   const overrides = new OverrideStore(pool, log, registry);
   const usage = new UsageRollup({ pool, registry, log });
   await overrides.start();
+  let auditLog: AuditLog | undefined;
+  let audit: DecisionAudit | undefined;
+  if (settings.audit !== 'Off') {
+    const [{ AuditLog }, { DecisionAudit }] = await Promise.all([
+      import('../audit/auditLog.js'),
+      import('../audit/decisionAudit.js'),
+    ]);
+    auditLog = new AuditLog({
+      pool,
+      registry,
+      log,
+      dir: settings.auditSpoolDir,
+      mode: settings.audit as AuditMode,
+      maxBytes: settings.auditSpoolMaxBytes,
+      whenFull: settings.auditSpoolFull as SpoolFullPolicy,
+      flushIntervalMs: settings.auditFlushMs,
+    });
+    log.info({ mode: settings.audit, spool: settings.auditSpoolDir }, 'audit log on');
+    audit = new DecisionAudit(auditLog, settings.podName || hostname());
+  }
   return {
     pool,
     overrides,
     usage,
+    ...(audit ? { audit } : {}),
     async close() {
       overrides.stop();
       await usage.close().catch((e: unknown) => log.error({ err: String(e) }, 'last usage flush failed'));
+      if (auditLog) {
+        const { drained, leftBytes } = await auditLog.close(AUDIT_CLOSE_MS);
+        if (drained) log.info('audit spool flushed to PostgreSQL');
+        else log.warn({ leftBytes }, 'audit events left in the spool: the next start replays them');
+      }
       await pool.end();
     },
   };
+}
+
+/** How long a graceful shutdown waits for the audit spool to reach PostgreSQL. */
+const AUDIT_CLOSE_MS = 5000;
+
+/**
+ * The schema must be at least the one this build was made with (its newest migration): an
+ * older one lacks tables or columns, and every write would fail. PostgreSQL unreachable at
+ * start is not that: events wait in the spool.
+ */
+async function refuseOlderSchema(pool: pg.Pool, log: Logger): Promise<void> {
+  const { loadMigrations } = await import('../../common/db/migrate.js');
+  const wanted = loadMigrations().at(-1)?.version ?? 0;
+  let have: number;
+  try {
+    const r = await pool.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+    have = r.rows[0]?.v ?? 0;
+  } catch (e) {
+    if ((e as { code?: string }).code === '42P01')
+      have = 0; // no schema_migrations: never migrated
+    else {
+      log.warn(
+        { err: (e as Error).message },
+        'PostgreSQL not reachable at start: the schema version is checked on the next start',
+      );
+      return;
+    }
+  }
+  if (have < wanted)
+    throw new Error(
+      `the database schema is at version ${have}, this sidecar needs ${wanted}: let the operator (or the chart's migration job) migrate it first`,
+    );
 }

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
-import { type Service, start, waitUntil } from './process.js';
+import { type Service, scratchDir, start, waitUntil } from './process.js';
 import { repoRoot } from './tools.js';
 
 export interface SidecarOptions {
@@ -28,13 +28,15 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   if (!existsSync(sidecarEntry)) throw new Error(`${sidecarEntry} is missing; run \`make build\``);
   const grpcPort = opts.grpcPort ?? (await freePort());
   const httpPort = opts.httpPort ?? (await freePort());
+  // An audit spool of its own (kept across restart()), unless the test names one.
+  const env = { NOX_AUDIT_SPOOL_DIR: scratchDir('audit-spool'), ...opts.env };
   const service = start('nox-authz', process.execPath, [sidecarEntry], {
     env: {
       NOX_GRPC_PORT: String(grpcPort),
       NOX_HTTP_PORT: String(httpPort),
       NOX_POLICY_PATH: opts.policyPath,
       NOX_LOG_LEVEL: 'info',
-      ...opts.env,
+      ...env,
     },
   });
   await waitUntil(
@@ -48,7 +50,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     httpPort,
     service,
     stop: () => service.stop(),
-    restart: () => startSidecar({ ...opts, grpcPort, httpPort }),
+    restart: () => startSidecar({ ...opts, env, grpcPort, httpPort }),
   };
   return self;
 }

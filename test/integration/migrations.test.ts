@@ -2,7 +2,7 @@ import { appendFileSync, cpSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureAuditPartitions, loadMigrations, migrate, migrationsDir } from '../../common/db/migrate.js';
+import { loadMigrations, maintainAuditPartitions, migrate, migrationsDir } from '../../common/db/migrate.js';
 import { createLogger } from '../../common/logger.js';
 import { type PgNode, pgQuery, startPostgres } from '../harness/postgres.js';
 import { scratchDir } from '../harness/process.js';
@@ -23,10 +23,17 @@ function copyOfMigrations(): string {
   return dir;
 }
 
-/** The month partition's name for a UTC instant. */
-function partitionOf(d: Date): string {
-  return `audit_events_p${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
+/** The day partition's name of `table` for a UTC instant. */
+function partitionOf(table: string, d: Date): string {
+  return `${table}_p${d.toISOString().slice(0, 10).replaceAll('-', '')}`;
 }
+
+const AUDIT_TABLES = [
+  'audit_admin_actions',
+  'audit_decisions',
+  'audit_security_events',
+  'audit_session_events',
+];
 
 describe('schema migrations', () => {
   let node: PgNode;
@@ -62,8 +69,9 @@ describe('schema migrations', () => {
         'users',
         'sessions',
         'oauth_tokens',
-        'audit_events',
-        'audit_events_default',
+        ...AUDIT_TABLES,
+        'audit_decisions_default',
+        'audit_retention',
         'quota_usage_hourly',
         'quota_rollup_batches',
         'quota_overrides',
@@ -79,17 +87,21 @@ describe('schema migrations', () => {
            JOIN pg_class c ON c.oid = p.partrelid
            JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]`,
       ),
-    ).toEqual([{ relname: 'audit_events', partstrat: 'r', key: 'occurred_at' }]);
+    ).toEqual(
+      expect.arrayContaining(
+        AUDIT_TABLES.map((relname) => ({ relname, partstrat: 'r', key: 'occurred_at' })),
+      ),
+    );
     const indexes = await pgQuery<{ indexname: string }>(
       node,
-      "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_events' ORDER BY 1",
+      "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_decisions' ORDER BY 1",
     );
     expect(indexes.map((i) => i.indexname)).toEqual([
-      'audit_events_code_idx',
-      'audit_events_decision_idx',
-      'audit_events_occurred_idx',
-      'audit_events_pkey',
-      'audit_events_subject_idx',
+      'audit_decisions_code_idx',
+      'audit_decisions_host_idx',
+      'audit_decisions_occurred_idx',
+      'audit_decisions_pkey',
+      'audit_decisions_subject_idx',
     ]);
     // A subject is unique per provider, not globally.
     await pgQuery(node, "INSERT INTO users (provider, subject) VALUES ('gh', '42'), ('google', '42')");
@@ -124,11 +136,11 @@ describe('schema migrations', () => {
   it('refuses to run when an applied migration file has changed, and changes nothing', async () => {
     const dir = copyOfMigrations();
     scratch.push(join(dir, '..'));
-    appendFileSync(join(dir, '0002_audit_events.sql'), '\n-- an innocent-looking edit\n');
+    appendFileSync(join(dir, '0003_quota.sql'), '\n-- an innocent-looking edit\n');
     writeFileSync(join(dir, '9000_probe.sql'), 'CREATE TABLE probe_after_refusal (x int);\n');
 
     await expect(migrate(pool, log, { dir })).rejects.toThrow(
-      /migration 0002_audit_events was applied on .* with checksum [0-9a-f]{12}, but .*0002_audit_events\.sql now has checksum [0-9a-f]{12}: an applied migration must never change/,
+      /migration 0003_quota was applied on .* with checksum [0-9a-f]{12}, but .*0003_quota\.sql now has checksum [0-9a-f]{12}: an applied migration must never change/,
     );
     expect(await pgQuery(node, "SELECT to_regclass('probe_after_refusal') AS t")).toEqual([{ t: null }]);
     // The lock was released: a correct run proceeds.
@@ -156,30 +168,28 @@ describe('schema migrations', () => {
     expect(await pgQuery(node, 'SELECT version FROM schema_migrations WHERE version = 9002')).toEqual([]);
   });
 
-  it('has audit_events partitions for this month and the next two, and routes an insert to this month', async () => {
-    const now = new Date();
-    const parts = await pgQuery<{ name: string }>(
-      node,
-      `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = 'audit_events'::regclass ORDER BY 1`,
-    );
-    const months = [0, 1, 2].map((k) =>
-      partitionOf(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + k, 1))),
-    );
-    expect(parts.map((p) => p.name)).toEqual(expect.arrayContaining([...months, 'audit_events_default']));
-
+  it('has day partitions of every audit table for today and the next three, and routes an insert to today', async () => {
+    const now = Date.now();
+    for (const table of AUDIT_TABLES) {
+      const parts = await pgQuery<{ name: string }>(
+        node,
+        `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = '${table}'::regclass ORDER BY 1`,
+      );
+      const days = [0, 1, 2, 3].map((k) => partitionOf(table, new Date(now + k * 86_400_000)));
+      expect(parts.map((p) => p.name)).toEqual(expect.arrayContaining([...days, `${table}_default`]));
+    }
     const [row] = await pgQuery<{ part: string }>(
       node,
-      `INSERT INTO audit_events (id, occurred_at, decision, code, subject, method, host, path, source_ip,
-                                 risk_score, snapshot_version, decision_id, sidecar)
-       VALUES (gen_random_uuid(), now(), 'deny', 'QUOTA_EXCEEDED', 'user-1', 'GET', 'api.example.com', '/v1/x',
-               '203.0.113.7', 0.12, 7, gen_random_uuid(), 'sidecar-0')
+      `INSERT INTO audit_decisions (id, occurred_at, sidecar, decision, code, subject, method, host, path, source_ip)
+       VALUES (gen_random_uuid(), now(), 'sidecar-0', 'deny', 'QUOTA_EXCEEDED', 'user-1', 'GET', 'api.example.com',
+               '/v1/x', '203.0.113.7')
        RETURNING tableoid::regclass::text AS part`,
     );
-    expect(row!.part).toBe(months[0]);
+    expect(row!.part).toBe(partitionOf('audit_decisions', new Date()));
   });
 
-  it('keeps an event for a month without a partition in the default one, and moves it when the partition is made', async () => {
+  it('keeps an event for a day without a partition in the default one, moves it when the partition is made, and drops days past retention', async () => {
     const client = new pg.Client({
       host: node.host,
       port: node.port,
@@ -188,34 +198,45 @@ describe('schema migrations', () => {
     });
     await client.connect();
     try {
-      // Month boundaries are UTC whatever the session's time zone.
+      // Day boundaries are UTC whatever the session's time zone.
       await client.query("SET TimeZone = 'Asia/Kolkata'");
       const insert = (at: string) =>
         client.query<{ part: string }>(
-          `INSERT INTO audit_events (id, occurred_at, decision, code, sidecar)
-           VALUES (gen_random_uuid(), $1, 'allow', 'OK', 'sidecar-0') RETURNING tableoid::regclass::text AS part`,
+          `INSERT INTO audit_decisions (id, occurred_at, sidecar, decision, code)
+           VALUES (gen_random_uuid(), $1, 'sidecar-0', 'allow', 'ok') RETURNING tableoid::regclass::text AS part`,
           [at],
         );
-      expect((await insert('2100-01-31T23:59:59Z')).rows[0]!.part).toBe('audit_events_default');
+      expect((await insert('2100-01-10T23:59:59Z')).rows[0]!.part).toBe('audit_decisions_default');
 
-      expect(await ensureAuditPartitions(client, 1, new Date('2100-01-10T00:00:00Z'))).toEqual([
-        'audit_events_p210001',
-        'audit_events_p210002',
-      ]);
-      expect(await ensureAuditPartitions(client, 1, new Date('2100-01-10T00:00:00Z'))).toEqual([]);
-      const moved = await client.query(
-        "SELECT tableoid::regclass::text AS part FROM audit_events WHERE occurred_at >= '2100-01-01Z'",
+      const made = await maintainAuditPartitions(client, 1, new Date('2100-01-10T12:00:00Z'));
+      expect(made).toEqual(
+        expect.arrayContaining(['+audit_decisions_p21000110', '+audit_decisions_p21000111']),
       );
-      expect(moved.rows).toEqual([{ part: 'audit_events_p210001' }]);
-      expect((await insert('2100-02-01T00:00:00Z')).rows[0]!.part).toBe('audit_events_p210002');
-      expect((await insert('2100-02-28T23:59:59.999Z')).rows[0]!.part).toBe('audit_events_p210002');
-      expect((await insert('2100-03-01T00:00:00Z')).rows[0]!.part).toBe('audit_events_default');
-
+      expect(made.filter((m) => m.startsWith('+'))).toHaveLength(2 * AUDIT_TABLES.length);
+      const moved = await client.query(
+        "SELECT tableoid::regclass::text AS part FROM audit_decisions WHERE occurred_at >= '2100-01-01Z'",
+      );
+      expect(moved.rows).toEqual([{ part: 'audit_decisions_p21000110' }]);
+      expect((await insert('2100-01-11T00:00:00Z')).rows[0]!.part).toBe('audit_decisions_p21000111');
+      expect((await insert('2100-01-11T23:59:59.999Z')).rows[0]!.part).toBe('audit_decisions_p21000111');
+      expect((await insert('2100-01-12T00:00:00Z')).rows[0]!.part).toBe('audit_decisions_default');
       // The partition that was filled and then attached got the parent's indexes too.
       const { rows } = await client.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = 'audit_events_p210001'",
+        "SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = 'audit_decisions_p21000110'",
       );
       expect(rows[0]!.n).toBe(5);
+
+      // 30 days of decisions are kept (audit_retention): on 2100-02-10 the 10th of January is
+      // wholly older than that and goes, with its rows; the 11th is still in.
+      await client.query("DELETE FROM audit_decisions_default WHERE occurred_at >= '2100-01-01Z'");
+      const later = await maintainAuditPartitions(client, 0, new Date('2100-02-10T00:00:00Z'));
+      expect(later).toContain('-audit_decisions_p21000110');
+      expect(later).not.toContain('-audit_decisions_p21000111');
+      expect(await maintainAuditPartitions(client, 0, new Date('2100-02-10T00:00:00Z'))).toEqual([]);
+      const left = await client.query(
+        "SELECT count(*)::int AS n FROM audit_decisions WHERE occurred_at >= '2100-01-01Z' AND occurred_at < '2100-01-11Z'",
+      );
+      expect(left.rows[0]).toEqual({ n: 0 });
     } finally {
       await client.end();
     }

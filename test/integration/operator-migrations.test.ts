@@ -109,7 +109,7 @@ describe('nox-operator applies the schema migrations to a PostgresCluster', () =
       "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
     );
     expect(tables.map((t) => t.tablename)).toEqual(
-      expect.arrayContaining(['users', 'sessions', 'audit_events', 'quota_overrides', 'risk_events']),
+      expect.arrayContaining(['users', 'sessions', 'audit_decisions', 'quota_overrides', 'risk_events']),
     );
     // The sidecar connects as the owner role: the tables are its own, not the superuser's.
     expect(new Set(tables.map((t) => t.tableowner))).toEqual(new Set([await secret('username')]));

@@ -177,8 +177,13 @@ ports:
 envFrom:
   - configMapRef:
       name: {{ include "nox.sidecarConfigName" . }}
-{{- if $s.databaseUrlSecret.name }}
 env:
+  # The sidecar's name in audit events.
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+{{- if $s.databaseUrlSecret.name }}
   - name: NOX_DATABASE_URL
     valueFrom:
       secretKeyRef:
@@ -216,6 +221,10 @@ The container's mounts (a YAML list; empty when there are none).
   mountPath: {{ include "nox.redisPasswordDir" . }}
   readOnly: true
 {{- end }}
+{{- if include "nox.auditSpool" . }}
+- name: nox-audit-spool
+  mountPath: {{ include "nox.auditSpoolDir" . }}
+{{- end }}
 {{- $dir := include "nox.secretsDir" . }}
 {{- if $dir }}
 {{- range $i, $secret := $s.policySecrets }}
@@ -247,6 +256,13 @@ The volumes "nox.sidecarContainer" mounts (a YAML list; empty when it mounts non
       - key: {{ $s.redisPasswordSecret.key | quote }}
         path: password
 {{- end }}
+{{- if include "nox.auditSpool" . }}
+# The audit spool: one per pod, on the node's disk; bounded by the sidecar (spoolMaxBytes),
+# with room to spare for the segment being written.
+- name: nox-audit-spool
+  emptyDir:
+    sizeLimit: {{ add (div (int64 $s.audit.spoolMaxBytes) 1048576) 64 }}Mi
+{{- end }}
 {{- if include "nox.secretsDir" . }}
 {{- range $i, $secret := $s.policySecrets }}
 - name: nox-policy-secret-{{ $i }}
@@ -255,6 +271,15 @@ The volumes "nox.sidecarContainer" mounts (a YAML list; empty when it mounts non
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+"true" when the sidecar writes audit events (a database and audit not Off): it gets a spool volume.
+*/}}
+{{- define "nox.auditSpool" -}}
+{{- $s := include "nox.sidecarSettings" . | fromJson -}}
+{{- if and $s.databaseUrlSecret.name (ne $s.audit.mode "Off") }}true{{ end }}
+{{- end }}
+{{- define "nox.auditSpoolDir" -}}/var/lib/nox/audit{{- end }}
 
 {{/*
 The operator's objects (Deployment, ServiceAccount, metrics Service, PDB, Roles) share one

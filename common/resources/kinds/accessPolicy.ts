@@ -11,6 +11,7 @@ import {
   labelMap,
   listMap,
   mapOf,
+  num,
   obj,
   pathMatch,
   patterns,
@@ -264,6 +265,22 @@ export const accessPolicy: KindDefinition = {
       'How the upstream treats letter case in paths. Unknown: a path with capitals is read both as sent and lowercased (as a case-insensitive upstream would route it), and the request is allowed only if both readings are; Sensitive: the upstream tells /Admin from /admin, so only the path as sent counts.',
       ['Unknown', 'Sensitive'],
       { default: 'Unknown' },
+    ),
+    audit: obj(
+      'Which decisions on these routes become audit events (the sidecar writes them to the PostgresCluster). A DryRun policy’s would-be denies are recorded with the allow they did not prevent.',
+      {
+        record: enumOf(
+          'All: every decision; Denies: denies only (and would-be denies); Sample: every deny and a share of the allows.',
+          ['All', 'Denies', 'Sample'],
+          { default: 'All' },
+        ),
+        allowSampleRate: num('With record: Sample, the share of allows recorded, 0 to 1.', {
+          minimum: 0,
+          maximum: 1,
+          default: 0.01,
+        }),
+      },
+      { default: {} },
     ),
     rules: listMap('Rules, first match wins.', rule, 'name', { maxItems: 64 }),
     defaultAction: enumOf('What happens when no rule matches.', ['Allow', 'Deny'], { default: 'Deny' }),

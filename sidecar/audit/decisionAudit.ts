@@ -1,0 +1,93 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { Ctx } from '../pipeline/stage.js';
+import type { CheckInput } from '../request/input.js';
+import type { Decision } from '../request/outcome.js';
+import type { AuditLog } from './auditLog.js';
+import type { AuditRow } from './tables.js';
+
+/** What the checker knows of one check when it is answered. */
+export interface DecidedCheck {
+  readonly decision: Decision;
+  /** Absent when the request could not be decoded (or no snapshot was loaded). */
+  readonly input?: CheckInput;
+  readonly ctx?: Ctx;
+  readonly startedAt: number;
+  readonly latencyUs: number;
+}
+
+/**
+ * One audit event per decision, as the AccessPolicy's `audit.record` asks: every decision, or
+ * denies only (a DryRun policy's would-be deny counts as one), or denies and a sample of
+ * allows. Requests no policy governs (and those that could not be read) are always recorded
+ * when denied: they are what an operator looks for first.
+ */
+export class DecisionAudit {
+  constructor(
+    private readonly log: AuditLog,
+    /** This sidecar's name in the events (the pod name). */
+    private readonly sidecar: string,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  /** See AuditLog.record: undefined (buffered), a promise (Durable), or AuditUnavailable thrown. */
+  record(check: DecidedCheck): Promise<void> | undefined {
+    if (!this.#wanted(check)) return undefined;
+    return this.log.record('audit_decisions', decisionRow(check, this.sidecar));
+  }
+
+  #wanted({ decision, ctx }: DecidedCheck): boolean {
+    const policy = ctx?.accessPolicy?.audit;
+    if (!decision.allowed || ctx?.wouldDeny || !policy || policy.record === 'All') return true;
+    if (policy.record === 'Denies') return false;
+    return this.random() < policy.allowSampleRate;
+  }
+}
+
+export function decisionRow(
+  { decision, input, ctx, startedAt, latencyUs }: DecidedCheck,
+  sidecar: string,
+): AuditRow<'audit_decisions'> {
+  const id = ctx?.identity;
+  return {
+    // The decision id is a v4 UUID made per check, and the row's key: a replay is a no-op.
+    id: uuidOr(decision.decisionId),
+    occurred_at: new Date(startedAt).toISOString(),
+    sidecar,
+    request_id: input?.requestId || null,
+    host: input?.host ?? null,
+    method: input?.method ?? null,
+    path: input?.path ?? null,
+    source_ip: ipOrNull(input?.sourceAddress),
+    policy: ctx?.accessPolicy?.key.slice('AccessPolicy/'.length) ?? null,
+    rule: ctx?.accessRule ?? null,
+    provider: id?.provider ?? null,
+    subject: id?.subject ?? null,
+    client_id: id?.clientId ?? null,
+    groups_hash: id && id.groups.length > 0 ? groupsHash(id.groups) : null,
+    identity_method: id?.method ?? null,
+    decision: decision.allowed ? 'allow' : 'deny',
+    code: decision.allowed ? 'ok' : decision.deny.code,
+    reason: decision.allowed ? null : decision.deny.reason,
+    would_deny: ctx?.wouldDeny?.code ?? null,
+    quota_tier: ctx?.quota?.tier ?? null,
+    quota_remaining: ctx?.quota?.remaining ?? null,
+    risk_score: null,
+    latency_us: Math.max(0, Math.round(latencyUs)),
+    snapshot_version: decision.snapshotVersion,
+  };
+}
+
+/** SHA-256 of the sorted groups, 128 bits in hex: equal sets compare, the names stay out. */
+export function groupsHash(groups: readonly string[]): string {
+  return createHash('sha256')
+    .update([...groups].sort().join('\n'))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const uuidOr = (s: string) => (UUID.test(s) ? s : randomUUID());
+
+/** Envoy's source address is an IP; anything else (a pipe, empty) is not stored as inet. */
+const ipOrNull = (s: string | undefined) => (s && isIP(s) ? s : null);

@@ -1,0 +1,182 @@
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { Logger } from '../../common/logger.js';
+import type { AuditMetrics } from './metrics.js';
+import type { Spool } from './spool.js';
+import { AUDIT_TABLES, type AuditTable, csvLine, decodeRecord } from './tables.js';
+
+export interface ShipperOptions {
+  readonly pool: pg.Pool;
+  readonly spool: Spool;
+  readonly log: Logger;
+  readonly metrics: AuditMetrics;
+  /** Records per transaction. */
+  readonly batch: number;
+  /** fsync the cursor after each commit (Durable). */
+  readonly syncCursor: boolean;
+}
+
+/**
+ * Moves the spool's records into PostgreSQL, oldest first: a batch is COPYed into a temporary
+ * table per audit table and inserted from there with ON CONFLICT DO NOTHING, in one
+ * transaction, and only then does the spool's cursor move. A batch whose commit landed but
+ * whose acknowledgement was lost (a failover, a killed sidecar) is sent again and adds nothing.
+ * While PostgreSQL fails, the batch is retried with backoff and the spool grows.
+ */
+export class Shipper {
+  readonly #o: ShipperOptions;
+  #stopped = false;
+  #wake: (() => void) | undefined;
+  #loop: Promise<void> | undefined;
+  #failing = false;
+  #idle: (() => void)[] = [];
+
+  constructor(opts: ShipperOptions) {
+    this.#o = opts;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** New records are in the spool. While PostgreSQL fails, the backoff decides, not new records. */
+  kick(): void {
+    if (!this.#failing) this.#wake?.();
+  }
+
+  /** Resolves when the spool is empty (everything committed), or after `timeoutMs`: false then. */
+  async drained(timeoutMs: number): Promise<boolean> {
+    if (this.#o.spool.bytes === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const idle = new Promise<boolean>((res) => this.#idle.push(() => res(true)));
+    const late = new Promise<boolean>((res) => {
+      timer = setTimeout(() => res(false), timeoutMs);
+    });
+    this.#wake?.();
+    try {
+      return await Promise.race([idle, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wake?.();
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    const { spool, log, metrics } = this.#o;
+    let backoffMs = 100;
+    while (!this.#stopped) {
+      const batch = spool.read(this.#o.batch);
+      if (batch.tornBytes > 0) {
+        metrics.dropped.inc({ reason: 'torn' });
+        log.error({ bytes: batch.tornBytes }, 'audit spool: skipped a record torn by a crash');
+      }
+      metrics.spoolBytes.set(spool.bytes);
+      if (batch.records.length === 0) {
+        if (batch.tornBytes > 0) spool.commit(batch.next, this.#o.syncCursor);
+        metrics.lag.set(0);
+        for (const done of this.#idle.splice(0)) done();
+        await this.#sleep(1000);
+        continue;
+      }
+      const rows = new Map<AuditTable, string[]>();
+      let oldest = Number.POSITIVE_INFINITY;
+      let corrupt = 0;
+      for (const r of batch.records) {
+        try {
+          const { table, values } = decodeRecord(r);
+          const lines = rows.get(table) ?? [];
+          if (lines.length === 0) rows.set(table, lines);
+          lines.push(csvLine(values));
+          oldest = Math.min(oldest, Date.parse(String(values[1])));
+        } catch {
+          corrupt++;
+        }
+      }
+      if (corrupt > 0) {
+        metrics.dropped.inc({ reason: 'corrupt' }, corrupt);
+        log.error({ records: corrupt }, 'audit spool: skipped records that do not decode');
+      }
+      if (Number.isFinite(oldest)) metrics.lag.set(Math.max(0, (Date.now() - oldest) / 1000));
+      const started = performance.now();
+      try {
+        const result = await this.#ship(rows);
+        spool.commit(batch.next, this.#o.syncCursor);
+        metrics.flushSeconds.observe((performance.now() - started) / 1000);
+        for (const [table, { inserted, sent }] of result) {
+          metrics.written.inc({ table }, inserted);
+          if (sent > inserted) metrics.duplicates.inc({ table }, sent - inserted);
+          if (this.#failing) metrics.replayed.inc({ table }, sent);
+        }
+        if (this.#failing)
+          log.info({ records: batch.records.length }, 'audit: PostgreSQL is back; replaying the spool');
+        this.#failing = false;
+        backoffMs = 100;
+      } catch (e) {
+        metrics.flushFailures.inc();
+        if (!this.#failing)
+          log.warn(
+            { err: (e as Error).message, spoolBytes: spool.bytes },
+            'audit: writing to PostgreSQL failed; events stay in the spool and are retried',
+          );
+        this.#failing = true;
+        await this.#sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 5000);
+      }
+    }
+  }
+
+  /** One transaction: per table, COPY into a temporary table, then insert what is new. */
+  async #ship(rows: Map<AuditTable, string[]>): Promise<Map<AuditTable, { inserted: number; sent: number }>> {
+    const client = await this.#o.pool.connect();
+    const result = new Map<AuditTable, { inserted: number; sent: number }>();
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      for (const [table, lines] of rows) {
+        const cols = AUDIT_TABLES[table].join(', ');
+        const staging = `nox_staging_${table}`;
+        await client.query(
+          `CREATE TEMP TABLE IF NOT EXISTS ${staging} (LIKE ${table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`,
+        );
+        await new Promise<void>((resolve, reject) => {
+          const stream = client.query(copyFrom(`COPY ${staging} (${cols}) FROM STDIN (FORMAT csv)`));
+          stream.on('error', reject);
+          stream.on('finish', resolve);
+          stream.end(lines.join(''));
+        });
+        const r = await client.query(
+          `INSERT INTO ${table} (${cols}) SELECT ${cols} FROM ${staging} ON CONFLICT DO NOTHING`,
+        );
+        result.set(table, { inserted: r.rowCount ?? 0, sent: lines.length });
+      }
+      await client.query('COMMIT');
+      return result;
+    } catch (e) {
+      broken = true;
+      throw e;
+    } finally {
+      // A connection that failed mid-transaction is not given back to the pool.
+      client.release(broken);
+    }
+  }
+
+  /** Waits `ms`, or less when kicked or stopped. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((res) => {
+      const timer = setTimeout(() => {
+        this.#wake = undefined;
+        res();
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        res();
+      };
+    });
+  }
+}
