@@ -193,7 +193,8 @@ function resolvedEnv(env: EnvVar[]): Record<string, string> {
 /** Every NOX_* setting the chart sets through its ConfigMap: all but the Secret and the dev-only one. */
 const configMapSettings = Object.values(definitions)
   .map((d) => d.env)
-  .filter((env) => env !== 'NOX_DATABASE_URL' && env !== 'NOX_KUBECONFIG')
+  // The database URL comes from a Secret, the pod name from the downward API.
+  .filter((env) => env !== 'NOX_DATABASE_URL' && env !== 'NOX_KUBECONFIG' && env !== 'POD_NAME')
   .sort();
 
 describe('charts/nox', () => {
@@ -297,6 +298,11 @@ describe('charts/nox', () => {
       NOX_LOGIN_DEADLINE_MS: '5000',
       NOX_DRAIN_TIMEOUT_MS: '10000',
       NOX_LOG_LEVEL: 'info',
+      NOX_AUDIT: 'BestEffort',
+      NOX_AUDIT_SPOOL_DIR: '/var/lib/nox/audit',
+      NOX_AUDIT_SPOOL_MAX_BYTES: '268435456',
+      NOX_AUDIT_SPOOL_FULL: 'DropOldest',
+      NOX_AUDIT_FLUSH_MS: '100',
     });
     // The chart's defaults equal the sidecar's, except where a chart means to differ.
     const settings = loadSettings(cm.data);
@@ -346,6 +352,7 @@ describe('charts/nox', () => {
         loginLogoUrl: 'https://cdn.example.com/acme.svg',
         loginDefaultPath: '/portal/',
         logLevel: 'debug',
+        audit: { mode: 'Durable', spoolMaxBytes: 1073741824, spoolFull: 'Deny', flushMs: 50 },
       },
     });
     const objects = await render('nox', ['-f', values]);
@@ -383,6 +390,11 @@ describe('charts/nox', () => {
       NOX_LOGIN_DEADLINE_MS: '4000',
       NOX_DRAIN_TIMEOUT_MS: '5000',
       NOX_LOG_LEVEL: 'debug',
+      NOX_AUDIT: 'Durable',
+      NOX_AUDIT_SPOOL_DIR: '/var/lib/nox/audit',
+      NOX_AUDIT_SPOOL_MAX_BYTES: '1073741824',
+      NOX_AUDIT_SPOOL_FULL: 'Deny',
+      NOX_AUDIT_FLUSH_MS: '50',
     });
     // What the sidecar makes of them.
     expect(loadSettings(cm.data)).toMatchObject({
@@ -454,6 +466,7 @@ describe('charts/nox', () => {
     expect(c?.name).toBe('nox-authz');
     expect(c?.envFrom).toEqual([{ configMapRef: { name: 'demo-nox-sidecar' } }]);
     expect(c?.env).toEqual([
+      { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
       { name: 'NOX_DATABASE_URL', valueFrom: { secretKeyRef: { name: 'pg-app', key: 'uri' } } },
     ]);
     // Each file setting names a file that a read-only mount of the right volume provides.
@@ -494,7 +507,9 @@ describe('charts/nox', () => {
 
     // Nothing to mount and no Secret env when no Secret is referenced (memory store, kubernetes source).
     const bare = (await renderPod([])).pod.spec as { containers: Container[]; volumes?: Volume[] };
-    expect(bare.containers[0]?.env).toBeUndefined();
+    expect(bare.containers[0]?.env).toEqual([
+      { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+    ]);
     expect(bare.containers[0]?.volumeMounts).toBeUndefined();
     expect(bare.volumes).toBeUndefined();
     // A password Secret without a Redis store is not mounted.
