@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['{common,sidecar,operator,proto,test}/**/*.test.ts'],
+    include: ['{common,sidecar,operator,admin,proto,test}/**/*.test.ts'],
     // Integration suites start real servers; on a 2-core machine two files at a time is
     // what keeps them from starving each other.
     pool: 'forks',

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const wanted = /\.(lua|sql|cjs)$/;
-const roots = ['common', 'sidecar', 'operator', 'proto'];
+const roots = ['common', 'sidecar', 'operator', 'admin', 'proto'];
 
 function walk(dir) {
   for (const name of readdirSync(dir)) {

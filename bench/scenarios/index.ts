@@ -1,5 +1,6 @@
 import type { LoadResult } from '../lib/measure.js';
 import { allow } from './allow.js';
+import { audit } from './audit.js';
 import { jwt } from './jwt.js';
 import { quota } from './quota.js';
 
@@ -10,4 +11,4 @@ export interface Scenario {
 }
 
 /** Every scenario `make bench` knows; later work adds its own here. */
-export const scenarios: readonly Scenario[] = [allow, quota, jwt];
+export const scenarios: readonly Scenario[] = [allow, quota, jwt, audit];

@@ -13,7 +13,7 @@ import { benchProvider, mint, serveJwks, writeGhzData, wrkLua } from '../lib/tok
 import type { Scenario } from './index.js';
 
 /** Distinct signed-in callers, each with its own token, sent in turn. */
-const USERS = 10_000;
+export const USERS = 10_000;
 
 // The subject is the verified user (subject type User): every caller signs in with its own
 // RS256 access token, which the warm-up puts in the sidecar's token cache, so a measured
@@ -21,7 +21,7 @@ const USERS = 10_000;
 // charge (GCRA script + WAIT in Redis). Limits are realistic ones most requests pass: with
 // USERS subjects no one comes near 1000/s, so every check is a Redis round trip and the
 // local deny cache stays cold.
-const policies = (issuer: string, jwksUri: string) => `${benchProvider(issuer, jwksUri)}---
+export const policies = (issuer: string, jwksUri: string) => `${benchProvider(issuer, jwksUri)}---
 apiVersion: nox.dev/v1alpha1
 kind: AccessPolicy
 metadata: { name: bench-allow }
@@ -59,7 +59,7 @@ async function redisCpuSeconds(cluster: RedisCluster): Promise<number> {
  * Runs one load and adds to it what the sidecar's counters say happened meanwhile: Redis
  * round trips per check, decisions, deny-cache hits, store errors, and CPU use.
  */
-async function measured(
+export async function measured(
   load: () => Promise<LoadResult>,
   sidecar: { httpPort: number; pid: number },
   cluster: RedisCluster,

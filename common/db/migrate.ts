@@ -183,3 +183,31 @@ export async function maintainAuditPartitions(db: Db, daysAhead = 3, at = new Da
   ]);
   return rows.map((r) => r.name);
 }
+
+/**
+ * A program that reads or writes Nox's tables refuses to start against a schema older than
+ * the one it was built with (its newest migration): every write would fail on a missing table
+ * or column. PostgreSQL unreachable at start is not that, and is only logged (the sidecar's
+ * events wait in its spool; the check is made again at the next start).
+ */
+export async function requireCurrentSchema(db: Db, log: Logger, who: string): Promise<void> {
+  const wanted = loadMigrations().at(-1)?.version ?? 0;
+  let have: number;
+  try {
+    const r = await db.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+    have = r.rows[0]?.v ?? 0;
+  } catch (e) {
+    if ((e as { code?: string }).code !== '42P01') {
+      log.warn(
+        { err: (e as Error).message },
+        'PostgreSQL not reachable at start: the schema version is not checked',
+      );
+      return;
+    }
+    have = 0; // no schema_migrations: never migrated
+  }
+  if (have < wanted)
+    throw new Error(
+      `the database schema is at version ${have}, ${who} needs ${wanted}: let the operator (or the chart's migration job) migrate it first`,
+    );
+}

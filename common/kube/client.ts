@@ -1,14 +1,15 @@
 import http from 'node:http';
 import https from 'node:https';
 import { createInterface } from 'node:readline';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeAccess } from './access.js';
 
 /**
  * A small REST client for the Kubernetes API, for any resource (core, apps, coordination,
  * nox.dev, ...): get, list (paged), server-side apply (also of status), delete, update, and
- * watch streams. Authentication and TLS come from @kubernetes/client-node's KubeConfig
- * (kubeconfig files, in-cluster service account, exec plugins); the requests themselves
- * are plain node:https so every one has a deadline and can be cancelled.
+ * watch streams. Authentication and TLS come from a KubeAccess (access.ts: client-node's
+ * KubeConfig, with kubeconfig files, the in-cluster ServiceAccount and exec plugins, or the
+ * light loader for the common cases); the requests themselves are plain node:https so every
+ * one has a deadline and can be cancelled.
  */
 
 export interface ResourceType {
@@ -174,14 +175,14 @@ export interface KubeClientOptions {
 }
 
 export class KubeClient {
-  readonly #kc: KubeConfig;
+  readonly #kc: KubeAccess;
   readonly #server: URL;
   readonly #timeoutMs: number;
   readonly #userAgent: string;
   readonly #fieldManager: string;
   #agent: http.Agent | undefined;
 
-  constructor(kc: KubeConfig, opts: KubeClientOptions = {}) {
+  constructor(kc: KubeAccess, opts: KubeClientOptions = {}) {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('kubeconfig has no current cluster');
     this.#kc = kc;

@@ -54,7 +54,8 @@ export function decisionRow(
     id: uuidOr(decision.decisionId),
     occurred_at: new Date(startedAt).toISOString(),
     sidecar,
-    request_id: input?.requestId || null,
+    // Envoy's x-request-id: what its access log and the upstream see (http.id is only the stream's).
+    request_id: input?.headers['x-request-id'] || input?.requestId || null,
     host: input?.host ?? null,
     method: input?.method ?? null,
     path: input?.path ?? null,

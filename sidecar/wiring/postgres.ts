@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
+import { requireCurrentSchema } from '../../common/db/migrate.js';
 import type { Logger } from '../../common/logger.js';
 import type { AuditLog, AuditMode, SpoolFullPolicy } from '../audit/auditLog.js';
 import type { DecisionAudit } from '../audit/decisionAudit.js';
@@ -44,7 +45,7 @@ export async function databaseFor(
     query_timeout: 5000,
   });
   pool.on('error', (err) => log.warn({ err: err.message }, 'postgres connection error'));
-  await refuseOlderSchema(pool, log);
+  await requireCurrentSchema(pool, log, 'this sidecar');
   const overrides = new OverrideStore(pool, log, registry);
   const usage = new UsageRollup({ pool, registry, log });
   await overrides.start();
@@ -88,32 +89,3 @@ export async function databaseFor(
 
 /** How long a graceful shutdown waits for the audit spool to reach PostgreSQL. */
 const AUDIT_CLOSE_MS = 5000;
-
-/**
- * The schema must be at least the one this build was made with (its newest migration): an
- * older one lacks tables or columns, and every write would fail. PostgreSQL unreachable at
- * start is not that: events wait in the spool.
- */
-async function refuseOlderSchema(pool: pg.Pool, log: Logger): Promise<void> {
-  const { loadMigrations } = await import('../../common/db/migrate.js');
-  const wanted = loadMigrations().at(-1)?.version ?? 0;
-  let have: number;
-  try {
-    const r = await pool.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
-    have = r.rows[0]?.v ?? 0;
-  } catch (e) {
-    if ((e as { code?: string }).code === '42P01')
-      have = 0; // no schema_migrations: never migrated
-    else {
-      log.warn(
-        { err: (e as Error).message },
-        'PostgreSQL not reachable at start: the schema version is checked on the next start',
-      );
-      return;
-    }
-  }
-  if (have < wanted)
-    throw new Error(
-      `the database schema is at version ${have}, this sidecar needs ${wanted}: let the operator (or the chart's migration job) migrate it first`,
-    );
-}

@@ -26,6 +26,8 @@ export interface EnvoyOptions {
    */
   loginCallbackPaths?: readonly string[];
   loginTimeoutMs?: number;
+  /** A file Envoy writes one line per request to: "<x-request-id> <status> <response flags>". */
+  accessLogPath?: string;
 }
 
 /** A TLS listener that verifies client certificates (files in PEM). */
@@ -57,7 +59,8 @@ export interface Envoy {
  * with path normalization so the path Nox judges is the path the upstream receives.
  */
 export function envoyConfig(
-  o: Required<Omit<EnvoyOptions, 'tls'>> & Pick<EnvoyOptions, 'tls'> & { adminPort: number },
+  o: Required<Omit<EnvoyOptions, 'tls' | 'accessLogPath'>> &
+    Pick<EnvoyOptions, 'tls' | 'accessLogPath'> & { adminPort: number },
 ): object {
   // Downstream mTLS: Envoy verifies the chain (and the CRL) in the handshake; the verified
   // certificate reaches Nox as attributes.source.certificate (include_peer_certificate).
@@ -125,6 +128,25 @@ export function envoyConfig(
                     '@type':
                       'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
                     stat_prefix: 'ingress',
+                    ...(o.accessLogPath
+                      ? {
+                          access_log: [
+                            {
+                              name: 'envoy.access_loggers.file',
+                              typed_config: {
+                                '@type':
+                                  'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
+                                path: o.accessLogPath,
+                                log_format: {
+                                  text_format_source: {
+                                    inline_string: '%REQ(X-REQUEST-ID)% %RESPONSE_CODE% %RESPONSE_FLAGS%\n',
+                                  },
+                                },
+                              },
+                            },
+                          ],
+                        }
+                      : {}),
                     normalize_path: true,
                     merge_slashes: true,
                     route_config: {

@@ -754,12 +754,12 @@ describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a r
     expect(res.code, res.stderr).toBe(0);
     const pod = parse(res.stdout) as V1Pod;
     const created = await core.createNamespacedPod({ namespace: 'nox-b', body: pod, dryRun: 'All' });
-    expect(created.spec?.containers[0]?.env?.[0]?.valueFrom?.secretKeyRef).toEqual({
-      name: 'pg-app',
-      key: 'url',
-    });
+    const env = (name: string) => created.spec?.containers[0]?.env?.find((e) => e.name === name);
+    expect(env('NOX_DATABASE_URL')?.valueFrom?.secretKeyRef).toEqual({ name: 'pg-app', key: 'url' });
+    expect(env('POD_NAME')?.valueFrom?.fieldRef?.fieldPath).toBe('metadata.name');
     expect(created.spec?.volumes?.map((v) => v.name)).toEqual(
       expect.arrayContaining([
+        'nox-audit-spool',
         'nox-policies',
         'nox-redis-password',
         'nox-policy-secret-0',

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 export const programs = {
   authz: '../../../dist/sidecar/main.js',
   operator: '../../../dist/operator/main.js',
+  admin: '../../../dist/admin/main.js',
 };
 
 /** Runs a program as if it had been started on its own: its arguments only in process.argv. */

@@ -1,0 +1,52 @@
+import { requireCurrentSchema } from '../common/db/migrate.js';
+import { loadKubeAccess } from '../common/kube/access.js';
+import { KubeClient } from '../common/kube/client.js';
+import { runMain, startProgram } from '../common/program.js';
+import { KubeAuth } from './auth.js';
+import { Databases } from './db.js';
+import { buildAdminServer } from './server.js';
+import { describeAdminSettings, loadAdminSettings } from './settings.js';
+
+/** nox-admin: the admin API. Settings come from the environment (see --help). */
+async function main(): Promise<void> {
+  const program = startProgram({
+    name: 'nox-admin',
+    title: 'the Nox admin API',
+    describeSettings: describeAdminSettings,
+    loadSettings: loadAdminSettings,
+  });
+  if (!program) return;
+  const { settings, log, registry } = program;
+  const db = new Databases(settings.databaseUrl, settings.databaseReadUrl, log);
+  await requireCurrentSchema(db.rw, log, 'this admin API');
+  // Not client-node's KubeConfig: the light loader keeps ~75 MB out of the process (access.ts).
+  const kube = new KubeClient(await loadKubeAccess(settings.kubeconfig || undefined));
+  const app = await buildAdminServer({
+    db,
+    auth: new KubeAuth(kube, settings.authCacheMs),
+    log,
+    registry,
+    maxPageSize: settings.maxPageSize,
+  });
+  const address = await app.listen({ host: settings.host, port: settings.port });
+  const port = app.server.address();
+  log.info(
+    { address, port: typeof port === 'object' && port ? port.port : settings.port },
+    'nox-admin listening',
+  );
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    await app.close();
+    await db.close();
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+runMain('nox-admin', main);

@@ -1,0 +1,75 @@
+/**
+ * Process settings of the admin API (nox-admin), read once from the environment at start,
+ * validated, then frozen; `nox-admin --help` prints this list.
+ */
+
+import {
+  type Definition,
+  describeDefinitions,
+  failIfProblems,
+  logLevel,
+  nonEmpty,
+  port,
+  positiveInt,
+  readSettings,
+  type SettingsOf,
+  text,
+} from '../common/settings.js';
+
+export const definitions = {
+  host: {
+    env: 'NOX_ADMIN_HOST',
+    default: '127.0.0.1',
+    doc: 'Address the admin API listens on (0.0.0.0 in a pod).',
+    parse: nonEmpty,
+  },
+  port: {
+    env: 'NOX_ADMIN_PORT',
+    default: 9100,
+    doc: 'Port of the admin API, its OpenAPI document (/openapi.json), page (/), /metrics, /healthz and /readyz (0: any free port).',
+    parse: port,
+  },
+  databaseUrl: {
+    env: 'NOX_DATABASE_URL',
+    default: '',
+    doc: 'PostgreSQL connection string for writes (the PostgresCluster’s -rw Service, from its Secret). Required.',
+    parse: nonEmpty,
+  },
+  databaseReadUrl: {
+    env: 'NOX_DATABASE_READ_URL',
+    default: '',
+    doc: 'PostgreSQL connection string for reads (the -ro Service): searches, stats and exports go there, and to NOX_DATABASE_URL when it does not answer. Empty: reads go to NOX_DATABASE_URL.',
+    parse: text,
+  },
+  kubeconfig: {
+    env: 'NOX_KUBECONFIG',
+    default: '',
+    doc: 'kubeconfig for TokenReview and SubjectAccessReview; empty: in-cluster (the pod’s ServiceAccount), else ~/.kube/config.',
+    parse: text,
+  },
+  authCacheMs: {
+    env: 'NOX_ADMIN_AUTH_CACHE_MS',
+    default: 10_000,
+    doc: 'How long a TokenReview or SubjectAccessReview answer is reused for the same token and question (a revoked RBAC binding takes at most this long).',
+    parse: positiveInt(300_000),
+  },
+  maxPageSize: {
+    env: 'NOX_ADMIN_MAX_PAGE_SIZE',
+    default: 1000,
+    doc: 'The most rows one page of a search returns (limit).',
+    parse: positiveInt(100_000),
+  },
+  logLevel,
+} as const satisfies Record<string, Definition<unknown>>;
+
+export type AdminSettings = Readonly<SettingsOf<typeof definitions>>;
+
+export function loadAdminSettings(env: NodeJS.ProcessEnv = process.env): AdminSettings {
+  const { values, problems } = readSettings(definitions, env);
+  failIfProblems(problems);
+  return Object.freeze(values);
+}
+
+export function describeAdminSettings(): string {
+  return describeDefinitions(definitions);
+}
