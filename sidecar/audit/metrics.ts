@@ -44,7 +44,7 @@ export function auditMetrics(registry: Registry): AuditMetrics {
     }),
     dropped: new Counter({
       name: 'nox_audit_events_dropped_total',
-      help: 'Audit events lost, by reason: spool_full (policy DropOldest), torn (a record cut by a crash), corrupt.',
+      help: 'Audit events lost, by reason: spool_full (policy DropOldest), torn (a record cut by a crash), corrupt (not a record), refused (PostgreSQL would not take its data), spool_write (the disk failed).',
       labelNames: ['reason'],
       registers,
     }),

@@ -3,7 +3,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import type { Logger } from '../../common/logger.js';
 import type { AuditMetrics } from './metrics.js';
 import type { Spool } from './spool.js';
-import { AUDIT_TABLES, type AuditTable, csvLine, decodeRecord } from './tables.js';
+import { AUDIT_TABLES, type AuditTable, decodeRecord } from './tables.js';
 
 export interface ShipperOptions {
   readonly pool: pg.Pool;
@@ -88,11 +88,11 @@ export class Shipper {
       let corrupt = 0;
       for (const r of batch.records) {
         try {
-          const { table, values } = decodeRecord(r);
+          const { table, line, occurredAt } = decodeRecord(r);
           const lines = rows.get(table) ?? [];
           if (lines.length === 0) rows.set(table, lines);
-          lines.push(csvLine(values));
-          oldest = Math.min(oldest, Date.parse(String(values[1])));
+          lines.push(line);
+          if (lines.length === 1) oldest = Math.min(oldest, Date.parse(occurredAt));
         } catch {
           corrupt++;
         }
@@ -104,7 +104,10 @@ export class Shipper {
       if (Number.isFinite(oldest)) metrics.lag.set(Math.max(0, (Date.now() - oldest) / 1000));
       const started = performance.now();
       try {
-        const result = await this.#ship(rows);
+        const result = await this.#ship(rows).catch((e: unknown) => {
+          if (!refusedData(e)) throw e;
+          return this.#shipEach(rows, e as Error);
+        });
         spool.commit(batch.next, this.#o.syncCursor);
         metrics.flushSeconds.observe((performance.now() - started) / 1000);
         for (const [table, { inserted, sent }] of result) {
@@ -144,10 +147,10 @@ export class Shipper {
           `CREATE TEMP TABLE IF NOT EXISTS ${staging} (LIKE ${table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`,
         );
         await new Promise<void>((resolve, reject) => {
-          const stream = client.query(copyFrom(`COPY ${staging} (${cols}) FROM STDIN (FORMAT csv)`));
+          const stream = client.query(copyFrom(`COPY ${staging} (${cols}) FROM STDIN (FORMAT text)`));
           stream.on('error', reject);
           stream.on('finish', resolve);
-          stream.end(lines.join(''));
+          stream.end(`${lines.join('\n')}\n`);
         });
         const r = await client.query(
           `INSERT INTO ${table} (${cols}) SELECT ${cols} FROM ${staging} ON CONFLICT DO NOTHING`,
@@ -165,6 +168,41 @@ export class Shipper {
     }
   }
 
+  /**
+   * A batch PostgreSQL refused for its data (a value a column does not take): each record on
+   * its own, so that one bad record is dropped (counted, logged) rather than holding up the
+   * spool for ever behind it.
+   */
+  async #shipEach(
+    rows: Map<AuditTable, string[]>,
+    cause: Error,
+  ): Promise<Map<AuditTable, { inserted: number; sent: number }>> {
+    this.#o.log.error(
+      { err: cause.message },
+      'audit: PostgreSQL refused a batch for its data; sending its records one by one',
+    );
+    const result = new Map<AuditTable, { inserted: number; sent: number }>();
+    for (const [table, lines] of rows) {
+      const r = { inserted: 0, sent: 0 };
+      for (const line of lines) {
+        try {
+          const one = await this.#ship(new Map([[table, [line]]]));
+          r.inserted += one.get(table)?.inserted ?? 0;
+          r.sent++;
+        } catch (e) {
+          if (!refusedData(e)) throw e;
+          this.#o.metrics.dropped.inc({ reason: 'refused' });
+          this.#o.log.error(
+            { table, err: (e as Error).message },
+            'audit: PostgreSQL refused a record; dropped',
+          );
+        }
+      }
+      result.set(table, r);
+    }
+    return result;
+  }
+
   /** Waits `ms`, or less when kicked or stopped. */
   #sleep(ms: number): Promise<void> {
     return new Promise((res) => {
@@ -179,4 +217,10 @@ export class Shipper {
       };
     });
   }
+}
+
+/** SQLSTATE class 22 (data exception) or 23 (integrity constraint): the data, not the server. */
+function refusedData(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23'));
 }

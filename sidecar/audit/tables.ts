@@ -62,30 +62,37 @@ type Value = string | number | null;
 /** One row: a value (or null) for each column of the table, by name. */
 export type AuditRow<T extends AuditTable> = { readonly [C in (typeof AUDIT_TABLES)[T][number]]: Value };
 
-/** A spool record: the table's index in AUDIT_TABLE_NAMES, then the row's values in column order. */
+/**
+ * A spool record: the table's index in AUDIT_TABLE_NAMES, a tab, then the row in PostgreSQL's
+ * COPY text format (tab-separated, \N for null, backslash escapes), so that the shipper sends
+ * it to COPY as it is, without decoding it, and a record never holds a raw line break.
+ */
 export function encodeRecord<T extends AuditTable>(table: T, row: AuditRow<T>): string {
   const cols = AUDIT_TABLES[table] as readonly string[];
-  const values: Value[] = [AUDIT_TABLE_NAMES.indexOf(table)];
-  for (const c of cols) values.push((row as Record<string, Value>)[c] ?? null);
-  return JSON.stringify(values);
+  let line = String(AUDIT_TABLE_NAMES.indexOf(table));
+  for (const c of cols) line += `\t${copyText((row as Record<string, Value>)[c])}`;
+  return line;
 }
 
-export function decodeRecord(record: string): { table: AuditTable; values: Value[] } {
-  const parsed = JSON.parse(record) as unknown;
-  if (!Array.isArray(parsed) || typeof parsed[0] !== 'number') throw new Error('not an audit record');
-  const table = AUDIT_TABLE_NAMES[parsed[0]];
-  if (!table || parsed.length !== AUDIT_TABLES[table].length + 1) throw new Error('not an audit record');
-  return { table, values: parsed.slice(1) as Value[] };
+/** The table and the COPY line of a record; throws on one that is not whole (a torn or foreign line). */
+export function decodeRecord(record: string): { table: AuditTable; line: string; occurredAt: string } {
+  const tab = record.indexOf('\t');
+  const table = AUDIT_TABLE_NAMES[Number(record.slice(0, tab))];
+  if (tab < 1 || !table) throw new Error('not an audit record');
+  let fields = 1;
+  for (let i = record.indexOf('\t', tab + 1); i !== -1; i = record.indexOf('\t', i + 1)) fields++;
+  if (fields !== AUDIT_TABLES[table].length) throw new Error('not an audit record');
+  const line = record.slice(tab + 1);
+  // occurred_at is every table's second column.
+  const first = line.indexOf('\t');
+  return { table, line, occurredAt: line.slice(first + 1, line.indexOf('\t', first + 1)) };
 }
 
-/** One CSV line for COPY ... (FORMAT csv): null is an empty unquoted field, any string is quoted. */
-export function csvLine(values: readonly Value[]): string {
-  let line = '';
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i];
-    if (i > 0) line += ',';
-    if (v === null || v === undefined) continue;
-    line += typeof v === 'number' ? String(v) : `"${v.replaceAll('"', '""')}"`;
-  }
-  return `${line}\n`;
+const escapes: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/** A value in COPY's text format. */
+function copyText(v: Value | undefined): string {
+  if (v === null || v === undefined) return '\\N';
+  if (typeof v === 'number') return String(v);
+  return /[\\\n\r\t]/.test(v) ? v.replace(/[\\\n\r\t]/g, (c) => escapes[c]!) : v;
 }

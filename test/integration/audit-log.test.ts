@@ -278,6 +278,52 @@ describe('the audit log: each decision a row in PostgreSQL, once, through failur
     }
   }, 120_000);
 
+  it('a record PostgreSQL refuses is dropped and counted; the rest of its batch is written', async () => {
+    const pool = new pg.Pool({ connectionString: node.connectionString, max: 2 });
+    const registry = new Registry();
+    const audit = new AuditLog({
+      pool,
+      registry,
+      log,
+      dir: scratchDir('audit-spool'),
+      mode: 'BestEffort',
+      maxBytes: 1 << 20,
+      whenFull: 'Deny',
+      flushIntervalMs: FLUSH_MS,
+    });
+    try {
+      const row = (i: number) =>
+        decisionRow(
+          {
+            decision: {
+              allowed: true,
+              allow: { upstreamHeaders: {}, responseHeaders: {} },
+              decisionId: crypto.randomUUID(),
+              snapshotVersion: 1,
+            },
+            startedAt: Date.now(),
+            latencyUs: 10,
+          },
+          `refused-${i === 5 ? 'bad' : 'good'}`,
+        );
+      for (let i = 0; i < 10; i++) {
+        // The sixth breaks the table's CHECK on decision.
+        audit.record('audit_decisions', i === 5 ? { ...row(i), decision: 'maybe' } : row(i));
+      }
+      expect(await audit.flush(10_000)).toBe(true);
+      const [n] = await pgQuery<{ n: number }>(
+        node,
+        "SELECT count(*)::int AS n FROM audit_decisions WHERE sidecar LIKE 'refused-%'",
+      );
+      expect(n!.n).toBe(9);
+      const dropped = (await registry.getSingleMetric('nox_audit_events_dropped_total')!.get()).values;
+      expect(dropped.find((v) => v.labels.reason === 'refused')?.value).toBe(1);
+    } finally {
+      await audit.close(1000);
+      await pool.end();
+    }
+  });
+
   it('a batch sent again after its commit landed adds nothing (the cursor lost, as after a crash between commit and cursor)', async () => {
     const dir = scratchDir('audit-spool');
     const pool = new pg.Pool({ connectionString: node.connectionString, max: 2 });
