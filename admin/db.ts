@@ -37,17 +37,17 @@ export class Databases {
     this.ro = roUrl ? pool(roUrl, 'nox-admin-read') : undefined;
   }
 
-  /** A connection for a read; release it with `done`. */
+  /** A connection for a read; release it with `client.release()`. */
   async reader(): Promise<{ client: pg.PoolClient; servedBy: ServedBy }> {
     if (this.ro && Date.now() >= this.#roDownUntil) {
       try {
-        return { client: await this.ro.connect(), servedBy: 'replica' };
+        return { client: guarded(await this.ro.connect(), this.log), servedBy: 'replica' };
       } catch (e) {
         this.#roDownUntil = Date.now() + 5000;
         this.log.warn({ err: (e as Error).message }, 'no replica answers: reads go to the primary for 5 s');
       }
     }
-    return { client: await this.rw.connect(), servedBy: 'primary' };
+    return { client: guarded(await this.rw.connect(), this.log), servedBy: 'primary' };
   }
 
   /** Runs `fn` on a read connection. */
@@ -66,7 +66,7 @@ export class Databases {
 
   /** Runs `fn` in one transaction on the primary. */
   async write<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.rw.connect();
+    const client = guarded(await this.rw.connect(), this.log);
     let broken = false;
     try {
       await client.query('BEGIN');
@@ -85,4 +85,18 @@ export class Databases {
   async close(): Promise<void> {
     await Promise.all([this.rw.end(), this.ro?.end()]);
   }
+}
+
+/**
+ * A checked-out connection that dies between statements reports it as an 'error' event, which
+ * the pool listens for only on idle connections: one listener per connection, once, so that
+ * it is logged rather than ending the process (the statement that follows fails anyway).
+ */
+const watched = new WeakSet<pg.PoolClient>();
+function guarded(client: pg.PoolClient, log: Logger): pg.PoolClient {
+  if (!watched.has(client)) {
+    watched.add(client);
+    client.on('error', (e) => log.warn({ err: e.message }, 'a PostgreSQL connection in use failed'));
+  }
+  return client;
 }

@@ -66,6 +66,7 @@ export type AdminSettings = Readonly<SettingsOf<typeof definitions>>;
 
 export function loadAdminSettings(env: NodeJS.ProcessEnv = process.env): AdminSettings {
   const { values, problems } = readSettings(definitions, env);
+  if (!values.databaseUrl) problems.push('NOX_DATABASE_URL: required (the -rw connection string)');
   failIfProblems(problems);
   return Object.freeze(values);
 }

@@ -172,7 +172,7 @@ inputs_of() {
   case $1 in
     nox)
       (cd "$ROOT" && find package.json package-lock.json tsconfig.json .dockerignore proto/build.mjs \
-        proto/*.ts scripts/copy-assets.mjs common sidecar operator images/nox -type f \
+        proto/*.ts scripts/copy-assets.mjs common sidecar operator admin images/nox -type f \
         ! -name '*.test.ts' ! -path 'proto/generated/*' | LC_ALL=C sort)
       ;;
     *) (cd "$ROOT" && find "images/$1" -type f | LC_ALL=C sort) ;;

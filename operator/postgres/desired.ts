@@ -78,6 +78,11 @@ export function rwHost(cluster: PostgresCluster): string {
   return `${namesOf(cluster.metadata.name).rw}.${cluster.metadata.namespace}.svc`;
 }
 
+/** The -ro Service's DNS name: reads that a replica may serve (the admin API's). */
+export function roHost(cluster: PostgresCluster): string {
+  return `${namesOf(cluster.metadata.name).ro}.${cluster.metadata.namespace}.svc`;
+}
+
 /**
  * primary_conninfo of a replica: the -rw Service, as the superuser (the password comes from the
  * passfile the instance manager writes), named after its pod so that synchronous_standby_names
@@ -349,7 +354,9 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
   let appSecret: V1Secret | undefined;
   if (!spec.appSecretRef) {
     if (!input.appPassword) throw new Error('desiredChildren: a generated application password is required');
-    const uri = `postgresql://${encodeURIComponent(database.owner)}:${encodeURIComponent(input.appPassword)}@${primaryHost}:${POSTGRES_PORT}/${encodeURIComponent(database.name)}`;
+    const uriOf = (host: string) =>
+      `postgresql://${encodeURIComponent(database.owner)}:${encodeURIComponent(input.appPassword!)}@${host}:${POSTGRES_PORT}/${encodeURIComponent(database.name)}`;
+    const uri = uriOf(primaryHost);
     appSecret = {
       apiVersion: 'v1',
       kind: 'Secret',
@@ -362,6 +369,8 @@ export function desiredChildren(cluster: PostgresCluster, input: DesiredInput = 
         host: b64(primaryHost),
         port: b64(String(POSTGRES_PORT)),
         uri: b64(uri),
+        // The same through the -ro Service: for readers that may be served by a replica.
+        'ro-uri': b64(uriOf(roHost(cluster))),
       },
     };
   }

@@ -136,6 +136,14 @@ export class Shipper {
   /** One transaction: per table, COPY into a temporary table, then insert what is new. */
   async #ship(rows: Map<AuditTable, string[]>): Promise<Map<AuditTable, { inserted: number; sent: number }>> {
     const client = await this.#o.pool.connect();
+    // A connection that dies between two statements (a failover, a restart) reports it as an
+    // 'error' event of the client, which the pool listens for only while the client is idle:
+    // without a listener here it would end the process. The failed statement still throws.
+    let died: Error | undefined;
+    const onError = (e: Error) => {
+      died = e;
+    };
+    client.on('error', onError);
     const result = new Map<AuditTable, { inserted: number; sent: number }>();
     let broken = false;
     try {
@@ -163,8 +171,9 @@ export class Shipper {
       broken = true;
       throw e;
     } finally {
+      client.removeListener('error', onError);
       // A connection that failed mid-transaction is not given back to the pool.
-      client.release(broken);
+      client.release(broken || died !== undefined);
     }
   }
 

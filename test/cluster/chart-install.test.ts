@@ -88,6 +88,7 @@ function values(extra: Record<string, unknown> = {}): string {
       enabled: true,
       spec: { image: imageRef('postgres'), instances: 2 },
     },
+    admin: { enabled: true },
     ...extra,
   };
   const file = join(scratchDir('helm-values'), 'values.yaml');
@@ -274,7 +275,7 @@ describe('helm install on a real node', () => {
             condition(rc.status?.conditions, 'Ready')?.status === 'True' &&
             condition(pgc.status?.conditions, 'Ready')?.status === 'True' &&
             condition(pgc.status?.conditions, 'SchemaMigrated')?.status === 'True' &&
-            all.length >= 1 + 2 + 6 + 2 &&
+            all.length >= 1 + 2 + 6 + 2 + 1 &&
             all.every(ready)
           );
         },
@@ -282,7 +283,7 @@ describe('helm install on a real node', () => {
       );
       testLog('clusters Ready after helm install', { ms: Math.round(performance.now() - t0) });
       const all = await pods();
-      expect(all.length).toBe(2 + 2 + 6 + 2); // operator ×2, authz ×2, redis 3+3, postgres ×2
+      expect(all.length).toBe(2 + 2 + 6 + 2 + 1); // operator ×2, authz ×2, redis 3+3, postgres ×2, admin
       const refs = new Set(builtImages().map((i) => i.ref));
       const podImages = JSON.parse(
         await node
@@ -325,6 +326,57 @@ describe('helm install on a real node', () => {
       expect(await userRow('alice')).toEqual({ provider: `${NS}/corp`, subject: 'alice' });
     },
     15 * MINUTE,
+  );
+
+  it(
+    "serves the sidecars' decisions through the admin API to a ServiceAccount RBAC allows, from a replica",
+    async () => {
+      await node.kubectl(['-n', NS, 'create', 'serviceaccount', 'auditor']);
+      await node.kubectl([
+        'create',
+        'clusterrolebinding',
+        'nox-it-auditor',
+        `--clusterrole=${RELEASE}-admin-audit-reader`,
+        `--serviceaccount=${NS}:auditor`,
+      ]);
+      const token = (await node.kubectl(['-n', NS, 'create', 'token', 'auditor'])).trim();
+      const svc = await getJson<{ spec: { clusterIP: string } }>([
+        '-n',
+        NS,
+        'get',
+        'service',
+        `${RELEASE}-admin`,
+      ]);
+      const search = (who: string) =>
+        fetch(`http://${svc.spec.clusterIP}:9100/v1/audit/decisions?limit=1000`, {
+          headers: { authorization: `Bearer ${who}` },
+          signal: AbortSignal.timeout(10_000),
+        });
+      // alice's six requests of the test before: five allowed, the sixth over quota.
+      type Page = { items: { subject: string | null; decision: string; code: string }[]; servedBy: string };
+      let page: Page | undefined;
+      const alices = () => page?.items.filter((i) => i.subject?.endsWith(':alice')) ?? [];
+      await waitUntil(
+        "alice's decisions in the audit log",
+        async () => {
+          const r = await search(token);
+          const body = await r.text();
+          if (r.status !== 200) throw new Error(`admin API answered ${r.status}: ${body.slice(0, 300)}`);
+          page = JSON.parse(body) as Page;
+          if (alices().length < 6)
+            throw new Error(
+              `${page.items.length} decisions, ${alices().length} of alice's: ${body.slice(0, 300)}`,
+            );
+          return true;
+        },
+        2 * MINUTE,
+      );
+      expect(alices().filter((i) => i.code === 'QUOTA_EXCEEDED')).toHaveLength(1);
+      expect(page!.servedBy).toBe('replica');
+      const refused = await search((await node.kubectl(['-n', NS, 'create', 'token', 'default'])).trim());
+      expect(refused.status).toBe(403);
+    },
+    5 * MINUTE,
   );
 
   it(

@@ -143,6 +143,18 @@ describe('nox image', () => {
     expect(bad.stderr).toContain('NOX_HTTP_PORT');
   });
 
+  it('admin: prints its settings, and refuses to start without a database', async () => {
+    const b = await bundle('nox');
+    const entry = b.config.process.args.slice(0, -1);
+    const help = await runToEnd(b, { args: [...entry, 'admin', '--help'] });
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('nox-admin');
+    expect(help.stdout).toContain('NOX_DATABASE_READ_URL');
+    const bad = await runToEnd(b, { args: [...entry, 'admin'] });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('NOX_DATABASE_URL');
+  });
+
   it('an unknown program is a usage error', async () => {
     const b = await bundle('nox');
     const r = await runToEnd(b, { args: [...b.config.process.args.slice(0, -1), 'nope'] });

@@ -410,3 +410,18 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/*
+The admin API's objects share one name; its pods are selected by component "admin".
+*/}}
+{{- define "nox.adminName" -}}
+{{- printf "%s-admin" (include "nox.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "nox.adminLabels" -}}
+{{ include "nox.labels" . }}
+app.kubernetes.io/component: admin
+{{- end }}
+{{- define "nox.adminSelectorLabels" -}}
+{{ include "nox.selectorLabels" . }}
+app.kubernetes.io/component: admin
+{{- end }}
