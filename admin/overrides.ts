@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
-import { validateOverride } from '../sidecar/quota/overrides.js';
+import { OVERRIDES_CHANNEL, validateOverride } from '../sidecar/quota/overrides.js';
 import { subjectHash } from '../sidecar/quota/subject.js';
 import type { Caller } from './auth.js';
 import type { Databases } from './db.js';
@@ -153,6 +153,7 @@ export function overrideRoutes(app: FastifyInstance, db: Databases, guard: Guard
           rows[0],
           req.ip,
         );
+        await c.query('SELECT pg_notify($1, $2)', [OVERRIDES_CHANNEL, b.policy]);
         return rows[0];
       });
     },
@@ -174,7 +175,7 @@ export function overrideRoutes(app: FastifyInstance, db: Databases, guard: Guard
         const { rows } = await c.query(`DELETE FROM quota_overrides WHERE id = $1 RETURNING ${SELECT}`, [
           req.params.id,
         ]);
-        if (rows[0])
+        if (rows[0]) {
           await recordAdminAction(
             c,
             caller,
@@ -184,6 +185,8 @@ export function overrideRoutes(app: FastifyInstance, db: Databases, guard: Guard
             null,
             req.ip,
           );
+          await c.query('SELECT pg_notify($1, $2)', [OVERRIDES_CHANNEL, rows[0].policy]);
+        }
         return rows[0];
       });
       if (!deleted)

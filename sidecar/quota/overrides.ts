@@ -124,6 +124,8 @@ export class OverrideStore implements OverrideLookup {
   readonly #refused: Gauge;
   /** Rows refused by the last load, so that each is logged once, not every refresh. */
   #refusedKeys = new Set<string>();
+  #listener: pg.Client | undefined;
+  #stopped = false;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -196,7 +198,59 @@ export class OverrideStore implements OverrideLookup {
     }
   }
 
+  /**
+   * Also re-reads the table as soon as the admin API changes it: a connection of its own
+   * LISTENs on OVERRIDES_CHANNEL (the admin API notifies in the transaction that writes, so
+   * the notice comes at commit). A lost connection is made again after a second, followed by
+   * a read (notices sent meanwhile are gone); the periodic read stays as the backstop.
+   */
+  listen(config: pg.ClientConfig, connect: (c: pg.ClientConfig) => pg.Client): void {
+    let refreshing: Promise<unknown> | undefined;
+    let again = false;
+    const refreshSoon = () => {
+      if (refreshing) {
+        again = true;
+        return;
+      }
+      refreshing = this.refresh()
+        .catch(() => undefined)
+        .finally(() => {
+          refreshing = undefined;
+          if (again) {
+            again = false;
+            refreshSoon();
+          }
+        });
+    };
+    const open = () => {
+      if (this.#stopped) return;
+      const client = connect(config);
+      this.#listener = client;
+      let retried = false;
+      const retry = (why: string) => {
+        if (retried || this.#stopped) return;
+        retried = true;
+        this.log.warn({ err: why }, 'quota override notices: connection lost; listening again in 1 s');
+        void client.end().catch(() => {});
+        setTimeout(open, 1000).unref();
+      };
+      client.on('error', (e) => retry(e.message));
+      client.on('end', () => retry('connection ended'));
+      client.on('notification', () => refreshSoon());
+      client
+        .connect()
+        .then(() => client.query(`LISTEN ${OVERRIDES_CHANNEL}`))
+        .then(refreshSoon, (e: Error) => retry(e.message));
+    };
+    open();
+  }
+
   stop(): void {
+    this.#stopped = true;
     clearInterval(this.#timer);
+    void this.#listener?.end().catch(() => {});
   }
 }
+
+/** The PostgreSQL notification channel the admin API signals override changes on. */
+export const OVERRIDES_CHANNEL = 'nox_quota_overrides';

@@ -49,6 +49,14 @@ export async function databaseFor(
   const overrides = new OverrideStore(pool, log, registry);
   const usage = new UsageRollup({ pool, registry, log });
   await overrides.start();
+  overrides.listen(
+    {
+      connectionString: settings.databaseUrl,
+      connectionTimeoutMillis: 2000,
+      application_name: 'nox-authz-overrides',
+    },
+    (c) => new pgLib.Client(c),
+  );
   let auditLog: AuditLog | undefined;
   let audit: DecisionAudit | undefined;
   if (settings.audit !== 'Off') {

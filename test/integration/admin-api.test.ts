@@ -11,9 +11,11 @@ import { createLogger } from '../../common/logger.js';
 import { subjectHash } from '../../sidecar/quota/subject.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { testLog } from '../harness/log.js';
+import { policyDir } from '../harness/policies.js';
 import { freePort } from '../harness/ports.js';
 import { type PostgresPair, pgQuery, startPostgresPair } from '../harness/postgres.js';
 import { type Service, start, waitUntil } from '../harness/process.js';
+import { startSidecar } from '../harness/sidecar.js';
 import { repoRoot } from '../harness/tools.js';
 
 /**
@@ -287,15 +289,39 @@ describe('the admin API', () => {
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { message: string }).message).toContain('requests must be an integer');
 
+    // A sidecar on the same database: the override is in force there within a second.
+    const sidecar = await startSidecar({
+      policyPath: policyDir(
+        'admin-overrides',
+        'apiVersion: nox.dev/v1alpha1\nkind: AccessPolicy\nmetadata: { name: open }\nspec: { defaultAction: Allow }\n',
+      ),
+      env: { NOX_DATABASE_URL: pair.primary.connectionString, NOX_AUDIT: 'Off' },
+    });
+    const inForce = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
+      return Number(/^nox_quota_overrides_in_force(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? -1);
+    };
+    await waitUntil('the sidecar has read the overrides', async () => (await inForce()) === 0, 20_000);
+    const t0 = performance.now();
     const made = await api('/v1/overrides', 'quota-admin', { method: 'PUT', body: JSON.stringify(body) });
     expect(made.status).toBe(200);
+    await waitUntil('the override in force on the sidecar', async () => (await inForce()) === 1, 5000);
+    const appliedMs = Math.round(performance.now() - t0);
     const o = (await made.json()) as { id: string; subjectHash: string; createdBy: string };
     expect(o.subjectHash).toBe(subjectHash(['User=corp:alice']));
     expect(o.createdBy).toBe(`system:serviceaccount:${NS}:quota-admin`);
     const list = (await (await api('/v1/overrides', 'quota-admin')).json()) as { items: { id: string }[] };
     expect(list.items.map((i) => i.id)).toContain(o.id);
 
+    const t1 = performance.now();
     expect((await api(`/v1/overrides/${o.id}`, 'quota-admin', { method: 'DELETE' })).status).toBe(204);
+    await waitUntil('the override gone from the sidecar', async () => (await inForce()) === 0, 5000);
+    const removedMs = Math.round(performance.now() - t1);
+    await sidecar.stop();
+    testLog('override on a sidecar', { appliedMs, removedMs });
+    // The sidecar polls only every 5 s: within a second means the notification did it.
+    expect(appliedMs).toBeLessThan(1000);
+    expect(removedMs).toBeLessThan(1000);
     expect((await api(`/v1/overrides/${o.id}`, 'quota-admin', { method: 'DELETE' })).status).toBe(404);
     const actions = await pgQuery<{ actor: string; action: string; before: unknown; after: unknown }>(
       pair.primary,
