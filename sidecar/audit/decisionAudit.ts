@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
+import type { ErrorCode } from '../errors.js';
 import type { Ctx } from '../pipeline/stage.js';
 import type { CheckInput } from '../request/input.js';
 import type { Decision } from '../request/outcome.js';
@@ -30,8 +31,23 @@ export class DecisionAudit {
     private readonly random: () => number = Math.random,
   ) {}
 
-  /** See AuditLog.record: undefined (buffered), a promise (Durable), or AuditUnavailable thrown. */
+  /**
+   * See AuditLog.record: undefined (buffered), a promise (Durable), or AuditUnavailable
+   * thrown. A decision that is also a security or session event (securityKinds,
+   * sessionKinds) is recorded there too, whatever the policy samples.
+   */
   record(check: DecidedCheck): Promise<void> | undefined {
+    const code = check.decision.allowed ? undefined : check.decision.deny.code;
+    const security = code ? securityKinds[code] : undefined;
+    // Not waited for on their own (a failed write is counted and logged by the log): the
+    // decision's own record, written in the same or a later group, is.
+    if (security)
+      void this.log
+        .record('audit_security_events', securityRow(check, security, this.sidecar))
+        ?.catch(() => {});
+    const session = code ? sessionKinds[code] : undefined;
+    if (session)
+      void this.log.record('audit_session_events', sessionRow(check, session, this.sidecar))?.catch(() => {});
     if (!this.#wanted(check)) return undefined;
     return this.log.record('audit_decisions', decisionRow(check, this.sidecar));
   }
@@ -76,6 +92,59 @@ export function decisionRow(
     risk_score: null,
     latency_us: Math.max(0, Math.round(latencyUs)),
     snapshot_version: decision.snapshotVersion,
+  };
+}
+
+/** Deny codes that are security events: what was refused, and why, for the security log. */
+const securityKinds: Partial<Record<ErrorCode, string>> = {
+  UNAUTHENTICATED: 'bad_credential',
+  PATH_AMBIGUOUS: 'path_ambiguous',
+  MALFORMED_REQUEST: 'malformed_request',
+  LOGIN_FAILED: 'login_failed',
+  LOGOUT_REFUSED: 'logout_refused',
+};
+
+/** Answers that end a browser login or logout: session events. */
+const sessionKinds: Partial<Record<ErrorCode, 'login' | 'logout'>> = {
+  LOGIN_COMPLETE: 'login',
+  LOGOUT: 'logout',
+};
+
+function securityRow(check: DecidedCheck, kind: string, sidecar: string): AuditRow<'audit_security_events'> {
+  const { decision, input, ctx } = check;
+  return {
+    id: randomUUID(),
+    occurred_at: new Date(check.startedAt).toISOString(),
+    sidecar,
+    kind,
+    reason: decision.allowed ? null : decision.deny.reason,
+    provider: ctx?.identity?.provider ?? null,
+    subject: ctx?.identity?.subject ?? null,
+    source_ip: ipOrNull(input?.sourceAddress),
+    detail: JSON.stringify({
+      decisionId: decision.decisionId,
+      ...(input ? { host: input.host, method: input.method, path: input.path } : {}),
+    }),
+  };
+}
+
+function sessionRow(
+  check: DecidedCheck,
+  kind: 'login' | 'logout',
+  sidecar: string,
+): AuditRow<'audit_session_events'> {
+  const { decision, input, ctx } = check;
+  return {
+    id: randomUUID(),
+    occurred_at: new Date(check.startedAt).toISOString(),
+    sidecar,
+    kind,
+    provider: ctx?.identity?.provider ?? null,
+    subject: ctx?.identity?.subject ?? null,
+    session_hash: null,
+    source_ip: ipOrNull(input?.sourceAddress),
+    user_agent: input?.headers['user-agent'] ?? null,
+    detail: JSON.stringify({ decisionId: decision.decisionId, ...(input ? { host: input.host } : {}) }),
   };
 }
 

@@ -278,6 +278,29 @@ describe('the audit log: each decision a row in PostgreSQL, once, through failur
     }
   }, 120_000);
 
+  it('a malformed request is also a security event, whatever the policy samples', async () => {
+    const { client } = await audited('security', 'BestEffort', scratchDir('audit-spool'));
+    const malformed = await client.check({ attributes: { request: { http: { method: 'GET' } } } });
+    expect(malformed.deniedResponse?.status?.code).toBe(400);
+    const id = decisionIdOf(malformed);
+    await waitUntil(
+      'the security event in PostgreSQL',
+      async () => {
+        const rows = await pgQuery(node, "SELECT * FROM audit_security_events WHERE sidecar = 'security'");
+        return rows.length === 1;
+      },
+      30_000,
+    );
+    const [row] = await pgQuery<{ kind: string; reason: string; detail: { decisionId: string } }>(
+      node,
+      "SELECT kind, reason, detail FROM audit_security_events WHERE sidecar = 'security'",
+    );
+    expect(row).toMatchObject({ kind: 'malformed_request', detail: { decisionId: id } });
+    expect(row!.reason).toMatch(/host|path/);
+    // The decision itself is there too.
+    await expectExactlyOnce('security', [id!]);
+  });
+
   it('a record PostgreSQL refuses is dropped and counted; the rest of its batch is written', async () => {
     const pool = new pg.Pool({ connectionString: node.connectionString, max: 2 });
     const registry = new Registry();
