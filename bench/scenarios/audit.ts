@@ -1,6 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import pg from 'pg';
 import { migrate } from '../../common/db/migrate.js';
 import { createLogger } from '../../common/logger.js';
@@ -12,9 +10,9 @@ import { startSidecar } from '../../test/harness/sidecar.js';
 import { startUpstream } from '../../test/harness/upstream.js';
 import { ghz, type LoadResult, wrk } from '../lib/measure.js';
 import { settledScrape, sum } from '../lib/metrics.js';
-import { mint, serveJwks, writeGhzData, wrkLua } from '../lib/tokens.js';
+import { wrkLua } from '../lib/tokens.js';
 import type { Scenario } from './index.js';
-import { measured, policies, USERS } from './quota.js';
+import { measured, signedInUsers, USERS } from './quota.js';
 
 /**
  * The quota scenario's full pipeline (cached JWT, access rules, Redis Cluster quota) with a
@@ -30,17 +28,7 @@ export const audit: Scenario = {
     const stops: (() => Promise<void>)[] = [];
     const results: LoadResult[] = [];
     try {
-      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-      const issuer = await serveJwks(publicKey);
-      stops.push(() => issuer.close());
-      const tokens = await mint(privateKey, issuer.issuer, 0, USERS);
-      const path = '/api/items';
-      const ghzFile = join(dir, 'ghz.bin');
-      const wrkFile = join(dir, 'wrk.txt');
-      writeGhzData(ghzFile, path, tokens);
-      writeFileSync(wrkFile, `${tokens.join('\n')}\n`);
-      const policyPath = join(dir, 'policy.yaml');
-      writeFileSync(policyPath, policies(issuer.issuer, issuer.jwksUri));
+      const { tokens, path, ghzFile, wrkFile, policyPath } = await signedInUsers(dir, stops);
 
       const cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
       stops.push(() => cluster.stop());

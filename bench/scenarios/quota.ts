@@ -122,6 +122,28 @@ export async function measured(
   return result;
 }
 
+/**
+ * USERS signed-in callers and what the loads send: a JWKS server (stopped with `stops`), one
+ * RS256 token each, the ghz and wrk request files, and the policies in `dir`.
+ */
+export async function signedInUsers(
+  dir: string,
+  stops: (() => Promise<void>)[],
+): Promise<{ tokens: string[]; path: string; ghzFile: string; wrkFile: string; policyPath: string }> {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const issuer = await serveJwks(publicKey);
+  stops.push(() => issuer.close());
+  const tokens = await mint(privateKey, issuer.issuer, 0, USERS);
+  const path = '/api/items';
+  const ghzFile = join(dir, 'ghz.bin');
+  const wrkFile = join(dir, 'wrk.txt');
+  writeGhzData(ghzFile, path, tokens);
+  writeFileSync(wrkFile, `${tokens.join('\n')}\n`);
+  const policyPath = join(dir, 'policy.yaml');
+  writeFileSync(policyPath, policies(issuer.issuer, issuer.jwksUri));
+  return { tokens, path, ghzFile, wrkFile, policyPath };
+}
+
 /** The quota stage on a real 3-master + 3-replica Redis Cluster, many subjects, nearly all admitted. */
 export const quota: Scenario = {
   name: 'quota',
@@ -131,17 +153,7 @@ export const quota: Scenario = {
     const stops: (() => Promise<void>)[] = [];
     const results: LoadResult[] = [];
     try {
-      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-      const issuer = await serveJwks(publicKey);
-      stops.push(() => issuer.close());
-      const tokens = await mint(privateKey, issuer.issuer, 0, USERS);
-      const path = '/api/items';
-      const ghzFile = join(dir, 'ghz.bin');
-      const wrkFile = join(dir, 'wrk.txt');
-      writeGhzData(ghzFile, path, tokens);
-      writeFileSync(wrkFile, `${tokens.join('\n')}\n`);
-      const policyPath = join(dir, 'policy.yaml');
-      writeFileSync(policyPath, policies(issuer.issuer, issuer.jwksUri));
+      const { tokens, path, ghzFile, wrkFile, policyPath } = await signedInUsers(dir, stops);
 
       const cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
       stops.push(() => cluster.stop());

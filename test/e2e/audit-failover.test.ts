@@ -15,7 +15,7 @@ import {
   startPostgresClusterUnderTest,
 } from '../harness/pgCluster.js';
 import { connectPg } from '../harness/pgHistory.js';
-import { policyDir } from '../harness/policies.js';
+import { openPolicy, policyDir } from '../harness/policies.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { startUpstream, type Upstream } from '../harness/upstream.js';
@@ -29,13 +29,6 @@ const NS = 'audit-failover';
 const NAME = 'db';
 const RATE = 1000; // checks/s
 const SECONDS = 40;
-
-const policy = `
-apiVersion: nox.dev/v1alpha1
-kind: AccessPolicy
-metadata: { name: open }
-spec: { defaultAction: Allow }
-`;
 
 /** `rate` requests per second for `seconds`, open loop (a request is started on time, whatever came back). */
 function steadyLoad(
@@ -105,7 +98,7 @@ describe('audit through a PostgresCluster failover, under steady traffic through
     await pool.end();
     upstream = await startUpstream();
     sidecar = await startSidecar({
-      policyPath: policyDir('audit-failover', policy),
+      policyPath: policyDir('audit-failover', openPolicy),
       env: {
         NOX_DATABASE_URL: url,
         NOX_AUDIT: 'BestEffort',

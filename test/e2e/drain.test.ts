@@ -1,7 +1,7 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Envoy, startEnvoy } from '../harness/envoy.js';
-import { policyDir } from '../harness/policies.js';
+import { openPolicy, policyDir } from '../harness/policies.js';
 import { waitUntil } from '../harness/process.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { startUpstream, type Upstream } from '../harness/upstream.js';
@@ -60,19 +60,12 @@ function serviceProxy(target: number): Promise<ServiceProxy> {
   );
 }
 
-const policy = `
-apiVersion: nox.dev/v1alpha1
-kind: AccessPolicy
-metadata: { name: open }
-spec: { defaultAction: Allow }
-`;
-
 describe('a rolling update of the ext_authz instances behind Envoy', () => {
   let upstream: Upstream;
   let proxy: ServiceProxy;
   let envoy: Envoy;
   let current: Sidecar;
-  const policyPath = policyDir('drain', policy);
+  const policyPath = policyDir('drain', openPolicy);
 
   beforeAll(async () => {
     upstream = await startUpstream();

@@ -38,6 +38,13 @@ spec:
 `;
 }
 
+/** An AccessPolicy `open` that allows every request on every host (anonymous callers too). */
+export const openPolicy = `apiVersion: nox.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: open }
+spec: { defaultAction: Allow }
+`;
+
 /** A fresh directory holding `yaml` as p.yaml: the sidecar's policy path. */
 export function policyDir(prefix: string, yaml: string): string {
   const dir = scratchDir(prefix);

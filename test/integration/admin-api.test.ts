@@ -11,7 +11,7 @@ import { createLogger } from '../../common/logger.js';
 import { subjectHash } from '../../sidecar/quota/subject.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { testLog } from '../harness/log.js';
-import { policyDir } from '../harness/policies.js';
+import { openPolicy, policyDir } from '../harness/policies.js';
 import { freePort } from '../harness/ports.js';
 import { type PostgresPair, pgQuery, startPostgresPair } from '../harness/postgres.js';
 import { type Service, start, waitUntil } from '../harness/process.js';
@@ -291,10 +291,7 @@ describe('the admin API', () => {
 
     // A sidecar on the same database: the override is in force there within a second.
     const sidecar = await startSidecar({
-      policyPath: policyDir(
-        'admin-overrides',
-        'apiVersion: nox.dev/v1alpha1\nkind: AccessPolicy\nmetadata: { name: open }\nspec: { defaultAction: Allow }\n',
-      ),
+      policyPath: policyDir('admin-overrides', openPolicy),
       env: { NOX_DATABASE_URL: pair.primary.connectionString, NOX_AUDIT: 'Off' },
     });
     const inForce = async () => {

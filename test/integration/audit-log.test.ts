@@ -10,7 +10,7 @@ import { AuditLog } from '../../sidecar/audit/auditLog.js';
 import { decisionRow } from '../../sidecar/audit/decisionAudit.js';
 import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
 import { testLog } from '../harness/log.js';
-import { policyDir } from '../harness/policies.js';
+import { openPolicy, policyDir } from '../harness/policies.js';
 import { type PgNode, pgQuery, startPostgres } from '../harness/postgres.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
@@ -22,13 +22,6 @@ import { type Sidecar, startSidecar } from '../harness/sidecar.js';
  */
 const log = createLogger('audit-log-test', { level: 'silent' });
 const FLUSH_MS = 100;
-
-const policy = `
-apiVersion: nox.dev/v1alpha1
-kind: AccessPolicy
-metadata: { name: open }
-spec: { defaultAction: Allow }
-`;
 
 const decisionIdOf = (r: ICheckResponse): string | undefined => {
   const all = [...(r.okResponse?.headers ?? []), ...(r.deniedResponse?.headers ?? [])];
@@ -69,7 +62,7 @@ describe('the audit log: each decision a row in PostgreSQL, once, through failur
     env: NodeJS.ProcessEnv = {},
   ) => {
     const s = await startSidecar({
-      policyPath: policyDir(`audit-${name}`, policy),
+      policyPath: policyDir(`audit-${name}`, openPolicy),
       env: {
         NOX_DATABASE_URL: node.connectionString,
         NOX_AUDIT: mode,
