@@ -104,13 +104,16 @@ describe('audit through a PostgresCluster failover, under steady traffic through
         NOX_AUDIT: 'BestEffort',
         POD_NAME: 'audit-failover',
         NOX_LOG_LEVEL: 'warn',
+        // What is under test is that no decision goes unaudited, not latency (bench/ measures
+        // that): a check delayed by a busy machine must still be one the sidecar decides.
+        NOX_CHECK_DEADLINE_MS: '8000',
       },
     });
     writeFileSync(accessLog, '');
     envoy = await startEnvoy({
       authzPort: sidecar.grpcPort,
       upstreamPort: upstream.port,
-      authzTimeoutMs: 2000,
+      authzTimeoutMs: 10_000,
       accessLogPath: accessLog,
     });
   }, 420_000);
@@ -159,6 +162,12 @@ describe('audit through a PostgresCluster failover, under steady traffic through
       .split('\n')
       .filter((l) => l.startsWith('nox_checks_total{'))
       .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    const envoyStats = await (
+      await fetch(
+        `http://127.0.0.1:${envoy.adminPort}/stats?filter=${encodeURIComponent('ext_authz|nox_authz.upstream_rq_(timeout|pending_overflow|total)')}`,
+      )
+    ).text();
+    testLog('audit failover: Envoy ext_authz stats', envoyStats.trim().split('\n').join('; '));
     // A graceful stop writes what is buffered and flushes the spool to the new primary.
     await sidecar.stop();
     sidecar = undefined as unknown as Sidecar;
@@ -167,6 +176,19 @@ describe('audit through a PostgresCluster failover, under steady traffic through
 
     const logged = readFileSync(accessLog, 'utf8').trim().split('\n').filter(Boolean);
     const envoyIds = logged.map((l) => l.split(' ')[0]!);
+    const byStatusAndFlags: Record<string, number> = {};
+    for (const l of logged) {
+      const [, status, flags] = l.split(' ');
+      const key = `${status} ${flags}`;
+      byStatusAndFlags[key] = (byStatusAndFlags[key] ?? 0) + 1;
+    }
+    testLog('audit failover: Envoy access log by status and flags', byStatusAndFlags);
+    // A request Envoy answered on ext_authz's failure (flag UAEX: a timeout, an overflow) never
+    // reached the sidecar as a decision: said first, so a failure reads as what it is.
+    expect(
+      logged.filter((l) => l.split(' ')[2]?.includes('UAEX')).length,
+      `requests Envoy answered without a decision: ${JSON.stringify(byStatusAndFlags)}`,
+    ).toBe(0);
     const c = await connectPg({ ...(await view.appConnection()), timeoutMs: 30_000 });
     const rows = (
       await c.query<{ request_id: string; n: string }>(
@@ -182,9 +204,8 @@ describe('audit through a PostgresCluster failover, under steady traffic through
     expect(decided).toBe(logged.length);
     expect(rows.length).toBe(decided);
     expect(new Set(rows.map((r) => r.request_id))).toEqual(new Set(envoyIds));
-    // The sidecar allowed every request: none was answered by ext_authz's failure (flag UAEX).
-    // (On this shared machine Envoy may fail to reach the test's upstream under the load: UF.)
-    expect(logged.filter((l) => l.split(' ')[2]?.includes('UAEX'))).toEqual([]);
+    // The sidecar allowed every request. (On this shared machine Envoy may fail to reach the
+    // test's upstream under the load: UF, a 503 that is not Nox's.)
     expect(metricsText(metrics, 'nox_checks_total', 'decision="deny"')).toBe(0);
   }, 600_000);
 });
