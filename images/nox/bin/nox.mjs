@@ -9,6 +9,7 @@ export const programs = {
   authz: '../../../dist/sidecar/main.js',
   operator: '../../../dist/operator/main.js',
   admin: '../../../dist/admin/main.js',
+  cli: '../../../dist/cli/main.js',
 };
 
 /** Runs a program as if it had been started on its own: its arguments only in process.argv. */
