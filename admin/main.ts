@@ -1,9 +1,11 @@
 import { requireCurrentSchema } from '../common/db/migrate.js';
 import { loadKubeAccess } from '../common/kube/access.js';
-import { KubeClient } from '../common/kube/client.js';
+import { isNotFound, KubeClient } from '../common/kube/client.js';
 import { runMain, startProgram } from '../common/program.js';
+import type { QuotaPolicySpec } from '../common/resources/types.gen.js';
 import { KubeAuth } from './auth.js';
 import { Databases } from './db.js';
+import { connectAdminRedis } from './redis.js';
 import { buildAdminServer } from './server.js';
 import { describeAdminSettings, loadAdminSettings } from './settings.js';
 
@@ -21,12 +23,28 @@ async function main(): Promise<void> {
   await requireCurrentSchema(db.rw, log, 'this admin API');
   // Not client-node's KubeConfig: the light loader keeps ~75 MB out of the process (access.ts).
   const kube = new KubeClient(await loadKubeAccess(settings.kubeconfig || undefined));
+  const redis = await connectAdminRedis(settings, log, registry);
   const app = await buildAdminServer({
     db,
     auth: new KubeAuth(kube, settings.authCacheMs),
     log,
     registry,
     maxPageSize: settings.maxPageSize,
+    redis,
+    // Read with the admin API's own ServiceAccount (the chart grants it get on quotapolicies).
+    quotaPolicy: async (namespace, name) => {
+      try {
+        const o = await kube.request<{ spec: QuotaPolicySpec }>(
+          'GET',
+          `/apis/nox.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/quotapolicies/${encodeURIComponent(name)}`,
+          { timeoutMs: 5000 },
+        );
+        return o.spec;
+      } catch (e) {
+        if (isNotFound(e)) return undefined;
+        throw e;
+      }
+    },
   });
   const address = await app.listen({ host: settings.host, port: settings.port });
   const port = app.server.address();
@@ -41,7 +59,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'stopping');
     await app.close();
-    await db.close();
+    await Promise.all([db.close(), redis.close()]);
     log.info('stopped');
     process.exit(0);
   };

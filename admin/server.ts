@@ -11,6 +11,12 @@ import { auditRoutes } from './audit/routes.js';
 import { type Caller, Forbidden, type KubeAuth, type Permission, Unauthenticated } from './auth.js';
 import type { Databases } from './db.js';
 import { overrideRoutes } from './overrides.js';
+import { type AdminRedis, NoRedis } from './redis.js';
+import { revocationRoutes } from './revocations.js';
+import { sessionRoutes } from './sessions.js';
+import { pageRoutes } from './ui/page.js';
+import { type QuotaPolicySource, usageRoutes } from './usage.js';
+import { userRoutes } from './users.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -27,6 +33,10 @@ export interface AdminServerOptions {
   readonly log: Logger;
   readonly registry: Registry;
   readonly maxPageSize: number;
+  /** The sidecars' Redis (revocations, sessions, live quota); parts absent answer 503. */
+  readonly redis?: AdminRedis;
+  /** QuotaPolicies, for the live part of /v1/usage. */
+  readonly quotaPolicy?: QuotaPolicySource;
 }
 
 /**
@@ -69,7 +79,7 @@ export async function buildAdminServer(opts: AdminServerOptions): Promise<Fastif
         title: 'Nox admin API',
         version: 'v1',
         description:
-          'Audit search, stats and export; quota overrides. Authenticate with a Kubernetes bearer token; each operation needs the nox.dev RBAC verb it names.',
+          'Audit search, stats and export; quota overrides and usage; users; browser sessions; revocations. Authenticate with a Kubernetes bearer token; each operation needs the nox.dev RBAC verb it names.',
       },
       components: { securitySchemes: { kubernetes: { type: 'http', scheme: 'bearer' } } },
       security: [{ kubernetes: [] }],
@@ -89,6 +99,7 @@ export async function buildAdminServer(opts: AdminServerOptions): Promise<Fastif
         .header('www-authenticate', 'Bearer')
         .send({ error: 'Unauthenticated', message: err.message });
     if (err instanceof Forbidden) return reply.code(403).send({ error: 'Forbidden', message: err.message });
+    if (err instanceof NoRedis) return reply.code(503).send({ error: 'NoRedis', message: err.message });
     const e = err as { validation?: unknown; statusCode?: number; message: string };
     if (e.validation) return reply.code(400).send({ error: 'BadRequest', message: e.message });
     if (e.statusCode && e.statusCode < 500)
@@ -99,8 +110,14 @@ export async function buildAdminServer(opts: AdminServerOptions): Promise<Fastif
       .send({ error: 'Unavailable', message: 'the request could not be served; see the admin API log' });
   });
 
+  pageRoutes(app);
   auditRoutes(app, opts.db, guard, opts.maxPageSize);
   overrideRoutes(app, opts.db, guard);
+  const redis = opts.redis ?? { close: async () => {} };
+  usageRoutes(app, opts.db, redis, opts.quotaPolicy, guard);
+  userRoutes(app, opts.db, guard, opts.maxPageSize);
+  sessionRoutes(app, opts.db, redis, guard);
+  revocationRoutes(app, opts.db, redis, guard);
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));

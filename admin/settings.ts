@@ -15,6 +15,7 @@ import {
   type SettingsOf,
   text,
 } from '../common/settings.js';
+import { definitions as sidecar } from '../sidecar/settings/settings.js';
 
 export const definitions = {
   host: {
@@ -59,6 +60,18 @@ export const definitions = {
     doc: 'The most rows one page of a search returns (limit).',
     parse: positiveInt(100_000),
   },
+  // The sidecars' own Redis settings (same variables, same parsing): the admin API writes
+  // revocations and reads sessions and quota counters where every sidecar does.
+  quotaStore: {
+    ...sidecar.quotaStore,
+    doc: 'The sidecars’ quota store, as their NOX_QUOTA_STORE: redis or redis-cluster lets the admin API publish revocations (through the same Redis) and report live remaining quota; memory: neither (those routes answer 503).',
+  },
+  sessionStore: {
+    ...sidecar.sessionStore,
+    doc: 'The sidecars’ session store, as their NOX_SESSION_STORE: redis or redis-cluster lets the admin API list and revoke browser sessions; memory: it cannot (those routes answer 503).',
+  },
+  redisNodes: sidecar.redisNodes,
+  redisPasswordFile: sidecar.redisPasswordFile,
   logLevel,
 } as const satisfies Record<string, Definition<unknown>>;
 
@@ -67,6 +80,12 @@ export type AdminSettings = Readonly<SettingsOf<typeof definitions>>;
 export function loadAdminSettings(env: NodeJS.ProcessEnv = process.env): AdminSettings {
   const { values, problems } = readSettings(definitions, env);
   if (!values.databaseUrl) problems.push('NOX_DATABASE_URL: required (the -rw connection string)');
+  for (const [env, store] of [
+    ['NOX_QUOTA_STORE', values.quotaStore],
+    ['NOX_SESSION_STORE', values.sessionStore],
+  ] as const)
+    if (store !== 'memory' && values.redisNodes.length === 0)
+      problems.push(`${env}=${store}: needs NOX_REDIS_NODES`);
   failIfProblems(problems);
   return Object.freeze(values);
 }

@@ -2,6 +2,9 @@ import { CliError } from './adminClient.js';
 import { auditCommand, auditUsage } from './commands/audit.js';
 import { explainCommand, explainUsage } from './commands/explain.js';
 import { overrideCommand, overrideUsage } from './commands/override.js';
+import { revokeCommand, revokeUsage } from './commands/revoke.js';
+import { sessionsCommand, sessionsUsage } from './commands/sessions.js';
+import { usageCommand, usageUsage } from './commands/usage.js';
 
 /**
  * kubectl-nox: the kubectl plugin (`kubectl nox <command>`, found on PATH as kubectl-nox).
@@ -16,6 +19,9 @@ const commands: Record<
   explain: { run: explainCommand, usage: explainUsage },
   audit: { run: auditCommand, usage: auditUsage },
   override: { run: overrideCommand, usage: overrideUsage },
+  usage: { run: usageCommand, usage: usageUsage },
+  revoke: { run: revokeCommand, usage: revokeUsage },
+  sessions: { run: sessionsCommand, usage: sessionsUsage },
 };
 
 function usage(): string {

@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import QueryStream from 'pg-query-stream';
 import { AUDIT_TABLES } from '../../sidecar/audit/tables.js';
 import type { Databases } from '../db.js';
+import { type Cursor, decodeCursor, encodeCursor, errorSchema } from '../pages.js';
 import type { Guard } from '../server.js';
 import { type AuditFilters, filterProperties, whereClause } from './filters.js';
 
@@ -25,29 +26,6 @@ const decisionSchema = {
   type: 'object',
   properties: Object.fromEntries(COLUMNS.map((c) => [c, { type: ['string', 'number', 'null'] }])),
 } as const;
-
-const errorSchema = {
-  type: 'object',
-  properties: { error: { type: 'string' }, message: { type: 'string' } },
-  required: ['error', 'message'],
-} as const;
-
-interface Cursor {
-  readonly at: string;
-  readonly id: string;
-}
-const encodeCursor = (c: Cursor) => Buffer.from(JSON.stringify([c.at, c.id])).toString('base64url');
-function decodeCursor(s: string): Cursor {
-  const v = JSON.parse(Buffer.from(s, 'base64url').toString()) as unknown;
-  if (
-    !Array.isArray(v) ||
-    typeof v[0] !== 'string' ||
-    typeof v[1] !== 'string' ||
-    Number.isNaN(Date.parse(v[0]))
-  )
-    throw new Error('not a cursor of this API');
-  return { at: v[0], id: v[1] };
-}
 
 export function auditRoutes(app: FastifyInstance, db: Databases, guard: Guard, maxPageSize: number): void {
   app.get<{ Querystring: AuditFilters & { limit?: number; cursor?: string } }>(

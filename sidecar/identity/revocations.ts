@@ -65,6 +65,20 @@ export class RedisRevocations implements Revocations {
     this.#revoked.inc();
   }
 
+  /** The entries in force in Redis (not this process's copy), soonest to lapse first; at most `limit`. */
+  async entries(now: number, limit: number): Promise<{ id: string; until: number }[]> {
+    const flat = await this.#client.zrangebyscore(key, now, '+inf', 'WITHSCORES', 'LIMIT', 0, limit);
+    const out: { id: string; until: number }[] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i]!, until: Number(flat[i + 1]) });
+    return out;
+  }
+
+  /** Until when `id` is revoked according to Redis; undefined when it is not (or no longer). */
+  async until(id: string, now: number): Promise<number | undefined> {
+    const score = await this.#client.zscore(key, id);
+    return score === null || Number(score) <= now ? undefined : Number(score);
+  }
+
   async start(): Promise<void> {
     const sub = this.#client.duplicate();
     this.#subscriber = sub;

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../../common/logger.js';
 import { connectRedis, type RedisClient, type RedisTarget } from '../redis/connect.js';
@@ -18,6 +18,21 @@ const revokedChannel = 'nox:s:revoked';
 const sessionKey = (hash: string) => `nox:s:{${hash}}`;
 const lockKey = (hash: string) => `nox:s:{${hash}}:lock`;
 const onceKey = (key: string) => `nox:l:{${key}}`;
+/**
+ * A subject's sessions (the admin API lists and revokes them): a sorted set of session hashes
+ * scored by expiry, in the slot of the subject's hash, expiring with its last session. The
+ * subject is hashed, as quota keys are: no user id in a key name.
+ */
+const subjectKey = (subject: string) =>
+  `nox:s:u:{${createHash('sha256').update(subject).digest('base64url').slice(0, 22)}}`;
+
+// One call, atomic: add the session, drop the index's expired members, and make the index live
+// as long as its longest session (PTTL is -1 on a new key: always set then).
+const indexScript = `redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local want = tonumber(ARGV[1]) - tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < want then redis.call('PEXPIRE', KEYS[1], want) end
+return 1`;
 
 const unlockScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
@@ -85,8 +100,33 @@ export class RedisSessionStore implements SessionStore {
     // TTL starts when Redis runs the SET): an expired session is never counted as active.
     const expiresAt = Date.now() + ttlMs;
     await this.#client.set(sessionKey(hash), JSON.stringify(record), 'PX', Math.max(1, Math.ceil(ttlMs)));
-    // An index for counting only (one slot; scored by expiry): losing an entry only undercounts.
-    await this.#client.zadd(activeIndex, expiresAt, hash).catch(() => undefined);
+    // Both indexes in one round trip (two commands on the wire at once). The count's index
+    // (one slot; scored by expiry) only undercounts when an entry is lost; the subject's index
+    // is what the admin API lists a subject's sessions by, so its failure fails the login.
+    await Promise.all([
+      this.#client.zadd(activeIndex, expiresAt, hash).catch(() => undefined),
+      this.#client.eval(indexScript, 1, subjectKey(record.subject), expiresAt, hash, Date.now()),
+    ]);
+  }
+
+  async bySubject(subject: string, limit: number): Promise<{ hash: string; record: SessionRecord }[]> {
+    const hashes = await this.#client.zrangebyscore(
+      subjectKey(subject),
+      Date.now(),
+      '+inf',
+      'LIMIT',
+      0,
+      limit,
+    );
+    // Each session is a key of its own slot: the reads go out together, not one after another.
+    const raws = await Promise.all(hashes.map((h) => this.#client.get(sessionKey(h))));
+    const found: { hash: string; record: SessionRecord }[] = [];
+    raws.forEach((raw, i) => {
+      if (raw === null) return; // revoked or expired since it was indexed
+      const record = JSON.parse(raw) as SessionRecord;
+      if (record.subject === subject) found.push({ hash: hashes[i]!, record });
+    });
+    return found;
   }
 
   async active(): Promise<number> {
@@ -100,10 +140,15 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async revoke(hash: string): Promise<boolean> {
-    const deleted = await this.#client.del(sessionKey(hash));
-    await this.#client.zrem(activeIndex, hash).catch(() => undefined);
-    await this.#client.publish(revokedChannel, hash);
-    return deleted > 0;
+    // GETDEL: deleted, and its subject known for the subject's index, in one round trip.
+    const raw = await this.#client.getdel(sessionKey(hash));
+    const subject = raw === null ? undefined : subjectOfRaw(raw);
+    await Promise.all([
+      this.#client.zrem(activeIndex, hash).catch(() => undefined),
+      subject === undefined ? undefined : this.#client.zrem(subjectKey(subject), hash).catch(() => undefined),
+      this.#client.publish(revokedChannel, hash),
+    ]);
+    return raw !== null;
   }
 
   async tryLock(hash: string, ttlMs: number): Promise<string | undefined> {
@@ -132,6 +177,16 @@ export class RedisSessionStore implements SessionStore {
 
   #emit(hash: string): void {
     for (const l of this.#listeners) l(hash);
+  }
+}
+
+/** The subject of a stored session; undefined when the value is not a session (never throws: revoke must go on). */
+function subjectOfRaw(raw: string): string | undefined {
+  try {
+    const s = (JSON.parse(raw) as Partial<SessionRecord>).subject;
+    return typeof s === 'string' ? s : undefined;
+  } catch {
+    return undefined;
   }
 }
 

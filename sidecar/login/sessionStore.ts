@@ -48,6 +48,12 @@ export interface SessionStore {
   firstUse(key: string, ttlMs: number): Promise<boolean>;
   /** Sessions not yet expired or revoked (for the active-sessions gauge; read per scrape, never per request). */
   active(): Promise<number>;
+  /**
+   * The live sessions of one subject ("<provider>:<sub>"), at most `limit`, by hash (the admin
+   * API lists them; never on the request path). Sessions made before the subject index existed
+   * are not found.
+   */
+  bySubject(subject: string, limit: number): Promise<{ hash: string; record: SessionRecord }[]>;
   /** Called with the hash of each revoked session (from any sidecar), and with '*' when some may have been missed. */
   onRevoked(listener: (hash: string) => void): void;
   close(): Promise<void>;
@@ -102,6 +108,16 @@ export class MemorySessionStore implements SessionStore {
     let n = 0;
     for (const s of this.#sessions.values()) if (s.until > now) n++;
     return n;
+  }
+
+  async bySubject(subject: string, limit: number): Promise<{ hash: string; record: SessionRecord }[]> {
+    const now = Date.now();
+    const found: { hash: string; record: SessionRecord }[] = [];
+    for (const [hash, s] of this.#sessions) {
+      if (found.length >= limit) break;
+      if (s.until > now && s.record.subject === subject) found.push({ hash, record: s.record });
+    }
+    return found;
   }
 
   async revoke(hash: string): Promise<boolean> {

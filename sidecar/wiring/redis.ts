@@ -12,7 +12,7 @@ export type RedisTargets = (
  * The Redis every store of this sidecar connects to: the nodes as the settings parsed
  * them, the password file read here, once (the RedisCluster's Secret, mounted as a file).
  */
-export function redisTargetsFor(settings: Settings): RedisTargets {
+export function redisTargetsFor(settings: Pick<Settings, 'redisNodes' | 'redisPasswordFile'>): RedisTargets {
   const password = settings.redisPasswordFile
     ? readFileSync(settings.redisPasswordFile, 'utf8').trim()
     : undefined;

@@ -1,7 +1,9 @@
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../common/db/migrate.js';
@@ -9,6 +11,7 @@ import { KubeClient } from '../../common/kube/client.js';
 import { loadKubeConfig } from '../../common/kube/config.js';
 import { createLogger } from '../../common/logger.js';
 import { subjectHash } from '../../sidecar/quota/subject.js';
+import { screenshot, startChromium } from '../harness/chromium.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { testLog } from '../harness/log.js';
 import { openPolicy, policyDir } from '../harness/policies.js';
@@ -141,6 +144,12 @@ describe('the admin API', () => {
       '/v1/audit/stats',
       '/v1/overrides',
       '/v1/overrides/{id}',
+      '/v1/revocations',
+      '/v1/sessions',
+      '/v1/sessions/{hash}',
+      '/v1/usage',
+      '/v1/users',
+      '/v1/users/{id}',
     ]);
     for (const bad of ['limit=0', 'decision=maybe', 'from=yesterday', 'pathPrefix=no-slash', 'colour=blue']) {
       const r = await api(`/v1/audit/decisions?${bad}`, 'auditor');
@@ -327,6 +336,150 @@ describe('the admin API', () => {
     expect(actions.map((a) => a.action)).toEqual(['override.create', 'override.delete']);
     expect(actions[0]).toMatchObject({ actor: `system:serviceaccount:${NS}:quota-admin`, before: null });
     expect(actions[1]!.after).toBeNull();
+  });
+
+  it('serves a read-only page: audit search with filters and a subject’s decisions over time, in headless Chromium', async () => {
+    const from = new Date(T0 + 3_600_000).toISOString();
+    const to = new Date(T0 + 2 * 3_600_000).toISOString();
+    // What callers send is shown as text: a path made to be markup stays text.
+    const hostile = '/v1/<img src=x onerror="document.title=1">';
+    await pgQuery(
+      pair.primary,
+      `INSERT INTO audit_decisions (id, occurred_at, sidecar, host, method, path, subject, decision, code, latency_us)
+       VALUES (gen_random_uuid(), $1, 'sidecar-0', 'api.example.com', 'GET', $2, 'corp:user-7', 'allow', 'ok', 100)`,
+      [new Date(T0 + 90 * 60_000), hostile],
+    );
+    await pair.waitForReplay();
+    const query = { subject: 'corp:user-7', decision: 'allow', from, to };
+    const expected = (await (
+      await api(`/v1/audit/decisions?${new URLSearchParams({ ...query, limit: '100' })}`, 'auditor')
+    ).json()) as {
+      items: { id: string }[];
+    };
+    expect(expected.items.length).toBeGreaterThan(30);
+
+    const browser = await startChromium();
+    try {
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on('pageerror', (e) => pageErrors.push(e.message));
+      await page.goto(`${base}/ui?${new URLSearchParams(query)}`);
+      // A token RBAC gives no audit verb: the page says the API refused, and shows nothing.
+      await page.fill('#token', tokens.nobody!);
+      await page.click('#token-form button');
+      await page.waitForSelector('#error:not([hidden])');
+      expect(await page.textContent('#error')).toContain('403');
+      expect(await page.locator('#decisions tbody tr').count()).toBe(0);
+
+      await page.fill('#token', tokens.auditor!);
+      await page.click('#token-form button');
+      // (The page's CSP forbids the evaluated scripts waitForFunction would inject: locators.)
+      await page
+        .locator('#decisions tbody tr')
+        .nth(expected.items.length - 1)
+        .waitFor();
+      expect(await page.locator('#decisions tbody tr').count()).toBe(expected.items.length);
+      const rows = await page.$$eval('#decisions tbody tr', (trs) =>
+        trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)),
+      );
+      expect(rows.every((r) => r[1] === 'allow' && r[4] === 'corp:user-7')).toBe(true);
+      expect(rows.some((r) => r[3] === `GET api.example.com${hostile}`)).toBe(true);
+      expect(await page.locator('#decisions img').count()).toBe(0);
+      expect(await page.textContent('#served-by')).toContain('replica');
+      // The chart: one bar pair per minute with decisions, as many decisions as the table.
+      await page.waitForSelector('#usage:not([hidden]) svg rect');
+      const charted = await page.$$eval('#chart rect.allow title', (ts) =>
+        ts.reduce((n, t) => n + Number(/: (\d+) allowed/.exec(t.textContent ?? '')?.[1] ?? 0), 0),
+      );
+      expect(charted).toBe(expected.items.length);
+      const shot = await screenshot(page, 'admin-page-audit');
+      testLog('admin page screenshot', shot);
+      expect(pageErrors).toEqual([]);
+      expect(await page.title()).toBe('Nox · audit');
+      // The page's own answer: a CSP that runs this origin's script only, and no token in its URL.
+      const res = await fetch(`${base}/ui`);
+      expect(res.headers.get('content-security-policy')).toContain("script-src 'self'");
+      expect(page.url()).not.toContain(tokens.auditor!.slice(0, 20));
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it('kubectl nox audit search and override answer from this API', async () => {
+    const env = { ...process.env, NOX_ADMIN_URL: base };
+    const run = (who: string, ...args: string[]) =>
+      promisify(execFile)(
+        process.execPath,
+        [join(repoRoot, 'images', 'nox', 'bin', 'kubectl-nox.mjs'), ...args],
+        {
+          env: { ...env, NOX_ADMIN_TOKEN: tokens[who]! },
+        },
+      );
+    const [from, to] = [new Date(T0).toISOString(), new Date(T0 + 86_400_000).toISOString()];
+    const { stdout } = await run(
+      'auditor',
+      'audit',
+      'search',
+      '--from',
+      from,
+      '--to',
+      to,
+      '--subject',
+      'corp:user-30',
+      '--decision',
+      'deny',
+      '--limit',
+      '5',
+      '-o',
+      'json',
+    );
+    const found = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { subject: string; decision: string; code: string });
+    expect(found).toHaveLength(5);
+    expect(
+      found.every((d) => d.subject === 'corp:user-30' && d.decision === 'deny' && d.code === 'ACCESS_DENIED'),
+    ).toBe(true);
+    const text = await run(
+      'auditor',
+      'audit',
+      'search',
+      '--from',
+      from,
+      '--to',
+      to,
+      '--subject',
+      'corp:user-30',
+      '--limit',
+      '2',
+    );
+    expect(text.stdout).toMatch(
+      / (allow|deny) +\S+ +GET api\.example\.com\/v1\/items\/\d+ {2}corp:user-30 default\/api#/,
+    );
+    const created = await run(
+      'quota-admin',
+      'override',
+      'create',
+      '--policy',
+      'default/api',
+      '--subject',
+      'User=corp:user-30',
+      '--tier',
+      'pro',
+      '--expires',
+      '1d',
+      '-o',
+      'json',
+    );
+    const o = JSON.parse(created.stdout) as { id: string; tier: string };
+    expect(o.tier).toBe('pro');
+    expect((await run('quota-admin', 'override', 'list', '--policy', 'default/api')).stdout).toContain(o.id);
+    expect((await run('quota-admin', 'override', 'delete', o.id)).stdout).toBe(`override ${o.id} deleted\n`);
+    await expect(run('auditor', 'override', 'list')).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('403'),
+    });
   });
 
   it('reads from the primary when no replica answers', async () => {
