@@ -70,8 +70,11 @@ async function main(): Promise<void> {
     db?.audit,
   );
   let draining = false;
-  const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);
   const source = await configSourceFor(settings, kube, log, registry);
+  // Checks arriving before the first snapshot wait for it within their deadline; those it
+  // does not come for are denied NOT_READY, never allowed.
+  if (source) policy.expectSource();
+  const grpcServer = await startGrpcServer(checker, settings.grpcHost, settings.grpcPort, log);
   const httpServer = await startHttpServer(
     registry,
     {
@@ -88,7 +91,6 @@ async function main(): Promise<void> {
   );
   policy.onSwap(() => grpcServer.setServing(!draining));
   if (source) {
-    // Checks arriving before the first snapshot are denied NOT_READY, never allowed.
     source
       .start((state) => policy.apply(state))
       .catch((e: unknown) => {

@@ -17,6 +17,9 @@ export class PolicyStore {
   readonly #resources: Gauge<'kind' | 'state'>;
   readonly #versionGauge: Gauge;
   readonly #listeners: ((s: Snapshot) => void)[] = [];
+  /** A source will deliver a first snapshot (expectSource): checks before it wait for it. */
+  #expecting = false;
+  #firstWaiters: (() => void)[] = [];
 
   constructor(
     private readonly log: Logger,
@@ -51,6 +54,32 @@ export class PolicyStore {
 
   get current(): Snapshot | undefined {
     return this.#current;
+  }
+
+  /**
+   * A source is starting: until its first snapshot, a check waits for it (whenLoaded) rather
+   * than being refused NOT_READY at once. A restarted sidecar that Envoy reaches before it has
+   * read its policies (its port opens first, so that health checks can say NOT_SERVING) would
+   * otherwise deny the checks of those few milliseconds, which the policy may allow.
+   */
+  expectSource(): void {
+    this.#expecting = true;
+  }
+
+  /** The snapshot in force, waiting up to `ms` for the first one when a source is expected. */
+  whenLoaded(ms: number): Promise<Snapshot | undefined> {
+    if (this.#current || !this.#expecting || ms <= 0) return Promise.resolve(this.#current);
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        resolve(this.#current);
+      };
+      const timer = setTimeout(() => {
+        this.#firstWaiters = this.#firstWaiters.filter((w) => w !== done);
+        resolve(this.#current);
+      }, ms);
+      this.#firstWaiters.push(done);
+    });
   }
 
   onSwap(listener: (s: Snapshot) => void): void {
@@ -99,6 +128,7 @@ export class PolicyStore {
       'policy snapshot swapped',
     );
     for (const l of this.#listeners) l(next);
+    for (const w of this.#firstWaiters.splice(0)) w();
     return next;
   }
 }

@@ -163,7 +163,12 @@ export class Checker {
     req: ICheckRequest,
     decisionId: string,
   ): Promise<{ decision: Decision; input?: CheckInput; ctx?: Ctx }> {
-    const snapshot = this.policy.current;
+    // While the sidecar starts, a check waits for the first snapshot, within its deadline
+    // (what the wait took is taken off the pipeline's time below).
+    const waitStarted = performance.now();
+    const snapshot =
+      this.policy.current ?? (this.#stopped ? undefined : await this.policy.whenLoaded(this.deadlineMs));
+    const waited = performance.now() - waitStarted;
     const deny = (code: ErrorCode, reason: string): { decision: Decision } => ({
       decision: {
         allowed: false,
@@ -183,7 +188,7 @@ export class Checker {
     }
     const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
-    const ms = this.deadlineFor(input, snapshot) ?? this.deadlineMs;
+    const ms = Math.max(1, Math.round((this.deadlineFor(input, snapshot) ?? this.deadlineMs) - waited));
     const deadline = new Promise<Decision>((res) => {
       timer = setTimeout(() => {
         abort.abort();

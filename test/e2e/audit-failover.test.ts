@@ -22,13 +22,15 @@ import { startUpstream, type Upstream } from '../harness/upstream.js';
 
 /**
  * Issue 14's first "done when": steady traffic through real Envoy while the PostgresCluster's
- * primary is killed. Every request Envoy logged is one decision the sidecar counted and one
- * row in PostgreSQL, matched by Envoy's request id, none twice.
+ * primary is killed, while all of PostgreSQL is stopped for 30 s, and while the sidecars are
+ * restarted gracefully one after the other. Every request Envoy logged is one decision a
+ * sidecar made and one row in PostgreSQL, matched by Envoy's request id, none twice.
  */
 const NS = 'audit-failover';
 const NAME = 'db';
 const RATE = 1000; // checks/s
 const SECONDS = 40;
+const OUTAGE_SECONDS = 30;
 
 /** `rate` requests per second for `seconds`, open loop (a request is started on time, whatever came back). */
 function steadyLoad(
@@ -79,48 +81,27 @@ function metricsText(text: string, name: string, having: string): number {
     .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
 }
 
-describe('audit through a PostgresCluster failover, under steady traffic through Envoy', () => {
+describe('audit through PostgreSQL failures and sidecar restarts, under steady traffic through Envoy', () => {
   let cluster: PostgresClusterUnderTest;
   let view: PgClusterView;
   let upstream: Upstream;
-  let sidecar: Sidecar;
-  let envoy: Envoy;
-  const accessLog = join(scratchDir('audit-envoy'), 'access.log');
+  let databaseUrl: string;
+  const running: { stop(): Promise<void> }[] = [];
 
   beforeAll(async () => {
     cluster = await startPostgresClusterUnderTest(NS, NAME, 'nox-operator-audit-failover');
     view = pgClusterView(cluster.kc, NS, NAME, () => cluster.op.service);
     await view.waitStatus('healthy', healthyWith(2), 240_000);
     const app = await view.appConnection();
-    const url = `postgresql://${encodeURIComponent(app.user)}:${encodeURIComponent(app.password)}@${app.host}:5432/${app.database}`;
-    const pool = new pg.Pool({ connectionString: url, max: 1 });
+    databaseUrl = `postgresql://${encodeURIComponent(app.user)}:${encodeURIComponent(app.password)}@${app.host}:5432/${app.database}`;
+    const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
     await migrate(pool, createLogger('audit-failover', { level: 'silent' }));
     await pool.end();
     upstream = await startUpstream();
-    sidecar = await startSidecar({
-      policyPath: policyDir('audit-failover', openPolicy),
-      env: {
-        NOX_DATABASE_URL: url,
-        NOX_AUDIT: 'BestEffort',
-        POD_NAME: 'audit-failover',
-        NOX_LOG_LEVEL: 'warn',
-        // What is under test is that no decision goes unaudited, not latency (bench/ measures
-        // that): a check delayed by a busy machine must still be one the sidecar decides.
-        NOX_CHECK_DEADLINE_MS: '8000',
-      },
-    });
-    writeFileSync(accessLog, '');
-    envoy = await startEnvoy({
-      authzPort: sidecar.grpcPort,
-      upstreamPort: upstream.port,
-      authzTimeoutMs: 10_000,
-      accessLogPath: accessLog,
-    });
   }, 420_000);
 
   afterAll(async () => {
-    await envoy?.stop();
-    await sidecar?.stop();
+    for (const r of running.splice(0).reverse()) await r.stop();
     await upstream?.close();
     await cluster?.op.service.stop();
     await cluster?.proxy.stop();
@@ -128,63 +109,103 @@ describe('audit through a PostgresCluster failover, under steady traffic through
     await cluster?.kube.stop();
   });
 
-  it(`${RATE} checks/s for ${SECONDS} s with the primary killed after a third: Envoy's requests = the sidecar's decisions = rows, by request id`, async () => {
-    const before = await view.waitStatus('healthy', healthyWith(2), 60_000);
-    const old = before.status!.currentPrimary!;
-    const load = steadyLoad(envoy.url, RATE, SECONDS);
-    await waitUntil('a third of the load sent', async () => load.sent() >= (RATE * SECONDS) / 3, 60_000);
-    const killedAt = Date.now();
-    await cluster.kubelet.stop(`${NS}/${old}`);
-    await view.waitStatus('a new primary', newPrimary(old), 90_000);
-    const answers = await load.done;
-    testLog('audit failover: answers', Object.fromEntries(answers), { failoverMs: Date.now() - killedAt });
-    await cluster.kubelet.resume(`${NS}/${old}`);
-
-    const metric = async (name: string) =>
-      (await (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text())
-        .split('\n')
-        .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
-        .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
-    // The spool replays into the new primary on its own: wait for it to be empty.
-    await waitUntil(
-      'the audit spool written to the new primary',
-      async () =>
-        (await metric('nox_audit_spool_bytes')) === 0 && (await metric('nox_audit_lag_seconds')) === 0,
-      120_000,
-    );
-    testLog('audit failover: replay', {
-      flushFailures: await metric('nox_audit_flush_failures_total'),
-      replayed: await metric('nox_audit_events_replayed_total'),
-      duplicates: await metric('nox_audit_events_duplicate_total'),
+  /** Sidecars named `names` (their audit's sidecar column) behind one Envoy writing an access log. */
+  async function gateway(
+    names: readonly string[],
+  ): Promise<{ sidecars: Sidecar[]; envoy: Envoy; accessLog: string }> {
+    const sidecars: Sidecar[] = [];
+    for (const name of names) {
+      const s = await startSidecar({
+        policyPath: policyDir(name, openPolicy),
+        env: {
+          NOX_DATABASE_URL: databaseUrl,
+          NOX_AUDIT: 'BestEffort',
+          POD_NAME: name,
+          NOX_LOG_LEVEL: 'warn',
+          // What is under test is that no decision goes unaudited, not latency (bench/ measures
+          // that): a check delayed by a busy machine must still be one the sidecar decides.
+          NOX_CHECK_DEADLINE_MS: '8000',
+        },
+      });
+      sidecars.push(s);
+      running.push({ stop: () => s.stop() });
+    }
+    const accessLog = join(scratchDir('audit-envoy'), 'access.log');
+    writeFileSync(accessLog, '');
+    const envoy = await startEnvoy({
+      authzPort: sidecars[0]!.grpcPort,
+      moreAuthzPorts: sidecars.slice(1).map((s) => s.grpcPort),
+      upstreamPort: upstream.port,
+      authzTimeoutMs: 10_000,
+      accessLogPath: accessLog,
     });
-    const metrics = await (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
-    const decided = metrics
+    running.push(envoy);
+    return { sidecars, envoy, accessLog };
+  }
+
+  const metric = async (s: Sidecar, name: string) =>
+    (await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text())
       .split('\n')
-      .filter((l) => l.startsWith('nox_checks_total{'))
+      .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
       .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+
+  /**
+   * Once the load is over: each sidecar's spool replayed into PostgreSQL, its decisions read
+   * from its metric, then a graceful stop (which writes what is left); Envoy stopped.
+   */
+  async function settle(scenario: string, g: Awaited<ReturnType<typeof gateway>>): Promise<number> {
+    let decided = 0;
+    for (const s of g.sidecars) {
+      await waitUntil(
+        'the audit spool written to PostgreSQL',
+        async () =>
+          (await metric(s, 'nox_audit_spool_bytes')) === 0 &&
+          (await metric(s, 'nox_audit_lag_seconds')) === 0,
+        120_000,
+      );
+      testLog(`${scenario}: replay`, {
+        flushFailures: await metric(s, 'nox_audit_flush_failures_total'),
+        replayed: await metric(s, 'nox_audit_events_replayed_total'),
+        duplicates: await metric(s, 'nox_audit_events_duplicate_total'),
+      });
+      decided += await metric(s, 'nox_checks_total');
+      expect(
+        metricsText(
+          await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text(),
+          'nox_checks_total',
+          'decision="deny"',
+        ),
+      ).toBe(0);
+    }
     const envoyStats = await (
       await fetch(
-        `http://127.0.0.1:${envoy.adminPort}/stats?filter=${encodeURIComponent('ext_authz|nox_authz.upstream_rq_(timeout|pending_overflow|total)')}`,
+        `http://127.0.0.1:${g.envoy.adminPort}/stats?filter=${encodeURIComponent('ext_authz|nox_authz.upstream_rq_(timeout|pending_overflow|total|retry)')}`,
       )
     ).text();
-    testLog('audit failover: Envoy ext_authz stats', envoyStats.trim().split('\n').join('; '));
-    // A graceful stop writes what is buffered and flushes the spool to the new primary.
-    await sidecar.stop();
-    sidecar = undefined as unknown as Sidecar;
-    await envoy.stop();
-    envoy = undefined as unknown as Envoy;
+    testLog(`${scenario}: Envoy ext_authz stats`, envoyStats.trim().split('\n').join('; '));
+    for (const s of g.sidecars) await s.stop();
+    await g.envoy.stop();
+    return decided;
+  }
 
+  /** Envoy's log against the rows of the scenario's sidecars: one row per request Envoy logged, by request id. */
+  async function expectEveryRequestAuditedOnce(
+    scenario: string,
+    accessLog: string,
+    names: readonly string[],
+  ): Promise<number> {
     const logged = readFileSync(accessLog, 'utf8').trim().split('\n').filter(Boolean);
-    const envoyIds = logged.map((l) => l.split(' ')[0]!);
     const byStatusAndFlags: Record<string, number> = {};
     for (const l of logged) {
       const [, status, flags] = l.split(' ');
       const key = `${status} ${flags}`;
       byStatusAndFlags[key] = (byStatusAndFlags[key] ?? 0) + 1;
     }
-    testLog('audit failover: Envoy access log by status and flags', byStatusAndFlags);
-    // A request Envoy answered on ext_authz's failure (flag UAEX: a timeout, an overflow) never
-    // reached the sidecar as a decision: said first, so a failure reads as what it is.
+    testLog(`${scenario}: Envoy access log by status and flags`, byStatusAndFlags);
+    // A request Envoy answered on ext_authz's failure (flag UAEX: a timeout, an overflow, no
+    // sidecar to ask) never reached a sidecar as a decision: said first, so a failure reads as
+    // what it is. (On this shared machine Envoy may fail to reach the test's upstream under the
+    // load: UF, a 503 that is not Nox's.)
     expect(
       logged.filter((l) => l.split(' ')[2]?.includes('UAEX')).length,
       `requests Envoy answered without a decision: ${JSON.stringify(byStatusAndFlags)}`,
@@ -192,20 +213,79 @@ describe('audit through a PostgresCluster failover, under steady traffic through
     const c = await connectPg({ ...(await view.appConnection()), timeoutMs: 30_000 });
     const rows = (
       await c.query<{ request_id: string; n: string }>(
-        "SELECT request_id, count(*) OVER (PARTITION BY id) AS n FROM audit_decisions WHERE sidecar = 'audit-failover'",
+        'SELECT request_id, count(*) OVER (PARTITION BY id) AS n FROM audit_decisions WHERE sidecar = ANY($1)',
+        [names],
       )
     ).rows;
     await c.end();
-    testLog('audit failover: counts', { envoy: logged.length, decided, rows: rows.length });
+    testLog(`${scenario}: counts`, { envoy: logged.length, rows: rows.length });
     expect(
       rows.filter((r) => Number(r.n) > 1),
       'duplicate rows',
     ).toEqual([]);
-    expect(decided).toBe(logged.length);
-    expect(rows.length).toBe(decided);
-    expect(new Set(rows.map((r) => r.request_id))).toEqual(new Set(envoyIds));
-    // The sidecar allowed every request. (On this shared machine Envoy may fail to reach the
-    // test's upstream under the load: UF, a 503 that is not Nox's.)
-    expect(metricsText(metrics, 'nox_checks_total', 'decision="deny"')).toBe(0);
+    expect(rows.length).toBe(logged.length);
+    expect(new Set(rows.map((r) => r.request_id))).toEqual(new Set(logged.map((l) => l.split(' ')[0]!)));
+    return logged.length;
+  }
+
+  it(`${RATE} checks/s for ${SECONDS} s with the primary killed after a third: Envoy's requests = the sidecar's decisions = rows, by request id`, async () => {
+    const g = await gateway(['audit-failover']);
+    const before = await view.waitStatus('healthy', healthyWith(2), 60_000);
+    const old = before.status!.currentPrimary!;
+    const load = steadyLoad(g.envoy.url, RATE, SECONDS);
+    await waitUntil('a third of the load sent', async () => load.sent() >= (RATE * SECONDS) / 3, 60_000);
+    const killedAt = Date.now();
+    await cluster.kubelet.stop(`${NS}/${old}`);
+    await view.waitStatus('a new primary', newPrimary(old), 90_000);
+    const answers = await load.done;
+    testLog('audit failover: answers', Object.fromEntries(answers), { failoverMs: Date.now() - killedAt });
+    await cluster.kubelet.resume(`${NS}/${old}`);
+    const decided = await settle('audit failover', g);
+    const logged = await expectEveryRequestAuditedOnce('audit failover', g.accessLog, ['audit-failover']);
+    expect(decided).toBe(logged);
+  }, 600_000);
+
+  it(`${RATE} checks/s for ${OUTAGE_SECONDS + 30} s with all of PostgreSQL stopped for ${OUTAGE_SECONDS} s: the same`, async () => {
+    const g = await gateway(['audit-outage']);
+    await view.waitStatus('healthy', healthyWith(2), 120_000);
+    const pods = [0, 1, 2].map((i) => `${NS}/${NAME}-${i}`);
+    const load = steadyLoad(g.envoy.url, RATE, OUTAGE_SECONDS + 30);
+    await waitUntil('10 s of load sent', async () => load.sent() >= RATE * 10, 60_000);
+    for (const p of pods) await cluster.kubelet.stop(p);
+    const stoppedAt = Date.now();
+    // The outage itself is the point here, not something to synchronize with: 30 s by the clock.
+    await waitUntil('the outage', async () => Date.now() - stoppedAt >= OUTAGE_SECONDS * 1000, 120_000);
+    for (const p of pods) await cluster.kubelet.resume(p);
+    testLog('audit outage: PostgreSQL down for', { ms: Date.now() - stoppedAt });
+    const answers = await load.done;
+    testLog('audit outage: answers', Object.fromEntries(answers));
+    await view.waitStatus('healthy again', healthyWith(2), 180_000);
+    const decided = await settle('audit outage', g);
+    const logged = await expectEveryRequestAuditedOnce('audit outage', g.accessLog, ['audit-outage']);
+    expect(decided).toBe(logged);
+  }, 600_000);
+
+  it(`${RATE} checks/s for ${SECONDS} s over two sidecars, each restarted gracefully in turn: every request Envoy logged is one row`, async () => {
+    const names = ['audit-restart-a', 'audit-restart-b'];
+    const g = await gateway(names);
+    await view.waitStatus('healthy', healthyWith(2), 120_000);
+    const load = steadyLoad(g.envoy.url, RATE, SECONDS);
+    for (const [i, s] of [...g.sidecars.entries()]) {
+      await waitUntil(
+        `${i + 1}/3 of the load sent`,
+        async () => load.sent() >= (RATE * SECONDS * (i + 1)) / 3,
+        60_000,
+      );
+      // SIGTERM: the sidecar drains (Envoy moves to the other), writes what it holds, exits;
+      // then it starts again on its ports, as a rolled pod would.
+      // (Its stop is given time: a SIGKILL after the harness's usual 5 s would be a crash.)
+      await s.service.stop(30_000);
+      g.sidecars[i] = await s.restart();
+      running.push({ stop: () => g.sidecars[i]!.stop() });
+    }
+    const answers = await load.done;
+    testLog('audit restarts: answers', Object.fromEntries(answers));
+    await settle('audit restarts', g);
+    await expectEveryRequestAuditedOnce('audit restarts', g.accessLog, names);
   }, 600_000);
 });

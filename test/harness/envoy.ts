@@ -7,6 +7,8 @@ import { tool } from './tools.js';
 export interface EnvoyOptions {
   /** gRPC port of the nox-authz sidecar. */
   authzPort: number;
+  /** More sidecars Envoy balances checks over (round robin), beside authzPort. */
+  moreAuthzPorts?: readonly number[];
   /** Its address: loopback (default), or a Service's ClusterIP on a test node. */
   authzHost?: string;
   /** HTTP port of the upstream service Envoy fronts. */
@@ -59,8 +61,8 @@ export interface Envoy {
  * with path normalization so the path Nox judges is the path the upstream receives.
  */
 export function envoyConfig(
-  o: Required<Omit<EnvoyOptions, 'tls' | 'accessLogPath'>> &
-    Pick<EnvoyOptions, 'tls' | 'accessLogPath'> & { adminPort: number },
+  o: Required<Omit<EnvoyOptions, 'tls' | 'accessLogPath' | 'moreAuthzPorts'>> &
+    Pick<EnvoyOptions, 'tls' | 'accessLogPath' | 'moreAuthzPorts'> & { adminPort: number },
 ): object {
   // Downstream mTLS: Envoy verifies the chain (and the CRL) in the handshake; the verified
   // certificate reaches Nox as attributes.source.certificate (include_peer_certificate).
@@ -85,7 +87,7 @@ export function envoyConfig(
       },
     },
   };
-  const cluster = (name: string, address: string, port: number, http2: boolean) => ({
+  const cluster = (name: string, address: string, ports: readonly number[], http2: boolean) => ({
     name,
     type: 'STATIC',
     connect_timeout: '1s',
@@ -93,7 +95,9 @@ export function envoyConfig(
       cluster_name: name,
       endpoints: [
         {
-          lb_endpoints: [{ endpoint: { address: { socket_address: { address, port_value: port } } } }],
+          lb_endpoints: ports.map((port) => ({
+            endpoint: { address: { socket_address: { address, port_value: port } } },
+          })),
         },
       ],
     },
@@ -170,7 +174,19 @@ export function envoyConfig(
                                     grpc_service: {
                                       envoy_grpc: { cluster_name: 'nox_authz' },
                                       timeout: `${o.loginTimeoutMs / 1000}s`,
-                                      retry_policy: { retry_on: 'refused-stream', num_retries: 2 },
+                                      retry_policy: {
+                                        retry_on: 'connect-failure,refused-stream',
+                                        num_retries: 2,
+                                        retry_host_predicate: [
+                                          {
+                                            name: 'envoy.retry_host_predicates.previous_hosts',
+                                            typed_config: {
+                                              '@type':
+                                                'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate',
+                                            },
+                                          },
+                                        ],
+                                      },
                                     },
                                   },
                                 },
@@ -194,8 +210,22 @@ export function envoyConfig(
                             envoy_grpc: { cluster_name: 'nox_authz' },
                             timeout: `${o.authzTimeoutMs / 1000}s`,
                             // As examples/gateways/envoy.yaml: the checks a stopping sidecar
-                            // refused unread (test/e2e/drain.test.ts) go to another instance.
-                            retry_policy: { retry_on: 'refused-stream', num_retries: 2 },
+                            // refused unread (test/e2e/drain.test.ts), and those sent to one
+                            // that no longer (or not yet) listens, go to another instance; a
+                            // check that reached a sidecar is never sent twice.
+                            retry_policy: {
+                              retry_on: 'connect-failure,refused-stream',
+                              num_retries: 2,
+                              retry_host_predicate: [
+                                {
+                                  name: 'envoy.retry_host_predicates.previous_hosts',
+                                  typed_config: {
+                                    '@type':
+                                      'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate',
+                                  },
+                                },
+                              ],
+                            },
                           },
                         },
                       },
@@ -214,8 +244,8 @@ export function envoyConfig(
         },
       ],
       clusters: [
-        cluster('nox_authz', o.authzHost, o.authzPort, true),
-        cluster('upstream', '127.0.0.1', o.upstreamPort, false),
+        cluster('nox_authz', o.authzHost, [o.authzPort, ...(o.moreAuthzPorts ?? [])], true),
+        cluster('upstream', '127.0.0.1', [o.upstreamPort], false),
       ],
     },
   };
