@@ -2,7 +2,7 @@ import type { Registry } from 'prom-client';
 import type { Logger } from '../common/logger.js';
 import type { RedisRevocations } from '../sidecar/identity/revocations.js';
 import type { RedisSessionStore } from '../sidecar/login/redisSessionStore.js';
-import type { RedisClient } from '../sidecar/redis/connect.js';
+import type { QuotaStore } from '../sidecar/quota/store.js';
 import { redisTargetsFor } from '../sidecar/wiring/redis.js';
 import type { AdminSettings } from './settings.js';
 
@@ -16,8 +16,8 @@ export interface AdminRedis {
   readonly revocations?: RedisRevocations;
   /** Browser sessions (NOX_SESSION_STORE's Redis). */
   readonly sessions?: RedisSessionStore;
-  /** Reads of quota counters (NOX_QUOTA_STORE's Redis); never writes. */
-  readonly quota?: RedisClient;
+  /** The quota counters (NOX_QUOTA_STORE's Redis), read in dry-run mode; never charged. */
+  readonly quota?: QuotaStore;
   close(): Promise<void>;
 }
 
@@ -36,18 +36,13 @@ export async function connectAdminRedis(
   // ioredis is loaded only when a Redis is configured, as in the sidecar.
   if (settings.quotaStore !== 'memory') {
     const target = targets('NOX_QUOTA_STORE', settings.quotaStore);
-    const [{ RedisRevocations }, { connectRedis }] = await Promise.all([
+    const [{ RedisRevocations }, { RedisQuotaStore }] = await Promise.all([
       import('../sidecar/identity/revocations.js'),
-      import('../sidecar/redis/connect.js'),
+      import('../sidecar/quota/redisStore.js'),
     ]);
     parts.revocations = new RedisRevocations(target.nodes, target.cluster, target.password, log, registry);
-    const quota = connectRedis(
-      target,
-      { commandTimeout: TIMEOUT_MS, maxRetriesPerRequest: 1 },
-      { slotsRefreshTimeout: 1000 },
-    );
-    quota.on('error', (e: Error) => log.warn({ err: e.message }, 'quota redis error'));
-    parts.quota = quota;
+    // The sidecars' own store, only ever asked in dry-run mode (usage.ts): nothing is charged.
+    parts.quota = new RedisQuotaStore({ ...target, timeoutMs: TIMEOUT_MS, waitReplicas: 0, log, registry });
   }
   if (settings.sessionStore !== 'memory') {
     const { RedisSessionStore } = await import('../sidecar/login/redisSessionStore.js');
@@ -60,8 +55,7 @@ export async function connectAdminRedis(
   return {
     ...parts,
     close: async () => {
-      await Promise.all([parts.revocations?.stop(), parts.sessions?.close()]);
-      parts.quota?.disconnect();
+      await Promise.all([parts.revocations?.stop(), parts.sessions?.close(), parts.quota?.close()]);
     },
   };
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { decodeJwt } from 'jose';
 import type { Databases } from './db.js';
+import { recordSecurityEvent } from './events.js';
 import { recordAdminAction } from './overrides.js';
 import { errorSchema } from './pages.js';
 import { type AdminRedis, NoRedis } from './redis.js';
@@ -105,8 +106,16 @@ export function revocationRoutes(app: FastifyInstance, db: Databases, redis: Adm
           { id, until: new Date(until).toISOString(), ...(b.reason ? { reason: b.reason } : {}) },
           req.ip,
         );
+        await recordSecurityEvent(c, {
+          kind: 'revocation',
+          caller,
+          sourceIp: req.ip,
+          ...(b.reason ? { reason: b.reason } : {}),
+          ...(b.kind === 'subject' ? { subject: b.value } : {}),
+          detail: { id, until: new Date(until).toISOString() },
+        });
         // Last in the transaction: a revocation that could not be audited is not made; one
-        // Redis refused rolls the audit row back.
+        // Redis refused rolls the audit rows back.
         await revocations.revoke(id, until);
       });
       return reply.code(201).send({ id, kind: b.kind, until: new Date(until).toISOString() });

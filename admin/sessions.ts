@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { SessionRecord } from '../sidecar/login/sessionStore.js';
 import type { Caller } from './auth.js';
 import type { Databases } from './db.js';
+import { recordSessionEvent } from './events.js';
 import { recordAdminAction } from './overrides.js';
 import { errorSchema } from './pages.js';
 import { type AdminRedis, NoRedis } from './redis.js';
@@ -128,6 +129,15 @@ export async function endSession(
       reason ? { reason } : null,
       sourceIp,
     );
+    await recordSessionEvent(c, {
+      kind: 'revocation',
+      caller,
+      sourceIp,
+      provider: record.provider,
+      subject: record.subject,
+      sessionHash: hash,
+      ...(reason ? { detail: { reason } } : {}),
+    });
     // Last in the transaction, as for every admin write: not ended unless audited.
     await sessions.revoke(hash);
   });

@@ -4,9 +4,9 @@ import {
   type CompiledLimit,
   type CompiledQuotaPolicy,
   compileQuotaPolicy,
-  windowMs,
 } from '../sidecar/policy/quotaPolicy.js';
-import { calendarPeriod } from '../sidecar/quota/calendar.js';
+import { limitChecks, type OverrideLimit, overrideLimits } from '../sidecar/quota/keys.js';
+import type { QuotaStore } from '../sidecar/quota/store.js';
 import { subjectHash } from '../sidecar/quota/subject.js';
 import type { Databases } from './db.js';
 import { errorSchema } from './pages.js';
@@ -18,11 +18,10 @@ import type { Guard } from './server.js';
  * (quota_usage_hourly, read from a replica when one answers), and, for one QuotaPolicy, what
  * is left right now of each limit, read from the counters the sidecars charge in Redis.
  *
- * The live part needs the policy's limits (read from the API server, as the sidecars do) and
- * the counters' keys, which follow the sidecar's layout (sidecar/stages/quota.ts plan()):
- * nox:q:{<subject hash>}:<policy keyTag>:<tier | "override">:<limit>[:<calendar period>].
- * Nothing is charged: remaining is what the next request of cost 1 would find, as the GCRA
- * script computes it (sidecar/quota/gcra.lua), on Redis's clock.
+ * The live part needs the policy's limits (read from the API server, as the sidecars do), the
+ * counters' keys (sidecar/quota/keys.ts, which the sidecars charge) and the sidecars' store,
+ * asked in its dry-run mode with cost 0: nothing is charged, and remaining is what the GCRA
+ * script (sidecar/quota/gcra.lua) computes on Redis's clock.
  */
 
 /** Where a QuotaPolicy's spec comes from (the API server); undefined when there is no such policy. */
@@ -30,12 +29,6 @@ export type QuotaPolicySource = (namespace: string, name: string) => Promise<Quo
 
 const HOUR_MS = 3_600_000;
 const MAX_RANGE_MS = 93 * 24 * HOUR_MS;
-
-// All keys share the subject's hash tag: one slot, one call, Redis's own clock.
-const readScript = `local t = redis.call('TIME')
-local out = {t[1], t[2]}
-for i = 1, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) or false end
-return out`;
 
 interface UsageQuery {
   readonly subject?: string[];
@@ -77,7 +70,7 @@ interface LiveLimit {
 
 interface OverrideRow {
   tier: string | null;
-  limits: { name?: string; requests: number; window?: string; calendar?: string }[] | null;
+  limits: OverrideLimit[] | null;
 }
 
 export function usageRoutes(
@@ -260,7 +253,7 @@ export function usageRoutes(
  * subject was seen in (the override's tier first), or the default tier when none was.
  */
 async function liveRemaining(
-  client: NonNullable<AdminRedis['quota']>,
+  store: QuotaStore,
   policy: CompiledQuotaPolicy,
   hash: string,
   seenTiers: readonly string[],
@@ -268,18 +261,7 @@ async function liveRemaining(
 ): Promise<{ tier: string; limits: LiveLimit[] }[]> {
   let sets: { tier: string; limits: readonly CompiledLimit[] }[];
   if (override?.limits) {
-    sets = [
-      {
-        tier: 'override',
-        limits: override.limits.map((l) => ({
-          name: l.name ?? l.window ?? (l.calendar ?? 'limit').toLowerCase(),
-          requests: l.requests,
-          ...(l.window
-            ? { windowMs: windowMs(l.window, 'override') }
-            : { calendar: l.calendar as NonNullable<CompiledLimit['calendar']> }),
-        })),
-      },
-    ];
+    sets = [{ tier: 'override', limits: overrideLimits(override.limits) }];
   } else {
     const tiers = new Set<string>();
     if (override?.tier && policy.tiers.has(override.tier)) tiers.add(override.tier);
@@ -289,45 +271,21 @@ async function liveRemaining(
   }
   // Calendar periods on this process's clock (as each sidecar does), remaining on Redis's.
   const now = Date.now();
-  const keyed = sets.flatMap((s) =>
-    s.limits.map((l) => {
-      const prefix = `nox:q:{${hash}}:${policy.keyTag}:${s.tier}:${l.name}`;
-      const period = l.calendar ? calendarPeriod(l.calendar, now, policy.timeZone) : undefined;
-      return { set: s.tier, limit: l, period, key: period ? `${prefix}:${period.id}` : prefix };
+  return Promise.all(
+    sets.map(async (s) => {
+      const { checks } = limitChecks(policy, s.tier, hash, s.limits, now);
+      if (checks.length === 0) return { tier: s.tier, limits: [] };
+      const read = await store.take(checks, 0, now, true);
+      return {
+        tier: s.tier,
+        limits: s.limits.map((l, i) => ({
+          name: l.name,
+          requests: l.requests,
+          ...(l.windowMs !== undefined ? { windowMs: l.windowMs } : { calendar: l.calendar! }),
+          remaining: read.limits[i]?.remaining ?? 0,
+          resetMs: read.limits[i]?.resetMs ?? 0,
+        })),
+      };
     }),
   );
-  if (keyed.length === 0) return sets.map((s) => ({ tier: s.tier, limits: [] }));
-  const [sec, usec, ...values] = (await client.eval(
-    readScript,
-    keyed.length,
-    ...keyed.map((k) => k.key),
-  )) as (string | null)[];
-  const redisNow = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
-  const out = new Map(sets.map((s) => [s.tier, [] as LiveLimit[]]));
-  keyed.forEach((k, i) => {
-    const cur = values[i] ?? null;
-    const l = k.limit;
-    if (l.windowMs !== undefined) {
-      // GCRA with cost 0: the theoretical arrival time says how much of the window is spent.
-      const interval = l.windowMs / l.requests;
-      const tat = cur === null ? redisNow : Math.max(Number(cur), redisNow);
-      out.get(k.set)!.push({
-        name: l.name,
-        requests: l.requests,
-        windowMs: l.windowMs,
-        remaining: Math.max(0, Math.floor((l.windowMs - (tat - redisNow)) / interval)),
-        resetMs: Math.ceil(tat - redisNow),
-      });
-    } else {
-      const used = cur === null ? 0 : Number(cur);
-      out.get(k.set)!.push({
-        name: l.name,
-        requests: l.requests,
-        calendar: l.calendar!,
-        remaining: Math.max(0, l.requests - used),
-        resetMs: Math.max(0, k.period!.endsAt - now),
-      });
-    }
-  });
-  return sets.map((s) => ({ tier: s.tier, limits: out.get(s.tier)! }));
 }

@@ -17,11 +17,13 @@ export interface ShipperOptions {
 }
 
 /**
- * Moves the spool's records into PostgreSQL, oldest first: a batch is COPYed into a temporary
- * table per audit table and inserted from there with ON CONFLICT DO NOTHING, in one
- * transaction, and only then does the spool's cursor move. A batch whose commit landed but
- * whose acknowledgement was lost (a failover, a killed sidecar) is sent again and adds nothing.
- * While PostgreSQL fails, the batch is retried with backoff and the spool grows.
+ * Moves the spool's records into PostgreSQL, oldest first, one transaction per batch, and only
+ * then does the spool's cursor move. A batch is COPYed straight into its tables; one that hits
+ * a row already there (its commit landed but the acknowledgement was lost: a failover, a
+ * killed sidecar) rolls back whole and is sent again through a temporary table per audit table
+ * with ON CONFLICT DO NOTHING, so a replay adds nothing. (Always staging would cost PostgreSQL,
+ * on the sidecars' machines, twice the writing for every event, for the rare replay.) While
+ * PostgreSQL fails, the batch is retried with backoff and the spool grows.
  */
 export class Shipper {
   readonly #o: ShipperOptions;
@@ -104,10 +106,15 @@ export class Shipper {
       if (Number.isFinite(oldest)) metrics.lag.set(Math.max(0, (Date.now() - oldest) / 1000));
       const started = performance.now();
       try {
-        const result = await this.#ship(rows).catch((e: unknown) => {
-          if (!refusedData(e)) throw e;
-          return this.#shipEach(rows, e as Error);
-        });
+        const result = await this.#ship(rows, 'direct')
+          .catch((e: unknown) => {
+            if ((e as { code?: unknown }).code !== UNIQUE_VIOLATION) throw e;
+            return this.#ship(rows, 'deduplicated');
+          })
+          .catch((e: unknown) => {
+            if (!refusedData(e)) throw e;
+            return this.#shipEach(rows, e as Error);
+          });
         spool.commit(batch.next, this.#o.syncCursor);
         metrics.flushSeconds.observe((performance.now() - started) / 1000);
         for (const [table, { inserted, sent }] of result) {
@@ -133,8 +140,14 @@ export class Shipper {
     }
   }
 
-  /** One transaction: per table, COPY into a temporary table, then insert what is new. */
-  async #ship(rows: Map<AuditTable, string[]>): Promise<Map<AuditTable, { inserted: number; sent: number }>> {
+  /**
+   * One transaction. direct: per table, COPY into it (a row already there fails it all).
+   * deduplicated: per table, COPY into a temporary table, then insert what is new.
+   */
+  async #ship(
+    rows: Map<AuditTable, string[]>,
+    how: 'direct' | 'deduplicated',
+  ): Promise<Map<AuditTable, { inserted: number; sent: number }>> {
     const client = await this.#o.pool.connect();
     // A connection that dies between two statements (a failover, a restart) reports it as an
     // 'error' event of the client, which the pool listens for only while the client is idle:
@@ -150,16 +163,23 @@ export class Shipper {
       await client.query('BEGIN');
       for (const [table, lines] of rows) {
         const cols = AUDIT_TABLES[table].join(', ');
+        const copy = (into: string) =>
+          new Promise<void>((resolve, reject) => {
+            const stream = client.query(copyFrom(`COPY ${into} (${cols}) FROM STDIN (FORMAT text)`));
+            stream.on('error', reject);
+            stream.on('finish', resolve);
+            stream.end(`${lines.join('\n')}\n`);
+          });
+        if (how === 'direct') {
+          await copy(table);
+          result.set(table, { inserted: lines.length, sent: lines.length });
+          continue;
+        }
         const staging = `nox_staging_${table}`;
         await client.query(
           `CREATE TEMP TABLE IF NOT EXISTS ${staging} (LIKE ${table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`,
         );
-        await new Promise<void>((resolve, reject) => {
-          const stream = client.query(copyFrom(`COPY ${staging} (${cols}) FROM STDIN (FORMAT text)`));
-          stream.on('error', reject);
-          stream.on('finish', resolve);
-          stream.end(`${lines.join('\n')}\n`);
-        });
+        await copy(staging);
         const r = await client.query(
           `INSERT INTO ${table} (${cols}) SELECT ${cols} FROM ${staging} ON CONFLICT DO NOTHING`,
         );
@@ -195,7 +215,7 @@ export class Shipper {
       const r = { inserted: 0, sent: 0 };
       for (const line of lines) {
         try {
-          const one = await this.#ship(new Map([[table, [line]]]));
+          const one = await this.#ship(new Map([[table, [line]]]), 'deduplicated');
           r.inserted += one.get(table)?.inserted ?? 0;
           r.sent++;
         } catch (e) {
@@ -227,6 +247,8 @@ export class Shipper {
     });
   }
 }
+
+const UNIQUE_VIOLATION = '23505';
 
 /** SQLSTATE class 22 (data exception) or 23 (integrity constraint): the data, not the server. */
 function refusedData(e: unknown): boolean {

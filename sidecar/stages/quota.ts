@@ -1,8 +1,8 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Ctx, Stage } from '../pipeline/stage.js';
-import { type CompiledLimit, type CompiledQuotaPolicy, windowMs } from '../policy/quotaPolicy.js';
-import { calendarPeriod } from '../quota/calendar.js';
+import type { CompiledQuotaPolicy } from '../policy/quotaPolicy.js';
 import { type PolicyLimit, rateLimitHeaders } from '../quota/headers.js';
+import { limitChecks, type OverrideLimit, overrideLimits } from '../quota/keys.js';
 import type { OverrideLookup } from '../quota/overrides.js';
 import type { LimitCheck, QuotaResult, QuotaStore } from '../quota/store.js';
 import { policyName, sourceIpPart, subjectHash } from '../quota/subject.js';
@@ -299,11 +299,7 @@ function short(policy: CompiledQuotaPolicy): string {
   return policy.key.slice('QuotaPolicy/'.length);
 }
 
-/**
- * Keys: nox:q:{<subject hash>}:<policy hash>:<tier>:<limit>[:<period>]. The braces make
- * every key of one subject land in one Redis Cluster slot, so a check is one round trip;
- * the subject is hashed so that no user id or API key appears in Redis.
- */
+/** The charge of one QuotaPolicy for this request: its tier's limits (or the override's own) that match, and the cost. */
 function plan(
   policy: CompiledQuotaPolicy,
   tier: string,
@@ -311,34 +307,14 @@ function plan(
   input: CheckInput,
   paths: readonly string[],
   now: number,
-  overrideLimits:
-    | readonly { name?: string; requests: number; window?: string; calendar?: string }[]
-    | undefined,
+  override: readonly OverrideLimit[] | undefined,
 ): Plan {
   // An override's own limits are counted apart from the tier's.
-  const prefix = `nox:q:{${subject}}:${policy.keyTag}:${overrideLimits ? 'override' : tier}:`;
-  const tierLimits: readonly CompiledLimit[] = overrideLimits
-    ? overrideLimits.map((l) => ({
-        name: l.name ?? l.window ?? (l.calendar ?? 'limit').toLowerCase(),
-        requests: l.requests,
-        ...(l.window
-          ? { windowMs: windowMs(l.window, 'override') }
-          : { calendar: l.calendar as NonNullable<CompiledLimit['calendar']> }),
-      }))
-    : policy.tiers.get(tier)!.limits;
-  const checks: LimitCheck[] = [];
-  const limits: PolicyLimit[] = [];
-  for (const l of tierLimits) {
-    if (l.match && !paths.some((p) => l.match!.lookup(input.host, p, input.method).length > 0)) continue;
-    if (l.windowMs !== undefined) {
-      checks.push({ key: `${prefix}${l.name}`, requests: l.requests, windowMs: l.windowMs });
-      limits.push({ name: l.name, requests: l.requests, windowS: l.windowMs / 1000 });
-    } else {
-      const period = calendarPeriod(l.calendar!, now, policy.timeZone);
-      checks.push({ key: `${prefix}${l.name}:${period.id}`, requests: l.requests, resetAt: period.endsAt });
-      limits.push({ name: l.name, requests: l.requests, windowS: Math.ceil((period.endsAt - now) / 1000) });
-    }
-  }
+  const tierLimits = override ? overrideLimits(override) : policy.tiers.get(tier)!.limits;
+  const matching = tierLimits.filter(
+    (l) => !l.match || paths.some((p) => l.match!.lookup(input.host, p, input.method).length > 0),
+  );
+  const { checks, limits } = limitChecks(policy, override ? 'override' : tier, subject, matching, now);
   let cost = 1;
   for (const c of policy.costs) {
     if (!c.match || paths.some((p) => c.match!.lookup(input.host, p, input.method).length > 0)) {

@@ -104,11 +104,12 @@ export function envoyConfig(
     ...(http2
       ? {
           // Envoy allows 3 retries in flight per cluster by default: a rolled ext_authz pod
-          // refuses every check it had not read yet, all at once. And 1024 requests in flight:
-          // on this shared machine a sidecar descheduled for a second at 1 000 checks/s has
-          // more, and Envoy would deny the rest (UAEX) without ever asking it.
+          // refuses every check it had not read yet, all at once. And 1024 requests (and
+          // retries) in flight: on this shared machine a sidecar descheduled for a second, or
+          // restarting, at 1 000 checks/s has more, and Envoy would deny the rest (UAEX)
+          // without ever asking a sidecar.
           circuit_breakers: {
-            thresholds: [{ max_retries: 1024, max_requests: 65_536, max_pending_requests: 65_536 }],
+            thresholds: [{ max_retries: 65_536, max_requests: 65_536, max_pending_requests: 65_536 }],
           },
           typed_extension_protocol_options: {
             'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {

@@ -542,6 +542,27 @@ describe('the admin API: usage, users, sessions, revocations', () => {
       }),
     ]);
     expect(JSON.stringify(actions)).not.toContain('sealed-tokens-never-shown');
+    // The session log has them too, as sessions revoked by whom.
+    const events = await pgQuery<{
+      kind: string;
+      subject: string;
+      session_hash: string;
+      sidecar: string;
+      by: string;
+    }>(
+      pair.primary,
+      `SELECT kind, subject, session_hash, sidecar, detail->>'by' AS by FROM audit_session_events WHERE kind = 'revocation' ORDER BY occurred_at`,
+    );
+    expect(events).toEqual([
+      {
+        kind: 'revocation',
+        subject: 'web:carol',
+        session_hash: sessionHash(ids[0]!),
+        sidecar: 'nox-admin',
+        by: `system:serviceaccount:${NS}:operator`,
+      },
+      expect.objectContaining({ kind: 'revocation', subject: 'web:dave', session_hash: sessionHash(ids[2]!) }),
+    ]);
   });
 
   it('revokes a subject and a token: the sidecar refuses them within 1 s, each an audited action', async () => {
@@ -632,6 +653,34 @@ describe('the admin API: usage, users, sessions, revocations', () => {
       },
     ]);
     expect(JSON.stringify(actions)).not.toContain(c);
+    // Revocations are security events as well; a token appears there by hash only.
+    const security = await pgQuery<{
+      kind: string;
+      subject: string | null;
+      provider: string | null;
+      reason: string | null;
+      detail: { id: string };
+    }>(
+      pair.primary,
+      `SELECT kind, subject, provider, reason, detail FROM audit_security_events WHERE kind = 'revocation' ORDER BY occurred_at`,
+    );
+    expect(security.slice(0, 2)).toEqual([
+      {
+        kind: 'revocation',
+        subject: 'corp:app-b',
+        provider: 'corp',
+        reason: 'offboarded',
+        detail: expect.objectContaining({ id: 'subject:corp:app-b' }),
+      },
+      {
+        kind: 'revocation',
+        subject: null,
+        provider: null,
+        reason: null,
+        detail: expect.objectContaining({ id: `token:${tokenHash}` }),
+      },
+    ]);
+    expect(JSON.stringify(security)).not.toContain(c);
 
     // Revoking again records what it replaced.
     await api('/v1/revocations', 'operator', {
