@@ -45,6 +45,8 @@ async function main(): Promise<void> {
   const secrets = await secretStoreFor(settings, kube, log, registry);
   await secrets.start();
   const login = await loginFor(settings, redis, secrets, log, registry);
+  const audit = db?.audit;
+  if (audit) login.login.onSessionEvent((e) => audit.sessionEvent(e));
   const stages = requestPath({
     login: login.stage,
     identify: await identifyStageFor(

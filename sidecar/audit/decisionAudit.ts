@@ -7,6 +7,19 @@ import type { Decision } from '../request/outcome.js';
 import type { AuditLog } from './auditLog.js';
 import type { AuditRow } from './tables.js';
 
+/**
+ * A session's life outside a decision (a login and a logout are the answers of their checks,
+ * and audited as such): its tokens refreshed, or the session ended because the provider
+ * refused the refresh (or the key that sealed its tokens is gone).
+ */
+export interface SessionEvent {
+  readonly kind: 'refresh' | 'revocation';
+  readonly provider: string;
+  readonly subject: string;
+  readonly sessionHash: string;
+  readonly reason?: string;
+}
+
 /** What the checker knows of one check when it is answered. */
 export interface DecidedCheck {
   readonly decision: Decision;
@@ -50,6 +63,29 @@ export class DecisionAudit {
       void this.log.record('audit_session_events', sessionRow(check, session, this.sidecar))?.catch(() => {});
     if (!this.#wanted(check)) return undefined;
     return this.log.record('audit_decisions', decisionRow(check, this.sidecar));
+  }
+
+  /** A session event outside a decision (a refresh, an end by the provider): always recorded. */
+  sessionEvent(e: SessionEvent): void {
+    try {
+      void this.log
+        .record('audit_session_events', {
+          id: randomUUID(),
+          occurred_at: new Date().toISOString(),
+          sidecar: this.sidecar,
+          kind: e.kind,
+          provider: e.provider,
+          subject: e.subject,
+          session_hash: e.sessionHash,
+          source_ip: null,
+          user_agent: null,
+          detail: JSON.stringify(e.reason ? { reason: e.reason } : {}),
+        })
+        ?.catch(() => {});
+    } catch {
+      // A full spool (Deny) or a closed log: counted and logged by the log; a session event
+      // never fails the request that caused it.
+    }
   }
 
   #wanted({ decision, ctx }: DecidedCheck): boolean {

@@ -1,6 +1,7 @@
 import * as oidc from 'openid-client';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
+import type { SessionEvent } from '../audit/decisionAudit.js';
 import type { SecretStore } from '../secrets/secretStore.js';
 import { Pages } from './pages.js';
 import { LoginProviders, LoginUnavailable } from './providers.js';
@@ -12,6 +13,7 @@ import type { SessionStore } from './sessionStore.js';
  */
 export class Login {
   readonly providers: LoginProviders;
+  #onEvent: ((e: SessionEvent) => void) | undefined;
   readonly logins: Counter<'provider' | 'result'>;
   readonly refreshes: Counter<'result'>;
   readonly revocations: Counter<'reason'>;
@@ -55,6 +57,15 @@ export class Login {
       labelNames: ['reason'],
       registers: [registry],
     });
+  }
+
+  /** Where session events go (the audit log's session events); one listener. */
+  onSessionEvent(listener: (e: SessionEvent) => void): void {
+    this.#onEvent = listener;
+  }
+
+  sessionEvent(e: SessionEvent): void {
+    this.#onEvent?.(e);
   }
 
   /** Ends a session on every sidecar (the store broadcasts it); `hash` is `sessionHash(id)`. */

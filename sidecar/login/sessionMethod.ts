@@ -211,12 +211,19 @@ export class SessionMethod implements IdentityMethod {
       if (!tokens?.refresh) {
         // The key that sealed it is gone from the Secret: the session cannot be refreshed any more.
         await this.login.revoke(hash, 'provider');
+        this.#ended(hash, current, 'the key that sealed its tokens is gone');
         return undefined;
       }
       const res = await oidc.refreshTokenGrant(await this.login.providers.config(p), tokens.refresh);
       const next = nextRecord(p, keyring, hash, res, Date.now(), { record: current, tokens });
       if (!(await store.replace(hash, next))) return undefined;
       this.login.refreshes.inc({ result: 'refreshed' });
+      this.login.sessionEvent({
+        kind: 'refresh',
+        provider: next.provider,
+        subject: next.subject,
+        sessionHash: hash,
+      });
       this.#retryAt.delete(hash);
       return next;
     } catch (e) {
@@ -224,12 +231,23 @@ export class SessionMethod implements IdentityMethod {
         this.login.refreshes.inc({ result: 'ended' });
         this.login.log.info({ provider: p.key, err: describeError(e) }, 'session ended: refresh refused');
         await this.login.revoke(hash, 'provider').catch(() => undefined);
+        this.#ended(hash, seen, 'the provider refused the refresh token');
         return undefined;
       }
       return this.#failed(p, hash, seen, e);
     } finally {
       await store.unlock(hash, lock).catch(() => undefined);
     }
+  }
+
+  #ended(hash: string, r: SessionRecord, reason: string): void {
+    this.login.sessionEvent({
+      kind: 'revocation',
+      provider: r.provider,
+      subject: r.subject,
+      sessionHash: hash,
+      reason,
+    });
   }
 
   /** Another sidecar holds the lock: poll until its refresh lands (or the wait is over; the session stands). */

@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../common/db/migrate.js';
 import { createLogger } from '../../common/logger.js';
 import { RedisSessionStore } from '../../sidecar/login/redisSessionStore.js';
 import type { SessionRecord } from '../../sidecar/login/sessionStore.js';
@@ -12,6 +14,7 @@ import { type Envoy, startEnvoy } from '../harness/envoy.js';
 import { type LoginOp, startLoginOp } from '../harness/oidcLogin.js';
 import { writeSecret } from '../harness/policies.js';
 import { freePorts } from '../harness/ports.js';
+import { type PgNode, pgQuery, startPostgres } from '../harness/postgres.js';
 import { scratchDir, sleep, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
@@ -92,6 +95,7 @@ spec:
 describe('browser login through real Envoy, shared sessions in Redis', () => {
   let op: LoginOp;
   let redis: RedisServer;
+  let db: PgNode;
   let raw: Redis;
   /** The test's own client of the session store: revocations from here are cross-process. */
   let sessions: RedisSessionStore;
@@ -122,6 +126,11 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
       accessTokenTtlS: 6,
     });
     redis = await startRedis({ appendonly: false });
+    // The audit log: a session's refreshes are session events beside its login's decision.
+    db = await startPostgres();
+    const pool = new pg.Pool({ connectionString: db.connectionString, max: 1 });
+    await migrate(pool, createLogger('browser-login-test', { level: 'silent' }));
+    await pool.end();
     raw = new Redis({ host: redis.host, port: redis.port });
     sessions = new RedisSessionStore({
       nodes: [{ host: redis.host, port: redis.port }],
@@ -139,10 +148,12 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     writeFileSync(policyPath, policy(op.issuer, `${origins[0]}/bye`));
     upstream = await startUpstream();
     sidecars = await Promise.all(
-      ports.map(() =>
+      ports.map((_, i) =>
         startSidecar({
           policyPath,
           env: {
+            NOX_DATABASE_URL: db.connectionString,
+            POD_NAME: `browser-login-${i}`,
             NOX_SECRETS_DIR: secretsDir,
             NOX_SESSION_STORE: 'redis',
             NOX_REDIS_NODES: `${redis.host}:${redis.port}`,
@@ -172,6 +183,7 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     raw?.disconnect();
     await upstream?.close();
     await redis?.stop();
+    await db?.stop();
     await op?.close();
   });
 
@@ -329,6 +341,23 @@ describe('browser login through real Envoy, shared sessions in Redis', () => {
     expect((op.grants.get('refresh_token') ?? 0) - refreshes).toBe(2);
     expect((await record(id))!.accessExpiresAt).toBeGreaterThan(Date.now());
     expect(op.grantErrors.get('invalid_grant') ?? 0).toBe(0);
+    // Each refresh is one session event in the audit log, by the sidecar that made it.
+    const refreshed = async () =>
+      pgQuery<{ subject: string; sidecar: string }>(
+        db,
+        "SELECT subject, sidecar FROM audit_session_events WHERE kind = 'refresh' AND session_hash = $1",
+        [sessionHash(id)],
+      );
+    await waitUntil(
+      'two refresh events in the audit log',
+      async () => (await refreshed()).length >= 2,
+      10_000,
+    );
+    const events = await refreshed();
+    expect(events).toHaveLength(2);
+    expect(events.every((e) => e.subject === 'corp:bob' && e.sidecar.startsWith('browser-login-'))).toBe(
+      true,
+    );
   });
 
   it('logs out only by a POST from this site: a link, another site or a missing token leave the session alone', async () => {

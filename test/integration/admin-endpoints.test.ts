@@ -561,7 +561,11 @@ describe('the admin API: usage, users, sessions, revocations', () => {
         sidecar: 'nox-admin',
         by: `system:serviceaccount:${NS}:operator`,
       },
-      expect.objectContaining({ kind: 'revocation', subject: 'web:dave', session_hash: sessionHash(ids[2]!) }),
+      expect.objectContaining({
+        kind: 'revocation',
+        subject: 'web:dave',
+        session_hash: sessionHash(ids[2]!),
+      }),
     ]);
   });
 
