@@ -187,14 +187,29 @@ export function auditRoutes(app: FastifyInstance, db: Databases, guard: Guard, m
         .header('content-disposition', `attachment; filename="decisions.${format}${zip ? '.gz' : ''}"`)
         .header('x-nox-served-by', servedBy);
       if (zip) reply.header('content-encoding', 'gzip');
-      let broken = false;
-      pipeline(rows, formatter(format), ...(zip ? [createGzip()] : []), out)
-        .catch((e: unknown) => {
-          broken = true;
-          req.log.warn({ err: (e as Error).message }, 'export stopped');
-          out.destroy(e as Error);
-        })
-        .finally(() => client.release(broken));
+      // A connection that dies under a cursor (a replica cancelling it for a recovery conflict,
+      // a failover) is reported on the client, and the cursor's stream may never hear of it
+      // (its destroy waits for a close the dead connection never answers): the response is
+      // ended from here, or it would hang half-sent for ever.
+      let finished = false;
+      const finish = (e?: Error) => {
+        if (finished) return;
+        finished = true;
+        client.removeListener('error', finish);
+        client.removeListener('end', ended);
+        if (e) {
+          req.log.warn({ err: e.message }, 'export stopped');
+          out.destroy(e);
+        }
+        client.release(e !== undefined);
+      };
+      const ended = () => finish(new Error('the PostgreSQL connection ended during the export'));
+      client.on('error', finish);
+      client.on('end', ended);
+      pipeline(rows, formatter(format), ...(zip ? [createGzip()] : []), out).then(
+        () => finish(),
+        (e: unknown) => finish(e as Error),
+      );
       return reply.send(out);
     },
   );

@@ -162,6 +162,16 @@ async function partsFor(values: Flags, log: Logger): Promise<Parameters<typeof E
     });
     secrets = new KubeSecretStore({ client, namespaces, log, registry, startTimeoutMs: 15_000 });
   }
+  try {
+    await secrets.start();
+  } catch (e) {
+    // Reading Secrets is a privilege many users of explain lack: everything else still works.
+    process.stderr.write(
+      `kubectl nox explain: Secrets not read (${(e as Error).message}): API keys, opaque tokens and logins cannot be checked\n`,
+    );
+    await secrets.stop().catch(() => undefined);
+    secrets = new NoSecrets();
+  }
   let quota: Parameters<typeof Explainer.open>[0]['quota'];
   if (values.redis) {
     const settings = loadSettings({

@@ -70,6 +70,7 @@ export interface Explanation {
 export interface ExplainerParts {
   /** Where the policies come from: the cluster (KubeSource) or files (FileSource). */
   readonly source: ConfigSource;
+  /** Started (explain reads them, and stops them on close). */
   readonly secrets: SecretStore;
   /** For ServiceAccount tokens (TokenReview) and the cluster source; none: files only. */
   readonly kube?: Kube;
@@ -110,7 +111,6 @@ export class Explainer {
     const registry = new Registry();
     const settings = loadSettings({});
     const store = new PolicyStore(parts.log, registry);
-    await parts.secrets.start();
     await parts.source.start((state) => store.apply(state));
     // One reading is what a command needs: nothing is watched afterwards.
     await parts.source.stop();

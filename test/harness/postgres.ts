@@ -151,6 +151,9 @@ async function launchNode(l: Launch): Promise<PgNode> {
     max_wal_senders: '5',
     max_replication_slots: '5',
     hot_standby: 'on',
+    // As the operator configures its replicas (operator/postgres/desired.ts): a long read on
+    // a replica (an audit export) is not cancelled for the rows the primary's vacuum removes.
+    hot_standby_feedback: 'on',
     ...l.settings,
   };
   // Settings go on the command line, not into postgresql.conf, because pg_basebackup copies

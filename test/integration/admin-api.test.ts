@@ -482,6 +482,29 @@ describe('the admin API', () => {
     });
   });
 
+  it('ends an export whose connection dies half-way with an error, never a response left hanging', async () => {
+    const range = new URLSearchParams({
+      from: new Date(T0).toISOString(),
+      to: new Date(T0 + 86_400_000).toISOString(),
+      format: 'ndjson',
+    });
+    const res = await api(`/v1/audit/export?${range}`, 'auditor');
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-nox-served-by')).toBe('replica');
+    const reader = res.body!.getReader();
+    expect((await reader.read()).done).toBe(false);
+    // The replica goes while the export is far from done (the client reads nothing meanwhile).
+    await pair.replica.kill();
+    try {
+      const rest = (async () => {
+        for (;;) if ((await reader.read()).done) return 'the whole export';
+      })();
+      await expect(rest).rejects.toThrow();
+    } finally {
+      await pair.replica.restart();
+    }
+  });
+
   it('reads from the primary when no replica answers', async () => {
     await pair.replica.kill();
     try {

@@ -13,6 +13,7 @@ import { testLog } from '../harness/log.js';
 import { openPolicy, policyDir } from '../harness/policies.js';
 import { type PgNode, pgQuery, startPostgres } from '../harness/postgres.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
+import { scrapedMetric } from '../harness/registry.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 
 /**
@@ -29,13 +30,7 @@ const decisionIdOf = (r: ICheckResponse): string | undefined => {
 };
 
 /** `sidecar`'s metric `name` summed over its labels, from /metrics. */
-async function metric(sidecar: Sidecar, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${sidecar.httpPort}/metrics`)).text();
-  return text
-    .split('\n')
-    .filter((l) => l.startsWith(name) && /^[a-z_]+(\{[^}]*\})? /.test(l) && l.split(/[{ ]/)[0] === name)
-    .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
-}
+const metric = (sidecar: Sidecar, name: string) => scrapedMetric(sidecar.httpPort, name);
 
 describe('the audit log: each decision a row in PostgreSQL, once, through failures', () => {
   let node: PgNode;

@@ -7,8 +7,12 @@ import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Explanation } from '../../cli/explain/explainer.js';
 import { type RequestSpec, toCheckRequest } from '../../cli/explain/request.js';
+import { KubeClient } from '../../common/kube/client.js';
+import { loadKubeConfig } from '../../common/kube/config.js';
 import type { ICheckResponse } from '../../proto/envoy.js';
+import { installCrds } from '../harness/crds.js';
 import { SidecarClient } from '../harness/grpcClient.js';
+import { type Kube, startKube } from '../harness/kube.js';
 import { testLog } from '../harness/log.js';
 import { scratchDir } from '../harness/process.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
@@ -292,6 +296,76 @@ describe('kubectl nox explain', () => {
     await expect(bad).rejects.toMatchObject({
       code: 2,
       stderr: expect.stringContaining('not an absolute URL'),
+    });
+  });
+});
+
+describe('kubectl nox explain against a cluster', () => {
+  let kube: Kube;
+  let kc: KubeClient;
+  const policies = '/apis/nox.dev/v1alpha1/namespaces/default/accesspolicies';
+
+  beforeAll(async () => {
+    kube = await startKube();
+    await installCrds(kube.kubeConfig());
+    kc = new KubeClient(await loadKubeConfig(kube.kubeconfigPath));
+    await kc.request('POST', policies, {
+      body: {
+        apiVersion: 'nox.dev/v1alpha1',
+        kind: 'AccessPolicy',
+        metadata: { name: 'shop' },
+        spec: {
+          match: { hosts: ['shop.example.com'] },
+          defaultAction: 'Allow',
+          rules: [
+            { name: 'no-admin', action: 'Deny', when: { paths: [{ type: 'Prefix', value: '/admin' }] } },
+          ],
+        },
+      },
+    });
+  }, 180_000);
+
+  afterAll(async () => {
+    await kube?.stop();
+  });
+
+  const explain = async (url: string) =>
+    JSON.parse(
+      (
+        await promisify(execFile)(process.execPath, [
+          kubectlNox,
+          'explain',
+          '--kubeconfig',
+          kube.kubeconfigPath,
+          '--url',
+          url,
+          '-o',
+          'json',
+        ])
+      ).stdout,
+    ) as Explanation;
+
+  it('reads the policies in force from the API server, each time', async () => {
+    const denied = await explain('https://shop.example.com/admin/users');
+    expect(denied).toMatchObject({
+      decision: { allowed: false, code: 'ACCESS_DENIED', status: 403 },
+      accessPolicy: 'default/shop',
+      rule: 'no-admin',
+      identity: null,
+    });
+    expect((await explain('https://shop.example.com/cart')).decision).toMatchObject({ allowed: true });
+    // The rule goes: the next explain sees the change (no cache, no watch left behind).
+    await kc.request('PATCH', `${policies}/shop`, {
+      body: [{ op: 'remove', path: '/spec/rules' }],
+      contentType: 'application/json-patch+json',
+    });
+    expect(await explain('https://shop.example.com/admin/users')).toMatchObject({
+      decision: { allowed: true },
+      rule: 'default',
+    });
+    expect((await explain('https://other.example.com/')).decision).toMatchObject({
+      allowed: false,
+      code: 'NO_POLICY',
     });
   });
 });

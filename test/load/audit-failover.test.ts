@@ -17,6 +17,7 @@ import {
 import { connectPg } from '../harness/pgHistory.js';
 import { openPolicy, policyDir } from '../harness/policies.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
+import { scrapedMetric } from '../harness/registry.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { startUpstream, type Upstream } from '../harness/upstream.js';
 
@@ -71,14 +72,6 @@ async function openLoop(
   }
   await Promise.all(inFlight);
   return counts;
-}
-
-/** A counter summed over the series whose labels contain `having`. */
-function metricsText(text: string, name: string, having: string): number {
-  return text
-    .split('\n')
-    .filter((l) => l.startsWith(`${name}{`) && l.includes(having))
-    .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
 }
 
 describe('audit through PostgreSQL failures and sidecar restarts, under steady traffic through Envoy', () => {
@@ -143,11 +136,8 @@ describe('audit through PostgreSQL failures and sidecar restarts, under steady t
     return { sidecars, envoy, accessLog };
   }
 
-  const metric = async (s: Sidecar, name: string) =>
-    (await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text())
-      .split('\n')
-      .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
-      .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+  const metric = (s: Sidecar, name: string, labels: Record<string, string> = {}) =>
+    scrapedMetric(s.httpPort, name, labels);
 
   /**
    * Once the load is over: each sidecar's spool replayed into PostgreSQL, its decisions read
@@ -169,13 +159,7 @@ describe('audit through PostgreSQL failures and sidecar restarts, under steady t
         duplicates: await metric(s, 'nox_audit_events_duplicate_total'),
       });
       decided += await metric(s, 'nox_checks_total');
-      expect(
-        metricsText(
-          await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text(),
-          'nox_checks_total',
-          'decision="deny"',
-        ),
-      ).toBe(0);
+      expect(await metric(s, 'nox_checks_total', { decision: 'deny' })).toBe(0);
     }
     const envoyStats = await (
       await fetch(
