@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import type { KubeClient } from '../common/kube/client.js';
 
 /**
@@ -32,14 +33,35 @@ interface Cached<T> {
   readonly until: number;
 }
 
+/**
+ * OpenID Connect callers, optionally (NOX_ADMIN_OIDC_*): a JWT from the issuer, for the
+ * audience, is the user <prefix><sub> with its groups prefixed the same (as the API server's
+ * --oidc-*-prefix flags name its own OIDC users), so the same RBAC decides what they may do. With a
+ * required group, anyone else from that issuer is not authenticated at all.
+ */
+export interface OidcOptions {
+  readonly issuer: string;
+  readonly audience: string;
+  readonly groupsClaim: string;
+  /** Before the subject and each group (NOX_ADMIN_OIDC_PREFIX). */
+  readonly prefix: string;
+  readonly requiredGroup?: string;
+}
+
+/** After a failed discovery, how long tokens of the issuer are refused without asking again. */
+const DISCOVERY_COOLDOWN_MS = 10_000;
+
 export class KubeAuth {
   readonly #callers = new Map<string, Cached<Caller | undefined>>();
   readonly #decisions = new Map<string, Cached<{ allowed: boolean; reason: string }>>();
+  #jwks: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined;
+  #discoveryFailedAt = 0;
 
   constructor(
     private readonly client: KubeClient,
     private readonly cacheMs: number,
     private readonly now: () => number = Date.now,
+    private readonly oidc?: OidcOptions,
   ) {}
 
   /** The caller a bearer token stands for; throws Unauthenticated. */
@@ -49,9 +71,47 @@ export class KubeAuth {
     const token = m[1]!;
     const key = digest(token);
     const hit = this.#fresh(this.#callers, key);
+    if (hit?.value) return hit.value;
+    if (this.oidc && issuerOf(token) === this.oidc.issuer) return this.#oidcCaller(token, this.oidc);
     const caller = hit ? hit.value : await this.#review(token, key);
     if (!caller) throw new Unauthenticated('the token is not valid for this cluster');
     return caller;
+  }
+
+  /** A JWT of the configured issuer: verified here (signature, issuer, audience, expiry, group). */
+  async #oidcCaller(token: string, o: OidcOptions): Promise<Caller> {
+    const keys = await this.#keys(o);
+    let claims: Record<string, unknown>;
+    try {
+      ({ payload: claims } = await jwtVerify(token, keys, {
+        issuer: o.issuer,
+        audience: o.audience,
+        requiredClaims: ['sub', 'exp'],
+      }));
+    } catch (e) {
+      throw new Unauthenticated(`the OIDC token is not valid: ${(e as Error).message}`);
+    }
+    const raw = claims[o.groupsClaim];
+    const groups = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? [raw] : [];
+    if (o.requiredGroup && !groups.includes(o.requiredGroup))
+      throw new Unauthenticated(`the OIDC caller is not in group ${o.requiredGroup}`);
+    // Not cached by token: verifying a JWT is local and cheap, and its expiry is then exact.
+    return { username: `${o.prefix}${String(claims.sub)}`, groups: groups.map((g) => `${o.prefix}${g}`) };
+  }
+
+  /** The issuer's keys: one discovery shared by concurrent requests; a failure is remembered for a while. */
+  #keys(o: OidcOptions): Promise<ReturnType<typeof createRemoteJWKSet>> {
+    if (!this.#jwks && this.now() - this.#discoveryFailedAt < DISCOVERY_COOLDOWN_MS)
+      return Promise.reject(new Error(`OIDC discovery for ${o.issuer} failed moments ago`));
+    this.#jwks ??= jwksUri(o.issuer).then(
+      (uri) => createRemoteJWKSet(new URL(uri)),
+      (e: unknown) => {
+        this.#jwks = undefined;
+        this.#discoveryFailedAt = this.now();
+        throw e;
+      },
+    );
+    return this.#jwks;
   }
 
   /** Throws Forbidden unless RBAC lets `caller` do `p`. */
@@ -137,3 +197,24 @@ export class KubeAuth {
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest('base64url');
+
+/** The iss of a JWT, unverified (to choose who verifies it); undefined for anything else. */
+function issuerOf(token: string): string | undefined {
+  if (token.split('.').length !== 3) return undefined;
+  try {
+    const iss = decodeJwt(token).iss;
+    return typeof iss === 'string' ? iss : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The issuer's jwks_uri, from its discovery document (which must name the same issuer). */
+async function jwksUri(issuer: string): Promise<string> {
+  const url = `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
+  const res = await fetch(url, { signal: AbortSignal.timeout(5000), redirect: 'error' });
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  const doc = (await res.json()) as { issuer?: string; jwks_uri?: string };
+  if (doc.issuer !== issuer || !doc.jwks_uri) throw new Error(`${url} does not describe issuer ${issuer}`);
+  return doc.jwks_uri;
+}

@@ -1,6 +1,7 @@
 import { requireCurrentSchema } from '../common/db/migrate.js';
 import { loadKubeAccess } from '../common/kube/access.js';
 import { isNotFound, KubeClient } from '../common/kube/client.js';
+import type { Logger } from '../common/logger.js';
 import { runMain, startProgram } from '../common/program.js';
 import type { QuotaPolicySpec } from '../common/resources/types.gen.js';
 import { KubeAuth } from './auth.js';
@@ -19,14 +20,30 @@ async function main(): Promise<void> {
   });
   if (!program) return;
   const { settings, log, registry } = program;
+  if (settings.oidcIssuer && !settings.oidcAudience)
+    throw new Error('NOX_ADMIN_OIDC_AUDIENCE is required with NOX_ADMIN_OIDC_ISSUER');
   const db = new Databases(settings.databaseUrl, settings.databaseReadUrl, log);
   await requireCurrentSchema(db.rw, log, 'this admin API');
   // Not client-node's KubeConfig: the light loader keeps ~75 MB out of the process (access.ts).
   const kube = new KubeClient(await loadKubeAccess(settings.kubeconfig || undefined));
+  if (settings.oidcIssuer) await refuseServiceAccountIssuer(kube, settings.oidcIssuer, log);
   const redis = await connectAdminRedis(settings, log, registry);
   const app = await buildAdminServer({
     db,
-    auth: new KubeAuth(kube, settings.authCacheMs),
+    auth: new KubeAuth(
+      kube,
+      settings.authCacheMs,
+      Date.now,
+      settings.oidcIssuer
+        ? {
+            issuer: settings.oidcIssuer,
+            audience: settings.oidcAudience,
+            groupsClaim: settings.oidcGroupsClaim,
+            prefix: settings.oidcPrefix,
+            ...(settings.oidcGroup ? { requiredGroup: settings.oidcGroup } : {}),
+          }
+        : undefined,
+    ),
     log,
     registry,
     maxPageSize: settings.maxPageSize,
@@ -68,3 +85,23 @@ async function main(): Promise<void> {
 }
 
 runMain('nox-admin', main);
+
+/**
+ * The cluster's ServiceAccount tokens must go to TokenReview, which knows when their pod or
+ * ServiceAccount is gone; verified locally as OIDC tokens they would stay good until they
+ * expire. Asked of the API server's discovery document; one that cannot be read is no answer.
+ */
+async function refuseServiceAccountIssuer(kube: KubeClient, issuer: string, log: Logger): Promise<void> {
+  let clusterIssuer: string | undefined;
+  try {
+    clusterIssuer = (
+      await kube.request<{ issuer?: string }>('GET', '/.well-known/openid-configuration', { timeoutMs: 5000 })
+    ).issuer;
+  } catch (e) {
+    log.info({ err: (e as Error).message }, 'the cluster’s ServiceAccount issuer could not be read');
+  }
+  if (clusterIssuer === issuer)
+    throw new Error(
+      `NOX_ADMIN_OIDC_ISSUER is the cluster's ServiceAccount issuer (${issuer}): its tokens are checked by TokenReview already`,
+    );
+}

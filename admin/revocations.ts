@@ -71,6 +71,8 @@ export function revocationRoutes(app: FastifyInstance, db: Databases, redis: Adm
       const b = req.body;
       const caller = req.caller!;
       if (b.kind === 'session') {
+        // Ending a session is DELETE /v1/sessions/{hash}'s permission, whichever route asks.
+        await guard({ resource: 'sessions', verb: 'delete' })(req, reply);
         const sessions = redis.sessions;
         if (!sessions) throw new NoRedis('NOX_SESSION_STORE');
         if (!/^[0-9a-f]{64}$/.test(b.value))

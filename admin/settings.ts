@@ -54,6 +54,36 @@ export const definitions = {
     doc: 'How long a TokenReview or SubjectAccessReview answer is reused for the same token and question (a revoked RBAC binding takes at most this long).',
     parse: positiveInt(300_000),
   },
+  oidcIssuer: {
+    env: 'NOX_ADMIN_OIDC_ISSUER',
+    default: '',
+    doc: 'Also accept ID/access tokens (JWT) from this OpenID issuer, besides Kubernetes tokens: the caller is <NOX_ADMIN_OIDC_PREFIX><sub> with its groups prefixed the same, and RBAC decides as for any user (bind ClusterRoles to User nox-admin-oidc:alice or Group nox-admin-oidc:auditors). Not the cluster’s ServiceAccount issuer (refused at start): those tokens go to TokenReview, which knows when they are revoked. Empty: Kubernetes tokens only.',
+    parse: text,
+  },
+  oidcAudience: {
+    env: 'NOX_ADMIN_OIDC_AUDIENCE',
+    default: '',
+    doc: 'The audience (aud) an OIDC token must carry; required with NOX_ADMIN_OIDC_ISSUER.',
+    parse: text,
+  },
+  oidcGroupsClaim: {
+    env: 'NOX_ADMIN_OIDC_GROUPS_CLAIM',
+    default: 'groups',
+    doc: 'The claim that lists an OIDC caller’s groups.',
+    parse: text,
+  },
+  oidcPrefix: {
+    env: 'NOX_ADMIN_OIDC_PREFIX',
+    default: 'nox-admin-oidc:',
+    doc: 'Put before an OIDC caller’s subject and groups, for RBAC. Not the API server’s own --oidc-username-prefix (often oidc:) unless it is the same issuer: a group of one provider must not match bindings made for another’s.',
+    parse: text,
+  },
+  oidcGroup: {
+    env: 'NOX_ADMIN_OIDC_GROUP',
+    default: '',
+    doc: 'When set, only OIDC callers in this group (before the prefix) are authenticated at all.',
+    parse: text,
+  },
   maxPageSize: {
     env: 'NOX_ADMIN_MAX_PAGE_SIZE',
     default: 1000,

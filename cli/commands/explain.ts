@@ -60,7 +60,24 @@ export async function explainCommand(argv: readonly string[], out: NodeJS.Writab
     throw new CliError('give the request (--url, or --host and --path) or --requests FILE', 2);
   // Logs go to stderr: stdout is the explanation, which -o json makes machine-read.
   const log = createLogger('kubectl-nox', { level: process.env.NOX_LOG_LEVEL ?? 'fatal', destination: 2 });
-  const explainer = await Explainer.open(await partsFor(values, log));
+  // Usage errors first: nothing is started for a command that cannot run.
+  let headers: Record<string, string>;
+  try {
+    headers = parseHeaderFlags(values.header ?? []);
+  } catch (e) {
+    if (e instanceof BadRequestSpec) throw new CliError(e.message, 2);
+    throw e;
+  }
+  const parts = await partsFor(values, log);
+  let explainer: Explainer;
+  try {
+    explainer = await Explainer.open(parts);
+  } catch (e) {
+    // What partsFor started (Secret informers, Redis) would keep the process alive.
+    await parts.secrets.stop().catch(() => undefined);
+    await parts.quota?.close().catch(() => undefined);
+    throw e;
+  }
   try {
     const print = (e: Explanation) =>
       out.write(values.output === 'json' ? `${JSON.stringify(e)}\n` : render(e));
@@ -80,6 +97,8 @@ export async function explainCommand(argv: readonly string[], out: NodeJS.Writab
         } catch {
           throw new CliError(`${values.requests}:${n}: not a JSON object`, 2);
         }
+        if (typeof spec !== 'object' || spec === null || Array.isArray(spec))
+          throw new CliError(`${values.requests}:${n}: not a JSON object`, 2);
         print(await explainOne(explainer, spec, `${values.requests}:${n}`));
       }
     } else {
@@ -91,7 +110,7 @@ export async function explainCommand(argv: readonly string[], out: NodeJS.Writab
             ...(values.host ? { host: values.host } : {}),
             ...(values.path ? { path: values.path } : {}),
             ...(values.request ? { method: values.request } : {}),
-            headers: parseHeaderFlags(values.header ?? []),
+            headers,
             ...(values.token ? { token: values.token } : {}),
             ...(values['source-ip'] ? { sourceIp: values['source-ip'] } : {}),
             ...(values['client-cert'] ? { clientCert: `@${values['client-cert']}` } : {}),

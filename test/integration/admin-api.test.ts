@@ -14,6 +14,7 @@ import { subjectHash } from '../../sidecar/quota/subject.js';
 import { screenshot, startChromium } from '../harness/chromium.js';
 import { type Kube, startKube } from '../harness/kube.js';
 import { testLog } from '../harness/log.js';
+import { type OidcIssuer, startOidcIssuer } from '../harness/oidc.js';
 import { openPolicy, policyDir } from '../harness/policies.js';
 import { freePort } from '../harness/ports.js';
 import { type PostgresPair, pgQuery, startPostgresPair } from '../harness/postgres.js';
@@ -35,6 +36,7 @@ let kube: Kube;
 let kc: KubeClient;
 let pair: PostgresPair;
 let admin: Service;
+let op: OidcIssuer;
 let base: string;
 const tokens: Record<string, string> = {};
 
@@ -112,6 +114,19 @@ describe('the admin API', () => {
       'quota-admin',
     );
 
+    // Callers of an OpenID issuer too: RBAC binds its group, prefixed oidc:.
+    op = await startOidcIssuer([
+      { clientId: 'dana', secret: 'd', claims: { groups: ['auditors'] } },
+      { clientId: 'eve', secret: 'e', claims: { groups: ['visitors'] } },
+    ]);
+    await kc.request('POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
+      body: {
+        metadata: { name: 'nox-auditor-oidc' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'nox-auditor' },
+        subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'nox-admin-oidc:auditors' }],
+      },
+    });
+
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
     admin = start('nox-admin', process.execPath, [join(repoRoot, 'dist', 'admin', 'main.js')], {
@@ -121,6 +136,9 @@ describe('the admin API', () => {
         NOX_DATABASE_READ_URL: pair.replica.connectionString,
         NOX_KUBECONFIG: kube.kubeconfigPath,
         NOX_ADMIN_AUTH_CACHE_MS: '1000',
+        NOX_ADMIN_OIDC_ISSUER: op.issuer,
+        NOX_ADMIN_OIDC_AUDIENCE: op.audience,
+        NOX_ADMIN_OIDC_GROUP: 'auditors',
       },
     });
     await waitUntil('nox-admin /readyz', async () => (await fetch(`${base}/readyz`)).ok, 30_000, admin);
@@ -128,6 +146,7 @@ describe('the admin API', () => {
 
   afterAll(async () => {
     await admin?.stop();
+    await op?.close();
     await pair?.stop();
     await kube?.stop();
   });
@@ -173,6 +192,36 @@ describe('the admin API', () => {
     expect((await api(search, 'auditor')).status).toBe(200);
     expect((await api('/v1/overrides', 'auditor')).status).toBe(403);
     expect((await api('/v1/overrides', 'quota-admin')).status).toBe(200);
+  });
+
+  it('authenticates OpenID callers of the configured issuer and group, and RBAC decides for them too', async () => {
+    const dana = await op.token('dana');
+    const asDana = (path: string, init: RequestInit = {}) =>
+      fetch(`${base}${path}`, {
+        ...init,
+        headers: { authorization: `Bearer ${dana}`, 'content-type': 'application/json' },
+      });
+    expect((await asDana('/v1/audit/decisions?limit=1')).status).toBe(200);
+    // Bound as a reader only: the override is refused, by name.
+    const put = await asDana('/v1/overrides', {
+      method: 'PUT',
+      body: JSON.stringify({ subject: ['User=corp:x'], policy: 'default/api', tier: 'pro' }),
+    });
+    expect(put.status).toBe(403);
+    expect(((await put.json()) as { message: string }).message).toContain(
+      'nox-admin-oidc:dana may not create quotaoverrides',
+    );
+    // Not in the required group: not authenticated at all.
+    const eve = await fetch(`${base}/v1/audit/decisions?limit=1`, {
+      headers: { authorization: `Bearer ${await op.token('eve')}` },
+    });
+    expect(eve.status).toBe(401);
+    expect(((await eve.json()) as { message: string }).message).toContain('not in group auditors');
+    // A token of that issuer with a bad signature is no caller either.
+    const forged = `${dana.slice(0, dana.lastIndexOf('.'))}.${'A'.repeat(64)}`;
+    expect(
+      (await fetch(`${base}/v1/audit/decisions`, { headers: { authorization: `Bearer ${forged}` } })).status,
+    ).toBe(401);
   });
 
   it('searches newest first with filters and keyset pages, served by the replica', async () => {

@@ -297,6 +297,20 @@ describe('kubectl nox explain', () => {
       code: 2,
       stderr: expect.stringContaining('not an absolute URL'),
     });
+    const header = promisify(execFile)(process.execPath, [
+      kubectlNox,
+      'explain',
+      '-f',
+      policies,
+      '--host',
+      'a',
+      '-H',
+      'no-colon',
+    ]);
+    await expect(header).rejects.toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('expected "Name: value"'),
+    });
   });
 });
 
