@@ -18,6 +18,24 @@ export class CliError extends Error {
   }
 }
 
+/** The flags every admin API command takes (parseArgs options), besides its own. */
+export const adminOptions = {
+  output: { type: 'string', short: 'o', default: 'text' },
+  'admin-url': { type: 'string' },
+  token: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** adminTarget from the parsed adminOptions. */
+export function adminTargetOf(values: {
+  'admin-url'?: string | undefined;
+  token?: string | undefined;
+  kubeconfig?: string | undefined;
+}): Promise<AdminTarget> {
+  return adminTarget({ adminUrl: values['admin-url'], token: values.token, kubeconfig: values.kubeconfig });
+}
+
 /**
  * The admin API authenticates with TokenReview, so the plugin sends a bearer token: the
  * one given, else the kubeconfig user's (token or tokenFile), which is who `kubectl` is.

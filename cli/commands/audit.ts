@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { type AdminTarget, adminTarget, CliError, callAdmin } from '../adminClient.js';
+import { type AdminTarget, adminOptions, adminTargetOf, CliError, callAdmin } from '../adminClient.js';
 
 export const auditUsage = `kubectl nox audit: the decisions the sidecars recorded
 
@@ -40,12 +40,8 @@ const filterOptions = {
   'path-prefix': { type: 'string' },
   policy: { type: 'string' },
   limit: { type: 'string', default: '50' },
-  output: { type: 'string', short: 'o', default: 'text' },
-  'admin-url': { type: 'string' },
-  token: { type: 'string' },
-  kubeconfig: { type: 'string' },
+  ...adminOptions,
   'poll-ms': { type: 'string', default: '2000' },
-  help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** `30s`, `15m`, `2h`, `7d` → milliseconds. */
@@ -67,11 +63,7 @@ export async function auditCommand(
     return verb === undefined ? 2 : 0;
   }
   if (verb !== 'search' && verb !== 'tail') throw new CliError(`audit ${verb}: search or tail`, 2);
-  const target = await adminTarget({
-    adminUrl: values['admin-url'],
-    token: values.token,
-    kubeconfig: values.kubeconfig,
-  });
+  const target = await adminTargetOf(values);
   const filters = {
     subject: values.subject,
     decision: values.decision,

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { adminTarget, CliError, callAdmin } from '../adminClient.js';
+import { adminOptions, adminTargetOf, CliError, callAdmin } from '../adminClient.js';
 import { durationMs } from './audit.js';
 
 export const overrideUsage = `kubectl nox override: per-subject exceptions to a QuotaPolicy (in force on every sidecar within a second)
@@ -53,19 +53,14 @@ export async function overrideCommand(argv: readonly string[], out: NodeJS.Writa
       limit: { type: 'string', multiple: true },
       reason: { type: 'string' },
       expires: { type: 'string' },
-      output: { type: 'string', short: 'o', default: 'text' },
-      'admin-url': { type: 'string' },
-      token: { type: 'string' },
-      kubeconfig: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
+      ...adminOptions,
     },
   });
   if (values.help || verb === undefined) {
     out.write(`${overrideUsage}\n`);
     return verb === undefined ? 2 : 0;
   }
-  const target = () =>
-    adminTarget({ adminUrl: values['admin-url'], token: values.token, kubeconfig: values.kubeconfig });
+  const target = () => adminTargetOf(values);
   const print = (o: Override) =>
     out.write(
       values.output === 'json'

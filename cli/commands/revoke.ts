@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { adminTarget, CliError, callAdmin } from '../adminClient.js';
+import { adminOptions, adminTargetOf, CliError, callAdmin } from '../adminClient.js';
 import { durationMs } from './audit.js';
 
 export const revokeUsage = `kubectl nox revoke: refuse a subject, a token or a browser session on every sidecar (within about a second)
@@ -19,22 +19,14 @@ export async function revokeCommand(argv: readonly string[], out: NodeJS.Writabl
       for: { type: 'string' },
       reason: { type: 'string' },
       list: { type: 'boolean' },
-      output: { type: 'string', short: 'o', default: 'text' },
-      'admin-url': { type: 'string' },
-      token: { type: 'string' },
-      kubeconfig: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
+      ...adminOptions,
     },
   });
   if (values.help) {
     out.write(`${revokeUsage}\n`);
     return 0;
   }
-  const target = await adminTarget({
-    adminUrl: values['admin-url'],
-    token: values.token,
-    kubeconfig: values.kubeconfig,
-  });
+  const target = await adminTargetOf(values);
   if (values.list) {
     const r = await callAdmin<{ items: { id?: string; kind?: string; until?: string }[] }>(
       target,

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { adminTarget, CliError, callAdmin } from '../adminClient.js';
+import { adminOptions, adminTargetOf, CliError, callAdmin } from '../adminClient.js';
 
 export const sessionsUsage = `kubectl nox sessions: a subject's browser sessions, and ending one
 
@@ -22,19 +22,14 @@ export async function sessionsCommand(argv: readonly string[], out: NodeJS.Writa
     options: {
       subject: { type: 'string' },
       reason: { type: 'string' },
-      output: { type: 'string', short: 'o', default: 'text' },
-      'admin-url': { type: 'string' },
-      token: { type: 'string' },
-      kubeconfig: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
+      ...adminOptions,
     },
   });
   if (values.help || verb === undefined) {
     out.write(`${sessionsUsage}\n`);
     return verb === undefined ? 2 : 0;
   }
-  const target = () =>
-    adminTarget({ adminUrl: values['admin-url'], token: values.token, kubeconfig: values.kubeconfig });
+  const target = () => adminTargetOf(values);
   if (verb === 'list') {
     if (!values.subject) throw new CliError('sessions list --subject <provider>:<sub>', 2);
     const r = await callAdmin<{ items: Session[] }>(await target(), 'GET', '/v1/sessions', {

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { adminTarget, CliError, callAdmin } from '../adminClient.js';
+import { adminOptions, adminTargetOf, CliError, callAdmin } from '../adminClient.js';
 import { durationMs } from './audit.js';
 
 export const usageUsage = `kubectl nox usage: what one subject used of its quotas, per hour, and what is left now
@@ -31,11 +31,7 @@ export async function usageCommand(argv: readonly string[], out: NodeJS.Writable
       subject: { type: 'string', multiple: true },
       policy: { type: 'string' },
       since: { type: 'string', default: '24h' },
-      output: { type: 'string', short: 'o', default: 'text' },
-      'admin-url': { type: 'string' },
-      token: { type: 'string' },
-      kubeconfig: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
+      ...adminOptions,
     },
   });
   if (values.help) {
@@ -43,11 +39,7 @@ export async function usageCommand(argv: readonly string[], out: NodeJS.Writable
     return 0;
   }
   if (!values.subject?.length) throw new CliError('usage: at least one --subject', 2);
-  const target = await adminTarget({
-    adminUrl: values['admin-url'],
-    token: values.token,
-    kubeconfig: values.kubeconfig,
-  });
+  const target = await adminTargetOf(values);
   const u = await callAdmin<Usage>(target, 'GET', '/v1/usage', {
     query: {
       subject: values.subject,

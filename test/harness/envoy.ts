@@ -87,6 +87,21 @@ export function envoyConfig(
       },
     },
   };
+  // As examples/gateways/envoy.yaml: the checks a stopping sidecar refused unread
+  // (test/e2e/drain.test.ts), and those sent to one that no longer (or not yet) listens, go to
+  // another instance; a check that reached a sidecar is never sent twice.
+  const authzRetryPolicy = {
+    retry_on: 'connect-failure,refused-stream',
+    num_retries: 2,
+    retry_host_predicate: [
+      {
+        name: 'envoy.retry_host_predicates.previous_hosts',
+        typed_config: {
+          '@type': 'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate',
+        },
+      },
+    ],
+  };
   const cluster = (name: string, address: string, ports: readonly number[], http2: boolean) => ({
     name,
     type: 'STATIC',
@@ -175,19 +190,7 @@ export function envoyConfig(
                                     grpc_service: {
                                       envoy_grpc: { cluster_name: 'nox_authz' },
                                       timeout: `${o.loginTimeoutMs / 1000}s`,
-                                      retry_policy: {
-                                        retry_on: 'connect-failure,refused-stream',
-                                        num_retries: 2,
-                                        retry_host_predicate: [
-                                          {
-                                            name: 'envoy.retry_host_predicates.previous_hosts',
-                                            typed_config: {
-                                              '@type':
-                                                'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate',
-                                            },
-                                          },
-                                        ],
-                                      },
+                                      retry_policy: authzRetryPolicy,
                                     },
                                   },
                                 },
@@ -210,23 +213,7 @@ export function envoyConfig(
                           grpc_service: {
                             envoy_grpc: { cluster_name: 'nox_authz' },
                             timeout: `${o.authzTimeoutMs / 1000}s`,
-                            // As examples/gateways/envoy.yaml: the checks a stopping sidecar
-                            // refused unread (test/e2e/drain.test.ts), and those sent to one
-                            // that no longer (or not yet) listens, go to another instance; a
-                            // check that reached a sidecar is never sent twice.
-                            retry_policy: {
-                              retry_on: 'connect-failure,refused-stream',
-                              num_retries: 2,
-                              retry_host_predicate: [
-                                {
-                                  name: 'envoy.retry_host_predicates.previous_hosts',
-                                  typed_config: {
-                                    '@type':
-                                      'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate',
-                                  },
-                                },
-                              ],
-                            },
+                            retry_policy: authzRetryPolicy,
                           },
                         },
                       },
