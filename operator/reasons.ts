@@ -177,6 +177,10 @@ export const conditionReasons = {
     on: clusterProblem,
     doc: 'Too few replicas are confirmed detached from the lost primary (primary_conninfo cleared, WAL receiver stopped) for it to be unable to acknowledge another commit; promotion waits (ADR 005). The message names those still attached.',
   },
+  ReplayInProgress: {
+    on: clusterProblem,
+    doc: 'Enough replicas are detached from the lost primary, but some still replay the WAL on their disk (they have just restarted), so which holds the most is not known yet; promotion waits until their replay stops.',
+  },
   TimelineDiverged: {
     on: clusterProblem,
     doc: 'A replica holds WAL of a newer timeline than the primary’s recorded one: some promotion happened that the operator did not make. Nothing is promoted; compare the instances’ timeline history before acting.',

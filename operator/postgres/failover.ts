@@ -3,8 +3,8 @@ import { describeError } from '../../common/kube/client.js';
 import type { Problem } from '../reasons.js';
 import { failoverDelayMs, fencedInstancesPatch, slotName } from './desired.js';
 import { ensureSlots, observeInstance } from './instances.js';
-import { promoteSafely } from './promotion.js';
-import { isHealthyPrimary, otherPrimaries } from './roles.js';
+import { effectiveSyncNumber, promoteSafely } from './promotion.js';
+import { failoverBlocked, isHealthyPrimary, otherPrimaries } from './roles.js';
 import {
   type AspectContext,
   type ClusterState,
@@ -134,6 +134,16 @@ async function failOver(
 ): Promise<{ problem: Problem } | { record: FailoverRecord }> {
   const { views, fenced } = state;
   const { client, access, log } = ctx;
+  // 0. Nothing is decided while too few replicas are back to promote one (after a total
+  // outage, say): the old primary keeps its place if it returns first.
+  if (!fenced.has(old)) {
+    const blocked = failoverBlocked(
+      views.filter((v) => v.pod !== old && !fenced.has(v.pod)),
+      state.cluster.spec.instances - 1,
+      effectiveSyncNumber(state.cluster),
+    );
+    if (blocked) return { problem: blocked };
+  }
   // 1. Fence the old primary: on the cluster first (it survives the pod), then on the pod.
   if (!fenced.has(old)) {
     fenced.add(old);

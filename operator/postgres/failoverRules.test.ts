@@ -7,6 +7,7 @@ import {
   fencedInstancesPatch,
   fencingAnnotation,
   formatLsn,
+  heldLsn,
   lagBytes,
   parseLsn,
   parseSynchronousNumber,
@@ -69,9 +70,26 @@ describe('chooseFailoverTarget', () => {
     expect(chooseFailoverTarget(tie)?.pod).toBe(chooseFailoverTarget([...tie].reverse())?.pod);
   });
 
-  it('never picks a replica whose received LSN is unparseable', () => {
-    expect(chooseFailoverTarget([r('pg-1', 'garbage', '9/0'), r('pg-2', '0/1', '0/1')])?.pod).toBe('pg-2');
+  it('never picks a replica none of whose positions can be read', () => {
+    expect(chooseFailoverTarget([r('pg-1', 'garbage', 'junk'), r('pg-2', '0/1', '0/1')])?.pod).toBe('pg-2');
     expect(chooseFailoverTarget([r('pg-1', undefined), r('pg-2', '')])).toBeUndefined();
+  });
+
+  it('ranks by the WAL a replica holds, not by its received position alone (cc25)', () => {
+    // Restarted replicas: pg_last_wal_receive_lsn() is the segment start streaming resumes
+    // from, or NULL until it asks for a stream; what they replayed from disk is what they hold.
+    const restarted = [r('db-0', '0/7000000', '0/7AF8E10'), r('db-2', '0/6000000', '0/7C4AAC8')];
+    expect(chooseFailoverTarget(restarted)?.pod).toBe('db-2');
+    expect(
+      chooseFailoverTarget([r('db-0', '0/7000000', '0/7AF8E10'), r('db-2', undefined, '0/7C4AAC8')])?.pod,
+    ).toBe('db-2');
+    // Streaming: received WAL is held (flushed) though not yet replayed.
+    expect(chooseFailoverTarget([r('db-0', '0/9000', '0/1000'), r('db-2', '0/8000', '0/8000')])?.pod).toBe(
+      'db-0',
+    );
+    expect(heldLsn({ receivedLsn: '0/7000000', replayedLsn: '0/7AF8E10' })).toBe('0/7AF8E10');
+    expect(heldLsn({ receivedLsn: '0/9000', replayedLsn: '0/1000' })).toBe('0/9000');
+    expect(heldLsn({ receivedLsn: 'x' })).toBeUndefined();
   });
 
   it('ranks an unparseable replayed LSN lowest within a received tie', () => {

@@ -61,6 +61,18 @@ export interface ReplicaPosition {
 }
 
 /**
+ * The end of the WAL a replica holds: the greater of its received and replayed positions.
+ * Neither alone will do. After a restart pg_last_wal_receive_lsn() is the start of the
+ * segment streaming resumes from (or NULL until the startup process asks for a stream), which
+ * can be far behind WAL it has on disk and replays; and replay trails what was received while
+ * streaming. The greater is final only once replay has stopped (promotion.ts checks that).
+ */
+export function heldLsn(r: Pick<ReplicaPosition, 'receivedLsn' | 'replayedLsn'>): string | undefined {
+  const held = compareLsn(r.receivedLsn, r.replayedLsn) >= 0 ? r.receivedLsn : r.replayedLsn;
+  return parseLsn(held) === undefined ? undefined : held;
+}
+
+/**
  * How many standbys a primary with this synchronous_standby_names waits for before it
  * acknowledges a commit: "ANY 2 (a, b, c)", "FIRST 1 (...)", "2 (...)" and a bare list (1);
  * '' is 0 (asynchronous). Undefined when it cannot be read, so the caller keeps what it knew.
@@ -82,24 +94,24 @@ export function ordinalOf(pod: string): number {
 }
 
 /**
- * The replica to promote: among the ready, unfenced replicas whose received LSN is known, the
- * one with the most advanced received position, then the most advanced replayed position (an
- * unknown replay position ranks lowest), then the lowest ordinal (then name) so that the answer
- * is deterministic. A replica whose received LSN cannot be read is never chosen: nothing proves
- * it holds every acknowledged commit. Undefined when there is no candidate.
+ * The replica to promote: among the ready, unfenced replicas whose held position (heldLsn) is
+ * known, the one holding the most WAL, then the most advanced replayed position (an unknown
+ * replay position ranks lowest), then the lowest ordinal (then name) so that the answer is
+ * deterministic. A replica whose positions cannot be read is never chosen: nothing proves it
+ * holds every acknowledged commit. Undefined when there is no candidate.
  */
 export function chooseFailoverTarget<R extends ReplicaPosition>(replicas: readonly R[]): R | undefined {
   let best: R | undefined;
   for (const r of replicas) {
-    if (!r.ready || r.fenced || parseLsn(r.receivedLsn) === undefined) continue;
+    if (!r.ready || r.fenced || heldLsn(r) === undefined) continue;
     if (!best || better(r, best)) best = r;
   }
   return best;
 }
 
 function better(a: ReplicaPosition, b: ReplicaPosition): boolean {
-  const received = compareLsn(a.receivedLsn, b.receivedLsn);
-  if (received !== 0) return received > 0;
+  const held = compareLsn(heldLsn(a), heldLsn(b));
+  if (held !== 0) return held > 0;
   const replayed = compareLsn(a.replayedLsn, b.replayedLsn);
   if (replayed !== 0) return replayed > 0;
   const oa = ordinalOf(a.pod);

@@ -229,21 +229,44 @@ export async function dropSlots(
   });
 }
 
+/** A replica's WAL positions as the promotion check reads them (all optional: NULL in PostgreSQL). */
+export interface ReplicaPositions {
+  readonly receivedLsn?: string;
+  readonly replayedLsn?: string;
+  readonly timeline?: number;
+  /** Replay has stopped (waitingForWal): the positions are final. */
+  readonly settled: boolean;
+}
+
 export type DetachResult =
-  | { readonly detached: true; readonly receivedLsn?: string; readonly timeline?: number }
-  | { readonly detached: false; readonly why: string; readonly primary?: true };
+  | ({ readonly detached: true } & ReplicaPositions)
+  | ({ readonly detached: false; readonly why: string; readonly primary?: true } & Partial<ReplicaPositions>);
+
+/**
+ * The startup process's wait events while it has no WAL of its own left to replay: waiting for
+ * the WAL receiver's data (RecoveryWalStream), for wal_retrieve_retry_interval before looking
+ * in pg_wal again (what a detached replica does), or for a WAL receiver it told to stop to
+ * exit (WalReceiverExit: a receiver stuck or frozen; the startup process asks for a stream
+ * only once the WAL on its disk is replayed, so what that receiver flushed is in its received
+ * position). Any other state (no wait event while it replays, a recovery conflict, I/O) means
+ * replay may still move.
+ */
+const waitingForWal = new Set(['RecoveryWalStream', 'RecoveryRetrieveRetryInterval', 'WalReceiverExit']);
 
 /**
  * Detaches a replica from whatever primary it streams from: primary_conninfo cleared in
  * postgresql.auto.conf (ALTER SYSTEM is allowed on a standby) and reloaded, which stops its WAL
  * receiver; detached only once the receiver is confirmed gone, so the replica can no longer
- * acknowledge a synchronous commit for anyone. Then its final received position and timeline.
- * Idempotent; the setting survives restarts until attachReplica.
+ * acknowledge a synchronous commit for anyone. Then waits, within `waitMs`, for its replay to
+ * settle: a replica that has just restarted is still replaying the WAL on its disk, and its
+ * positions mean nothing final until the startup process waits for more in two readings in a
+ * row with the same replayed position. Idempotent; the setting survives restarts until
+ * attachReplica.
  */
 export async function detachReplica(
   ip: string,
   access: InstanceAccess,
-  waitMs = 2000,
+  waitMs = 3000,
 ): Promise<DetachResult> {
   return withClient(ip, access, async (c) => {
     const rec = (await c.query('SELECT pg_is_in_recovery() AS r')).rows[0] as { r: boolean };
@@ -253,31 +276,51 @@ export async function detachReplica(
       await c.query('SELECT pg_reload_conf()');
     }
     const deadline = Date.now() + waitMs;
+    let before: { replayed: string | null; detached: boolean } | undefined;
     for (;;) {
       const r = await c.query(
         `SELECT (SELECT count(*) FROM pg_stat_wal_receiver) AS receivers,
                 current_setting('primary_conninfo') AS conninfo,
                 pg_last_wal_receive_lsn()::text AS received,
+                pg_last_wal_replay_lsn()::text AS replayed,
+                (SELECT wait_event FROM pg_stat_activity WHERE backend_type = 'startup') AS startup_wait,
                 (${walTimelineSql}) AS timeline`,
       );
       const row = r.rows[0] as {
         receivers: string;
         conninfo: string;
         received: string | null;
+        replayed: string | null;
+        startup_wait: string | null;
         timeline: number | null;
       };
-      if (Number(row.receivers) === 0 && row.conninfo === '')
-        return {
-          detached: true,
-          ...(row.received ? { receivedLsn: row.received } : {}),
-          ...(row.timeline !== null ? { timeline: Number(row.timeline) } : {}),
-        };
+      const detached = Number(row.receivers) === 0 && row.conninfo === '';
+      const settled =
+        detached &&
+        before?.detached === true &&
+        before.replayed === row.replayed &&
+        waitingForWal.has(row.startup_wait ?? '');
+      const positions: ReplicaPositions = {
+        settled,
+        ...(row.received ? { receivedLsn: row.received } : {}),
+        ...(row.replayed ? { replayedLsn: row.replayed } : {}),
+        ...(row.timeline !== null ? { timeline: Number(row.timeline) } : {}),
+      };
+      if (settled) return { detached: true, ...positions };
       if (Date.now() >= deadline)
-        return {
-          detached: false,
-          why: row.conninfo === '' ? 'its WAL receiver has not stopped' : 'primary_conninfo did not reload',
-        };
-      await new Promise((r) => setTimeout(r, 50));
+        return detached
+          ? { detached: true, ...positions }
+          : {
+              detached: false,
+              why:
+                row.conninfo === '' ? 'its WAL receiver has not stopped' : 'primary_conninfo did not reload',
+              ...positions,
+              // Still attached (to a primary reported stopped, the one case it may count): final
+              // once replay waits for WAL that cannot come.
+              settled: before?.replayed === row.replayed && waitingForWal.has(row.startup_wait ?? ''),
+            };
+      before = { replayed: row.replayed, detached };
+      await new Promise((r) => setTimeout(r, 100));
     }
   });
 }

@@ -85,27 +85,30 @@ export async function promoteSafely(
   return { promoted: plan.target, reason: plan.reason };
 }
 
-/** Detaches one replica; what is known of it when that cannot be confirmed; undefined when unreachable. */
+/**
+ * Detaches one replica; what is known of it when that cannot be confirmed; undefined when
+ * unreachable. Positions count only as detachReplica read them, with replay settled: what the
+ * reconcile observed earlier may predate a replay still running.
+ */
 async function candidate(ctx: AspectContext, v: InstanceView): Promise<PromotionCandidate | undefined> {
   let result: DetachResult;
   try {
     result = await detachReplica(v.ip!, ctx.access);
   } catch (e) {
     ctx.log.warn({ instance: v.pod, err: describeError(e) }, 'detaching a replica failed');
-    if (!v.obs?.reachable || !v.obs.inRecovery) return undefined;
-    result = { detached: false, why: describeError(e) };
+    return undefined;
   }
   if (!result.detached) {
     if (result.primary) return undefined;
     ctx.log.warn({ instance: v.pod, why: result.why }, 'replica not detached');
   }
-  // A detached replica's final position and timeline; else what the reconcile observed.
-  const { receivedLsn, timeline } = result.detached ? result : (v.obs ?? {});
+  const { receivedLsn, replayedLsn, timeline, settled } = result;
   return {
     pod: v.pod,
     detached: result.detached,
+    settled: settled === true,
     ...(receivedLsn ? { receivedLsn } : {}),
-    ...(v.obs?.replayedLsn ? { replayedLsn: v.obs.replayedLsn } : {}),
+    ...(replayedLsn ? { replayedLsn } : {}),
     ...(timeline !== undefined ? { timeline } : {}),
   };
 }

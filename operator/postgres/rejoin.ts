@@ -1,6 +1,6 @@
 import { describeError } from '../../common/kube/client.js';
 import { fencedInstancesPatch, primaryConninfo } from './desired.js';
-import { compareLsn } from './failoverRules.js';
+import { compareLsn, heldLsn } from './failoverRules.js';
 import { REWIND_ANNOTATION } from './instanceManager.js';
 import { attachReplica, type InstanceObservation } from './instances.js';
 import { type AspectContext, type ClusterState, patchPod, primaryView, recordAnnotations } from './state.js';
@@ -65,10 +65,7 @@ export function strandedBy(
   if (replica.timeline >= primary.timeline) return undefined;
   const fork = primary.forks.find((f) => f.timeline === replica.timeline);
   if (!fork) return `timeline ${replica.timeline} is not in the primary's history`;
-  const held = [replica.receivedLsn, replica.replayedLsn]
-    .filter((l): l is string => !!l)
-    .sort(compareLsn)
-    .at(-1);
+  const held = heldLsn(replica);
   if (held && compareLsn(held, fork.endLsn) > 0)
     return `it holds WAL to ${held} of timeline ${replica.timeline}, which ended at ${fork.endLsn}`;
   return undefined;

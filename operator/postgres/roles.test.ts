@@ -4,6 +4,7 @@ import { FENCING_ANNOTATION, ROLE_LABEL } from './failoverRules.js';
 import { BOOTSTRAP_ANNOTATION } from './instanceManager.js';
 import type { InstanceObservation } from './instances.js';
 import {
+  failoverBlocked,
   type InstanceView,
   isHealthyPrimary,
   orphanSlots,
@@ -219,11 +220,40 @@ describe('scale-down', () => {
   });
 });
 
+describe('failoverBlocked (before the lost primary is fenced)', () => {
+  const down: InstanceObservation = { reachable: false, refused: true };
+  it('does not fence while too few replicas are back to promote one (a total outage)', () => {
+    const none = failoverBlocked([view('db-0', down), view('db-2', down)], 2, 1);
+    expect(none).toMatchObject({ reason: 'NotEnoughReplicas' });
+    expect(none?.message).toContain('0 of 2 replicas');
+    // ANY 1 of 2: both must be read before one can be known to hold every acknowledged commit.
+    expect(failoverBlocked([view('db-0', replica('0/5')), view('db-2', down)], 2, 1)?.message).toContain(
+      '1 of 2 replicas can be read (db-0)',
+    );
+    expect(
+      failoverBlocked([view('db-0', replica('0/5')), view('db-2', replica('0/6'))], 2, 1),
+    ).toBeUndefined();
+    // ANY 2 of 2, or asynchronous: one will do.
+    expect(failoverBlocked([view('db-0', replica('0/5')), view('db-2', down)], 2, 2)).toBeUndefined();
+    expect(failoverBlocked([view('db-0', replica('0/5')), view('db-2', down)], 2, 0)).toBeUndefined();
+    // A single instance has nothing to fail over to.
+    expect(failoverBlocked([], 0, 0)).toMatchObject({ reason: 'NotEnoughReplicas' });
+  });
+});
+
 describe('planPromotion (the one safety check before any promotion)', () => {
-  const c = (pod: string, lsn: string | undefined, timeline: number | undefined, detached = true) => ({
+  const c = (
+    pod: string,
+    lsn: string | undefined,
+    timeline: number | undefined,
+    detached = true,
+    more: { settled?: boolean; replayedLsn?: string } = {},
+  ) => ({
     pod,
     detached,
+    settled: more.settled ?? true,
     ...(lsn ? { receivedLsn: lsn } : {}),
+    ...(more.replayedLsn ? { replayedLsn: more.replayedLsn } : {}),
     ...(timeline !== undefined ? { timeline } : {}),
   });
   const base = { totalReplicas: 2, syncNumber: 1, timeline: 3, oldPrimaryDown: false };
@@ -246,6 +276,31 @@ describe('planPromotion (the one safety check before any promotion)', () => {
       kind: 'wait',
       reason: 'NotEnoughReplicas',
     });
+  });
+
+  it('waits while a detached replica still replays the WAL on its disk (its positions are not final yet)', () => {
+    // cc25: db-2 had just restarted; read mid-replay it looked behind db-0, though it held more.
+    const replaying = [
+      c('db-0', '0/7000000', 2, true, { replayedLsn: '0/7AF8E10' }),
+      c('db-2', '0/7000000', 2, true, { replayedLsn: '0/7A00000', settled: false }),
+    ];
+    const plan = planPromotion({ ...base, timeline: 2, candidates: replaying });
+    expect(plan).toMatchObject({ kind: 'wait', reason: 'ReplayInProgress' });
+    expect(plan.kind === 'wait' && plan.message).toContain('db-2');
+    const settled = [replaying[0]!, c('db-2', '0/7000000', 2, true, { replayedLsn: '0/7C4AAC8' })];
+    expect(planPromotion({ ...base, timeline: 2, candidates: settled })).toMatchObject({
+      kind: 'promote',
+      target: 'db-2',
+    });
+  });
+
+  it('counts a replica that restarted detached (nothing received since) by the WAL it replayed', () => {
+    const plan = planPromotion({
+      ...base,
+      candidates: [c('db-1', '0/5000', 3), c('db-2', undefined, 3, true, { replayedLsn: '0/6000' })],
+    });
+    expect(plan).toMatchObject({ kind: 'promote', target: 'db-2' });
+    expect(plan.kind === 'promote' && plan.reason).toContain('holds WAL to 0/6000');
   });
 
   it('counts attached replicas when the lost primary is reported down (it acknowledges nothing more)', () => {

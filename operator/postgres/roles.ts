@@ -6,10 +6,10 @@ import {
   enoughReplicasForSafeFailover,
   FENCING_ANNOTATION,
   fencingAnnotation,
+  heldLsn,
   type InstanceRole,
   ordinalOf,
   type PodMetadataPatch,
-  parseLsn,
   primaryLabelPatch,
   ROLE_LABEL,
 } from './failoverRules.js';
@@ -147,11 +147,40 @@ export function planFailover(
   };
 }
 
+/**
+ * Why a failover cannot go ahead yet, judged from the reconcile's observations before the lost
+ * primary is fenced; undefined when it may. planPromotion will need totalReplicas -
+ * syncNumber + 1 replicas (one without synchronous replication) reachable and in recovery;
+ * while fewer are, nothing can be promoted, and fencing the old primary would only cost it its
+ * place: after a total outage it would come back fenced and be rewound although it may be the
+ * only instance holding every acknowledged commit. Left unfenced, it resumes as the primary if
+ * it returns first (as Patroni's leader does while its key has not been taken).
+ */
+export function failoverBlocked(
+  replicas: readonly InstanceView[],
+  totalReplicas: number,
+  syncNumber: number,
+): Problem | undefined {
+  const readable = replicas.filter((v) => v.obs?.reachable && v.obs.inRecovery).map((v) => v.pod);
+  const needed = syncNumber > 0 ? Math.max(totalReplicas - syncNumber + 1, 1) : 1;
+  if (readable.length >= needed) return undefined;
+  return {
+    reason: 'NotEnoughReplicas',
+    message: `the primary is lost but ${readable.length} of ${totalReplicas} replicas can be read${readable.length ? ` (${readable.join(', ')})` : ''}; a failover needs ${needed}, so the primary is not fenced and resumes its place if it returns first`,
+  };
+}
+
 /** A replica as the promotion safety check sees it (promotion.ts gathers these). */
 export interface PromotionCandidate {
   readonly pod: string;
   /** Its WAL receiver is confirmed stopped and primary_conninfo cleared: it acknowledges nothing more. */
   readonly detached: boolean;
+  /**
+   * Its replay has stopped: the startup process waits for WAL and the replayed position no
+   * longer moves, so every record it holds is replayed and its positions are final. A replica
+   * that has just restarted replays the WAL on its disk for a while before it says so.
+   */
+  readonly settled: boolean;
   /** Last WAL position received and flushed; unknown when it could not be read. */
   readonly receivedLsn?: string;
   readonly replayedLsn?: string;
@@ -202,14 +231,20 @@ export function planPromotion(input: PromotionInput): FailoverPlan {
       message: `${ahead.map((c) => `${c.pod} (timeline ${c.timeline})`).join(', ')} hold WAL of a timeline after the primary’s ${timeline}; nothing is promoted until an administrator looks`,
     };
   const stranded = candidates.filter((c) => c.timeline !== undefined && c.timeline < timeline);
-  const counted = candidates.filter(
-    (c) =>
-      (c.detached || input.oldPrimaryDown) &&
-      c.timeline === timeline &&
-      parseLsn(c.receivedLsn) !== undefined,
+  const cutOff = candidates.filter(
+    (c) => (c.detached || input.oldPrimaryDown) && c.timeline === timeline && heldLsn(c) !== undefined,
   );
+  const counted = cutOff.filter((c) => c.settled);
   const possible = Math.max(input.totalReplicas - stranded.length, 0);
   const needed = syncNumber > 0 ? Math.max(possible - syncNumber + 1, 1) : 1;
+  if (counted.length < needed && cutOff.length >= needed) {
+    const replaying = cutOff.filter((c) => !c.settled);
+    return {
+      kind: 'wait',
+      reason: 'ReplayInProgress',
+      message: `${replaying.map((c) => `${c.pod} (replayed ${c.replayedLsn ?? 'unknown'})`).join(', ')} still replay the WAL they hold; the replica to promote is chosen once every position is final`,
+    };
+  }
   if (counted.length < needed) {
     const attached = candidates.filter((c) => !c.detached && !input.oldPrimaryDown).map((c) => c.pod);
     const strandedNote = stranded.length
@@ -229,11 +264,11 @@ export function planPromotion(input: PromotionInput): FailoverPlan {
   }
   const best = chooseFailoverTarget(counted.map((c) => ({ ...c, ready: true, fenced: false })))!;
   const preferred = counted.find((c) => c.pod === input.preferred);
-  const target = preferred && compareLsn(preferred.receivedLsn, best.receivedLsn) >= 0 ? preferred : best;
+  const target = preferred && compareLsn(heldLsn(preferred), heldLsn(best)) >= 0 ? preferred : best;
   return {
     kind: 'promote',
     target: target.pod,
-    reason: `${target === preferred ? 'designated' : 'most advanced'} replica on timeline ${timeline} (received ${target.receivedLsn}, replayed ${target.replayedLsn ?? 'unknown'}; ${counted.length} of ${possible} replicas detached and read)`,
+    reason: `${target === preferred ? 'designated' : 'most advanced'} replica on timeline ${timeline} (holds WAL to ${heldLsn(target)}: received ${target.receivedLsn ?? 'nothing since its start'}, replayed ${target.replayedLsn ?? 'unknown'}; ${counted.length} of ${possible} replicas detached, replay finished, read)`,
   };
 }
 

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../../common/resources/types.gen.js';
-import { compareLsn } from '../../operator/postgres/failoverRules.js';
+import { compareLsn, fencedInstances } from '../../operator/postgres/failoverRules.js';
 import type { Kube } from '../harness/kube.js';
 import { kubeRequest } from '../harness/kubeHttp.js';
 import type { Kubelet } from '../harness/kubelet.js';
@@ -10,6 +10,7 @@ import type { KubeProxy } from '../harness/kubeProxy.js';
 import { testLog } from '../harness/log.js';
 import { type RunningOperator, startOperator } from '../harness/operator.js';
 import {
+  condition,
   healthyWith,
   newPrimary,
   pgClusterView,
@@ -392,6 +393,91 @@ describe('PostgresCluster under partitions and stalls: no acknowledged commit lo
       undefined,
       false,
     );
+  }, 600_000);
+
+  /** The instances other than `primary`, by ordinal. */
+  const replicasOf = async (primary: string) =>
+    (await get<PostgresCluster>(clusterPath))!
+      .status!.instances!.map((i) => i.pod!)
+      .filter((pod) => pod !== primary)
+      .sort() as [string, string];
+  const fencedNow = async () =>
+    fencedInstances((await get<PostgresCluster>(clusterPath))!.metadata.annotations ?? {});
+  /** The operator reports, past the failover delay, that it cannot fail over: `readable` is what it can read. */
+  const waitNoFailover = (readable: string) =>
+    waitStatus(
+      `the operator waiting for replicas (${readable || 'none'} readable) without fencing`,
+      (c) =>
+        condition(c, 'Ready')?.reason === 'NotEnoughReplicas' &&
+        (condition(c, 'Ready')?.message ?? '').includes(
+          readable ? `can be read (${readable})` : '0 of 2 replicas can be read',
+        ),
+      90_000,
+    );
+
+  it('a total outage, the old primary back first: it resumes as the primary, never fenced, nothing lost', async () => {
+    await underFault(
+      42,
+      'total outage, primary back first',
+      async (old) => {
+        const pods = [old, ...(await replicasOf(old))];
+        const at = Date.now();
+        await Promise.all(pods.map((pod) => kubelet.stop(`${NS}/${pod}`)));
+        await waitNoFailover('');
+        expect(await fencedNow()).toEqual([]);
+        await kubelet.resume(`${NS}/${old}`);
+        await waitStatus(
+          `${old} a ready primary again`,
+          (c) =>
+            c?.status?.currentPrimary === old &&
+            !!c.status.instances?.some((i) => i.pod === old && i.role === 'primary' && i.ready),
+          90_000,
+        );
+        await Promise.all(pods.slice(1).map((pod) => kubelet.resume(`${NS}/${pod}`)));
+        return at;
+      },
+      async () => {},
+      async (old) => {
+        expect(await fencedNow()).toEqual([]);
+        expect((await onInstance<{ r: boolean }>(old, 'SELECT pg_is_in_recovery() AS r'))[0]!.r).toBe(false);
+      },
+      false,
+    );
+  }, 600_000);
+
+  it('a total outage, the replicas back first, the one behind first: the one holding every acknowledged commit is promoted', async () => {
+    let ahead = '';
+    const outcome = await underFault(
+      43,
+      'total outage, replicas back first',
+      async (old) => {
+        const [behind, other] = await replicasOf(old);
+        ahead = other;
+        // `behind` stops first; the primary goes on committing with `ahead` alone acknowledging.
+        await kubelet.stop(`${NS}/${behind}`);
+        const a = await connectPg(await app());
+        await a.query('INSERT INTO history (run, seq) SELECT 49, g FROM generate_series(1, 100000) g');
+        await a.end();
+        testLog(`total outage: ${behind} stopped; 100 000 rows committed with ${ahead} alone acknowledging`);
+        const at = Date.now();
+        await Promise.all([old, ahead].map((pod) => kubelet.stop(`${NS}/${pod}`)));
+        await waitNoFailover('');
+        // The one behind comes back alone: promoting it would lose what only `ahead` holds.
+        await kubelet.resume(`${NS}/${behind}`);
+        await waitNoFailover(behind);
+        expect(await fencedNow()).toEqual([]);
+        await kubelet.resume(`${NS}/${ahead}`);
+        return at;
+      },
+      async (old) => kubelet.resume(`${NS}/${old}`),
+    );
+    expect(outcome.promoted).toBe(ahead);
+    const [{ n }] = (await onInstance<{ n: string }>(
+      ahead,
+      'SELECT count(*) AS n FROM history WHERE run = 49',
+      'nox',
+    )) as [{ n: string }];
+    expect(Number(n)).toBe(100_000);
   }, 600_000);
 
   // Last: it leaves an instance stopped.
