@@ -216,6 +216,36 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/**
+ * CPU time (user + system) of a process and all its descendants so far, seconds: the live ones
+ * read directly, the ones that have exited through their parents' cutime/cstime (a server
+ * like PostgreSQL forks a process per connection and reaps it). A process that exits between
+ * two readings is counted once it is reaped.
+ */
+export function processTreeCpuSeconds(pid: number): number {
+  let ticks = 0;
+  const visit = (p: number) => {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    } catch {
+      return; // gone meanwhile
+    }
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime, stime, cutime, cstime: fields 14-17.
+    ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    let children = '';
+    try {
+      children = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8');
+    } catch {
+      return;
+    }
+    for (const c of children.trim().split(/\s+/).filter(Boolean)) visit(Number(c));
+  };
+  visit(pid);
+  return ticks / 100;
+}
+
 /** Busy and total CPU time of the whole host so far (all cores), in clock ticks. */
 export function hostCpuTicks(): { busy: number; total: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;

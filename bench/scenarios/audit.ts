@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import pg from 'pg';
 import { migrate } from '../../common/db/migrate.js';
 import { createLogger } from '../../common/logger.js';
@@ -8,7 +8,7 @@ import { scratchDir } from '../../test/harness/process.js';
 import { startRedisCluster } from '../../test/harness/redisCluster.js';
 import { startSidecar } from '../../test/harness/sidecar.js';
 import { startUpstream } from '../../test/harness/upstream.js';
-import { ghz, type LoadResult, wrk } from '../lib/measure.js';
+import { cpuSeconds, ghz, type LoadResult, processTreeCpuSeconds, wrk } from '../lib/measure.js';
 import { settledScrape, sum } from '../lib/metrics.js';
 import { wrkLua } from '../lib/tokens.js';
 import type { Scenario } from './index.js';
@@ -34,6 +34,7 @@ export const audit: Scenario = {
       stops.push(() => cluster.stop());
       const db = await startPostgres();
       stops.push(() => db.stop());
+      const postmaster = Number(readFileSync(`${db.dataDir}/postmaster.pid`, 'utf8').split('\n')[0]);
       const pool = new pg.Pool({ connectionString: db.connectionString, max: 1 });
       await migrate(pool, createLogger('bench', { level: 'silent' }));
       await pool.end();
@@ -41,7 +42,10 @@ export const audit: Scenario = {
       stops.push(() => upstream.close());
 
       let lifetimeChecks = 0;
-      for (const mode of ['Off', 'BestEffort', 'Off', 'BestEffort'] as const) {
+      // Three of each, in the order ABBAAB so that a machine that slows down (or speeds up) over
+      // the run weighs on both modes alike: one run moves by up to ±8 % with whatever else the
+      // machine does; the summary compares medians.
+      for (const mode of ['Off', 'BestEffort', 'BestEffort', 'Off', 'Off', 'BestEffort'] as const) {
         const sidecar = await startSidecar({
           policyPath,
           env: {
@@ -52,6 +56,10 @@ export const audit: Scenario = {
             NOX_AUDIT: mode,
             POD_NAME: `bench-${mode}`,
           },
+          // A V8 CPU profile of each sidecar, written when it stops (bench/README.md).
+          ...(process.env.NOX_BENCH_CPU_PROF
+            ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${process.env.NOX_BENCH_CPU_PROF}`] }
+            : {}),
         });
         const envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
         try {
@@ -73,9 +81,24 @@ export const audit: Scenario = {
           await http(2)();
           for (const load of [grpc(durationS), http(durationS)]) {
             const before = await settledScrape(sidecar.httpPort);
+            const pg0 = processTreeCpuSeconds(postmaster);
+            const sidecar0 = cpuSeconds(target.pid);
+            const t0 = performance.now();
             const r = await measured(load, target, cluster);
+            const wallS = (performance.now() - t0) / 1000;
+            const pgCpuS = processTreeCpuSeconds(postmaster) - pg0;
+            const sidecarCpuS = cpuSeconds(target.pid) - sidecar0;
             const after = await settledScrape(sidecar.httpPort);
-            r.extra = { ...r.extra, audit: mode === 'Off' ? 0 : 1 };
+            const checks = r.extra?.checks ?? Number.NaN;
+            r.extra = {
+              ...r.extra,
+              audit: mode === 'Off' ? 0 : 1,
+              // What each check cost in CPU: the sidecar's, and PostgreSQL's (all its processes)
+              // for writing the events; the difference between the modes is an event's cost.
+              sidecarCpuUsPerCheck: Math.round((sidecarCpuS * 1e6) / checks),
+              postgresCpuPct: Math.round((pgCpuS / wallS) * 100),
+              postgresCpuUsPerCheck: Math.round((pgCpuS * 1e6) / checks),
+            };
             if (mode !== 'Off') {
               const d = (name: string) => sum(after, name) - sum(before, name);
               r.extra.auditRecorded = d('nox_audit_events_recorded_total');
@@ -99,9 +122,11 @@ export const audit: Scenario = {
           if (row!.n !== row!.d) throw new Error('duplicate audit rows');
           if (Number(row!.n) !== lifetimeChecks)
             throw new Error(`${lifetimeChecks} checks decided, but ${row!.n} audit rows`);
-          await pgQuery(db, 'DELETE FROM audit_decisions WHERE sidecar = $1', [`bench-${mode}`]);
+          // TRUNCATE, not DELETE: no dead rows for autovacuum to clean up during the next runs.
+          await pgQuery(db, 'TRUNCATE audit_decisions');
         }
       }
+      process.stdout.write(auditSummary(results));
     } finally {
       for (const stop of stops.reverse()) await stop();
       rmSync(dir, { recursive: true, force: true });
@@ -109,3 +134,29 @@ export const audit: Scenario = {
     return results;
   },
 };
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/**
+ * Per path (gRPC, Envoy): the median checks/s and p99 of each mode, what audit costs in
+ * throughput, and the CPU an event costs, the sidecar's and PostgreSQL's (BestEffort's median
+ * per check minus Off's).
+ */
+function auditSummary(results: readonly LoadResult[]): string {
+  const lines = ['audit summary (medians of the runs of each mode):'];
+  for (const via of ['grpc', 'envoy'] as const) {
+    const of = (mode: string, f: (r: LoadResult) => number) =>
+      median(results.filter((r) => r.via === via && r.tool.endsWith(`audit=${mode}`)).map(f));
+    const [off, on] = [of('Off', (r) => r.checksPerSec), of('BestEffort', (r) => r.checksPerSec)];
+    const cpu = (key: string) =>
+      of('BestEffort', (r) => r.extra?.[key] ?? Number.NaN) - of('Off', (r) => r.extra?.[key] ?? Number.NaN);
+    lines.push(
+      `  ${via}: checks/s Off ${Math.round(off)}, BestEffort ${Math.round(on)} (${(((on - off) / off) * 100).toFixed(1)} %); p99 ms Off ${of('Off', (r) => r.p99).toFixed(1)}, BestEffort ${of('BestEffort', (r) => r.p99).toFixed(1)}; CPU per event: sidecar ${Math.round(cpu('sidecarCpuUsPerCheck'))} µs, PostgreSQL ${Math.round(cpu('postgresCpuUsPerCheck'))} µs`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,5 +1,6 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
+import { v7 as uuidv7 } from 'uuid';
 import type { ErrorCode } from '../errors.js';
 import type { Ctx } from '../pipeline/stage.js';
 import type { CheckInput } from '../request/input.js';
@@ -70,7 +71,7 @@ export class DecisionAudit {
     try {
       void this.log
         .record('audit_session_events', {
-          id: randomUUID(),
+          id: uuidv7(),
           occurred_at: new Date().toISOString(),
           sidecar: this.sidecar,
           kind: e.kind,
@@ -102,7 +103,8 @@ export function decisionRow(
 ): AuditRow<'audit_decisions'> {
   const id = ctx?.identity;
   return {
-    // The decision id is a v4 UUID made per check, and the row's key: a replay is a no-op.
+    // The decision id is a UUID (v7, time-ordered) made per check, and the row's key: a replay
+    // is a no-op.
     id: uuidOr(decision.decisionId),
     occurred_at: new Date(startedAt).toISOString(),
     sidecar,
@@ -149,7 +151,7 @@ const sessionKinds: Partial<Record<ErrorCode, 'login' | 'logout'>> = {
 function securityRow(check: DecidedCheck, kind: string, sidecar: string): AuditRow<'audit_security_events'> {
   const { decision, input, ctx } = check;
   return {
-    id: randomUUID(),
+    id: uuidv7(),
     occurred_at: new Date(check.startedAt).toISOString(),
     sidecar,
     kind,
@@ -171,7 +173,7 @@ function sessionRow(
 ): AuditRow<'audit_session_events'> {
   const { decision, input, ctx } = check;
   return {
-    id: randomUUID(),
+    id: uuidv7(),
     occurred_at: new Date(check.startedAt).toISOString(),
     sidecar,
     kind,
@@ -193,7 +195,7 @@ export function groupsHash(groups: readonly string[]): string {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const uuidOr = (s: string) => (UUID.test(s) ? s : randomUUID());
+const uuidOr = (s: string) => (UUID.test(s) ? s : uuidv7());
 
 /** Envoy's source address is an IP; anything else (a pipe, empty) is not stored as inet. */
 const ipOrNull = (s: string | undefined) => (s && isIP(s) ? s : null);

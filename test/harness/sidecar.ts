@@ -10,6 +10,8 @@ export interface SidecarOptions {
   grpcPort?: number;
   httpPort?: number;
   env?: NodeJS.ProcessEnv;
+  /** Node's own flags (e.g. --cpu-prof, which NODE_OPTIONS does not take). */
+  nodeArgs?: readonly string[];
 }
 
 export interface Sidecar {
@@ -30,7 +32,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const httpPort = opts.httpPort ?? (await freePort());
   // An audit spool of its own (kept across restart()), unless the test names one.
   const env = { NOX_AUDIT_SPOOL_DIR: scratchDir('audit-spool'), ...opts.env };
-  const service = start('nox-authz', process.execPath, [sidecarEntry], {
+  const service = start('nox-authz', process.execPath, [...(opts.nodeArgs ?? []), sidecarEntry], {
     env: {
       NOX_GRPC_PORT: String(grpcPort),
       NOX_HTTP_PORT: String(httpPort),
