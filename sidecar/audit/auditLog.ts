@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import { AuditUnavailable } from './errors.js';
 import { type AuditMetrics, auditMetrics } from './metrics.js';
@@ -30,6 +30,8 @@ export interface AuditLogOptions {
   readonly flushIntervalMs: number;
   /** Records per transaction to PostgreSQL. */
   readonly batch?: number;
+  /** Least time between two partial batches to PostgreSQL (Shipper paceMs; default 500). */
+  readonly shipPaceMs?: number;
   readonly segmentBytes?: number;
 }
 
@@ -49,6 +51,8 @@ export class AuditLog {
   #writing: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** The recorded counter's child per table: prom-client hashes a label object on every inc. */
+  readonly #recordedBy = new Map<AuditTable, Counter.Internal>();
 
   constructor(opts: AuditLogOptions) {
     this.#o = opts;
@@ -67,6 +71,7 @@ export class AuditLog {
       metrics: this.#metrics,
       batch: opts.batch ?? 2000,
       syncCursor: opts.mode === 'Durable',
+      paceMs: opts.shipPaceMs ?? 500,
     });
     if (this.#spool.bytes > 0)
       opts.log.info(
@@ -74,6 +79,15 @@ export class AuditLog {
         'audit: events left in the spool by the last run are replayed',
       );
     this.#shipper.start();
+  }
+
+  #recorded(table: AuditTable): Counter.Internal {
+    let child = this.#recordedBy.get(table);
+    if (!child) {
+      child = this.#metrics.recorded.labels({ table });
+      this.#recordedBy.set(table, child);
+    }
+    return child;
   }
 
   get mode(): AuditMode {
@@ -95,7 +109,7 @@ export class AuditLog {
       this.#metrics.refused.inc();
       throw new AuditUnavailable('audit spool full');
     }
-    this.#metrics.recorded.inc({ table });
+    this.#recorded(table).inc();
     this.#pending.push(rec);
     this.#pendingBytes += rec.length + 1;
     if (this.#o.mode === 'Durable') {

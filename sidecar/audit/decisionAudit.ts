@@ -188,11 +188,18 @@ function sessionRow(
 
 /** SHA-256 of the sorted groups, 128 bits in hex: equal sets compare, the names stay out. */
 export function groupsHash(groups: readonly string[]): string {
-  return createHash('sha256')
-    .update([...groups].sort().join('\n'))
-    .digest('hex')
-    .slice(0, 32);
+  // An identity is cached with its token, so the same groups array comes back check after check.
+  let hash = groupsHashes.get(groups);
+  if (hash === undefined) {
+    hash = createHash('sha256')
+      .update([...groups].sort().join('\n'))
+      .digest('hex')
+      .slice(0, 32);
+    groupsHashes.set(groups, hash);
+  }
+  return hash;
 }
+const groupsHashes = new WeakMap<readonly string[], string>();
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const uuidOr = (s: string) => (UUID.test(s) ? s : uuidv7());

@@ -14,6 +14,12 @@ export interface ShipperOptions {
   readonly batch: number;
   /** fsync the cursor after each commit (Durable). */
   readonly syncCursor: boolean;
+  /**
+   * After a batch smaller than `batch`, the shipper waits this long before the next one (new
+   * records do not wake it; drained() and stop() do): one transaction, spool read and cursor
+   * write per interval instead of one per spool write. Events reach PostgreSQL this much later.
+   */
+  readonly paceMs?: number;
 }
 
 /**
@@ -31,6 +37,7 @@ export class Shipper {
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #failing = false;
+  #pacing = false;
   #idle: (() => void)[] = [];
 
   constructor(opts: ShipperOptions) {
@@ -41,9 +48,12 @@ export class Shipper {
     this.#loop ??= this.#run();
   }
 
-  /** New records are in the spool. While PostgreSQL fails, the backoff decides, not new records. */
+  /**
+   * New records are in the spool. While PostgreSQL fails, the backoff decides, not new
+   * records; right after a partial batch, the pace does.
+   */
   kick(): void {
-    if (!this.#failing) this.#wake?.();
+    if (!this.#failing && !this.#pacing) this.#wake?.();
   }
 
   /** Resolves when the spool is empty (everything committed), or after `timeoutMs`: false then. */
@@ -126,6 +136,11 @@ export class Shipper {
           log.info({ records: batch.records.length }, 'audit: PostgreSQL is back; replaying the spool');
         this.#failing = false;
         backoffMs = 100;
+        if (batch.records.length < this.#o.batch && (this.#o.paceMs ?? 0) > 0) {
+          this.#pacing = true;
+          await this.#sleep(this.#o.paceMs!);
+          this.#pacing = false;
+        }
       } catch (e) {
         metrics.flushFailures.inc();
         if (!this.#failing)
