@@ -207,13 +207,20 @@ export function peakRssMiB(pid: number): number {
   return Math.round((kb / 1024) * 10) / 10;
 }
 
+/**
+ * A process's /proc/<pid>/stat fields after the parenthesised command name (which may contain
+ * spaces): index 11 is utime (field 14), then stime, cutime, cstime, in clock ticks (USER_HZ,
+ * 100 on Linux).
+ */
+function statFields(pid: number): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** CPU time (user + system) a live process has used so far, seconds. */
 export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the parenthesised command name (which may contain spaces); utime and
-  // stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  const f = statFields(pid);
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 /** A process and its descendants alive now, parents first. */
@@ -242,14 +249,13 @@ export function processTree(pid: number): number[] {
 export function processTreeCpuSeconds(pid: number): number {
   let ticks = 0;
   for (const p of processTree(pid)) {
-    let stat: string;
+    let f: string[];
     try {
-      stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      f = statFields(p);
     } catch {
       continue; // gone meanwhile
     }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime, stime, cutime, cstime: fields 14-17.
+    // utime, stime, and the reaped children's cutime, cstime.
     ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
   }
   return ticks / 100;

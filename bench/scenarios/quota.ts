@@ -104,6 +104,8 @@ export async function measured(
     redisMeanMs: redisCalls > 0 ? (d('nox_quota_redis_seconds_sum') / redisCalls) * 1000 : Number.NaN,
     // Of one core: ~100 means the (single-threaded) sidecar is CPU-bound.
     sidecarCpuPct: Math.round(((cpu1 - cpu0) / wallS) * 100),
+    // What a check costs the sidecar process (all its threads), microseconds.
+    sidecarCpuUsPerCheck: checks > 0 ? Math.round(((cpu1 - cpu0) * 1e6) / checks) : Number.NaN,
     // All six nodes together, of one core (each node is single-threaded).
     redisCpuPct: Math.round(((redis1 - redis0) / wallS) * 100),
     // Of all cores: the sidecar, Redis, Envoy and the load tool share them.

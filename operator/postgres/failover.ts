@@ -134,8 +134,9 @@ async function failOver(
 ): Promise<{ problem: Problem } | { record: FailoverRecord }> {
   const { views, fenced } = state;
   const { client, access, log } = ctx;
-  // 0. Nothing is decided while too few replicas are back to promote one (after a total
-  // outage, say): the old primary keeps its place if it returns first.
+  // 1. Fence the old primary: on the cluster first (it survives the pod), then on the pod. Not
+  // while too few replicas are back to promote one (after a total outage, say): the old
+  // primary keeps its place if it returns first.
   if (!fenced.has(old)) {
     const blocked = failoverBlocked(
       views.filter((v) => v.pod !== old && !fenced.has(v.pod)),
@@ -143,9 +144,6 @@ async function failOver(
       effectiveSyncNumber(state.cluster),
     );
     if (blocked) return { problem: blocked };
-  }
-  // 1. Fence the old primary: on the cluster first (it survives the pod), then on the pod.
-  if (!fenced.has(old)) {
     fenced.add(old);
     state.cluster = await recordAnnotations(
       client,

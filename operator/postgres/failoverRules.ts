@@ -125,16 +125,19 @@ function better(a: ReplicaPosition, b: ReplicaPosition): boolean {
  * `totalReplicas` replicas (Quorum; with First the same bound holds). The most advanced of the
  * replicas the operator can read is sure to hold them all only when it read at least
  * totalReplicas - syncNumber + 1 of them. Without synchronous replication (syncNumber 0) any
- * single replica will do, accepting the loss asynchronous replication allows.
+ * single replica will do, accepting the loss asynchronous replication allows. Never fewer than one.
  */
+export function replicasNeededForSafeFailover(totalReplicas: number, syncNumber: number): number {
+  return syncNumber > 0 ? Math.max(totalReplicas - syncNumber + 1, 1) : 1;
+}
+
+/** Whether `readable` replicas are enough (replicasNeededForSafeFailover). */
 export function enoughReplicasForSafeFailover(
   readable: number,
   totalReplicas: number,
   syncNumber: number,
 ): boolean {
-  if (readable < 1) return false;
-  if (syncNumber <= 0) return true;
-  return readable >= totalReplicas - syncNumber + 1;
+  return readable >= replicasNeededForSafeFailover(totalReplicas, syncNumber);
 }
 
 export interface PodMetadataPatch {

@@ -295,11 +295,8 @@ export async function detachReplica(
         timeline: number | null;
       };
       const detached = Number(row.receivers) === 0 && row.conninfo === '';
-      const settled =
-        detached &&
-        before?.detached === true &&
-        before.replayed === row.replayed &&
-        waitingForWal.has(row.startup_wait ?? '');
+      const replayStopped = before?.replayed === row.replayed && waitingForWal.has(row.startup_wait ?? '');
+      const settled = detached && before?.detached === true && replayStopped;
       const positions: ReplicaPositions = {
         settled,
         ...(row.received ? { receivedLsn: row.received } : {}),
@@ -317,7 +314,7 @@ export async function detachReplica(
               ...positions,
               // Still attached (to a primary reported stopped, the one case it may count): final
               // once replay waits for WAL that cannot come.
-              settled: before?.replayed === row.replayed && waitingForWal.has(row.startup_wait ?? ''),
+              settled: replayStopped,
             };
       before = { replayed: row.replayed, detached };
       await new Promise((r) => setTimeout(r, 100));

@@ -12,6 +12,7 @@ import {
   type PodMetadataPatch,
   primaryLabelPatch,
   ROLE_LABEL,
+  replicasNeededForSafeFailover,
 } from './failoverRules.js';
 import { BOOTSTRAP_ANNOTATION } from './instanceManager.js';
 import type { InstanceObservation } from './instances.js';
@@ -135,7 +136,7 @@ export function planFailover(
     return {
       kind: 'wait',
       reason: 'NotEnoughReplicas',
-      message: `${readable} of ${totalReplicas} replicas can be read; with ${syncNumber} synchronous, ${totalReplicas - syncNumber + 1} are needed to be sure no acknowledged commit is lost`,
+      message: `${readable} of ${totalReplicas} replicas can be read; with ${syncNumber} synchronous, ${replicasNeededForSafeFailover(totalReplicas, syncNumber)} are needed to be sure no acknowledged commit is lost`,
     };
   const target = chooseFailoverTarget(candidates);
   if (!target)
@@ -162,7 +163,7 @@ export function failoverBlocked(
   syncNumber: number,
 ): Problem | undefined {
   const readable = replicas.filter((v) => v.obs?.reachable && v.obs.inRecovery).map((v) => v.pod);
-  const needed = syncNumber > 0 ? Math.max(totalReplicas - syncNumber + 1, 1) : 1;
+  const needed = replicasNeededForSafeFailover(totalReplicas, syncNumber);
   if (readable.length >= needed) return undefined;
   return {
     reason: 'NotEnoughReplicas',
@@ -236,7 +237,7 @@ export function planPromotion(input: PromotionInput): FailoverPlan {
   );
   const counted = cutOff.filter((c) => c.settled);
   const possible = Math.max(input.totalReplicas - stranded.length, 0);
-  const needed = syncNumber > 0 ? Math.max(possible - syncNumber + 1, 1) : 1;
+  const needed = replicasNeededForSafeFailover(possible, syncNumber);
   if (counted.length < needed && cutOff.length >= needed) {
     const replaying = cutOff.filter((c) => !c.settled);
     return {
