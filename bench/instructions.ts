@@ -4,7 +4,11 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
+import pg from 'pg';
+import { migrate } from '../common/db/migrate.js';
+import { createLogger } from '../common/logger.js';
 import { freePort } from '../test/harness/ports.js';
+import { pgQuery, startPostgres } from '../test/harness/postgres.js';
 import { scratchDir, start, waitUntil } from '../test/harness/process.js';
 import { repoRoot } from '../test/harness/tools.js';
 import { callgrindCommand, callgrindControl, readDump, splitV8 } from './lib/callgrind.js';
@@ -38,6 +42,14 @@ interface Load {
   measured: Input;
   /** What every measured check must find in the sidecar's token cache. */
   tokenCache?: 'hit' | 'miss';
+  /** More of the environment of the sidecar of run `run`. */
+  env?(run: number): NodeJS.ProcessEnv;
+  /**
+   * Waits until the sidecar has finished the work the checks so far left behind (called after
+   * the warm-up and after the measured checks, both inside and outside the counted window), so
+   * that the count holds the whole of what the measured checks cost, and nothing of the warm-up's.
+   */
+  settle?(run: number, checksSoFar: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -57,6 +69,16 @@ const scenarios: Record<string, Scenario> = {
   'jwt-cached': {
     describe: `bearer RS256 JWT, one of ${CACHED_TOKENS} the warm-up put in the token cache (as the jwt bench)`,
     prepare: (dir, counts) => signedIn(dir, 'hit', counts),
+  },
+  'jwt-cached-db': {
+    describe:
+      'jwt-cached, with a PostgreSQL (user profiles, overrides), audit Off: the base of jwt-cached-audit',
+    prepare: async (dir, counts) => withDatabase(dir, await signedIn(dir, 'hit', counts), 'Off'),
+  },
+  'jwt-cached-audit': {
+    describe:
+      'jwt-cached-db with audit BestEffort: every event recorded, spooled and COPYed inside the window',
+    prepare: async (dir, counts) => withDatabase(dir, await signedIn(dir, 'hit', counts), 'BestEffort'),
   },
   'jwt-fresh': {
     describe:
@@ -107,11 +129,70 @@ async function signedIn(
 }
 
 /**
+ * The load with a PostgreSQL for the sidecar (the schema migrated). With audit, a settle step
+ * waits until every event recorded so far is written to it: an event's cost, from the check
+ * to its row, is then inside the window of the checks that made it.
+ */
+async function withDatabase(dir: string, load: Load, audit: 'Off' | 'BestEffort'): Promise<Load> {
+  const db = await startPostgres();
+  try {
+    const pool = new pg.Pool({ connectionString: db.connectionString, max: 1 });
+    try {
+      await migrate(pool, createLogger('bench', { level: 'silent' }));
+    } finally {
+      await pool.end();
+    }
+  } catch (e) {
+    await db.stop();
+    throw e;
+  }
+  return {
+    ...load,
+    // A spool per sidecar (each run starts a new one: one left by the last would be replayed)
+    // and a name per sidecar for its rows.
+    env: (run) => ({
+      NOX_DATABASE_URL: db.connectionString,
+      NOX_AUDIT: audit,
+      NOX_AUDIT_SPOOL_DIR: join(dir, `spool-${run}`),
+      POD_NAME: `bench-${run}`,
+    }),
+    // Polls PostgreSQL, not the sidecar: a /metrics scrape would be counted.
+    settle: async (run, checks) => {
+      if (audit === 'Off') return;
+      await waitUntil(
+        `the audit events of ${checks} checks in PostgreSQL`,
+        async () => {
+          const [row] = await pgQuery<{ n: string }>(
+            db,
+            'SELECT count(*) AS n FROM audit_decisions WHERE sidecar = $1',
+            [`bench-${run}`],
+          );
+          const n = Number(row!.n);
+          if (n > checks) throw new Error(`${n} audit rows for ${checks} checks`);
+          return n === checks;
+        },
+        300_000,
+        { intervalMs: 200 },
+      );
+    },
+    close: async () => {
+      await load.close();
+      await db.stop();
+    },
+  };
+}
+
+/**
  * The sidecar built in `tree` under callgrind, counting nothing yet, started as
  * test/harness/sidecar.ts starts it (which has no way to put valgrind in front, and gives
  * start-up 20 s, where under valgrind it takes about a minute on a busy machine).
  */
-async function startUnderCallgrind(tree: string, policyPath: string, outFile: string) {
+async function startUnderCallgrind(
+  tree: string,
+  policyPath: string,
+  outFile: string,
+  env: NodeJS.ProcessEnv = {},
+) {
   const entry = join(tree, 'dist', 'sidecar', 'main.js');
   if (!existsSync(entry)) throw new Error(`${entry} is missing; run \`make build\` in ${tree}`);
   const grpcPort = await freePort();
@@ -130,6 +211,7 @@ async function startUnderCallgrind(tree: string, policyPath: string, outFile: st
       // Both at the most the settings accept, for this run only.
       NOX_CHECK_DEADLINE_MS: '60000',
       NOX_JWKS_MAX_AGE_MS: '86400000',
+      ...env,
     },
   });
   await waitUntil(
@@ -197,7 +279,7 @@ async function measureOnce(
   const policyPath = join(dir, 'policy.yaml');
   writeFileSync(policyPath, load.policy);
   const outFile = join(dir, `callgrind.${n}.out`);
-  const sidecar = await startUnderCallgrind(tree, policyPath, outFile);
+  const sidecar = await startUnderCallgrind(tree, policyPath, outFile, load.env?.(n));
   const send = (input: Input, count: number) =>
     ghz({ port: sidecar.grpcPort, concurrency: CONCURRENCY, count, ...input });
   try {
@@ -206,9 +288,11 @@ async function measureOnce(
     if (counts.warmup > 0) await send(load.warm, counts.warmup);
     const warmed = await settledScrape(sidecar.httpPort);
     expectAllowed('warm-up', atStart, warmed, counts.warmup);
+    await load.settle?.(n, counts.warmup);
     await callgrindControl(sidecar.pid, '-z');
     await callgrindControl(sidecar.pid, '-i', 'on');
     const result = await send(load.measured, counts.checks);
+    await load.settle?.(n, counts.warmup + counts.checks);
     await callgrindControl(sidecar.pid, '-i', 'off');
     await callgrindControl(sidecar.pid, '-d');
     if (result.errors > 0 || result.requests !== counts.checks)

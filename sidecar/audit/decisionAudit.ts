@@ -6,7 +6,7 @@ import type { Ctx } from '../pipeline/stage.js';
 import type { CheckInput } from '../request/input.js';
 import type { Decision } from '../request/outcome.js';
 import type { AuditLog } from './auditLog.js';
-import type { AuditRow } from './tables.js';
+import { type AuditRow, isoTime } from './tables.js';
 
 /**
  * A session's life outside a decision (a login and a logout are the answers of their checks,
@@ -72,7 +72,7 @@ export class DecisionAudit {
       void this.log
         .record('audit_session_events', {
           id: uuidv7(),
-          occurred_at: new Date().toISOString(),
+          occurred_at: isoTime(Date.now()),
           sidecar: this.sidecar,
           kind: e.kind,
           provider: e.provider,
@@ -106,7 +106,7 @@ export function decisionRow(
     // The decision id is a UUID (v7, time-ordered) made per check, and the row's key: a replay
     // is a no-op.
     id: uuidOr(decision.decisionId),
-    occurred_at: new Date(startedAt).toISOString(),
+    occurred_at: isoTime(startedAt),
     sidecar,
     // Envoy's x-request-id: what its access log and the upstream see (http.id is only the stream's).
     request_id: input?.headers['x-request-id'] || input?.requestId || null,
@@ -152,7 +152,7 @@ function securityRow(check: DecidedCheck, kind: string, sidecar: string): AuditR
   const { decision, input, ctx } = check;
   return {
     id: uuidv7(),
-    occurred_at: new Date(check.startedAt).toISOString(),
+    occurred_at: isoTime(check.startedAt),
     sidecar,
     kind,
     reason: decision.allowed ? null : decision.deny.reason,
@@ -174,7 +174,7 @@ function sessionRow(
   const { decision, input, ctx } = check;
   return {
     id: uuidv7(),
-    occurred_at: new Date(check.startedAt).toISOString(),
+    occurred_at: isoTime(check.startedAt),
     sidecar,
     kind,
     provider: ctx?.identity?.provider ?? null,

@@ -3,7 +3,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import type { Logger } from '../../common/logger.js';
 import type { AuditMetrics } from './metrics.js';
 import type { Spool } from './spool.js';
-import { AUDIT_TABLES, type AuditTable, decodeRecord } from './tables.js';
+import { AUDIT_TABLES, type AuditTable, copyData, decodeRecord, occurredAt } from './tables.js';
 
 export interface ShipperOptions {
   readonly pool: pg.Pool;
@@ -95,18 +95,20 @@ export class Shipper {
         await this.#sleep(1000);
         continue;
       }
-      const rows = new Map<AuditTable, string[]>();
+      const rows = new Map<AuditTable, Buffer[]>();
       let oldest = Number.POSITIVE_INFINITY;
       let corrupt = 0;
       for (const r of batch.records) {
-        try {
-          const { table, line, occurredAt } = decodeRecord(r);
-          const lines = rows.get(table) ?? [];
-          if (lines.length === 0) rows.set(table, lines);
-          lines.push(line);
-          if (lines.length === 1) oldest = Math.min(oldest, Date.parse(occurredAt));
-        } catch {
+        const record = decodeRecord(r);
+        if (!record) {
           corrupt++;
+          continue;
+        }
+        const lines = rows.get(record.table);
+        if (lines) lines.push(record.line);
+        else {
+          rows.set(record.table, [record.line]);
+          oldest = Math.min(oldest, occurredAt(record.line));
         }
       }
       if (corrupt > 0) {
@@ -160,7 +162,7 @@ export class Shipper {
    * deduplicated: per table, COPY into a temporary table, then insert what is new.
    */
   async #ship(
-    rows: Map<AuditTable, string[]>,
+    rows: Map<AuditTable, Buffer[]>,
     how: 'direct' | 'deduplicated',
   ): Promise<Map<AuditTable, { inserted: number; sent: number }>> {
     const client = await this.#o.pool.connect();
@@ -183,7 +185,7 @@ export class Shipper {
             const stream = client.query(copyFrom(`COPY ${into} (${cols}) FROM STDIN (FORMAT text)`));
             stream.on('error', reject);
             stream.on('finish', resolve);
-            stream.end(`${lines.join('\n')}\n`);
+            stream.end(copyData(lines));
           });
         if (how === 'direct') {
           await copy(table);
@@ -218,7 +220,7 @@ export class Shipper {
    * spool for ever behind it.
    */
   async #shipEach(
-    rows: Map<AuditTable, string[]>,
+    rows: Map<AuditTable, Buffer[]>,
     cause: Error,
   ): Promise<Map<AuditTable, { inserted: number; sent: number }>> {
     this.#o.log.error(

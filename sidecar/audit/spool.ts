@@ -49,7 +49,8 @@ interface Segment {
 }
 
 export interface ReadBatch {
-  readonly records: string[];
+  /** Each record without its newline: views of one buffer read from the segment. */
+  readonly records: Buffer[];
   /** Where the shipper's cursor goes once these records are committed. */
   readonly next: SpoolPosition;
   /** Bytes of torn records skipped (a crash in the middle of a write). */
@@ -153,7 +154,7 @@ export class Spool {
 
   /** Up to `maxRecords` whole records from the cursor on (none: everything is shipped). */
   read(maxRecords: number, maxBytes = 4 << 20): ReadBatch {
-    const records: string[] = [];
+    const records: Buffer[] = [];
     let { segment, offset } = this.#cursor;
     let tornBytes = 0;
     for (const s of this.#segments) {
@@ -178,7 +179,7 @@ export class Spool {
       }
       let start = 0;
       for (let nl = buf.indexOf(10, 0); nl !== -1 && nl < got; nl = buf.indexOf(10, start)) {
-        records.push(buf.toString('utf8', start, nl));
+        records.push(buf.subarray(start, nl));
         start = nl + 1;
         if (records.length >= maxRecords) break;
       }

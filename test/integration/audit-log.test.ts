@@ -8,6 +8,7 @@ import { createLogger } from '../../common/logger.js';
 import type { ICheckResponse } from '../../proto/envoy.js';
 import { AuditLog } from '../../sidecar/audit/auditLog.js';
 import { decisionRow } from '../../sidecar/audit/decisionAudit.js';
+import { encodeRecord } from '../../sidecar/audit/tables.js';
 import { httpCheck, SidecarClient } from '../harness/grpcClient.js';
 import { testLog } from '../harness/log.js';
 import { openPolicy, policyDir } from '../harness/policies.js';
@@ -329,6 +330,61 @@ describe('the audit log: each decision a row in PostgreSQL, once, through failur
       expect(n!.n).toBe(9);
       const dropped = (await registry.getSingleMetric('nox_audit_events_dropped_total')!.get()).values;
       expect(dropped.find((v) => v.labels.reason === 'refused')?.value).toBe(1);
+    } finally {
+      await audit.close(1000);
+      await pool.end();
+    }
+  });
+
+  it('a spool holding a line cut short and a foreign line: both dropped and counted, the records around them written', async () => {
+    const dir = scratchDir('audit-spool');
+    const pool = new pg.Pool({ connectionString: node.connectionString, max: 2 });
+    const row = (i: number) =>
+      encodeRecord(
+        'audit_decisions',
+        decisionRow(
+          {
+            decision: {
+              allowed: true,
+              allow: { upstreamHeaders: {}, responseHeaders: {} },
+              decisionId: crypto.randomUUID(),
+              snapshotVersion: 1,
+            },
+            startedAt: Date.now() + i,
+            latencyUs: 10,
+          },
+          'damaged-spool',
+        ),
+      );
+    // What a damaged disk (or a foreign writer) could leave: whole lines, so not torn writes.
+    const cut = row(2);
+    const lines = [
+      row(0),
+      row(1),
+      cut.slice(0, cut.lastIndexOf('\t', cut.length - 20)),
+      '{"not":"audit"}',
+      row(4),
+    ];
+    writeFileSync(join(dir, `${'0'.repeat(12)}.log`), `${lines.join('\n')}\n`);
+    const registry = new Registry();
+    const audit = new AuditLog({
+      pool,
+      registry,
+      log,
+      dir,
+      mode: 'BestEffort',
+      maxBytes: 1 << 20,
+      whenFull: 'Deny',
+      flushIntervalMs: FLUSH_MS,
+    });
+    try {
+      expect(await audit.flush(10_000)).toBe(true);
+      expect((await rowsOf('damaged-spool')).length).toBe(3);
+      const dropped = (await registry.getSingleMetric('nox_audit_events_dropped_total')!.get()).values;
+      expect(Object.fromEntries(dropped.map((v) => [v.labels.reason, v.value]))).toMatchObject({
+        refused: 1,
+        corrupt: 1,
+      });
     } finally {
       await audit.close(1000);
       await pool.end();
