@@ -22,7 +22,7 @@ tools-bench: ## Only what the benchmarks run (Envoy, wrk, ghz, valgrind)
 	@bash scripts/tools.sh bench
 
 $(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund
+	ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 	@touch $@
 
 deps: $(NODE_STAMP) ## Install npm dependencies from the lock file

@@ -18,8 +18,13 @@ else
   reports=(.run/vitest-main.json .run/vitest-load.json .run/vitest-cluster.json)
   mkdir -p .run && rm -f "${reports[@]}"
   json() { echo --reporter=default --reporter=json --outputFile.json="$1"; }
+  # The trainer's own tests (Python: scikit-learn, skl2onnx, onnxruntime).
+  (cd trainer && ../.tools/python/bin/python -m pytest -q -p no:cacheprovider tests)
+  py_rc=$?
+  echo "make test: pytest trainer/tests exited $py_rc after $((SECONDS - start))s"
   npx vitest run --exclude 'test/cluster/**' --exclude 'test/load/**' $(json "${reports[0]}")
   rc=$?
+  ((rc == 0)) && rc=$py_rc
   echo "make test: vitest (all but test/load and test/cluster) exited $rc after $((SECONDS - start))s"
   npx vitest run test/load --maxWorkers=1 $(json "${reports[1]}")
   load_rc=$?

@@ -101,6 +101,20 @@ envoy() {
   stamp envoy "$ENVOY_VERSION"
 }
 
+# The risk-model trainer's Python (trainer/requirements.txt, exact versions, wheels only) in a
+# venv; the stamp is the requirements file's digest, so a changed pin reinstalls.
+python_env() {
+  local want
+  want="$(sha256sum "$ROOT/trainer/requirements.txt" | cut -d' ' -f1)"
+  stamped python "$want" && [[ -x "$TOOLS/python/bin/python" ]] && return
+  log "python venv for the trainer (trainer/requirements.txt)"
+  rm -rf "$TOOLS/python"
+  python3 -m venv "$TOOLS/python"
+  "$TOOLS/python/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: \
+    -r "$ROOT/trainer/requirements.txt"
+  stamp python "$want"
+}
+
 # The node's system parts, from Debian: containerd + runc (not crun: it refuses this kernel's
 # hybrid cgroup layout), the CNI plugins, the firewall tools kube-proxy and the kubelet call,
 # and what scripts/images.sh builds images with (buildah, umoci, debootstrap; skopeo for test/images).
@@ -326,7 +340,7 @@ path_upstreams() {
 group() {
   case "$1" in
     demo) echo demo_packages envoy ;;
-    test) echo debian_packages node_packages envoy path_upstreams etcd helm kubernetes coredns crictl node_images ;;
+    test) echo debian_packages node_packages python_env envoy path_upstreams etcd helm kubernetes coredns crictl node_images ;;
     bench) echo debian_packages bench_packages envoy ghz ;;
     *) echo "$1" ;;
   esac

@@ -13,7 +13,7 @@ const layers: readonly (readonly string[])[] = [
   ['request'], // what one check is: CheckInput, Identity, Outcome, Decision
   ['policy'], // resources compiled into the snapshot a check reads
   ['pipeline'], // the stage contract (Ctx, Stage) and the runner
-  ['secrets', 'redis', 'audit'], // libraries the stages (and the checker: audit) use ...
+  ['secrets', 'redis', 'audit', 'risk'], // libraries the stages (and the checker: audit) use ...
   ['quota', 'identity'],
   ['login'],
   ['stages'], // the request path, one file per phase, in order in stages/order.ts
