@@ -1,4 +1,5 @@
 import { Counter, type Registry } from 'prom-client';
+import type { SubjectObservation } from '../risk/subjectFeatures.js';
 import type { LimitCheck, QuotaResult, QuotaStore } from './store.js';
 
 interface Denial {
@@ -40,6 +41,7 @@ export class DenyCachingStore implements QuotaStore {
     now: number,
     dryRun: boolean,
     signal?: AbortSignal,
+    observe?: SubjectObservation,
   ): Promise<QuotaResult> {
     let key = String(cost);
     for (const l of limits) key += `|${l.key}#${l.requests}`;
@@ -52,7 +54,8 @@ export class DenyCachingStore implements QuotaStore {
       }
       this.#denials.delete(key);
     }
-    const result = await this.inner.take(limits, cost, now, dryRun, signal);
+    // A hit above is not observed for risk: its check is refused before risk could matter.
+    const result = await this.inner.take(limits, cost, now, dryRun, signal, observe);
     if (!result.allowed && !dryRun) {
       const wait = Math.max(...result.limits.filter((l) => !l.allowed).map((l) => l.retryAfterMs));
       if (wait > 0) {

@@ -1,4 +1,5 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { MemorySubjectStates, type SubjectObservation } from '../risk/subjectFeatures.js';
 import { gcra } from './gcra.js';
 import {
   calendarCheck,
@@ -41,9 +42,12 @@ export class MemoryQuotaStore implements QuotaStore {
   readonly #entries = new Map<string, Entry>();
   #lastSweep = 0;
   readonly #evicted: Counter | undefined;
+  /** The risk model's view of subjects (observed with `observe`), bounded like the limits. */
+  readonly #subjects: MemorySubjectStates;
 
   constructor(opts: MemoryStoreOptions = {}) {
     this.maxEntries = Math.max(1, opts.maxEntries ?? defaultMemoryMaxEntries);
+    this.#subjects = new MemorySubjectStates(this.maxEntries);
     if (opts.registry) {
       this.#evicted = new Counter({
         name: 'nox_quota_memory_evictions_total',
@@ -68,8 +72,11 @@ export class MemoryQuotaStore implements QuotaStore {
     cost: number,
     now: number,
     dryRun: boolean,
+    _signal?: AbortSignal,
+    observe?: SubjectObservation,
   ): Promise<QuotaResult> {
     this.#sweep(now);
+    const features = observe ? { features: this.#subjects.observe(observe, now) } : {};
     const states: (LimitState & { value: number; expiresAt: number })[] = [];
     for (const l of limits) {
       const cur = this.#entries.get(l.key);
@@ -120,6 +127,7 @@ export class MemoryQuotaStore implements QuotaStore {
     }
     this.#bound(now);
     return {
+      ...features,
       allowed,
       limits: states.map((s) => ({
         key: s.key,
@@ -148,5 +156,6 @@ export class MemoryQuotaStore implements QuotaStore {
 
   async close(): Promise<void> {
     this.#entries.clear();
+    this.#subjects.clear();
   }
 }

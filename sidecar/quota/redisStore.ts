@@ -5,6 +5,12 @@ import { Cluster } from 'ioredis';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import { connectRedis, type RedisClient, type RedisTarget } from '../redis/connect.js';
+import {
+  observationArgs,
+  observationKeys,
+  parseFeatures,
+  type SubjectObservation,
+} from '../risk/subjectFeatures.js';
 import { CircuitBreaker, CircuitOpenError } from './circuitBreaker.js';
 import type { LimitCheck, LimitState, QuotaResult, QuotaStore } from './store.js';
 
@@ -160,19 +166,30 @@ export class RedisQuotaStore implements QuotaStore {
     cost: number,
     _now: number,
     dryRun: boolean,
+    _signal?: AbortSignal,
+    observe?: SubjectObservation,
   ): Promise<QuotaResult> {
-    const args: (string | number)[] = [limits.length, ...limits.map((l) => l.key), cost, dryRun ? '1' : '0'];
+    const observed = observe ? observationKeys(observe.tag) : [];
+    const keys = [...limits.map((l) => l.key), ...observed];
+    if (keys.length === 0) return { allowed: true, limits: [] };
+    const args: (string | number)[] = [keys.length, ...keys, cost, dryRun ? '1' : '0', limits.length];
     for (const l of limits) {
       if (l.windowMs !== undefined) args.push('g', l.requests, l.windowMs);
       else args.push('c', l.requests, l.resetAt!);
     }
+    if (observe) args.push(...observationArgs(observe));
     const started = performance.now();
     // Every key of a check shares the subject's hash tag: one slot, one master, one breaker.
-    const slot = calculateSlot(limits[0]!.key);
+    const slot = calculateSlot(keys[0]!);
+    if (observe && limits.length > 0 && calculateSlot(observed[0]!) !== slot)
+      throw new Error('the risk observation and the limits are of different subjects');
     const node = this.#nodeFor(slot);
     try {
-      const reply = await this.#breakerFor(node).run(() => this.#call(args, dryRun, slot));
-      return parse(limits, reply);
+      // Nothing charged (dry run, or an observation alone): nothing to WAIT for.
+      const reply = await this.#breakerFor(node).run(() =>
+        this.#call(args, dryRun || limits.length === 0, slot),
+      );
+      return parse(limits, reply, observe !== undefined);
     } catch (e) {
       this.#errors.inc({ kind: classify(e), node });
       this.#refreshTopologySoon();
@@ -298,7 +315,7 @@ function classify(e: unknown): string {
   return 'other';
 }
 
-function parse(limits: readonly LimitCheck[], reply: number[]): QuotaResult {
+function parse(limits: readonly LimitCheck[], reply: number[], observed: boolean): QuotaResult {
   const states: LimitState[] = limits.map((l, i) => ({
     key: l.key,
     allowed: reply[1 + i * 4] === 1,
@@ -306,5 +323,7 @@ function parse(limits: readonly LimitCheck[], reply: number[]): QuotaResult {
     resetMs: Number(reply[3 + i * 4]),
     retryAfterMs: Number(reply[4 + i * 4]),
   }));
-  return { allowed: reply[0] === 1, limits: states };
+  // After the limits: the replicas in sync, then the features.
+  const features = observed ? { features: parseFeatures(reply, 2 + limits.length * 4) } : {};
+  return { allowed: reply[0] === 1, limits: states, ...features };
 }

@@ -1,3 +1,5 @@
+import type { SubjectFeatures, SubjectObservation } from '../risk/subjectFeatures.js';
+
 /**
  * The quota store: one atomic check-and-charge of every limit of one subject. All limits
  * pass and are all charged, or none is charged.
@@ -24,17 +26,24 @@ export interface LimitState {
 export interface QuotaResult {
   readonly allowed: boolean;
   readonly limits: readonly LimitState[];
+  /** With an observation: the subject's behaviour, this request included. */
+  readonly features?: SubjectFeatures;
 }
 
 export interface QuotaStore {
   readonly name: string;
-  /** `dryRun`: evaluate without charging. */
+  /**
+   * `dryRun`: evaluate without charging. `observe`: also record the request in the subject's
+   * risk state and return its features, in the same call (its tag must be the limits' tag;
+   * with no limits, only that).
+   */
   take(
     limits: readonly LimitCheck[],
     cost: number,
     now: number,
     dryRun: boolean,
     signal?: AbortSignal,
+    observe?: SubjectObservation,
   ): Promise<QuotaResult>;
   /**
    * A new policy snapshot is in force: forget what was derived from the old limits (the

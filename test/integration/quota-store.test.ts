@@ -18,7 +18,8 @@ const key = (subject: string, limit: string) => {
   return `nox:q:{${tags.get(subject)}}:${limit}`;
 };
 
-function conformance(name: string, make: () => Promise<QuotaStore>) {
+/** `roundTrips`: the store's count of Redis round trips so far (the Redis stores). */
+function conformance(name: string, make: () => Promise<QuotaStore>, roundTrips?: () => Promise<number>) {
   describe(`quota store: ${name}`, () => {
     let store: QuotaStore;
     beforeAll(async () => {
@@ -79,6 +80,60 @@ function conformance(name: string, make: () => Promise<QuotaStore>) {
       expect((await take([l], 1, true)).allowed).toBe(false);
     });
 
+    it('observes the subject for risk in the same call: rates, distinct addresses, new agents and routes', async () => {
+      const limit = { key: key('obs', 'h'), requests: 100, windowMs: 3_600_000 };
+      const tag = tags.get('obs')!;
+      const before = await roundTrips?.();
+      const seen = [];
+      for (let i = 0; i < 10; i++) {
+        const r = await store.take([limit], 1, Date.now(), false, undefined, {
+          tag,
+          sourceIp: `10.0.0.${i % 3}`,
+          userAgent: i < 5 ? 'agent-a' : 'agent-b',
+          route: i % 2 ? 'GET /a' : 'GET /b',
+        });
+        expect(r.allowed).toBe(true);
+        seen.push(r.features!);
+      }
+      if (roundTrips) expect((await roundTrips()) - before!).toBe(10);
+      const last = seen.at(-1)!;
+      // Ten requests within a minute; a minute boundary passed during the loop weighs the
+      // ones before it a little less.
+      expect(last.perMinute).toBeGreaterThanOrEqual(9);
+      expect(last.perMinute).toBeLessThanOrEqual(10);
+      expect(last.perHour).toBeGreaterThanOrEqual(9);
+      expect(last.perHour).toBeLessThanOrEqual(10);
+      expect(seen.map((f) => f.distinctIps)).toEqual([1, 2, 3, 3, 3, 3, 3, 3, 3, 3]);
+      expect(seen.map((f) => f.newUserAgent)).toEqual([1, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
+      expect(seen.map((f) => f.newRoute)).toEqual([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    });
+
+    it('observes a request that the quota denies, and a subject with no limits at all', async () => {
+      const limit = { key: key('obs-denied', 'h'), requests: 1, windowMs: 3_600_000 };
+      const tag = tags.get('obs-denied')!;
+      const o = { tag, sourceIp: '', userAgent: '', route: '' };
+      expect((await store.take([limit], 1, Date.now(), false, undefined, o)).allowed).toBe(true);
+      const denied = await store.take([limit], 1, Date.now(), false, undefined, o);
+      expect(denied.allowed).toBe(false);
+      expect(denied.features?.perMinute).toBeGreaterThanOrEqual(1);
+      // Nothing to count for empty fields: no address, nothing new.
+      expect(denied.features).toMatchObject({ distinctIps: 0, newUserAgent: 0, newRoute: 0 });
+      const alone = await store.take([], 0, Date.now(), false, undefined, {
+        tag: `${tag}-alone`,
+        sourceIp: '192.0.2.1',
+        userAgent: 'x',
+        route: 'GET /x',
+      });
+      expect(alone.allowed).toBe(true);
+      expect(alone.features).toMatchObject({
+        perMinute: 1,
+        perHour: 1,
+        distinctIps: 1,
+        newUserAgent: 1,
+        newRoute: 1,
+      });
+    });
+
     it('refills at requests/window', async () => {
       const l = { key: key('f', 's'), requests: 4, windowMs: 400 };
       for (let i = 0; i < 4; i++) expect((await take([l])).allowed).toBe(true);
@@ -109,27 +164,40 @@ afterAll(async () => {
 });
 
 conformance('memory', async () => new MemoryQuotaStore());
-conformance('redis', async () => {
-  const s = new RedisQuotaStore({
-    nodes: [{ host: '127.0.0.1', port: redis.port }],
-    cluster: false,
-    timeoutMs: 200,
-    waitReplicas: 0,
-    log,
-    registry: new Registry(),
-  });
-  await s.ready();
-  return s;
-});
-conformance('redis-cluster', async () => {
-  const s = new RedisQuotaStore({
-    nodes: cluster.startupNodes,
-    cluster: true,
-    timeoutMs: 200,
-    waitReplicas: 1,
-    log,
-    registry: new Registry(),
-  });
-  await s.ready();
-  return s;
-});
+const roundTripsIn = (registry: Registry) => async () =>
+  ((await registry.getSingleMetric('nox_quota_redis_round_trips_total')!.get()).values[0]?.value ??
+    0) as number;
+const redisRegistry = new Registry();
+conformance(
+  'redis',
+  async () => {
+    const s = new RedisQuotaStore({
+      nodes: [{ host: '127.0.0.1', port: redis.port }],
+      cluster: false,
+      timeoutMs: 200,
+      waitReplicas: 0,
+      log,
+      registry: redisRegistry,
+    });
+    await s.ready();
+    return s;
+  },
+  roundTripsIn(redisRegistry),
+);
+const clusterRegistry = new Registry();
+conformance(
+  'redis-cluster',
+  async () => {
+    const s = new RedisQuotaStore({
+      nodes: cluster.startupNodes,
+      cluster: true,
+      timeoutMs: 200,
+      waitReplicas: 1,
+      log,
+      registry: clusterRegistry,
+    });
+    await s.ready();
+    return s;
+  },
+  roundTripsIn(clusterRegistry),
+);
