@@ -11,9 +11,9 @@ import { describe, expect, it } from 'vitest';
 const layers: readonly (readonly string[])[] = [
   ['errors.ts', 'settings', 'config', 'rbac.ts'], // closed list of codes; settings; where resources come from
   ['request'], // what one check is: CheckInput, Identity, Outcome, Decision
-  ['policy'], // resources compiled into the snapshot a check reads
+  ['policy', 'risk'], // resources compiled into the snapshot a check reads; risk models and features
   ['pipeline'], // the stage contract (Ctx, Stage) and the runner
-  ['secrets', 'redis', 'audit', 'risk'], // libraries the stages (and the checker: audit) use ...
+  ['secrets', 'redis', 'audit'], // libraries the stages (and the checker: audit) use ...
   ['quota', 'identity'],
   ['login'],
   ['stages'], // the request path, one file per phase, in order in stages/order.ts

@@ -148,6 +148,24 @@ export const errorCodes = {
     metricLabel: 'quota_store_unavailable',
     doc: 'The quota store (Redis) did not answer in time or failed, and the QuotaPolicy’s failureMode is Closed.',
   },
+  RISK_CHALLENGE: {
+    httpStatus: 401,
+    rpcCode: RpcCode.UNAUTHENTICATED,
+    metricLabel: 'risk_challenge',
+    doc: 'The request’s risk score reached the RiskModel’s challenge threshold: the caller must authenticate again (step-up, RFC 9470 insufficient_user_authentication).',
+  },
+  RISK_DENIED: {
+    httpStatus: 403,
+    rpcCode: RpcCode.PERMISSION_DENIED,
+    metricLabel: 'risk_denied',
+    doc: 'The request’s risk score reached the RiskModel’s deny (or block) threshold; the reason gives the score and the model.',
+  },
+  RISK_UNAVAILABLE: {
+    httpStatus: 503,
+    rpcCode: RpcCode.UNAVAILABLE,
+    metricLabel: 'risk_unavailable',
+    doc: 'The RiskModel’s model is not loaded (missing, refused) or its inference failed, and its failureMode is Closed.',
+  },
   AUDIT_UNAVAILABLE: {
     httpStatus: 503,
     rpcCode: RpcCode.UNAVAILABLE,

@@ -3,11 +3,13 @@ import { runMain, startProgram } from '../common/program.js';
 import { parseAnyHostNamespaces } from '../common/resources/hostOwnership.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { PolicyStore } from './policy/store.js';
+import { RiskModels } from './risk/models.js';
 import { Checker } from './server/checker.js';
 import { startGrpcServer } from './server/grpcServer.js';
 import { describeSettings, loadSettings } from './settings/settings.js';
 import { requestPath } from './stages/order.js';
 import { QuotaStage } from './stages/quota.js';
+import { RiskStage } from './stages/risk.js';
 import { configSourceFor } from './wiring/config.js';
 import { identifyStageFor, profileSyncFor } from './wiring/identity.js';
 import { kubeFor } from './wiring/kube.js';
@@ -47,6 +49,7 @@ async function main(): Promise<void> {
   const login = await loginFor(settings, redis, secrets, log, registry);
   const audit = db?.audit;
   if (audit) login.login.onSessionEvent((e) => audit.sessionEvent(e));
+  const riskModels = new RiskModels(log, registry);
   const stages = requestPath({
     login: login.stage,
     identify: await identifyStageFor(
@@ -55,6 +58,7 @@ async function main(): Promise<void> {
       registry,
     ),
     quota: new QuotaStage(quotaStore, registry, db ? { overrides: db.overrides, usage: db.usage } : {}),
+    risk: new RiskStage(riskModels, quotaStore, registry),
   });
   policy.onSwap((s) => {
     for (const stage of stages) stage.onSnapshot?.(s);
@@ -121,6 +125,7 @@ async function main(): Promise<void> {
     await login.close();
     await source?.stop();
     await quotaStore.close();
+    await riskModels.close();
     await revocations.stop();
     await secrets.stop();
     await profiles?.close();

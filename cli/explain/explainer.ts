@@ -13,11 +13,13 @@ import type { Snapshot } from '../../sidecar/policy/snapshot.js';
 import { PolicyStore } from '../../sidecar/policy/store.js';
 import type { QuotaStore } from '../../sidecar/quota/store.js';
 import type { CheckInput } from '../../sidecar/request/input.js';
+import { RiskModels } from '../../sidecar/risk/models.js';
 import type { SecretStore } from '../../sidecar/secrets/secretStore.js';
 import { loadSettings } from '../../sidecar/settings/settings.js';
 import { decodeCheckRequest, MalformedRequest } from '../../sidecar/stages/decode.js';
 import { requestPath } from '../../sidecar/stages/order.js';
 import { QuotaStage } from '../../sidecar/stages/quota.js';
+import { RiskStage } from '../../sidecar/stages/risk.js';
 import { identifyStageFor } from '../../sidecar/wiring/identity.js';
 import type { Kube } from '../../sidecar/wiring/kube.js';
 import { loginFor } from '../../sidecar/wiring/login.js';
@@ -116,6 +118,7 @@ export class Explainer {
     await parts.source.stop();
     const login = await loginFor(settings, noRedis, parts.secrets, parts.log, registry);
     const quota = new PreviewQuotaStore(parts.quota);
+    const riskModels = new RiskModels(parts.log, registry);
     const stages = requestPath({
       login: login.stage,
       identify: await identifyStageFor(
@@ -131,13 +134,18 @@ export class Explainer {
         registry,
       ),
       quota: new QuotaStage(quota, registry),
+      // The RiskModels' files are read where the command runs; one that is not there is
+      // decided by its failureMode, as a sidecar without it would.
+      risk: new RiskStage(riskModels, quota, registry),
     });
     const snapshot = store.current;
     if (snapshot) for (const s of stages) s.onSnapshot?.(snapshot);
+    if (snapshot) await riskModels.sync(snapshot.riskModels);
     const pipeline = new Pipeline(stages, parts.log, registry);
     return new Explainer(store, pipeline, quota, async () => {
       await login.close();
       await quota.close();
+      await riskModels.close();
       await parts.secrets.stop();
     });
   }

@@ -127,9 +127,12 @@ export function decisionRow(
     would_deny: ctx?.wouldDeny?.code ?? null,
     quota_tier: ctx?.quota?.tier ?? null,
     quota_remaining: ctx?.quota?.remaining ?? null,
-    risk_score: null,
+    risk_score: ctx?.risk?.score ?? null,
     latency_us: Math.max(0, Math.round(latencyUs)),
     snapshot_version: decision.snapshotVersion,
+    risk_model: ctx?.risk ? (ctx.riskModel?.key.slice('RiskModel/'.length) ?? null) : null,
+    risk_action: ctx?.risk?.action ?? null,
+    risk_features: ctx?.risk ? JSON.stringify(ctx.risk.features) : null,
   };
 }
 

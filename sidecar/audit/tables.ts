@@ -28,6 +28,9 @@ export const AUDIT_TABLES = {
     'risk_score',
     'latency_us',
     'snapshot_version',
+    'risk_model',
+    'risk_action',
+    'risk_features',
   ],
   audit_session_events: [
     'id',

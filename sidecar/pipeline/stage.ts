@@ -3,6 +3,8 @@ import type { Snapshot } from '../policy/snapshot.js';
 import type { Identity } from '../request/identity.js';
 import type { CheckInput } from '../request/input.js';
 import type { Deny, Outcome } from '../request/outcome.js';
+import type { RiskModelRef } from '../risk/models.js';
+import type { SubjectFeatures } from '../risk/subjectFeatures.js';
 
 /** Where a cookie of Nox's was set, so that a response can clear exactly that cookie. */
 export interface CookieScope {
@@ -38,6 +40,16 @@ export interface Ctx {
   accessRule?: string;
   /** Set by the quota stage: the tier charged and what is left of its tightest limit. */
   quota?: { readonly tier: string; readonly remaining: number };
+  /** Set by the route stage: the RiskModel that scores this request, if any. */
+  riskModel?: RiskModelRef;
+  /** Set by the quota stage when its store call observed the subject for the risk model. */
+  subjectFeatures?: SubjectFeatures;
+  /** Set by the risk stage: the score, what it decided, and the features it was computed from. */
+  risk?: {
+    readonly score: number;
+    readonly action: 'allow' | 'challenge' | 'deny' | 'block';
+    readonly features: Readonly<Record<string, number>>;
+  };
   /** Set by the pipeline: the first deny a DryRun policy would have made (recorded, not enforced). */
   wouldDeny?: Deny;
 }

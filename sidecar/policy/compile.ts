@@ -140,6 +140,7 @@ function build(
   const access = new RouteIndex<CompiledAccessPolicy>();
   const quota = new RouteIndex<CompiledQuotaPolicy>();
   const risk = new RouteIndex<{ key: string; spec: RiskModelSpec }>();
+  const riskModels: { key: string; spec: RiskModelSpec }[] = [];
   const providers = new Map<string, OAuth2ProviderSpec>();
   const identityHeaders: { hosts: readonly string[] | undefined; names: readonly string[] }[] = [];
   const warnings: Warning[] = [];
@@ -187,7 +188,10 @@ function build(
         }
       }
     } else if (c.kind === 'QuotaPolicy') quota.add(c.spec.match, c.value);
-    else if (c.kind === 'RiskModel') risk.add(c.spec.match, { key: r.key, spec: c.spec });
+    else if (c.kind === 'RiskModel') {
+      risk.add(c.spec.match, { key: r.key, spec: c.spec });
+      riskModels.push({ key: r.key, spec: c.spec });
+    }
   }
   return {
     version,
@@ -196,6 +200,7 @@ function build(
     access,
     quota,
     risk,
+    riskModels,
     providers,
     identityHeaderNames: new HostHeaderNames(identityHeaders),
     accepted,

@@ -40,6 +40,8 @@ export interface Snapshot {
   readonly access: RouteIndex<CompiledAccessPolicy>;
   readonly quota: RouteIndex<CompiledQuotaPolicy>;
   readonly risk: RouteIndex<{ key: string; spec: RiskModelSpec }>;
+  /** Every RiskModel in force, by key order: the models the sidecar keeps loaded. */
+  readonly riskModels: readonly { readonly key: string; readonly spec: RiskModelSpec }[];
   /** OAuth2Providers by "namespace/name". */
   readonly providers: ReadonlyMap<string, OAuth2ProviderSpec>;
   /**

@@ -4,6 +4,7 @@ import type { IdentifyStage } from './identify.js';
 import type { LoginStage } from './login.js';
 import type { QuotaStage } from './quota.js';
 import { stripStage } from './respond.js';
+import type { RiskStage } from './risk.js';
 import { routeStage } from './route.js';
 
 /**
@@ -15,7 +16,9 @@ import { routeStage } from './route.js';
  *   route     route.ts     the AccessPolicy that governs the request
  *   identify  identify.ts  who is calling (the methods in identity/ and login/sessionMethod.ts)
  *   access    access.ts    may they: the AccessPolicy's rules
- *   quota     quota.ts     are they within their QuotaPolicy limits
+ *   quota     quota.ts     are they within their QuotaPolicy limits (and, for a RiskModel,
+ *                          the subject's behaviour observed in the same store call)
+ *   risk      risk.ts      the RiskModel's score, and what its thresholds make of it
  *   strip     respond.ts   the client's copies of the headers the upstream trusts, removed
  *   respond   respond.ts   Decision → CheckResponse (server/checker.ts, after the stages)
  *
@@ -26,6 +29,7 @@ export function requestPath(built: {
   readonly login: LoginStage;
   readonly identify: IdentifyStage;
   readonly quota: QuotaStage;
+  readonly risk: RiskStage;
 }): readonly Stage[] {
-  return [built.login, routeStage, built.identify, accessStage, built.quota, stripStage];
+  return [built.login, routeStage, built.identify, accessStage, built.quota, built.risk, stripStage];
 }

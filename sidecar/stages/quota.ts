@@ -9,6 +9,7 @@ import { policyName, sourceIpPart, subjectHash } from '../quota/subject.js';
 import type { UsageEvent } from '../quota/usageRollup.js';
 import type { CheckInput } from '../request/input.js';
 import type { Deny, Outcome } from '../request/outcome.js';
+import { riskObservation } from './risk.js';
 
 export interface QuotaStageOptions {
   readonly overrides?: OverrideLookup;
@@ -211,9 +212,16 @@ export class QuotaStage implements Stage {
     let results: QuotaResult[];
     const started = performance.now();
     try {
+      // A RiskModel scores this request: the plan counting the same subject observes it for
+      // the model in its own call (the risk stage makes one otherwise).
+      const observe = ctx.riskModel ? riskObservation(input, ctx) : undefined;
+      const observer = observe ? plans.findIndex((p) => p.subject === observe.tag) : -1;
       results = await Promise.all(
-        plans.map((p) => this.store.take(p.checks, p.cost, ctx.now, false, ctx.signal)),
+        plans.map((p, i) =>
+          this.store.take(p.checks, p.cost, ctx.now, false, ctx.signal, i === observer ? observe : undefined),
+        ),
       );
+      if (observer >= 0) ctx.subjectFeatures = results[observer]!.features;
     } catch (cause) {
       this.#checks.inc({ result: 'store_error' });
       const open = plans.every((p) => p.policy.failureMode === 'Open');

@@ -1,3 +1,4 @@
+import type { RiskModelSpec } from '../../common/resources/types.gen.js';
 import type { Ctx, Stage } from '../pipeline/stage.js';
 import type { CompiledAccessPolicy } from '../policy/accessPolicy.js';
 import type { Hit } from '../policy/router.js';
@@ -67,6 +68,18 @@ export const routeStage: Stage = {
     }
     ctx.accessPolicy = policy;
     if (readings.length > 1) ctx.pathReadings = readings;
+    // The RiskModel that scores it, if any: the most specific (exact host, longest path, key).
+    let risk: Hit<{ key: string; spec: RiskModelSpec }> | undefined;
+    for (const h of ctx.snapshot.risk.lookup(input.host, input.path, input.method)) {
+      if (
+        !risk ||
+        (Number(h.exactHost) - Number(risk.exactHost) ||
+          h.pathLength - risk.pathLength ||
+          (h.value.key < risk.value.key ? 1 : -1)) > 0
+      )
+        risk = h;
+    }
+    if (risk) ctx.riskModel = risk.value;
     return { kind: 'continue' };
   },
 };

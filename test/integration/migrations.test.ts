@@ -101,6 +101,7 @@ describe('schema migrations', () => {
       'audit_decisions_host_idx',
       'audit_decisions_occurred_idx',
       'audit_decisions_pkey',
+      'audit_decisions_risk_idx',
       'audit_decisions_subject_idx',
     ]);
     // A subject is unique per provider, not globally.
@@ -224,7 +225,7 @@ describe('schema migrations', () => {
       const { rows } = await client.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = 'audit_decisions_p21000110'",
       );
-      expect(rows[0]!.n).toBe(5);
+      expect(rows[0]!.n).toBe(6);
 
       // 30 days of decisions are kept (audit_retention): on 2100-02-10 the 10th of January is
       // wholly older than that and goes, with its rows; the 11th is still in.

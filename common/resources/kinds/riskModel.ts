@@ -27,6 +27,7 @@ export const riskFeatures = [
   'writeMethod',
   'anonymous',
 ] as const;
+export type RiskFeature = (typeof riskFeatures)[number];
 
 const score = (description: string) => num(description, { minimum: 0, maximum: 1 });
 

@@ -1,0 +1,193 @@
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { RiskModelSpec } from '../../common/resources/types.gen.js';
+import { durationMs } from '../login/providers.js';
+import type { Ctx, Stage } from '../pipeline/stage.js';
+import type { Snapshot } from '../policy/snapshot.js';
+import type { QuotaStore } from '../quota/store.js';
+import { sourceIpPart, subjectHash } from '../quota/subject.js';
+import type { CheckInput } from '../request/input.js';
+import type { Deny, Outcome } from '../request/outcome.js';
+import { RiskBatcher } from '../risk/batcher.js';
+import { featureRecord, featureRow, unsupportedFeatures } from '../risk/features.js';
+import type { RiskModels } from '../risk/models.js';
+import { routeOf, type SubjectObservation } from '../risk/subjectFeatures.js';
+
+/**
+ * The risk subject's hash tag: the caller's, as a QuotaPolicy counting per User keys it (so
+ * the quota stage can observe it in the same store call), or, for an anonymous caller, its
+ * source address's. Undefined: nobody to keep a history for.
+ */
+export function riskTag(input: CheckInput, ctx: Ctx): string | undefined {
+  if (ctx.identity) return subjectHash([`User=${ctx.identity.subject}`]);
+  const ip = sourceIpPart(input.sourceAddress);
+  return ip ? subjectHash([`SourceIP=${ip}`]) : undefined;
+}
+
+/** What the store records of this request for the subject's risk state. */
+export function riskObservation(input: CheckInput, ctx: Ctx): SubjectObservation | undefined {
+  const tag = riskTag(input, ctx);
+  if (!tag) return undefined;
+  return {
+    tag,
+    sourceIp: input.sourceAddress,
+    userAgent: input.headers['user-agent'] ?? '',
+    route: routeOf(input.method, input.path),
+  };
+}
+
+/** A subject with no history (no tag): what its first request would show. */
+const firstRequest = { perMinute: 1, perHour: 1, distinctIps: 0, newUserAgent: 1, newRoute: 1 } as const;
+
+/**
+ * The RiskModel's score of the request and what its thresholds make of it: below challenge
+ * allow; challenge: a step-up (401, RFC 9470 insufficient_user_authentication); deny and
+ * block: 403 with the score. The subject's features come from the quota stage's store call
+ * when it observed them, else from a store call of this stage's own (one round trip either
+ * way). DryRun records the would-be decision and allows. A model that is not loaded, a
+ * feature this sidecar cannot compute, or a failed inference is an error: the RiskModel's
+ * failureMode decides.
+ */
+export class RiskStage implements Stage {
+  readonly name = 'risk';
+  readonly #scores: Histogram<'model'>;
+  readonly #actions: Counter<'model' | 'action' | 'mode'>;
+  readonly #failures: Counter<'model' | 'reason'>;
+  readonly #batchSizes: Histogram<'model'>;
+  readonly #inferenceSeconds: Histogram<'model'>;
+  /** One batcher per RiskModel, with its spec's batch settings, made again when they change. */
+  #batchers = new Map<string, { spec: RiskModelSpec['batch']; batcher: RiskBatcher }>();
+
+  constructor(
+    private readonly models: RiskModels,
+    private readonly store: QuotaStore,
+    registry: Registry,
+  ) {
+    this.#scores = new Histogram({
+      name: 'nox_risk_score',
+      help: 'Risk scores per RiskModel (namespace/name).',
+      labelNames: ['model'],
+      buckets: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99],
+      registers: [registry],
+    });
+    this.#actions = new Counter({
+      name: 'nox_risk_decisions_total',
+      help: 'Risk decisions per RiskModel: allow, challenge, deny, block; mode DryRun when not enforced.',
+      labelNames: ['model', 'action', 'mode'],
+      registers: [registry],
+    });
+    this.#failures = new Counter({
+      name: 'nox_risk_failures_total',
+      help: 'Checks a RiskModel could not score, by reason (model_not_loaded, unsupported_feature, store, inference).',
+      labelNames: ['model', 'reason'],
+      registers: [registry],
+    });
+    this.#batchSizes = new Histogram({
+      name: 'nox_risk_batch_size',
+      help: 'Rows per inference, per RiskModel.',
+      labelNames: ['model'],
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers: [registry],
+    });
+    this.#inferenceSeconds = new Histogram({
+      name: 'nox_risk_inference_seconds',
+      help: 'Time of one inference (a whole batch), per RiskModel.',
+      labelNames: ['model'],
+      buckets: [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01],
+      registers: [registry],
+    });
+  }
+
+  /** Loads the new snapshot's models in the background; until one loads, the previous serves. */
+  onSnapshot(snapshot: Snapshot): void {
+    const keys = new Set(snapshot.riskModels.map((m) => m.key));
+    for (const key of this.#batchers.keys()) if (!keys.has(key)) this.#batchers.delete(key);
+    void this.models.sync(snapshot.riskModels);
+  }
+
+  #batcher(key: string, spec: RiskModelSpec): RiskBatcher {
+    const b = this.#batchers.get(key);
+    if (b && b.spec === spec.batch) return b.batcher;
+    const model = key.slice('RiskModel/'.length);
+    const batcher = new RiskBatcher({
+      maxSize: spec.batch?.maxSize ?? 32,
+      maxDelayMs: durationMs(spec.batch?.maxDelay ?? '1ms'),
+      metrics: {
+        ran: (_m, size, seconds) => {
+          this.#batchSizes.observe({ model }, size);
+          this.#inferenceSeconds.observe({ model }, seconds);
+        },
+        failed: () => {},
+      },
+    });
+    this.#batchers.set(key, { spec: spec.batch, batcher });
+    return batcher;
+  }
+
+  async run(input: CheckInput, ctx: Ctx): Promise<Outcome> {
+    const ref = ctx.riskModel;
+    if (!ref) return { kind: 'skip' };
+    const model = ref.key.slice('RiskModel/'.length);
+    const failed = (reason: string, cause: unknown): Outcome => {
+      this.#failures.inc({ model, reason });
+      return { kind: 'error', code: 'RISK_UNAVAILABLE', cause, failOpen: ref.spec.failureMode === 'Open' };
+    };
+    const unsupported = unsupportedFeatures(ref.spec.features);
+    if (unsupported.length > 0)
+      return failed(
+        'unsupported_feature',
+        new Error(`features not computed by this sidecar: ${unsupported.join(', ')}`),
+      );
+    const session = this.models.session(ref.key);
+    if (!session)
+      return failed('model_not_loaded', this.models.problem(ref.key) ?? new Error('model not loaded yet'));
+
+    let subject = ctx.subjectFeatures;
+    if (!subject) {
+      const observe = riskObservation(input, ctx);
+      if (observe) {
+        try {
+          subject = (await this.store.take([], 0, ctx.now, false, ctx.signal, observe)).features;
+        } catch (e) {
+          return failed('store', e);
+        }
+      }
+    }
+    const row = featureRow(ref.spec.features, {
+      subject: subject ?? firstRequest,
+      method: input.method,
+      anonymous: !ctx.identity,
+      now: ctx.now,
+    });
+    let score: number;
+    try {
+      score = await this.#batcher(ref.key, ref.spec).score(session, row);
+    } catch (e) {
+      return failed('inference', e);
+    }
+    const t = ref.spec.thresholds;
+    const action =
+      score >= t.block ? 'block' : score >= t.deny ? 'deny' : score >= t.challenge ? 'challenge' : 'allow';
+    ctx.risk = { score, action, features: featureRecord(ref.spec.features, row) };
+    this.#scores.observe({ model }, score);
+    this.#actions.inc({ model, action, mode: ref.spec.mode });
+    if (action === 'allow') return { kind: 'continue' };
+    const deny = riskDeny(action, score, model);
+    if (ref.spec.mode === 'DryRun') return { kind: 'continue', dryRunDeny: deny };
+    return { kind: 'deny', deny };
+  }
+}
+
+function riskDeny(action: 'challenge' | 'deny' | 'block', score: number, model: string): Deny {
+  const shown = score.toFixed(3);
+  if (action === 'challenge') {
+    return {
+      code: 'RISK_CHALLENGE',
+      reason: `risk ${shown} (RiskModel ${model}) asks for a fresh authentication`,
+      // RFC 9470: the client's authentication is not enough for this request; authenticate again.
+      headers: {
+        'www-authenticate': `Bearer error="insufficient_user_authentication", error_description="A fresh authentication is required"`,
+      },
+    };
+  }
+  return { code: 'RISK_DENIED', reason: `risk ${shown} (RiskModel ${model}) is at its ${action} threshold` };
+}

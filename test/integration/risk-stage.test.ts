@@ -1,0 +1,199 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ICheckRequest, ICheckResponse } from '../../proto/envoy.js';
+import { SidecarClient } from '../harness/grpcClient.js';
+import { policyDir } from '../harness/policies.js';
+import { waitUntil } from '../harness/process.js';
+import { scrapedMetric } from '../harness/registry.js';
+import { type Sidecar, startSidecar } from '../harness/sidecar.js';
+import { type TrainedModel, trainModel } from '../harness/trainer.js';
+
+/**
+ * The risk stage in the built sidecar (standalone: the memory store observes the subjects),
+ * scoring with models made by the real trainer: what Envoy is told at each threshold, DryRun,
+ * failureMode, and model changes (a good one swapped in, a bad one refused while the previous
+ * keeps scoring).
+ */
+const FEATURES = ['subjectRate1m', 'writeMethod', 'pathNovelty'];
+
+/**
+ * Ordinary traffic: a few requests a minute, rarely a few dozen (log-normal, as per-user
+ * request rates are), a fifth of them writes, few new routes.
+ */
+function ordinary(n: number, seed: number): number[][] {
+  let x = seed >>> 0;
+  const next = () => {
+    x = (x + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(x ^ (x >>> 15), 1 | x);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+  const normal = () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+  return Array.from({ length: n }, () => [
+    1 + Math.floor(Math.exp(1.5 + 0.6 * normal())),
+    next() < 0.2 ? 1 : 0,
+    next() < 0.05 ? 1 : 0,
+  ]);
+}
+
+const policy = (
+  model: { path: string; sha256: string },
+  opts: { mode?: string; failureMode?: string } = {},
+) => `
+apiVersion: nox.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: open, namespace: t }
+spec: { defaultAction: Allow }
+---
+apiVersion: nox.dev/v1alpha1
+kind: RiskModel
+metadata: { name: api-risk, namespace: t }
+spec:
+  match: { paths: [{ type: Prefix, value: /api }] }
+  mode: ${opts.mode ?? 'Enforce'}
+  failureMode: ${opts.failureMode ?? 'Closed'}
+  model: { path: ${model.path}, sha256: "${model.sha256}" }
+  features: [${FEATURES.join(', ')}]
+  thresholds: { challenge: 0.6, deny: 0.7, block: 0.99 }
+  batch: { maxSize: 16, maxDelay: 1ms }
+`;
+
+function check(path: string, sourceIp: string): ICheckRequest {
+  return {
+    attributes: {
+      source: { address: { socketAddress: { address: sourceIp, portValue: 5555 } } },
+      request: {
+        http: { method: 'GET', host: 'app.local', path, scheme: 'http', protocol: 'HTTP/1.1', headers: {} },
+      },
+    },
+  };
+}
+
+const statusOf = (r: ICheckResponse) => (r.okResponse ? 200 : Number(r.deniedResponse?.status?.code ?? 0));
+const header = (r: ICheckResponse, name: string) =>
+  r.deniedResponse?.headers?.find((h) => h.header?.key === name)?.header?.value ?? undefined;
+
+describe('the risk stage', () => {
+  let a: TrainedModel;
+  let b: TrainedModel;
+  const sidecars: Sidecar[] = [];
+  const clients: SidecarClient[] = [];
+
+  beforeAll(async () => {
+    [a, b] = await Promise.all([
+      trainModel({ features: FEATURES, rows: ordinary(3000, 1), contamination: 0.01 }),
+      trainModel({ features: FEATURES, rows: ordinary(3000, 2), contamination: 0.01 }),
+    ]);
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    for (const s of sidecars) await s.stop().catch(() => {});
+  });
+
+  const start = async (yaml: string) => {
+    const dir = policyDir('risk', yaml);
+    const s = await startSidecar({ policyPath: dir, env: { NOX_QUOTA_STORE: 'memory' } });
+    sidecars.push(s);
+    const c = new SidecarClient(s.grpcPort);
+    clients.push(c);
+    // The model loads after the snapshot: wait for it rather than for a fixed time.
+    await waitUntil(
+      'the risk model loaded',
+      async () => (await scrapedMetric(s.httpPort, 'nox_risk_model_loads_total', { result: 'loaded' })) >= 1,
+      30_000,
+    );
+    return { s, c, dir };
+  };
+
+  /** `n` requests to /api/items from `ip`, one after the other: their HTTP statuses. */
+  const burst = async (c: SidecarClient, ip: string, n: number) => {
+    const out: ICheckResponse[] = [];
+    for (let i = 0; i < n; i++) out.push(await c.check(check('/api/items', ip), 5000));
+    return out;
+  };
+
+  it('allows ordinary use; a subject far faster than anything trained on is refused, as the thresholds say', async () => {
+    const { s, c } = await start(policy(a));
+    const answers = await burst(c, '10.0.0.1', 150);
+    const statuses = answers.map(statusOf);
+    // The first requests look like the training traffic.
+    expect(statuses.slice(0, 10).every((x) => x === 200)).toBe(true);
+    // Past its rate, the subject is refused, and stays refused while the rate lasts.
+    const firstRefused = statuses.findIndex((x) => x !== 200);
+    expect(firstRefused).toBeGreaterThan(10);
+    expect(statuses.slice(firstRefused + 10).every((x) => x === 401 || x === 403)).toBe(true);
+    // A challenge is a step-up (RFC 9470); a deny says the score.
+    for (const r of answers) {
+      if (statusOf(r) === 401)
+        expect(header(r, 'www-authenticate')).toContain('error="insufficient_user_authentication"');
+    }
+    // Every check was scored once, and each answer is what its action asks for.
+    const count = (action: string) => scrapedMetric(s.httpPort, 'nox_risk_decisions_total', { action });
+    expect(await scrapedMetric(s.httpPort, 'nox_risk_decisions_total')).toBe(150);
+    expect(await count('allow')).toBe(statuses.filter((x) => x === 200).length);
+    expect(await count('challenge')).toBe(statuses.filter((x) => x === 401).length);
+    expect((await count('deny')) + (await count('block'))).toBe(statuses.filter((x) => x === 403).length);
+    // Another address is another subject, with its own history.
+    expect(statusOf((await burst(c, '10.0.0.2', 1))[0]!)).toBe(200);
+  });
+
+  it('DryRun allows the same burst and counts what it would have decided', async () => {
+    const { s, c } = await start(policy(a, { mode: 'DryRun' }));
+    const statuses = (await burst(c, '10.0.1.1', 150)).map(statusOf);
+    expect(statuses.every((x) => x === 200)).toBe(true);
+    const all = await scrapedMetric(s.httpPort, 'nox_risk_decisions_total', { mode: 'DryRun' });
+    const allowed = await scrapedMetric(s.httpPort, 'nox_risk_decisions_total', {
+      action: 'allow',
+      mode: 'DryRun',
+    });
+    expect(all).toBe(150);
+    expect(allowed).toBeLessThan(150); // the would-be challenges and denies
+  });
+
+  it('a model that cannot be loaded: failureMode Closed refuses (503), Open allows', async () => {
+    const missing = { path: '/nonexistent/model.onnx', sha256: a.sha256 };
+    for (const [failureMode, status] of [
+      ['Closed', 503],
+      ['Open', 200],
+    ] as const) {
+      const dir = policyDir('risk-missing', policy(missing, { failureMode }));
+      const s = await startSidecar({ policyPath: dir, env: { NOX_QUOTA_STORE: 'memory' } });
+      sidecars.push(s);
+      const c = new SidecarClient(s.grpcPort);
+      clients.push(c);
+      await waitUntil(
+        'the refused load',
+        async () =>
+          (await scrapedMetric(s.httpPort, 'nox_risk_model_loads_total', { result: 'ModelMissing' })) >= 1,
+        30_000,
+      );
+      expect(statusOf((await burst(c, '10.0.2.1', 1))[0]!)).toBe(status);
+      expect(await scrapedMetric(s.httpPort, 'nox_risk_failures_total', { reason: 'model_not_loaded' })).toBe(
+        1,
+      );
+    }
+  });
+
+  it('a new model is swapped in; one whose digest does not match is refused and the previous keeps scoring', async () => {
+    const { s, c, dir } = await start(policy(a));
+    writeFileSync(join(dir, 'p.yaml'), policy(b));
+    await waitUntil(
+      'model b loaded',
+      async () => (await scrapedMetric(s.httpPort, 'nox_risk_model_loads_total', { result: 'loaded' })) >= 2,
+      30_000,
+    );
+    writeFileSync(join(dir, 'p.yaml'), policy({ path: a.path, sha256: b.sha256.replace(/^./, '0') }));
+    await waitUntil(
+      'the mismatching digest refused',
+      async () =>
+        (await scrapedMetric(s.httpPort, 'nox_risk_model_loads_total', { result: 'DigestMismatch' })) >= 1,
+      30_000,
+    );
+    const before = await scrapedMetric(s.httpPort, 'nox_risk_decisions_total');
+    expect(statusOf((await burst(c, '10.0.3.1', 1))[0]!)).toBe(200);
+    expect(await scrapedMetric(s.httpPort, 'nox_risk_decisions_total')).toBe(before + 1);
+    expect(await scrapedMetric(s.httpPort, 'nox_risk_failures_total')).toBe(0);
+  });
+});
