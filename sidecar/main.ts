@@ -9,7 +9,7 @@ import { startGrpcServer } from './server/grpcServer.js';
 import { describeSettings, loadSettings } from './settings/settings.js';
 import { requestPath } from './stages/order.js';
 import { QuotaStage } from './stages/quota.js';
-import { RiskStage } from './stages/risk.js';
+import { BlockStage, RiskStage } from './stages/risk.js';
 import { configSourceFor } from './wiring/config.js';
 import { identifyStageFor, profileSyncFor } from './wiring/identity.js';
 import { kubeFor } from './wiring/kube.js';
@@ -58,7 +58,8 @@ async function main(): Promise<void> {
       registry,
     ),
     quota: new QuotaStage(quotaStore, registry, db ? { overrides: db.overrides, usage: db.usage } : {}),
-    risk: new RiskStage(riskModels, quotaStore, registry),
+    blocked: new BlockStage(revocations, registry),
+    risk: new RiskStage(riskModels, quotaStore, registry, revocations),
   });
   policy.onSwap((s) => {
     for (const stage of stages) stage.onSnapshot?.(s);

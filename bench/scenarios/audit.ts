@@ -8,6 +8,7 @@ import { scratchDir } from '../../test/harness/process.js';
 import { startRedisCluster } from '../../test/harness/redisCluster.js';
 import { startSidecar } from '../../test/harness/sidecar.js';
 import { startUpstream } from '../../test/harness/upstream.js';
+import { abSummary } from '../lib/compare.js';
 import { ghz, idlePriority, type LoadResult, processTreeCpuSeconds, wrk } from '../lib/measure.js';
 import { settledScrape, sum } from '../lib/metrics.js';
 import { wrkLua } from '../lib/tokens.js';
@@ -128,7 +129,19 @@ export const audit: Scenario = {
           await pgQuery(db, 'TRUNCATE audit_decisions');
         }
       }
-      process.stdout.write(auditSummary(results));
+      // The CPU an event costs: BestEffort's median per check minus Off's, the sidecar's and
+      // PostgreSQL's.
+      process.stdout.write(
+        abSummary(
+          results,
+          'audit',
+          ['Off', 'BestEffort'],
+          [
+            { label: 'CPU per event: sidecar', field: 'sidecarCpuUsPerCheck', unit: 'µs' },
+            { label: 'PostgreSQL', field: 'postgresCpuUsPerCheck', unit: 'µs' },
+          ],
+        ),
+      );
     } finally {
       for (const stop of stops.reverse()) await stop();
       rmSync(dir, { recursive: true, force: true });
@@ -136,29 +149,3 @@ export const audit: Scenario = {
     return results;
   },
 };
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
-/**
- * Per path (gRPC, Envoy): the median checks/s and p99 of each mode, what audit costs in
- * throughput, and the CPU an event costs, the sidecar's and PostgreSQL's (BestEffort's median
- * per check minus Off's).
- */
-function auditSummary(results: readonly LoadResult[]): string {
-  const lines = ['audit summary (medians of the runs of each mode):'];
-  for (const via of ['grpc', 'envoy'] as const) {
-    const of = (mode: string, f: (r: LoadResult) => number) =>
-      median(results.filter((r) => r.via === via && r.tool.endsWith(`audit=${mode}`)).map(f));
-    const [off, on] = [of('Off', (r) => r.checksPerSec), of('BestEffort', (r) => r.checksPerSec)];
-    const cpu = (key: string) =>
-      of('BestEffort', (r) => r.extra?.[key] ?? Number.NaN) - of('Off', (r) => r.extra?.[key] ?? Number.NaN);
-    lines.push(
-      `  ${via}: checks/s Off ${Math.round(off)}, BestEffort ${Math.round(on)} (${(((on - off) / off) * 100).toFixed(1)} %); p99 ms Off ${of('Off', (r) => r.p99).toFixed(1)}, BestEffort ${of('BestEffort', (r) => r.p99).toFixed(1)}; CPU per event: sidecar ${Math.round(cpu('sidecarCpuUsPerCheck'))} µs, PostgreSQL ${Math.round(cpu('postgresCpuUsPerCheck'))} µs`,
-    );
-  }
-  return `${lines.join('\n')}\n`;
-}

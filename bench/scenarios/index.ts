@@ -3,6 +3,7 @@ import { allow } from './allow.js';
 import { audit } from './audit.js';
 import { jwt } from './jwt.js';
 import { quota } from './quota.js';
+import { risk } from './risk.js';
 
 export interface Scenario {
   readonly name: string;
@@ -11,4 +12,4 @@ export interface Scenario {
 }
 
 /** Every scenario `make bench` knows; later work adds its own here. */
-export const scenarios: readonly Scenario[] = [allow, quota, jwt, audit];
+export const scenarios: readonly Scenario[] = [allow, quota, jwt, audit, risk];

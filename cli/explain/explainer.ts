@@ -19,7 +19,7 @@ import { loadSettings } from '../../sidecar/settings/settings.js';
 import { decodeCheckRequest, MalformedRequest } from '../../sidecar/stages/decode.js';
 import { requestPath } from '../../sidecar/stages/order.js';
 import { QuotaStage } from '../../sidecar/stages/quota.js';
-import { RiskStage } from '../../sidecar/stages/risk.js';
+import { BlockStage, RiskStage } from '../../sidecar/stages/risk.js';
 import { identifyStageFor } from '../../sidecar/wiring/identity.js';
 import type { Kube } from '../../sidecar/wiring/kube.js';
 import { loginFor } from '../../sidecar/wiring/login.js';
@@ -136,6 +136,8 @@ export class Explainer {
       quota: new QuotaStage(quota, registry),
       // The RiskModels' files are read where the command runs; one that is not there is
       // decided by its failureMode, as a sidecar without it would.
+      // Blocks are live state of the sidecars, not policy: none is known here.
+      blocked: new BlockStage(new MemoryRevocations(), registry),
       risk: new RiskStage(riskModels, quota, registry),
     });
     const snapshot = store.current;

@@ -4,7 +4,7 @@ import type { IdentifyStage } from './identify.js';
 import type { LoginStage } from './login.js';
 import type { QuotaStage } from './quota.js';
 import { stripStage } from './respond.js';
-import type { RiskStage } from './risk.js';
+import type { BlockStage, RiskStage } from './risk.js';
 import { routeStage } from './route.js';
 
 /**
@@ -15,6 +15,7 @@ import { routeStage } from './route.js';
  *                          (loginResponse.ts) sends an anonymous caller that access denies to log in
  *   route     route.ts     the AccessPolicy that governs the request
  *   identify  identify.ts  who is calling (the methods in identity/ and login/sessionMethod.ts)
+ *   blocked   risk.ts      a subject a RiskModel blocked is refused everywhere until the block ends
  *   access    access.ts    may they: the AccessPolicy's rules
  *   quota     quota.ts     are they within their QuotaPolicy limits (and, for a RiskModel,
  *                          the subject's behaviour observed in the same store call)
@@ -29,7 +30,17 @@ export function requestPath(built: {
   readonly login: LoginStage;
   readonly identify: IdentifyStage;
   readonly quota: QuotaStage;
+  readonly blocked: BlockStage;
   readonly risk: RiskStage;
 }): readonly Stage[] {
-  return [built.login, routeStage, built.identify, accessStage, built.quota, built.risk, stripStage];
+  return [
+    built.login,
+    routeStage,
+    built.identify,
+    built.blocked,
+    accessStage,
+    built.quota,
+    built.risk,
+    stripStage,
+  ];
 }

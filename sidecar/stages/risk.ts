@@ -1,5 +1,6 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { RiskModelSpec } from '../../common/resources/types.gen.js';
+import type { Revocations } from '../identity/revocations.js';
 import { durationMs } from '../login/providers.js';
 import type { Ctx, Stage } from '../pipeline/stage.js';
 import type { Snapshot } from '../policy/snapshot.js';
@@ -35,6 +36,41 @@ export function riskObservation(input: CheckInput, ctx: Ctx): SubjectObservation
   };
 }
 
+/** The block list's id of a risk subject (the revocation list carries it: identity/revocations.ts). */
+export const blockId = (tag: string) => `block:${tag}`;
+
+/**
+ * Refuses a subject a RiskModel blocked (a score at its block threshold), on every route and
+ * every sidecar, until the block ends: it runs right after identify, so a blocked subject is
+ * neither charged quota nor scored again. The list is the revocation list: an answer from
+ * memory, every sidecar told within about a second.
+ */
+export class BlockStage implements Stage {
+  readonly name = 'blocked';
+  readonly #refused: Counter;
+
+  constructor(
+    private readonly blocks: Revocations,
+    registry: Registry,
+  ) {
+    this.#refused = new Counter({
+      name: 'nox_risk_blocked_checks_total',
+      help: 'Checks refused because a RiskModel had put their subject on the block list.',
+      registers: [registry],
+    });
+  }
+
+  run(input: CheckInput, ctx: Ctx): Outcome {
+    const tag = riskTag(input, ctx);
+    if (!tag || !this.blocks.isRevoked(blockId(tag), ctx.now)) return { kind: 'skip' };
+    this.#refused.inc();
+    return {
+      kind: 'deny',
+      deny: { code: 'RISK_DENIED', reason: 'blocked after a risk score at a RiskModel’s block threshold' },
+    };
+  }
+}
+
 /** A subject with no history (no tag): what its first request would show. */
 const firstRequest = { perMinute: 1, perHour: 1, distinctIps: 0, newUserAgent: 1, newRoute: 1 } as const;
 
@@ -61,6 +97,8 @@ export class RiskStage implements Stage {
     private readonly models: RiskModels,
     private readonly store: QuotaStore,
     registry: Registry,
+    /** Where a block goes (the revocation list); none: a block is only a deny. */
+    private readonly blocks?: Revocations,
   ) {
     this.#scores = new Histogram({
       name: 'nox_risk_score',
@@ -173,6 +211,15 @@ export class RiskStage implements Stage {
     if (action === 'allow') return { kind: 'continue' };
     const deny = riskDeny(action, score, model);
     if (ref.spec.mode === 'DryRun') return { kind: 'continue', dryRunDeny: deny };
+    const tag = action === 'block' ? riskTag(input, ctx) : undefined;
+    if (tag && this.blocks) {
+      const until = ctx.now + durationMs(ref.spec.blockDuration ?? '15m');
+      // Announced in the background: this check is denied either way; a block that could not
+      // be stored is counted and logged by the list, and the next such score tries again.
+      this.blocks
+        .revoke(blockId(tag), until)
+        .catch(() => this.#failures.inc({ model, reason: 'block_list' }));
+    }
     return { kind: 'deny', deny };
   }
 }

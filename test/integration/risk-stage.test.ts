@@ -5,6 +5,7 @@ import type { ICheckRequest, ICheckResponse } from '../../proto/envoy.js';
 import { SidecarClient } from '../harness/grpcClient.js';
 import { policyDir } from '../harness/policies.js';
 import { waitUntil } from '../harness/process.js';
+import { type RedisServer, startRedis } from '../harness/redis.js';
 import { scrapedMetric } from '../harness/registry.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { type TrainedModel, trainModel } from '../harness/trainer.js';
@@ -39,7 +40,7 @@ function ordinary(n: number, seed: number): number[][] {
 
 const policy = (
   model: { path: string; sha256: string },
-  opts: { mode?: string; failureMode?: string } = {},
+  opts: { mode?: string; failureMode?: string; thresholds?: string } = {},
 ) => `
 apiVersion: nox.dev/v1alpha1
 kind: AccessPolicy
@@ -55,7 +56,8 @@ spec:
   failureMode: ${opts.failureMode ?? 'Closed'}
   model: { path: ${model.path}, sha256: "${model.sha256}" }
   features: [${FEATURES.join(', ')}]
-  thresholds: { challenge: 0.6, deny: 0.7, block: 0.99 }
+  thresholds: ${opts.thresholds ?? '{ challenge: 0.6, deny: 0.7, block: 0.99 }'}
+  blockDuration: 10m
   batch: { maxSize: 16, maxDelay: 1ms }
 `;
 
@@ -90,11 +92,13 @@ describe('the risk stage', () => {
   afterAll(async () => {
     for (const c of clients) c.close();
     for (const s of sidecars) await s.stop().catch(() => {});
+    await redis?.stop();
   });
+  let redis: RedisServer | undefined;
 
-  const start = async (yaml: string) => {
+  const start = async (yaml: string, env: NodeJS.ProcessEnv = { NOX_QUOTA_STORE: 'memory' }) => {
     const dir = policyDir('risk', yaml);
-    const s = await startSidecar({ policyPath: dir, env: { NOX_QUOTA_STORE: 'memory' } });
+    const s = await startSidecar({ policyPath: dir, env });
     sidecars.push(s);
     const c = new SidecarClient(s.grpcPort);
     clients.push(c);
@@ -137,6 +141,34 @@ describe('the risk stage', () => {
     expect((await count('deny')) + (await count('block'))).toBe(statuses.filter((x) => x === 403).length);
     // Another address is another subject, with its own history.
     expect(statusOf((await burst(c, '10.0.0.2', 1))[0]!)).toBe(200);
+  });
+
+  it('a blocked subject is refused by a second sidecar within a second, on every route; others are not', async () => {
+    redis = await startRedis();
+    const env = { NOX_QUOTA_STORE: 'redis', NOX_REDIS_NODES: `127.0.0.1:${redis.port}` };
+    const yaml = policy(a, { thresholds: '{ challenge: 0.5, deny: 0.55, block: 0.6 }' });
+    const one = await start(yaml, env);
+    const two = await start(yaml, env);
+    // Burst on the first sidecar until its score reaches the block threshold.
+    let blocked = false;
+    for (let i = 0; i < 300 && !blocked; i++) {
+      await one.c.check(check('/api/items', '10.0.5.1'), 5000);
+      blocked = (await scrapedMetric(one.s.httpPort, 'nox_risk_decisions_total', { action: 'block' })) > 0;
+    }
+    expect(blocked).toBe(true);
+    const at = Date.now();
+    await waitUntil(
+      'the second sidecar refusing the blocked subject',
+      async () => statusOf(await two.c.check(check('/elsewhere', '10.0.5.1'), 5000)) === 403,
+      1000,
+      { intervalMs: 20 },
+    );
+    expect(Date.now() - at).toBeLessThan(1000);
+    expect(await scrapedMetric(two.s.httpPort, 'nox_risk_blocked_checks_total')).toBeGreaterThanOrEqual(1);
+    // Refused before quota and scoring: the second sidecar scored nothing for it.
+    expect(await scrapedMetric(two.s.httpPort, 'nox_risk_decisions_total')).toBe(0);
+    // Another subject is not blocked (on a route no RiskModel scores, so only the block could refuse it).
+    expect(statusOf(await two.c.check(check('/elsewhere', '10.0.5.2'), 5000))).toBe(200);
   });
 
   it('DryRun allows the same burst and counts what it would have decided', async () => {
