@@ -75,6 +75,10 @@ export class DenyCachingStore implements QuotaStore {
     }
   }
 
+  recordFailures(counts: ReadonlyMap<string, number>, now: number): Promise<void> {
+    return this.inner.recordFailures?.(counts, now) ?? Promise.resolve();
+  }
+
   policyChanged(): void {
     this.#denials.clear();
     this.inner.policyChanged?.();

@@ -12,7 +12,8 @@
 -- number of replicas in sync (only counted when something was charged; -1 otherwise)}: the
 -- client's WAIT must reach that many (up to its setting) before the check is admitted; then,
 -- when observing: requests in the last minute and hour (this one included), distinct source
--- addresses this hour and the last, and 1/0 for a user agent and a route new to the subject.
+-- addresses this hour and the last, 1/0 for a user agent and a route new to the subject, and
+-- the subject's refused checks in the last 15 minutes (added by failures.lua).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cost = tonumber(ARGV[1])
@@ -80,7 +81,7 @@ local rate, ipa, ipb, agents, routes = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3], KE
 local o = 3 + n * 3
 local ip, agent, route = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
 local minute, hour = math.floor(now / 60000), math.floor(now / 3600000)
-local st = redis.call('HMGET', rate, 'm', 'mc', 'mp', 'h', 'hc', 'hp', 'ha', 'hb')
+local st = redis.call('HMGET', rate, 'm', 'mc', 'mp', 'h', 'hc', 'hp', 'ha', 'hb', 'q', 'qc', 'qp')
 local function roll(at, cur, prev, idx)
   at, cur, prev = tonumber(at), tonumber(cur) or 0, tonumber(prev) or 0
   if at == idx then return cur, prev end
@@ -122,4 +123,7 @@ table.insert(out, perHour)
 table.insert(out, ips)
 table.insert(out, novel(agents, agent, 64))
 table.insert(out, novel(routes, route, 1000))
+local quarter = math.floor(now / 900000)
+local qc, qp = roll(st[9], st[10], st[11], quarter)
+table.insert(out, math.floor(qp * (1 - (now % 900000) / 900000) + qc))
 return out

@@ -154,6 +154,10 @@ export class MemoryQuotaStore implements QuotaStore {
     for (const [k, e] of this.#entries) if (e.expiresAt <= now) this.#entries.delete(k);
   }
 
+  async recordFailures(counts: ReadonlyMap<string, number>, now: number): Promise<void> {
+    for (const [tag, n] of counts) this.#subjects.fail(tag, n, now);
+  }
+
   async close(): Promise<void> {
     this.#entries.clear();
     this.#subjects.clear();

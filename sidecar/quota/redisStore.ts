@@ -16,6 +16,8 @@ import type { LimitCheck, LimitState, QuotaResult, QuotaStore } from './store.js
 
 const script = readFileSync(new URL('./gcra.lua', import.meta.url), 'utf8');
 const scriptSha = createHash('sha1').update(script).digest('hex');
+const failuresScript = readFileSync(new URL('./failures.lua', import.meta.url), 'utf8');
+const failuresSha = createHash('sha1').update(failuresScript).digest('hex');
 
 export interface RedisStoreOptions extends RedisTarget {
   /** A command (script + WAIT) not answered within this fails, and failureMode decides. */
@@ -286,6 +288,21 @@ export class RedisQuotaStore implements QuotaStore {
     if (now - this.#lastRefresh < 250) return;
     this.#lastRefresh = now;
     client.refreshSlotsCache();
+  }
+
+  /** One script call per subject (their keys are in different slots), all sent at once. */
+  async recordFailures(counts: ReadonlyMap<string, number>): Promise<void> {
+    await Promise.all(
+      [...counts].map(async ([tag, n]) => {
+        const key = observationKeys(tag)[0]!;
+        try {
+          await this.#client.evalsha(failuresSha, 1, key, n);
+        } catch (e) {
+          if (!(e instanceof Error && e.message.startsWith('NOSCRIPT'))) throw e;
+          await this.#client.eval(failuresScript, 1, key, n);
+        }
+      }),
+    );
   }
 
   async close(): Promise<void> {

@@ -46,6 +46,11 @@ export interface QuotaStore {
     observe?: SubjectObservation,
   ): Promise<QuotaResult>;
   /**
+   * Adds refused checks to subjects' risk state (tag → how many): read back as their
+   * failures by the next observation. Not on a check's path: the caller batches them.
+   */
+  recordFailures?(counts: ReadonlyMap<string, number>, now: number): Promise<void>;
+  /**
    * A new policy snapshot is in force: forget what was derived from the old limits (the
    * local deny cache), so a raised limit applies from the next check.
    */

@@ -25,9 +25,10 @@ export const featureDefinitions: Record<
     unit: 'source addresses in this clock hour and the last',
     value: (s) => s.subject.distinctIps,
   },
-  // Failures are known only once a check is decided (after the stage that observes): not
-  // recorded yet, so a model listing this feature cannot be scored (failureMode decides).
-  recentFailures15m: { unit: 'denied checks in the last 15 min', value: undefined },
+  recentFailures15m: {
+    unit: 'refused checks (bad credentials, access denied, failed logins) in the last 15 min',
+    value: (s) => s.subject.failures,
+  },
   hourOfDay: { unit: 'hour, UTC (0-23, with the minutes as a fraction)', value: (s) => hourOfDay(s.now) },
   dayOfWeek: { unit: 'day, UTC (0 Sunday - 6)', value: (s) => new Date(s.now).getUTCDay() },
   newUserAgent: {

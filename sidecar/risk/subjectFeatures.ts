@@ -28,6 +28,11 @@ export interface SubjectFeatures {
   readonly newUserAgent: 0 | 1;
   /** 1: a route this subject did not use, else 0 (the first 1 000, as agents). */
   readonly newRoute: 0 | 1;
+  /**
+   * The subject's refused checks (bad credentials, access denied, failed logins) in the last
+   * 15 minutes (sliding over two clock quarters), as the sidecars recorded them (failures.ts).
+   */
+  readonly failures: number;
 }
 
 /** The keys of a subject's risk state, in the order the script takes them. */
@@ -41,7 +46,7 @@ export function observationArgs(o: SubjectObservation): string[] {
   return [o.sourceIp, o.userAgent ? fnv1a(o.userAgent) : '', o.route ? fnv1a(o.route) : ''];
 }
 
-/** The five values the script appends to its reply, from `at`. */
+/** The six values the script appends to its reply, from `at`. */
 export function parseFeatures(reply: readonly unknown[], at: number): SubjectFeatures {
   const n = (i: number) => Number(reply[at + i]);
   return {
@@ -50,6 +55,7 @@ export function parseFeatures(reply: readonly unknown[], at: number): SubjectFea
     distinctIps: n(2),
     newUserAgent: n(3) === 1 ? 1 : 0,
     newRoute: n(4) === 1 ? 1 : 0,
+    failures: n(5),
   };
 }
 
@@ -82,6 +88,8 @@ interface MemoryState {
   previousIps: Set<string>;
   agents: Set<string>;
   routes: Set<string>;
+  quarter: number;
+  failures: [current: number, previous: number];
   lastSeen: number;
 }
 
@@ -106,22 +114,7 @@ export class MemorySubjectStates {
   }
 
   observe(o: SubjectObservation, now: number): SubjectFeatures {
-    let s = this.#states.get(o.tag);
-    if (s) this.#states.delete(o.tag);
-    if (!s || now - s.lastSeen > DAY30) {
-      s = {
-        minute: 0,
-        perMinute: [0, 0],
-        hour: 0,
-        perHour: [0, 0],
-        ips: new Set(),
-        previousIps: new Set(),
-        agents: new Set(),
-        routes: new Set(),
-        lastSeen: now,
-      };
-    }
-    this.#states.set(o.tag, s);
+    const s = this.#state(o.tag, now);
     const minute = Math.floor(now / 60_000);
     const hour = Math.floor(now / 3_600_000);
     s.perMinute = rolled(s.minute, s.perMinute, minute);
@@ -144,16 +137,59 @@ export class MemorySubjectStates {
       distinctIps: ips,
       newUserAgent: novel(s.agents, o.userAgent, AGENTS),
       newRoute: novel(s.routes, o.route, ROUTES),
+      failures: this.#failures(s, now),
     };
-    for (const tag of this.#states.keys()) {
-      if (this.#states.size <= this.maxSubjects) break;
-      this.#states.delete(tag);
-    }
+    this.#bound();
     return features;
+  }
+
+  /** As failures.lua: `count` refused checks of the subject `tag`. */
+  fail(tag: string, count: number, now: number): void {
+    const s = this.#state(tag, now);
+    this.#failures(s, now);
+    s.failures[0] += count;
+    this.#bound();
   }
 
   clear(): void {
     this.#states.clear();
+  }
+
+  #failures(s: MemoryState, now: number): number {
+    const quarter = Math.floor(now / 900_000);
+    s.failures = rolled(s.quarter, s.failures, quarter);
+    s.quarter = quarter;
+    return Math.floor(s.failures[1] * (1 - (now % 900_000) / 900_000) + s.failures[0]);
+  }
+
+  /** The subject's state, made young (LRU); a new one for a subject idle 30 days. */
+  #state(tag: string, now: number): MemoryState {
+    let s = this.#states.get(tag);
+    if (s) this.#states.delete(tag);
+    if (!s || now - s.lastSeen > DAY30) {
+      s = {
+        minute: 0,
+        perMinute: [0, 0],
+        hour: 0,
+        perHour: [0, 0],
+        ips: new Set(),
+        previousIps: new Set(),
+        agents: new Set(),
+        routes: new Set(),
+        quarter: 0,
+        failures: [0, 0],
+        lastSeen: now,
+      };
+    }
+    this.#states.set(tag, s);
+    return s;
+  }
+
+  #bound(): void {
+    for (const tag of this.#states.keys()) {
+      if (this.#states.size <= this.maxSubjects) break;
+      this.#states.delete(tag);
+    }
   }
 }
 

@@ -71,8 +71,18 @@ export class BlockStage implements Stage {
   }
 }
 
+/** The refusals that count as a subject's failures. */
+const FAILURES: ReadonlySet<string> = new Set(['UNAUTHENTICATED', 'ACCESS_DENIED', 'LOGIN_FAILED']);
+
 /** A subject with no history (no tag): what its first request would show. */
-const firstRequest = { perMinute: 1, perHour: 1, distinctIps: 0, newUserAgent: 1, newRoute: 1 } as const;
+const firstRequest = {
+  perMinute: 1,
+  perHour: 1,
+  distinctIps: 0,
+  newUserAgent: 1,
+  newRoute: 1,
+  failures: 0,
+} as const;
 
 /**
  * The RiskModel's score of the request and what its thresholds make of it: below challenge
@@ -135,8 +145,39 @@ export class RiskStage implements Stage {
     });
   }
 
+  /** Subjects' refused checks not yet written to the store (tag → count). */
+  #failed = new Map<string, number>();
+  #flushing: NodeJS.Timeout | undefined;
+  /** Whether a RiskModel in force reads recentFailures15m: else nothing is recorded. */
+  #countsFailures = false;
+
+  /**
+   * The response phase: a check refused for its credentials or its access is a failure of its
+   * subject (the recentFailures15m feature). Written in batches, off the check's path: a
+   * quarter of a second later, one store call per subject.
+   */
+  respond(input: CheckInput, ctx: Ctx, deny: Deny | undefined): undefined {
+    if (!deny || !this.#countsFailures || !FAILURES.has(deny.code)) return undefined;
+    const tag = riskTag(input, ctx);
+    if (!tag) return undefined;
+    this.#failed.set(tag, (this.#failed.get(tag) ?? 0) + 1);
+    this.#flushing ??= setTimeout(() => this.#flushFailures(), 250).unref();
+    return undefined;
+  }
+
+  #flushFailures(): void {
+    this.#flushing = undefined;
+    const counts = this.#failed;
+    this.#failed = new Map();
+    this.store.recordFailures?.(counts, Date.now()).catch(() => {
+      // Best effort: lost failures make a subject look a little better for 15 minutes.
+      this.#failures.inc({ model: '', reason: 'failure_record' }, counts.size);
+    });
+  }
+
   /** Loads the new snapshot's models in the background; until one loads, the previous serves. */
   onSnapshot(snapshot: Snapshot): void {
+    this.#countsFailures = snapshot.riskModels.some((m) => m.spec.features.includes('recentFailures15m'));
     const keys = new Set(snapshot.riskModels.map((m) => m.key));
     for (const key of this.#batchers.keys()) if (!keys.has(key)) this.#batchers.delete(key);
     void this.models.sync(snapshot.riskModels);

@@ -117,7 +117,7 @@ function conformance(name: string, make: () => Promise<QuotaStore>, roundTrips?:
       expect(denied.allowed).toBe(false);
       expect(denied.features?.perMinute).toBeGreaterThanOrEqual(1);
       // Nothing to count for empty fields: no address, nothing new.
-      expect(denied.features).toMatchObject({ distinctIps: 0, newUserAgent: 0, newRoute: 0 });
+      expect(denied.features).toMatchObject({ distinctIps: 0, newUserAgent: 0, newRoute: 0, failures: 0 });
       const alone = await store.take([], 0, Date.now(), false, undefined, {
         tag: `${tag}-alone`,
         sourceIp: '192.0.2.1',
@@ -132,6 +132,25 @@ function conformance(name: string, make: () => Promise<QuotaStore>, roundTrips?:
         newUserAgent: 1,
         newRoute: 1,
       });
+    });
+
+    it("counts a subject's recorded failures, read back by its next observation", async () => {
+      const tag = `fail-${++n}`;
+      const o = { tag, sourceIp: '', userAgent: '', route: '' };
+      const first = await store.take([], 0, Date.now(), false, undefined, o);
+      expect(first.features?.failures).toBe(0);
+      await store.recordFailures!(new Map([[tag, 3]]), Date.now());
+      await store.recordFailures!(
+        new Map([
+          [tag, 2],
+          [`other-${tag}`, 7],
+        ]),
+        Date.now(),
+      );
+      const after = await store.take([], 0, Date.now(), false, undefined, o);
+      // Five within this quarter of an hour (a quarter boundary in between weighs the older ones less).
+      expect(after.features?.failures).toBeGreaterThanOrEqual(4);
+      expect(after.features?.failures).toBeLessThanOrEqual(5);
     });
 
     it('refills at requests/window', async () => {

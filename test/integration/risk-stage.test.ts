@@ -1,14 +1,22 @@
-import { writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../common/db/migrate.js';
+import { createLogger } from '../../common/logger.js';
 import type { ICheckRequest, ICheckResponse } from '../../proto/envoy.js';
 import { SidecarClient } from '../harness/grpcClient.js';
 import { policyDir } from '../harness/policies.js';
-import { waitUntil } from '../harness/process.js';
+import { pgQuery, startPostgres } from '../harness/postgres.js';
+import { scratchDir, waitUntil } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { scrapedMetric } from '../harness/registry.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
-import { type TrainedModel, trainModel } from '../harness/trainer.js';
+import { repoRoot } from '../harness/tools.js';
+import { type TrainedModel, trainerPython, trainModel } from '../harness/trainer.js';
 
 /**
  * The risk stage in the built sidecar (standalone: the memory store observes the subjects),
@@ -40,12 +48,14 @@ function ordinary(n: number, seed: number): number[][] {
 
 const policy = (
   model: { path: string; sha256: string },
-  opts: { mode?: string; failureMode?: string; thresholds?: string } = {},
+  opts: { mode?: string; failureMode?: string; thresholds?: string; features?: readonly string[] } = {},
 ) => `
 apiVersion: nox.dev/v1alpha1
 kind: AccessPolicy
 metadata: { name: open, namespace: t }
-spec: { defaultAction: Allow }
+spec:
+  defaultAction: Allow
+  rules: [{ name: no-secrets, action: Deny, when: { paths: [{ value: /api/secret }] } }]
 ---
 apiVersion: nox.dev/v1alpha1
 kind: RiskModel
@@ -55,7 +65,7 @@ spec:
   mode: ${opts.mode ?? 'Enforce'}
   failureMode: ${opts.failureMode ?? 'Closed'}
   model: { path: ${model.path}, sha256: "${model.sha256}" }
-  features: [${FEATURES.join(', ')}]
+  features: [${(opts.features ?? FEATURES).join(', ')}]
   thresholds: ${opts.thresholds ?? '{ challenge: 0.6, deny: 0.7, block: 0.99 }'}
   blockDuration: 10m
   batch: { maxSize: 16, maxDelay: 1ms }
@@ -93,7 +103,9 @@ describe('the risk stage', () => {
     for (const c of clients) c.close();
     for (const s of sidecars) await s.stop().catch(() => {});
     await redis?.stop();
+    for (const stop of stops.reverse()) await stop();
   });
+  const stops: (() => Promise<void>)[] = [];
   let redis: RedisServer | undefined;
 
   const start = async (yaml: string, env: NodeJS.ProcessEnv = { NOX_QUOTA_STORE: 'memory' }) => {
@@ -169,6 +181,106 @@ describe('the risk stage', () => {
     expect(await scrapedMetric(two.s.httpPort, 'nox_risk_decisions_total')).toBe(0);
     // Another subject is not blocked (on a route no RiskModel scores, so only the block could refuse it).
     expect(statusOf(await two.c.check(check('/elsewhere', '10.0.5.2'), 5000))).toBe(200);
+  });
+
+  it("records score, action and features in the audit log, a subject's refusals among them, and the trainer learns from them", async () => {
+    const pgNode = await startPostgres();
+    stops.push(() => pgNode.stop());
+    const pool = new pg.Pool({ connectionString: pgNode.connectionString, max: 1 });
+    await migrate(pool, createLogger('risk-test', { level: 'silent' }));
+    await pool.end();
+    const features = [...FEATURES, 'recentFailures15m'];
+    const withFailures = await trainModel({
+      features,
+      rows: ordinary(3000, 3).map((r, i) => [...r, i % 50 === 0 ? 1 : 0]),
+    });
+    const { c } = await start(
+      policy(withFailures, { features, thresholds: '{ challenge: 0.99, deny: 0.995, block: 0.999 }' }),
+      {
+        NOX_QUOTA_STORE: 'memory',
+        NOX_DATABASE_URL: pgNode.connectionString,
+        NOX_AUDIT: 'BestEffort',
+        NOX_AUDIT_FLUSH_MS: '50',
+        POD_NAME: 'risk-audit',
+      },
+    );
+    for (let i = 0; i < 3; i++)
+      expect(statusOf(await c.check(check('/api/secret', '10.0.6.1'), 5000))).toBe(403);
+    // The refusals reach the subject's state a moment later: the signal is a scored request
+    // whose recorded features hold them.
+    await waitUntil(
+      'a scored request that saw the three refusals',
+      async () => {
+        await c.check(check('/api/items', '10.0.6.1'), 5000);
+        const rows = await pgQuery<{ f: number }>(
+          pgNode,
+          "SELECT (risk_features->>'recentFailures15m')::int AS f FROM audit_decisions WHERE sidecar = 'risk-audit' AND risk_model IS NOT NULL ORDER BY occurred_at DESC LIMIT 1",
+        );
+        return rows[0]?.f === 3;
+      },
+      20_000,
+      { intervalMs: 100 },
+    );
+    const [row] = await pgQuery<{
+      risk_model: string;
+      risk_action: string;
+      risk_score: number;
+      keys: string[];
+    }>(
+      pgNode,
+      "SELECT risk_model, risk_action, risk_score, ARRAY(SELECT jsonb_object_keys(risk_features)) AS keys FROM audit_decisions WHERE sidecar = 'risk-audit' AND risk_model IS NOT NULL LIMIT 1",
+    );
+    expect(row).toMatchObject({ risk_model: 't/api-risk', risk_action: 'allow' });
+    expect(row!.risk_score).toBeGreaterThanOrEqual(0);
+    expect([...row!.keys].sort()).toEqual([...features].sort());
+
+    // The trainer reads those vectors back (a replica in a cluster; this PostgreSQL here).
+    // Two windows of traffic a second apart: the trainer fits on the first, evaluates on the
+    // last (its held-out window is the last 0.5 s). The gap is in the data's timestamps, not a
+    // wait for something to happen.
+    for (let i = 0; i < 40; i++) await c.check(check('/api/items', `10.0.7.${i}`), 5000);
+    const gap = Date.now() + 1000;
+    await waitUntil('a second later', () => Date.now() >= gap, 5000, { intervalMs: 50 });
+    for (let i = 0; i < 10; i++) await c.check(check('/api/items', `10.0.8.${i}`), 5000);
+    await waitUntil(
+      'the audit rows written',
+      async () =>
+        (
+          await pgQuery<{ n: number }>(
+            pgNode,
+            "SELECT count(*)::int AS n FROM audit_decisions WHERE risk_model = 't/api-risk' AND source_ip << '10.0.8.0/24'",
+          )
+        )[0]!.n === 10,
+      20_000,
+    );
+    const out = join(scratchDir('trainer-db'), 'model.onnx');
+    const { stdout } = await promisify(execFile)(
+      trainerPython(),
+      [
+        '-m',
+        'nox_trainer.train',
+        '--database-url',
+        pgNode.connectionString,
+        '--risk-model',
+        't/api-risk',
+        '--features',
+        features.join(','),
+        '--lookback-hours',
+        '1',
+        '--holdout-hours',
+        String(0.5 / 3600),
+        '--min-events',
+        '10',
+        '--out',
+        out,
+      ],
+      { cwd: join(repoRoot, 'trainer') },
+    );
+    const report = JSON.parse(stdout) as { result: string; train: number; holdout: number; sha256: string };
+    expect(report.result).toBe('Trained');
+    expect(report.holdout).toBe(10);
+    expect(report.train).toBeGreaterThanOrEqual(40);
+    expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(report.sha256);
   });
 
   it('DryRun allows the same burst and counts what it would have decided', async () => {
