@@ -320,6 +320,40 @@ describe('the risk stage', () => {
     }
   });
 
+  it('models swapped back and forth under load: every check answered and scored, none failed', async () => {
+    const quiet = '{ challenge: 0.999, deny: 0.9995, block: 0.9999 }';
+    const { s, c, dir } = await start(policy(a, { thresholds: quiet }));
+    let running = true;
+    let answered = 0;
+    const statuses = new Map<number, number>();
+    const worker = async (w: number) => {
+      for (let i = 0; running; i++) {
+        const r = await c.check(check('/api/items', `10.1.${w}.${i % 200}`), 5000);
+        answered++;
+        statuses.set(statusOf(r), (statuses.get(statusOf(r)) ?? 0) + 1);
+      }
+    };
+    const load = Promise.all(Array.from({ length: 16 }, (_, w) => worker(w)));
+    try {
+      for (let swap = 1; swap <= 6; swap++) {
+        writeFileSync(join(dir, 'p.yaml'), policy(swap % 2 ? b : a, { thresholds: quiet }));
+        await waitUntil(
+          `swap ${swap} in force`,
+          async () =>
+            (await scrapedMetric(s.httpPort, 'nox_risk_model_loads_total', { result: 'loaded' })) >= swap + 1,
+          30_000,
+        );
+      }
+    } finally {
+      running = false;
+      await load;
+    }
+    expect([...statuses.keys()]).toEqual([200]);
+    expect(await scrapedMetric(s.httpPort, 'nox_risk_decisions_total')).toBe(answered);
+    expect(await scrapedMetric(s.httpPort, 'nox_risk_failures_total')).toBe(0);
+    expect(answered).toBeGreaterThan(100);
+  });
+
   it('a new model is swapped in; one whose digest does not match is refused and the previous keeps scoring', async () => {
     const { s, c, dir } = await start(policy(a));
     writeFileSync(join(dir, 'p.yaml'), policy(b));
