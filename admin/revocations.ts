@@ -36,7 +36,7 @@ const entrySchema = {
   type: 'object',
   properties: {
     id: { type: 'string' },
-    kind: { type: 'string', enum: ['subject', 'token', 'session'] },
+    kind: { type: 'string', enum: ['subject', 'token', 'session', 'block'] },
     until: { type: ['string', 'null'] },
   },
 } as const;
@@ -124,7 +124,56 @@ export function revocationRoutes(app: FastifyInstance, db: Databases, redis: Adm
     },
   );
 
-  app.get<{ Querystring: { kind?: 'subject' | 'token'; limit?: number } }>(
+  app.delete<{ Params: { id: string }; Querystring: { reason?: string } }>(
+    '/v1/revocations/:id',
+    {
+      preHandler: guard({ resource: 'revocations', verb: 'delete' }),
+      schema: {
+        summary: 'Lift a revocation or a RiskModel block on every sidecar',
+        description:
+          'id as GET /v1/revocations lists it ("subject:…", "token:…", "block:…"). Every sidecar drops it within about a second. Audited (revocation.delete) with the entry it lifted.',
+        tags: ['revocations'],
+        params: {
+          type: 'object',
+          required: ['id'],
+          properties: { id: { type: 'string', pattern: '^(subject|token|block):\\S+$', maxLength: 1024 } },
+        },
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { reason: { type: 'string', maxLength: 1024 } },
+        },
+        response: { 404: errorSchema, 503: errorSchema },
+      },
+    },
+    async (req, reply) => {
+      const revocations = redis.revocations;
+      if (!revocations) throw new NoRedis('NOX_QUOTA_STORE');
+      const { id } = req.params;
+      const now = Date.now();
+      let lifted = false;
+      await db.write(async (c) => {
+        const before = await revocations.until(id, now);
+        if (before === undefined) return;
+        await recordAdminAction(
+          c,
+          req.caller!,
+          'revocation.delete',
+          id,
+          { id, until: new Date(before).toISOString() },
+          req.query.reason ? { reason: req.query.reason } : null,
+          req.ip,
+        );
+        // Last in the transaction, as for a revocation: one Redis refused rolls the audit back.
+        lifted = await revocations.lift(id);
+      });
+      if (!lifted)
+        return reply.code(404).send({ error: 'NotFound', message: `no revocation ${id} in force` });
+      return reply.code(204).send();
+    },
+  );
+
+  app.get<{ Querystring: { kind?: 'subject' | 'token' | 'block'; limit?: number } }>(
     '/v1/revocations',
     {
       preHandler: guard({ resource: 'revocations', verb: 'list' }),
@@ -137,7 +186,7 @@ export function revocationRoutes(app: FastifyInstance, db: Databases, redis: Adm
           type: 'object',
           additionalProperties: false,
           properties: {
-            kind: { type: 'string', enum: ['subject', 'token'] },
+            kind: { type: 'string', enum: ['subject', 'token', 'block'] },
             limit: { type: 'integer', minimum: 1, maximum: 10_000, default: 1000 },
           },
         },

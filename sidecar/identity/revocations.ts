@@ -7,7 +7,7 @@ import { connectRedis, type RedisClient } from '../redis/connect.js';
  * Redis sorted set (score: until when the entry matters, e.g. the token's exp), changes are
  * announced on a pub/sub channel, and each sidecar answers from its own copy — checking a
  * revocation costs no round trip. Ids: "token:<sha256>", "subject:<provider>:<sub>",
- * "session:<sha256>".
+ * "session:<sha256>", and "block:<subject tag>" (a RiskModel's block, stages/risk.ts).
  */
 export interface Revocations {
   isRevoked(id: string, now: number): boolean;
@@ -73,6 +73,17 @@ export class RedisRevocations implements Revocations {
     return out;
   }
 
+  /**
+   * Ends a revocation before its time (an administrator lifting a block or a revocation):
+   * every sidecar drops it within about a second. False when there was none in force.
+   */
+  async lift(id: string): Promise<boolean> {
+    const removed = await this.#client.zrem(key, id);
+    await this.#client.publish(channel, JSON.stringify({ id, until: 0 }));
+    this.#local.delete(id);
+    return removed > 0;
+  }
+
   /** Until when `id` is revoked according to Redis; undefined when it is not (or no longer). */
   async until(id: string, now: number): Promise<number | undefined> {
     const score = await this.#client.zscore(key, id);
@@ -86,7 +97,8 @@ export class RedisRevocations implements Revocations {
     sub.on('message', (_ch: string, msg: string) => {
       try {
         const { id, until } = JSON.parse(msg) as { id: string; until: number };
-        this.#local.set(id, until);
+        if (until > 0) this.#local.set(id, until);
+        else this.#local.delete(id); // lifted
       } catch {
         this.log.warn('revocations: malformed message ignored');
       }
@@ -104,8 +116,14 @@ export class RedisRevocations implements Revocations {
       const now = Date.now();
       await this.#client.zremrangebyscore(key, '-inf', now);
       const flat = await this.#client.zrangebyscore(key, now, '+inf', 'WITHSCORES');
-      for (let i = 0; i < flat.length; i += 2) this.#local.set(flat[i]!, Number(flat[i + 1]));
-      for (const [id, until] of this.#local) if (until <= now) this.#local.delete(id);
+      // Redis is the list: what it no longer holds (lapsed, or lifted while this sidecar
+      // missed the message) goes; an entry added since the read is announced again.
+      const inRedis = new Set<string>();
+      for (let i = 0; i < flat.length; i += 2) {
+        inRedis.add(flat[i]!);
+        this.#local.set(flat[i]!, Number(flat[i + 1]));
+      }
+      for (const [id, until] of this.#local) if (until <= now || !inRedis.has(id)) this.#local.delete(id);
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'revocations: resync failed; keeping the known list');
     }

@@ -186,7 +186,7 @@ describe('the admin API: usage, users, sessions, revocations', () => {
         { apiGroups: ['nox.dev'], resources: ['usage'], verbs: ['get'] },
         { apiGroups: ['nox.dev'], resources: ['users'], verbs: ['get', 'list'] },
         { apiGroups: ['nox.dev'], resources: ['sessions'], verbs: ['list', 'delete'] },
-        { apiGroups: ['nox.dev'], resources: ['revocations'], verbs: ['list', 'create'] },
+        { apiGroups: ['nox.dev'], resources: ['revocations'], verbs: ['list', 'create', 'delete'] },
       ],
       'operator',
     );
@@ -262,9 +262,11 @@ describe('the admin API: usage, users, sessions, revocations', () => {
         '/v1/sessions',
         '/v1/sessions/{hash}',
         '/v1/revocations',
+        '/v1/revocations/{id}',
       ]),
     );
     expect(Object.keys(doc.paths['/v1/revocations']!).sort()).toEqual(['get', 'post']);
+    expect(Object.keys(doc.paths['/v1/revocations/{id}']!)).toEqual(['delete']);
     expect(Object.keys(doc.paths['/v1/sessions/{hash}']!)).toEqual(['delete']);
   });
 
@@ -281,6 +283,12 @@ describe('the admin API: usage, users, sessions, revocations', () => {
         path: '/v1/revocations',
         init: { method: 'POST', body: JSON.stringify({ kind: 'subject', value: 'corp:nobody-cares' }) },
         verb: 'create',
+        resource: 'revocations',
+      },
+      {
+        path: '/v1/revocations/block:AAAAAAAAAAAAAAAAAAAAAA',
+        init: { method: 'DELETE' },
+        verb: 'delete',
         resource: 'revocations',
       },
     ];
@@ -696,6 +704,36 @@ describe('the admin API: usage, users, sessions, revocations', () => {
       `SELECT before FROM audit_admin_actions WHERE action = 'revocation.create' ORDER BY occurred_at DESC LIMIT 1`,
     );
     expect(again?.before.until).toBe(actions[0]!.after.until);
+
+    // Lifted: every sidecar lets the subject in again within a second, audited with what it lifted.
+    const t2 = performance.now();
+    const lifted = await api('/v1/revocations/subject:corp:app-b?reason=back', 'operator', {
+      method: 'DELETE',
+    });
+    expect(lifted.status).toBe(204);
+    await waitUntil(
+      'the sidecar accepts the subject again',
+      async () => (await check(bearer(b))).status === 200,
+      1000,
+      {
+        intervalMs: 20,
+      },
+    );
+    testLog('lifted on the sidecar', { ms: Math.round(performance.now() - t2) });
+    const [liftAction] = await pgQuery<{
+      target: string;
+      before: { until: string };
+      after: { reason: string };
+    }>(
+      pair.primary,
+      `SELECT target, before, after FROM audit_admin_actions WHERE action = 'revocation.delete'`,
+    );
+    expect(liftAction).toMatchObject({ target: 'subject:corp:app-b', after: { reason: 'back' } });
+    expect((await api('/v1/revocations/subject:corp:app-b', 'operator', { method: 'DELETE' })).status).toBe(
+      404,
+    );
+    const remaining = await json<{ items: { id: string }[] }>(api('/v1/revocations', 'viewer'));
+    expect(remaining.items.map((i) => i.id)).toEqual([`token:${tokenHash}`]);
   });
   it('kubectl nox usage, revoke and sessions call these endpoints with the caller’s token, and RBAC decides', async () => {
     const run = (...args: string[]) =>
