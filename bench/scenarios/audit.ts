@@ -2,18 +2,15 @@ import { readFileSync, rmSync } from 'node:fs';
 import pg from 'pg';
 import { migrate } from '../../common/db/migrate.js';
 import { createLogger } from '../../common/logger.js';
-import { startEnvoy } from '../../test/harness/envoy.js';
 import { pgQuery, startPostgres } from '../../test/harness/postgres.js';
 import { scratchDir } from '../../test/harness/process.js';
 import { startRedisCluster } from '../../test/harness/redisCluster.js';
-import { startSidecar } from '../../test/harness/sidecar.js';
 import { startUpstream } from '../../test/harness/upstream.js';
 import { abSummary } from '../lib/compare.js';
-import { ghz, idlePriority, type LoadResult, processTreeCpuSeconds, wrk } from '../lib/measure.js';
+import { idlePriority, type LoadResult, processTreeCpuSeconds } from '../lib/measure.js';
 import { settledScrape, sum } from '../lib/metrics.js';
-import { wrkLua } from '../lib/tokens.js';
 import type { Scenario } from './index.js';
-import { measured, signedInUsers, USERS } from './quota.js';
+import { benchGateway, measured, signedInUsers, USERS } from './quota.js';
 
 /**
  * The quota scenario's full pipeline (cached JWT, access rules, Redis Cluster quota) with a
@@ -29,7 +26,7 @@ export const audit: Scenario = {
     const stops: (() => Promise<void>)[] = [];
     const results: LoadResult[] = [];
     try {
-      const { tokens, path, ghzFile, wrkFile, policyPath } = await signedInUsers(dir, stops);
+      const users = await signedInUsers(dir, stops);
 
       const cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
       stops.push(() => cluster.stop());
@@ -52,40 +49,23 @@ export const audit: Scenario = {
       // the run weighs on both modes alike: one run moves by up to ±8 % with whatever else the
       // machine does; the summary compares medians.
       for (const mode of ['Off', 'BestEffort', 'BestEffort', 'Off', 'Off', 'BestEffort'] as const) {
-        const sidecar = await startSidecar({
-          policyPath,
-          env: {
-            NOX_LOG_LEVEL: 'warn',
-            NOX_QUOTA_STORE: 'redis-cluster',
-            NOX_REDIS_NODES: cluster.startupNodes.map((n) => `${n.host}:${n.port}`).join(','),
-            NOX_DATABASE_URL: db.connectionString,
-            NOX_AUDIT: mode,
-            POD_NAME: `bench-${mode}`,
-          },
+        const gw = await benchGateway({
+          policyPath: users.policyPath,
+          cluster,
+          upstreamPort: upstream.port,
+          users,
+          concurrency,
+          env: { NOX_DATABASE_URL: db.connectionString, NOX_AUDIT: mode, POD_NAME: `bench-${mode}` },
           // A V8 CPU profile of each sidecar, written when it stops (bench/README.md).
           ...(process.env.NOX_BENCH_CPU_PROF
             ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${process.env.NOX_BENCH_CPU_PROF}`] }
             : {}),
         });
-        const envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
+        const { sidecar, target } = gw;
         try {
-          const target = { httpPort: sidecar.httpPort, pid: sidecar.service.child.pid! };
-          const url = `${envoy.url}${path}`;
-          const probe = await fetch(url, { headers: { authorization: `Bearer ${tokens[0]}` } });
-          if (probe.status !== 200)
-            throw new Error(`a bench token was refused: ${probe.status} ${await probe.text()}`);
-          const grpc = (s: number) => () =>
-            ghz({
-              port: sidecar.grpcPort,
-              binaryFile: ghzFile,
-              env: { GOGC: '2000' },
-              concurrency,
-              durationS: s,
-            });
-          const http = (s: number) => () => wrk({ url, concurrency, durationS: s, lua: wrkLua(wrkFile) });
-          await grpc(2)();
-          await http(2)();
-          for (const load of [grpc(durationS), http(durationS)]) {
+          await gw.grpc(2)();
+          await gw.http(2)();
+          for (const load of [gw.grpc(durationS), gw.http(durationS)]) {
             const before = await settledScrape(sidecar.httpPort);
             const pg0 = processTreeCpuSeconds(postmaster);
             const t0 = performance.now();
@@ -111,8 +91,7 @@ export const audit: Scenario = {
           }
           lifetimeChecks = sum(await settledScrape(sidecar.httpPort), 'nox_checks_total');
         } finally {
-          await envoy.stop();
-          await sidecar.stop(); // graceful: the spool is flushed to PostgreSQL
+          await gw.stop(); // the sidecar's stop is graceful: the spool is flushed to PostgreSQL
         }
         if (mode !== 'Off') {
           // Every decision of the sidecar's life (warm-ups, probe, loads) is a row, once.

@@ -158,6 +158,65 @@ export async function signedInUsers(
   return { tokens, path, ghzFile, wrkFile, policyPath };
 }
 
+export type SignedInUsers = Awaited<ReturnType<typeof signedInUsers>>;
+
+/**
+ * A sidecar on `cluster` (with `env` besides) behind its own Envoy, checked to allow a
+ * signed-in request, and its two loads: ghz straight at it, wrk through Envoy.
+ */
+export async function benchGateway(opts: {
+  policyPath: string;
+  cluster: RedisCluster;
+  upstreamPort: number;
+  users: SignedInUsers;
+  concurrency: number;
+  env?: NodeJS.ProcessEnv;
+  nodeArgs?: string[];
+  /** Before the probe: what must be so first (a model loaded). */
+  ready?: (httpPort: number) => Promise<void>;
+}) {
+  const sidecar = await startSidecar({
+    policyPath: opts.policyPath,
+    env: {
+      NOX_LOG_LEVEL: 'warn',
+      NOX_QUOTA_STORE: 'redis-cluster',
+      NOX_REDIS_NODES: opts.cluster.startupNodes.map((n) => `${n.host}:${n.port}`).join(','),
+      // The default, spelled out: every admitted charge waits for one replica.
+      NOX_REDIS_WAIT_REPLICAS: '1',
+      ...opts.env,
+    },
+    ...(opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {}),
+  });
+  let envoy: Awaited<ReturnType<typeof startEnvoy>> | undefined;
+  try {
+    envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: opts.upstreamPort });
+    await opts.ready?.(sidecar.httpPort);
+    const { tokens, path, ghzFile, wrkFile } = opts.users;
+    const url = `${envoy.url}${path}`;
+    // Fail fast on a setup that would only measure denials.
+    const probe = await fetch(url, { headers: { authorization: `Bearer ${tokens[0]}` } });
+    if (probe.status !== 200)
+      throw new Error(`a bench request was refused: ${probe.status} ${await probe.text()}`);
+    const { concurrency } = opts;
+    const started = envoy;
+    return {
+      sidecar,
+      target: { httpPort: sidecar.httpPort, pid: sidecar.service.child.pid! },
+      grpc: (durationS: number) => () =>
+        ghz({ port: sidecar.grpcPort, binaryFile: ghzFile, env: { GOGC: '2000' }, concurrency, durationS }),
+      http: (durationS: number) => () => wrk({ url, concurrency, durationS, lua: wrkLua(wrkFile) }),
+      stop: async () => {
+        await started.stop();
+        await sidecar.stop();
+      },
+    };
+  } catch (e) {
+    await envoy?.stop();
+    await sidecar.stop();
+    throw e;
+  }
+}
+
 /** The quota stage on a real 3-master + 3-replica Redis Cluster, many subjects, nearly all admitted. */
 export const quota: Scenario = {
   name: 'quota',
@@ -167,47 +226,24 @@ export const quota: Scenario = {
     const stops: (() => Promise<void>)[] = [];
     const results: LoadResult[] = [];
     try {
-      const { tokens, path, ghzFile, wrkFile, policyPath } = await signedInUsers(dir, stops);
-
+      const users = await signedInUsers(dir, stops);
       const cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
       stops.push(() => cluster.stop());
       const upstream = await startUpstream();
       stops.push(() => upstream.close());
-      const sidecar = await startSidecar({
-        policyPath,
-        env: {
-          NOX_LOG_LEVEL: 'warn',
-          NOX_QUOTA_STORE: 'redis-cluster',
-          NOX_REDIS_NODES: cluster.startupNodes.map((n) => `${n.host}:${n.port}`).join(','),
-          // The default, spelled out: every admitted charge waits for one replica.
-          NOX_REDIS_WAIT_REPLICAS: '1',
-        },
+      const gw = await benchGateway({
+        policyPath: users.policyPath,
+        cluster,
+        upstreamPort: upstream.port,
+        users,
+        concurrency,
       });
-      stops.push(() => sidecar.stop());
-      const envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
-      stops.push(() => envoy.stop());
-      const target = { httpPort: sidecar.httpPort, pid: sidecar.service.child.pid! };
-      const url = `${envoy.url}${path}`;
-      // Fail fast on a setup that would only measure denials.
-      const probe = await fetch(url, { headers: { authorization: `Bearer ${tokens[0]}` } });
-      if (probe.status !== 200)
-        throw new Error(`a bench token was refused: ${probe.status} ${await probe.text()}`);
-
-      const grpc = (s: number) => () =>
-        ghz({
-          port: sidecar.grpcPort,
-          binaryFile: ghzFile,
-          env: { GOGC: '2000' },
-          concurrency,
-          durationS: s,
-        });
+      stops.push(() => gw.stop());
       // Warm-up: JIT, connection pools, the script cached on every master, every token cached.
-      await grpc(2)();
-      results.push(await measured(grpc(durationS), target, cluster));
-
-      const http = (s: number) => () => wrk({ url, concurrency, durationS: s, lua: wrkLua(wrkFile) });
-      await http(2)();
-      results.push(await measured(http(durationS), target, cluster));
+      await gw.grpc(2)();
+      results.push(await measured(gw.grpc(durationS), gw.target, cluster));
+      await gw.http(2)();
+      results.push(await measured(gw.http(durationS), gw.target, cluster));
     } finally {
       // Envoy first, the JWKS server last: the reverse of starting.
       for (const stop of stops.reverse()) await stop();

@@ -1,54 +1,38 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startEnvoy } from '../../test/harness/envoy.js';
+import { type RiskFeature, riskFeatures } from '../../common/resources/kinds/riskModel.js';
 import { scratchDir, waitUntil } from '../../test/harness/process.js';
+import { seeded } from '../../test/harness/random.js';
 import { startRedisCluster } from '../../test/harness/redisCluster.js';
 import { scrapedMetric } from '../../test/harness/registry.js';
-import { startSidecar } from '../../test/harness/sidecar.js';
 import { trainModel } from '../../test/harness/trainer.js';
 import { startUpstream } from '../../test/harness/upstream.js';
 import { abSummary } from '../lib/compare.js';
-import { ghz, type LoadResult, wrk } from '../lib/measure.js';
-import { wrkLua } from '../lib/tokens.js';
+import type { LoadResult } from '../lib/measure.js';
 import type { Scenario } from './index.js';
-import { measured, signedInUsers, USERS } from './quota.js';
+import { benchGateway, measured, signedInUsers, USERS } from './quota.js';
 
-/** Every feature the sidecar computes (recentFailures15m is not recorded yet). */
-const FEATURES = [
-  'subjectRate1m',
-  'subjectRate1h',
-  'distinctSourceIPs1h',
-  'hourOfDay',
-  'dayOfWeek',
-  'newUserAgent',
-  'pathNovelty',
-  'writeMethod',
-  'anonymous',
-];
+/** Every documented feature, in the CRD's order. */
+const FEATURES = [...riskFeatures];
 
-/** Seeded (mulberry32) ordinary traffic for the model: rates log-normal, a few addresses. */
+/** Seeded ordinary traffic for the model: rates log-normal, a few addresses, rare failures. */
 function ordinaryRows(n: number, seed: number): number[][] {
-  let x = seed >>> 0;
-  const next = () => {
-    x = (x + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(x ^ (x >>> 15), 1 | x);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  const normal = () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+  const { next, normal } = seeded(seed);
   return Array.from({ length: n }, () => {
     const perMinute = 1 + Math.floor(Math.exp(2 + 0.8 * normal()));
-    return [
-      perMinute,
-      perMinute * (20 + Math.floor(next() * 40)),
-      1 + Math.floor(next() * 3),
-      next() * 24,
-      Math.floor(next() * 7),
-      next() < 0.02 ? 1 : 0,
-      next() < 0.05 ? 1 : 0,
-      next() < 0.2 ? 1 : 0,
-      0,
-    ];
+    const row: Record<RiskFeature, number> = {
+      subjectRate1m: perMinute,
+      subjectRate1h: perMinute * (20 + Math.floor(next() * 40)),
+      distinctSourceIPs1h: 1 + Math.floor(next() * 3),
+      recentFailures15m: next() < 0.01 ? 1 : 0,
+      hourOfDay: next() * 24,
+      dayOfWeek: Math.floor(next() * 7),
+      newUserAgent: next() < 0.02 ? 1 : 0,
+      pathNovelty: next() < 0.05 ? 1 : 0,
+      writeMethod: next() < 0.2 ? 1 : 0,
+      anonymous: 0,
+    };
+    return FEATURES.map((f) => row[f]);
   });
 }
 
@@ -67,7 +51,7 @@ export const risk: Scenario = {
     const stops: (() => Promise<void>)[] = [];
     const results: LoadResult[] = [];
     try {
-      const { tokens, path, ghzFile, wrkFile, policyPath } = await signedInUsers(dir, stops);
+      const users = await signedInUsers(dir, stops);
       const model = await trainModel({
         features: FEATURES,
         rows: ordinaryRows(5000, 7),
@@ -76,7 +60,7 @@ export const risk: Scenario = {
       const withRisk = join(dir, 'policy-risk.yaml');
       writeFileSync(
         withRisk,
-        `${readFileSync(policyPath, 'utf8')}---
+        `${readFileSync(users.policyPath, 'utf8')}---
 apiVersion: nox.dev/v1alpha1
 kind: RiskModel
 metadata: { name: bench-risk }
@@ -96,50 +80,33 @@ spec:
 
       // ABBA: the machine drifts over minutes; each mode gets an early and a late run.
       for (const mode of ['Off', 'On', 'On', 'Off'] as const) {
-        const sidecar = await startSidecar({
-          policyPath: mode === 'On' ? withRisk : policyPath,
-          env: {
-            NOX_LOG_LEVEL: 'warn',
-            NOX_QUOTA_STORE: 'redis-cluster',
-            NOX_REDIS_NODES: cluster.startupNodes.map((n) => `${n.host}:${n.port}`).join(','),
-            NOX_REDIS_WAIT_REPLICAS: '1',
+        const gw = await benchGateway({
+          policyPath: mode === 'On' ? withRisk : users.policyPath,
+          cluster,
+          upstreamPort: upstream.port,
+          users,
+          concurrency,
+          ready: async (httpPort) => {
+            if (mode === 'On')
+              await waitUntil(
+                'the risk model loaded',
+                async () =>
+                  (await scrapedMetric(httpPort, 'nox_risk_model_loads_total', { result: 'loaded' })) >= 1,
+                30_000,
+              );
           },
         });
-        const envoy = await startEnvoy({ authzPort: sidecar.grpcPort, upstreamPort: upstream.port });
         try {
-          if (mode === 'On')
-            await waitUntil(
-              'the risk model loaded',
-              async () =>
-                (await scrapedMetric(sidecar.httpPort, 'nox_risk_model_loads_total', { result: 'loaded' })) >=
-                1,
-              30_000,
-            );
-          const url = `${envoy.url}${path}`;
-          const probe = await fetch(url, { headers: { authorization: `Bearer ${tokens[0]}` } });
-          if (probe.status !== 200)
-            throw new Error(`a bench request was refused: ${probe.status} ${await probe.text()}`);
-          const target = { httpPort: sidecar.httpPort, pid: sidecar.service.child.pid! };
-          const grpc = (s: number) => () =>
-            ghz({
-              port: sidecar.grpcPort,
-              binaryFile: ghzFile,
-              env: { GOGC: '2000' },
-              concurrency,
-              durationS: s,
-            });
-          const http = (s: number) => () => wrk({ url, concurrency, durationS: s, lua: wrkLua(wrkFile) });
-          await grpc(2)();
-          await http(2)();
-          for (const load of [grpc(durationS), http(durationS)]) {
-            const r = await measured(load, target, cluster);
+          await gw.grpc(2)();
+          await gw.http(2)();
+          for (const load of [gw.grpc(durationS), gw.http(durationS)]) {
+            const r = await measured(load, gw.target, cluster);
             if ((r.extra?.denied ?? 0) > 0)
               throw new Error(`denied checks in a risk bench run: ${JSON.stringify(r.extra)}`);
             results.push({ ...r, tool: `${r.tool} risk=${mode}` });
           }
         } finally {
-          await envoy.stop();
-          await sidecar.stop();
+          await gw.stop();
         }
       }
       process.stdout.write(

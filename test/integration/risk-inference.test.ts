@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { RiskBatcher } from '../../sidecar/risk/batcher.js';
 import { ModelLoadError, RiskModelSession } from '../../sidecar/risk/model.js';
+import { seeded } from '../harness/random.js';
 import { type TrainedModel, trainModel } from '../harness/trainer.js';
 
 /**
@@ -12,13 +13,7 @@ const FEATURES = ['rate', 'ips', 'failures'];
 
 /** Rows like ordinary traffic, seeded (mulberry32), so every run trains the same models. */
 function ordinary(n: number, seed: number, scale = 1): number[][] {
-  let x = seed >>> 0;
-  const next = () => {
-    x = (x + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(x ^ (x >>> 15), 1 | x);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
+  const { next } = seeded(seed);
   return Array.from({ length: n }, () => FEATURES.map(() => (next() + next() + next() - 1.5) * scale));
 }
 

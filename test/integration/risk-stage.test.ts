@@ -12,6 +12,7 @@ import { SidecarClient } from '../harness/grpcClient.js';
 import { policyDir } from '../harness/policies.js';
 import { pgQuery, startPostgres } from '../harness/postgres.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
+import { seeded } from '../harness/random.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { scrapedMetric } from '../harness/registry.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
@@ -31,14 +32,7 @@ const FEATURES = ['subjectRate1m', 'writeMethod', 'pathNovelty'];
  * request rates are), a fifth of them writes, few new routes.
  */
 function ordinary(n: number, seed: number): number[][] {
-  let x = seed >>> 0;
-  const next = () => {
-    x = (x + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(x ^ (x >>> 15), 1 | x);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  const normal = () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+  const { next, normal } = seeded(seed);
   return Array.from({ length: n }, () => [
     1 + Math.floor(Math.exp(1.5 + 0.6 * normal())),
     next() < 0.2 ? 1 : 0,
