@@ -138,7 +138,7 @@ export class RiskStage implements Stage {
     });
     this.#inferenceSeconds = new Histogram({
       name: 'nox_risk_inference_seconds',
-      help: 'Time of one inference (a whole batch), per RiskModel.',
+      help: 'Time from a batch starting to its scores, per RiskModel: onnxruntime-node runs inference on the event loop after a setImmediate, so this includes the wait for the loop (a busy sidecar shows more here than the model costs).',
       labelNames: ['model'],
       buckets: [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01],
       registers: [registry],
