@@ -7,7 +7,8 @@ export const revokeUsage = `kubectl nox revoke: refuse a subject, a token or a b
   kubectl nox revoke --subject corp:alice [--for 7d] [--reason text]
   kubectl nox revoke --token-file token.txt [--reason text]        (the token is hashed by the admin API, never stored)
   kubectl nox revoke --session HASH [--reason text]                (a hash kubectl nox sessions lists)
-  kubectl nox revoke --list`;
+  kubectl nox revoke --list                                        (revocations and RiskModel blocks in force)
+  kubectl nox revoke --lift ID [--reason text]                     (an id --list shows: subject:…, token:…, block:…)`;
 
 export async function revokeCommand(argv: readonly string[], out: NodeJS.WritableStream): Promise<number> {
   const { values } = parseArgs({
@@ -19,6 +20,7 @@ export async function revokeCommand(argv: readonly string[], out: NodeJS.Writabl
       for: { type: 'string' },
       reason: { type: 'string' },
       list: { type: 'boolean' },
+      lift: { type: 'string' },
       ...adminOptions,
     },
   });
@@ -39,9 +41,18 @@ export async function revokeCommand(argv: readonly string[], out: NodeJS.Writabl
       );
     return 0;
   }
+  if (values.lift !== undefined) {
+    await callAdmin(target, 'DELETE', `/v1/revocations/${encodeURIComponent(values.lift)}`, {
+      query: { reason: values.reason },
+    });
+    out.write(
+      values.output === 'json' ? `${JSON.stringify({ lifted: values.lift })}\n` : `lifted ${values.lift}\n`,
+    );
+    return 0;
+  }
   const given = [values.subject, values['token-file'], values.session].filter((v) => v !== undefined);
   if (given.length !== 1)
-    throw new CliError('revoke: exactly one of --subject, --token-file, --session (or --list)', 2);
+    throw new CliError('revoke: exactly one of --subject, --token-file, --session (or --list, --lift)', 2);
   // A token on the command line would be in the shell's history and in ps: it is read from a file.
   const { readFileSync } = await import('node:fs');
   const [kind, value] = values.subject

@@ -757,6 +757,16 @@ describe('the admin API: usage, users, sessions, revocations', () => {
       },
     );
     expect((await run('revoke', '--list')).stdout).toContain('subject:corp:app-a');
+    const lifted = await run('revoke', '--lift', 'subject:corp:app-a', '--reason', 'from the plugin');
+    expect(lifted.stdout).toBe('lifted subject:corp:app-a\n');
+    await waitUntil(
+      'the sidecar accepts the subject lifted by kubectl nox',
+      async () => (await check(bearer(a))).status === 200,
+      1000,
+      {
+        intervalMs: 20,
+      },
+    );
     expect((await run('sessions', 'list', '--subject', 'corp:nobody-here')).stdout).toBe('');
     // The caller is who the token says: one without the verb is refused, with the API's reason.
     await expect(
