@@ -494,6 +494,13 @@ export type RiskModelSpec = {
   };
   /** How long a blocked subject stays blocked. Whole numbers with units ms, s, m, h, d or w, e.g. 90s, 1h30m, 7d. */
   blockDuration: string;
+  /** What a challenge asks for (RFC 9470): a fresh authentication, and the authentication context if set. A request whose token shows it passes the challenge. */
+  stepUp?: {
+    /** The authentication must be at most this old (the token’s auth_time). Whole numbers with units ms, s, m, h, d or w, e.g. 90s, 1h30m, 7d. */
+    maxAge: string;
+    /** Authentication context class references the provider must have met (the token’s acr is one of them); none: any. */
+    acrValues?: string[];
+  };
   /** Concurrent checks are scored in one inference. */
   batch?: {
     /** Largest batch. */

@@ -99,6 +99,7 @@ export class RiskStage implements Stage {
   readonly #actions: Counter<'model' | 'action' | 'mode'>;
   readonly #failures: Counter<'model' | 'reason'>;
   readonly #batchSizes: Histogram<'model'>;
+  readonly #stepUps: Counter<'model'>;
   readonly #inferenceSeconds: Histogram<'model'>;
   /** One batcher per RiskModel, with its spec's batch settings, made again when they change. */
   #batchers = new Map<string, { spec: RiskModelSpec['batch']; batcher: RiskBatcher }>();
@@ -127,6 +128,12 @@ export class RiskStage implements Stage {
       name: 'nox_risk_failures_total',
       help: 'Checks a RiskModel could not score, by reason (model_not_loaded, unsupported_feature, store, inference).',
       labelNames: ['model', 'reason'],
+      registers: [registry],
+    });
+    this.#stepUps = new Counter({
+      name: 'nox_risk_step_ups_total',
+      help: 'Checks at a RiskModel’s challenge threshold allowed because the token shows the fresh authentication (and acr) the challenge asks for.',
+      labelNames: ['model'],
       registers: [registry],
     });
     this.#batchSizes = new Histogram({
@@ -250,7 +257,12 @@ export class RiskStage implements Stage {
     this.#scores.observe({ model }, score);
     this.#actions.inc({ model, action, mode: ref.spec.mode });
     if (action === 'allow') return { kind: 'continue' };
-    const deny = riskDeny(action, score, model);
+    // RFC 9470: a caller that has just authenticated again, as the challenge asks, passes it.
+    if (action === 'challenge' && steppedUp(ctx, ref.spec)) {
+      this.#stepUps.inc({ model });
+      return { kind: 'continue' };
+    }
+    const deny = riskDeny(action, score, model, ref.spec);
     if (ref.spec.mode === 'DryRun') return { kind: 'continue', dryRunDeny: deny };
     const tag = action === 'block' ? riskTag(input, ctx) : undefined;
     if (tag && this.blocks) {
@@ -265,15 +277,44 @@ export class RiskStage implements Stage {
   }
 }
 
-function riskDeny(action: 'challenge' | 'deny' | 'block', score: number, model: string): Deny {
+/** What the challenge asks for: an authentication at most maxAge old, of one of acrValues. */
+function stepUpOf(spec: RiskModelSpec): { maxAgeS: number; acrValues: readonly string[] } {
+  return {
+    maxAgeS: Math.floor(durationMs(spec.stepUp?.maxAge ?? '5m') / 1000),
+    acrValues: spec.stepUp?.acrValues ?? [],
+  };
+}
+
+/**
+ * Whether the caller's token shows the step-up: its auth_time (seconds) within maxAge (and
+ * not ahead of this clock by more than a minute), and its acr one of acrValues when set.
+ */
+function steppedUp(ctx: Ctx, spec: RiskModelSpec): boolean {
+  const claims = ctx.identity?.claims;
+  const authTime = claims?.auth_time;
+  if (typeof authTime !== 'number') return false;
+  const { maxAgeS, acrValues } = stepUpOf(spec);
+  const ageS = ctx.now / 1000 - authTime;
+  if (ageS > maxAgeS || ageS < -60) return false;
+  return acrValues.length === 0 || (typeof claims?.acr === 'string' && acrValues.includes(claims.acr));
+}
+
+function riskDeny(
+  action: 'challenge' | 'deny' | 'block',
+  score: number,
+  model: string,
+  spec: RiskModelSpec,
+): Deny {
   const shown = score.toFixed(3);
   if (action === 'challenge') {
+    const { maxAgeS, acrValues } = stepUpOf(spec);
+    // RFC 9470 §3: authenticate again, at most max_age ago, with one of acr_values.
+    const acr = acrValues.length > 0 ? `, acr_values="${acrValues.join(' ')}"` : '';
     return {
       code: 'RISK_CHALLENGE',
       reason: `risk ${shown} (RiskModel ${model}) asks for a fresh authentication`,
-      // RFC 9470: the client's authentication is not enough for this request; authenticate again.
       headers: {
-        'www-authenticate': `Bearer error="insufficient_user_authentication", error_description="A fresh authentication is required"`,
+        'www-authenticate': `Bearer error="insufficient_user_authentication", error_description="A fresh authentication is required", max_age=${maxAgeS}${acr}`,
       },
     };
   }

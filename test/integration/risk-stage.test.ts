@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { SignJWT } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KID, serveJwks } from '../../bench/lib/tokens.js';
 import { migrate } from '../../common/db/migrate.js';
 import { createLogger } from '../../common/logger.js';
 import type { ICheckRequest, ICheckResponse } from '../../proto/envoy.js';
@@ -275,6 +277,56 @@ describe('the risk stage', () => {
     expect(report.holdout).toBe(10);
     expect(report.train).toBeGreaterThanOrEqual(40);
     expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(report.sha256);
+  });
+
+  it('a challenge is passed by a token showing a fresh authentication of the asked acr (RFC 9470), and says what it asks for', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const issuer = await serveJwks(publicKey);
+    stops.push(() => issuer.close());
+    const provider = `
+apiVersion: nox.dev/v1alpha1
+kind: OAuth2Provider
+metadata: { name: idp, namespace: t }
+spec:
+  type: oidc
+  issuer: "${issuer.issuer}"
+  clientId: gw
+  audiences: [api]
+  allowedAlgorithms: [RS256]
+  endpoints: { jwks: "${issuer.jwksUri}" }
+`;
+    // Every scored request is at the challenge threshold (0), none at deny.
+    const yaml = policy(a, { thresholds: '{ challenge: 0, deny: 0.999, block: 0.9999 }' })
+      .replace('spec:\n  defaultAction: Allow', 'spec:\n  providers: [idp]\n  defaultAction: Allow')
+      .replace(
+        '  blockDuration: 10m',
+        '  blockDuration: 10m\n  stepUp: { maxAge: 5m, acrValues: [urn:mfa, phr] }',
+      );
+    const { s, c } = await start(`${provider}---\n${yaml}`);
+    const now = Math.floor(Date.now() / 1000);
+    const token = (claims: Record<string, unknown>) =>
+      new SignJWT({ sub: 'carol', ...claims })
+        .setProtectedHeader({ alg: 'RS256', kid: KID })
+        .setIssuer(issuer.issuer)
+        .setAudience('api')
+        .setIssuedAt(now)
+        .setExpirationTime(now + 600)
+        .sign(privateKey);
+    const withToken = async (t: string) => {
+      const req = check('/api/items', '10.0.9.1');
+      req.attributes!.request!.http!.headers = { authorization: `Bearer ${t}` };
+      return c.check(req, 5000);
+    };
+    const stale = await withToken(await token({ auth_time: now - 3600, acr: 'urn:mfa' }));
+    expect(statusOf(stale)).toBe(401);
+    expect(header(stale, 'www-authenticate')).toBe(
+      'Bearer error="insufficient_user_authentication", error_description="A fresh authentication is required", max_age=300, acr_values="urn:mfa phr"',
+    );
+    // Fresh, but not the asked context; then fresh and of it.
+    expect(statusOf(await withToken(await token({ auth_time: now - 10, acr: 'pwd' })))).toBe(401);
+    expect(statusOf(await withToken(await token({ auth_time: now - 10 })))).toBe(401);
+    expect(statusOf(await withToken(await token({ auth_time: now - 10, acr: 'phr' })))).toBe(200);
+    expect(await scrapedMetric(s.httpPort, 'nox_risk_step_ups_total')).toBe(1);
   });
 
   it('DryRun allows the same burst and counts what it would have decided', async () => {

@@ -97,6 +97,23 @@ export const riskModel: KindDefinition = {
         },
       ),
       blockDuration: duration('How long a blocked subject stays blocked.', { default: '15m' }),
+      stepUp: obj(
+        'What a challenge asks for (RFC 9470): a fresh authentication, and the authentication context if set. A request whose token shows it passes the challenge.',
+        {
+          maxAge: duration('The authentication must be at most this old (the token’s auth_time).', {
+            default: '5m',
+          }),
+          acrValues: set(
+            'Authentication context class references the provider must have met (the token’s acr is one of them); none: any.',
+            // Sent space-separated in a quoted header parameter: no space, quote or backslash.
+            str('An acr value: printable ASCII without space, " or \\.', {
+              maxLength: 256,
+              pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]+$',
+            }),
+            { maxItems: 16 },
+          ),
+        },
+      ),
       batch: obj('Concurrent checks are scored in one inference.', {
         maxSize: int('Largest batch.', { minimum: 1, maximum: 256, default: 32 }),
         maxDelay: duration('Longest a check waits for its batch to fill.', { default: '1ms' }),
