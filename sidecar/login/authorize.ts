@@ -55,6 +55,8 @@ export async function startLogin(
   input: CheckInput,
   target: string,
   now: number,
+  /** More authorization request parameters (a step-up's prompt, max_age, acr_values). */
+  extra: Readonly<Record<string, string>> = {},
 ): Promise<Deny> {
   const keyring = login.providers.keyring(p);
   const config = await login.providers.config(p);
@@ -69,6 +71,7 @@ export async function startLogin(
     nonce,
     code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
     code_challenge_method: 'S256',
+    ...extra,
   });
   const name = pendingCookieName(p, state);
   const pending: Pending = {

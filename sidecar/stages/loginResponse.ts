@@ -6,6 +6,7 @@ import { type LoginProvider, LoginUnavailable } from '../login/providers.js';
 import type { CookieScope, Ctx } from '../pipeline/stage.js';
 import type { CheckInput } from '../request/input.js';
 import type { Deny, Outcome } from '../request/outcome.js';
+import { stepUpOf } from './risk.js';
 
 /**
  * A browser, as opposed to an API client: a top-level page load (GET/HEAD, asks for HTML)
@@ -53,6 +54,7 @@ export function loginResponse(
           : { upstreamHeaders: { cookie } }),
     };
   }
+  if (deny.code === 'RISK_CHALLENGE') return stepUp(login, input, ctx);
   if (deny.code !== 'ACCESS_DENIED' && deny.code !== 'CHALLENGE_REQUIRED') return undefined;
   const policy = ctx.accessPolicy;
   // A login is offered only on a host it is bound to: its redirect_uri names the request's host.
@@ -81,15 +83,41 @@ export function loginResponse(
   return redirectToLogin(login, offered[0]!, input, target, ctx.now);
 }
 
+/**
+ * A RiskModel's challenge to a browser signed in through Nox's login: back to its provider
+ * to authenticate again (OIDC prompt=login, max_age and acr_values from the RiskModel's
+ * stepUp), and back to the page; the new session's ID token shows the fresh auth_time (and
+ * acr) that passes the challenge. An API client keeps the 401 (RFC 9470).
+ */
+function stepUp(login: Login, input: CheckInput, ctx: Ctx): Outcome | Promise<Outcome> | undefined {
+  const id = ctx.identity;
+  const policy = ctx.accessPolicy;
+  const model = ctx.riskModel;
+  if (id?.method !== 'session' || !policy || !model || !isBrowser(input)) return undefined;
+  const p = login.providers
+    .offered(ctx.snapshot, policy)
+    .find((x) => x.resolved.name === id.provider && bindsHost(x.hosts, input.host));
+  if (!p) return undefined;
+  const { maxAgeS, acrValues } = stepUpOf(model.spec);
+  const target =
+    localTarget(input.query ? `${input.path}?${input.query}` : input.path) ?? login.pages.defaultPath;
+  return redirectToLogin(login, p, input, target, ctx.now, {
+    prompt: 'login',
+    max_age: String(maxAgeS),
+    ...(acrValues.length > 0 ? { acr_values: acrValues.join(' ') } : {}),
+  });
+}
+
 async function redirectToLogin(
   login: Login,
   p: LoginProvider,
   input: CheckInput,
   target: string,
   now: number,
+  extra?: Readonly<Record<string, string>>,
 ): Promise<Outcome> {
   try {
-    return { kind: 'deny', deny: await startLogin(login, p, input, target, now) };
+    return { kind: 'deny', deny: await startLogin(login, p, input, target, now, extra) };
   } catch (e) {
     if (e instanceof LoginUnavailable)
       return { kind: 'error', code: 'IDENTITY_PROVIDER_UNAVAILABLE', cause: e };

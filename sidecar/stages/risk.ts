@@ -278,7 +278,7 @@ export class RiskStage implements Stage {
 }
 
 /** What the challenge asks for: an authentication at most maxAge old, of one of acrValues. */
-function stepUpOf(spec: RiskModelSpec): { maxAgeS: number; acrValues: readonly string[] } {
+export function stepUpOf(spec: RiskModelSpec): { maxAgeS: number; acrValues: readonly string[] } {
   return {
     maxAgeS: Math.floor(durationMs(spec.stepUp?.maxAge ?? '5m') / 1000),
     acrValues: spec.stepUp?.acrValues ?? [],
