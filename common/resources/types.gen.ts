@@ -367,6 +367,8 @@ export type AccessPolicySpec = {
       roles?: string[];
       /** All of these scopes. At least one when present. */
       scopes?: string[];
+      /** All of these authentication methods (RFC 8176 amr values, e.g. mfa, otp, hwk, face, fpt, vbm): the token’s amr claim lists each. How a biometric or second factor done at the provider is required. At least one when present. */
+      authMethods?: string[];
       /** Claim conditions; at least one when present. */
       claims?: Array<{
         /** Claim name; nested claims with dots, e.g. realm_access.roles. */

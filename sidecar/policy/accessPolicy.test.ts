@@ -100,6 +100,16 @@ describe('evaluateAccess', () => {
     ).toBe('Deny');
   });
 
+  it('requires every listed authentication method in the amr claim (RFC 8176)', () => {
+    const s = spec([{ name: 'mfa', action: 'Allow', when: { authMethods: ['mfa', 'hwk'] } }]);
+    const withAmr = (amr: unknown): Identity => ({ ...alice, claims: { ...alice.claims, amr } });
+    expect(decide(s, req, withAmr(['pwd', 'hwk', 'mfa'])).action).toBe('Allow');
+    expect(decide(s, req, withAmr(['pwd', 'mfa'])).action).toBe('Deny');
+    expect(decide(s, req, withAmr('mfa hwk')).action).toBe('Deny'); // not a list: not an amr claim
+    expect(decide(s, req, alice).action).toBe('Deny');
+    expect(decide(s, req, null).action).toBe('Deny');
+  });
+
   it('matches source CIDRs (v4 and v6), and an unknown source address never matches', () => {
     const s = spec([
       { name: 'office', action: 'Allow', when: { sourceCIDRs: ['10.1.0.0/16', '2001:db8::/32'] } },

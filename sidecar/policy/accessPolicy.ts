@@ -139,6 +139,13 @@ function compileWhen(field: string, when: When, restricts: boolean): Check {
     const required = when.scopes;
     checks.push((_r, id) => id !== undefined && required.every((s) => id.scopes.includes(s)));
   }
+  if (when.authMethods?.length) {
+    const required = when.authMethods;
+    checks.push((_r, id) => {
+      const amr = id?.claims.amr;
+      return Array.isArray(amr) && required.every((m) => amr.includes(m));
+    });
+  }
   for (const c of when.claims ?? []) checks.push(compileClaim(c));
   if (when.authenticated) {
     const want = when.authenticated === 'Authenticated';

@@ -91,6 +91,10 @@ const when = obj(
     groups: strings('Any of these groups.'),
     roles: strings('Any of these roles.'),
     scopes: strings('All of these scopes.'),
+    authMethods: strings(
+      'All of these authentication methods (RFC 8176 amr values, e.g. mfa, otp, hwk, face, fpt, vbm): the token’s amr claim lists each. How a biometric or second factor done at the provider is required.',
+      64,
+    ),
     claims: arr('Claim conditions; at least one when present.', claimCondition, {
       maxItems: 16,
       minItems: 1,
