@@ -164,6 +164,7 @@ describe('the admin API', () => {
       '/v1/overrides',
       '/v1/overrides/{id}',
       '/v1/revocations',
+      '/v1/revocations/{id}',
       '/v1/sessions',
       '/v1/sessions/{hash}',
       '/v1/usage',
