@@ -56,10 +56,6 @@ export const audit: Scenario = {
           users,
           concurrency,
           env: { NOX_DATABASE_URL: db.connectionString, NOX_AUDIT: mode, POD_NAME: `bench-${mode}` },
-          // A V8 CPU profile of each sidecar, written when it stops (bench/README.md).
-          ...(process.env.NOX_BENCH_CPU_PROF
-            ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${process.env.NOX_BENCH_CPU_PROF}`] }
-            : {}),
         });
         const { sidecar, target } = gw;
         try {

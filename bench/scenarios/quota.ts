@@ -171,7 +171,11 @@ export async function benchGateway(opts: {
   users: SignedInUsers;
   concurrency: number;
   env?: NodeJS.ProcessEnv;
-  nodeArgs?: string[];
+  /**
+   * With NOX_BENCH_CPU_PROF set: a V8 CPU profile of the sidecar, written when it stops, into
+   * that directory's subdirectory of this name (bench/README.md).
+   */
+  profileIn?: string;
   /** Before the probe: what must be so first (a model loaded). */
   ready?: (httpPort: number) => Promise<void>;
 }) {
@@ -185,7 +189,14 @@ export async function benchGateway(opts: {
       NOX_REDIS_WAIT_REPLICAS: '1',
       ...opts.env,
     },
-    ...(opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {}),
+    ...(process.env.NOX_BENCH_CPU_PROF
+      ? {
+          nodeArgs: [
+            '--cpu-prof',
+            `--cpu-prof-dir=${join(process.env.NOX_BENCH_CPU_PROF, opts.profileIn ?? '')}`,
+          ],
+        }
+      : {}),
   });
   let envoy: Awaited<ReturnType<typeof startEnvoy>> | undefined;
   try {

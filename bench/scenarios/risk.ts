@@ -86,10 +86,7 @@ spec:
           upstreamPort: upstream.port,
           users,
           concurrency,
-          // A V8 CPU profile of each sidecar, written when it stops (bench/README.md).
-          ...(process.env.NOX_BENCH_CPU_PROF
-            ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${process.env.NOX_BENCH_CPU_PROF}/risk-${mode}`] }
-            : {}),
+          profileIn: `risk-${mode}`,
           ready: async (httpPort) => {
             if (mode === 'On')
               await waitUntil(

@@ -17,7 +17,7 @@ export interface FeatureSource {
  */
 export const featureDefinitions: Record<
   RiskFeature,
-  { readonly unit: string; readonly value: ((s: FeatureSource) => number) | undefined }
+  { readonly unit: string; readonly value: (s: FeatureSource) => number }
 > = {
   subjectRate1m: { unit: 'requests in the last 60 s', value: (s) => s.subject.perMinute },
   subjectRate1h: { unit: 'requests in the last hour', value: (s) => s.subject.perHour },
@@ -46,15 +46,10 @@ function hourOfDay(now: number): number {
   return (now % 86_400_000) / 3_600_000;
 }
 
-/** The features of `names` that this sidecar cannot compute. */
-export function unsupportedFeatures(names: readonly RiskFeature[]): RiskFeature[] {
-  return names.filter((n) => featureDefinitions[n].value === undefined);
-}
-
-/** The model's input row, in the RiskModel's order (unsupportedFeatures must be empty). */
+/** The model's input row, in the RiskModel's order. */
 export function featureRow(names: readonly RiskFeature[], source: FeatureSource): Float32Array {
   const row = new Float32Array(names.length);
-  for (let i = 0; i < names.length; i++) row[i] = featureDefinitions[names[i]!].value!(source);
+  for (let i = 0; i < names.length; i++) row[i] = featureDefinitions[names[i]!].value(source);
   return row;
 }
 

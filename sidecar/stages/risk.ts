@@ -9,7 +9,7 @@ import { sourceIpPart, subjectHash } from '../quota/subject.js';
 import type { CheckInput } from '../request/input.js';
 import type { Deny, Outcome } from '../request/outcome.js';
 import { RiskBatcher } from '../risk/batcher.js';
-import { featureRecord, featureRow, unsupportedFeatures } from '../risk/features.js';
+import { featureRecord, featureRow } from '../risk/features.js';
 import type { RiskModels } from '../risk/models.js';
 import { routeOf, type SubjectObservation } from '../risk/subjectFeatures.js';
 
@@ -19,10 +19,21 @@ import { routeOf, type SubjectObservation } from '../risk/subjectFeatures.js';
  * source address's. Undefined: nobody to keep a history for.
  */
 export function riskTag(input: CheckInput, ctx: Ctx): string | undefined {
-  if (ctx.identity) return subjectHash([`User=${ctx.identity.subject}`]);
-  const ip = sourceIpPart(input.sourceAddress);
-  return ip ? subjectHash([`SourceIP=${ip}`]) : undefined;
+  // A SHA-256 otherwise asked for up to three times per check (block list, observation,
+  // block): kept per identity, which is cached with its token and so comes back check after
+  // check, and per check for an anonymous caller.
+  const key: object = ctx.identity ?? ctx;
+  if (tags.has(key)) return tags.get(key);
+  let tag: string | undefined;
+  if (ctx.identity) tag = subjectHash([`User=${ctx.identity.subject}`]);
+  else {
+    const ip = sourceIpPart(input.sourceAddress);
+    tag = ip ? subjectHash([`SourceIP=${ip}`]) : undefined;
+  }
+  tags.set(key, tag);
+  return tag;
 }
+const tags = new WeakMap<object, string | undefined>();
 
 /** What the store records of this request for the subject's risk state. */
 export function riskObservation(input: CheckInput, ctx: Ctx): SubjectObservation | undefined {
@@ -126,7 +137,7 @@ export class RiskStage implements Stage {
     });
     this.#failures = new Counter({
       name: 'nox_risk_failures_total',
-      help: 'Checks a RiskModel could not score, by reason (model_not_loaded, unsupported_feature, store, inference).',
+      help: 'Checks a RiskModel could not score, by reason (model_not_loaded, store, inference), and failures of its side work (block_list, failure_record).',
       labelNames: ['model', 'reason'],
       registers: [registry],
     });
@@ -217,12 +228,6 @@ export class RiskStage implements Stage {
       this.#failures.inc({ model, reason });
       return { kind: 'error', code: 'RISK_UNAVAILABLE', cause, failOpen: ref.spec.failureMode === 'Open' };
     };
-    const unsupported = unsupportedFeatures(ref.spec.features);
-    if (unsupported.length > 0)
-      return failed(
-        'unsupported_feature',
-        new Error(`features not computed by this sidecar: ${unsupported.join(', ')}`),
-      );
     const session = this.models.session(ref.key);
     if (!session)
       return failed('model_not_loaded', this.models.problem(ref.key) ?? new Error('model not loaded yet'));
