@@ -408,7 +408,11 @@ spec:
       async () => (await scrapedMetric(s.httpPort, 'nox_risk_model_loads_total', { result: 'loaded' })) >= 2,
       30_000,
     );
-    writeFileSync(join(dir, 'p.yaml'), policy({ path: a.path, sha256: b.sha256.replace(/^./, '0') }));
+    // A digest of other bytes. (Not b's digest with one character changed: the digest differs per
+    // training, since the model holds its training time, and a change that happens to leave it
+    // as it was would name the running model, which is rightly not loaded again.)
+    const other = createHash('sha256').update('not the bytes of model a').digest('hex');
+    writeFileSync(join(dir, 'p.yaml'), policy({ path: a.path, sha256: other }));
     await waitUntil(
       'the mismatching digest refused',
       async () =>
