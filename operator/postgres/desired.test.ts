@@ -223,6 +223,37 @@ describe('instance manager script', () => {
     expect(s).toContain('s|^nox\\.dev/role=');
     expect(s).toContain('standby.signal');
   });
+  it('after a rewind, asks the primary for the WAL segment recovery starts from, under the timeline that holds it', () => {
+    // The script's own functions, run by sh; what it asks the primary for is recorded, and the
+    // answers are those of a primary on timeline 12 (history 9 → 10 → 11 → 12) holding no segment.
+    const s = instanceManagerScript();
+    const functions = s.slice(s.indexOf('on_primary()'), s.indexOf('start_primary() {'));
+    const dir = mkdtempSync(join(tmpdir(), 'nox-im-'));
+    const history = '9\\t0/5887648\\tno recovery target specified\\n\\n10\\t0/6903BB0\\tx\\n11\\t0/8A00000\\tx\\n';
+    const asked = (start: string) => {
+      const script = `${functions}
+log() { :; }
+pg_controldata() { echo 'Bytes per WAL segment:                16777216'; }
+on_primary() {
+  case "$1" in
+    *pg_walfile_name*) echo 0000000C ;;
+    *pg_read_file*) printf '${history}' ;;
+    *pg_ls_waldir*) echo "$1" | sed -n "s/.*name = '\\\\(.*\\\\)'/\\\\1/p" >&2; echo 0 ;;
+  esac
+}
+PGDATA=${dir}
+printf 'START WAL LOCATION: ${start} (file x)\\n' > "$PGDATA/backup_label"
+rewind_wal_missing && echo missing`;
+      const r = spawnSync('sh', ['-c', script], { encoding: 'utf8' });
+      return { segment: r.stderr.trim(), missing: r.stdout.trim() === 'missing' };
+    };
+    // The segment where timeline 11 began is asked for as timeline 11's, not 10's.
+    expect(asked('0/6457598')).toEqual({ segment: '0000000B0000000000000006', missing: true });
+    expect(asked('0/5457598')).toEqual({ segment: '0000000A0000000000000005', missing: true });
+    expect(asked('0/1000000')).toEqual({ segment: '000000090000000000000001', missing: true });
+    expect(asked('0/9457598')).toEqual({ segment: '0000000C0000000000000009', missing: true });
+    expect(asked('1/00000000')).toEqual({ segment: '0000000C0000000100000000', missing: true });
+  });
   it('uses the same slot name as the operator', () => {
     expect(slotName('pg-2')).toBe('nox_pg_2');
   });

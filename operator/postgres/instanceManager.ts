@@ -145,6 +145,47 @@ clone_from_primary() {
   touch "$PGDATA/${BOOTSTRAP_MARKER}"
 }
 
+# psql to the primary, one value out; fails when the primary does not answer.
+on_primary() { psql -Atq -v ON_ERROR_STOP=1 -h "$NOX_PRIMARY_HOST" -p ${POSTGRES_PORT} -U ${SUPERUSER} -d postgres -w -c "$1"; }
+lsn_value() { echo $(( (0x\${1%/*} << 32) + 0x\${1#*/} )); }
+
+# Whether the primary lacks the first WAL segment a rewound data directory must replay: the
+# segment of the rewind's start (backup_label's START WAL LOCATION), under the newest timeline
+# of the primary's history that had begun by then, as recovery asks for it. pg_rewind copies
+# the primary's WAL files but cannot know they reach back that far: a primary that is itself a
+# fresh clone, or removed them since, has not got them, and the replica would ask for them for
+# ever. The first segment stands for the rest: a primary keeps a contiguous run of segments,
+# up to its current one. "Cannot tell" (the primary does not answer) keeps the rewind.
+rewind_wal_missing() {
+  start=$(sed -n 's|^START WAL LOCATION: \\([0-9A-F]*/[0-9A-F]*\\).*|\\1|p' "$PGDATA/backup_label" 2>/dev/null)
+  seg_size=$(pg_controldata "$PGDATA" 2>/dev/null | sed -n 's/^Bytes per WAL segment: *//p')
+  [ -n "$start" ] && [ -n "$seg_size" ] || return 1
+  segno=$(( $(lsn_value "$start") / seg_size ))
+  tli=$(on_primary "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)") || return 1
+  history=$(on_primary "SELECT pg_read_file('pg_wal/$tli.history', 0, 1048576, true)") || return 1
+  # History lines: the parent timeline, where it ended (the next one began), why.
+  chosen= prev_switch=
+  tab=$(printf '\\t')
+  while IFS="$tab" read -r parent switch _; do
+    [ -n "$switch" ] || continue
+    [ -n "$chosen" ] || chosen=$parent
+    [ -z "$prev_switch" ] || [ $(( $(lsn_value "$prev_switch") / seg_size )) -gt "$segno" ] || chosen=$parent
+    prev_switch=$switch
+  done <<EOF_HISTORY
+$history
+EOF_HISTORY
+  [ -z "$prev_switch" ] || [ $(( $(lsn_value "$prev_switch") / seg_size )) -gt "$segno" ] || chosen=$(( 0x$tli ))
+  [ -n "$chosen" ] || chosen=$(( 0x$tli ))
+  per_id=$(( 0x100000000 / seg_size ))
+  name=$(printf '%08X%08X%08X' "$chosen" $(( segno / per_id )) $(( segno % per_id )))
+  found=$(on_primary "SELECT count(*) FROM pg_ls_waldir() WHERE name = '$name'") || return 1
+  if [ "$found" = 0 ]; then
+    log "the primary no longer has WAL segment $name, where the rewound data directory starts"
+    return 0
+  fi
+  return 1
+}
+
 start_primary() {
   if [ ! -f "$PGDATA/${BOOTSTRAP_MARKER}" ]; then
     if ! may_bootstrap; then
@@ -172,6 +213,9 @@ start_replica() {
     use_operator_config
     if ! pg_rewind -D "$PGDATA" --source-server="host=$NOX_PRIMARY_HOST port=${POSTGRES_PORT} user=${SUPERUSER} dbname=postgres"; then
       log "pg_rewind failed; cloning again"
+      clone_from_primary || return 0
+    elif rewind_wal_missing; then
+      log "rewound, but the primary lacks the WAL to replay from there; cloning again"
       clone_from_primary || return 0
     fi
     follow_primary

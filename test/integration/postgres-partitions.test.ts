@@ -499,14 +499,34 @@ describe('PostgresCluster under partitions and stalls: no acknowledged commit lo
     const lsn = async (pod: string, fn = 'pg_last_wal_receive_lsn') =>
       (await onInstance<{ l: string }>(pod, `SELECT ${fn}()::text AS l`))[0]!.l;
 
-    // r1 falls far behind (its WAL receiver paused) while r2 receives some 30 MB more.
-    const [{ pid }] = (await onInstance<{ pid: number }>(r1, 'SELECT pid FROM pg_stat_wal_receiver')) as [
-      { pid: number },
-    ];
-    process.kill(pid, 'SIGSTOP');
-    const a = await connectPg(await app());
-    await a.query('INSERT INTO history (run, seq) SELECT 50, g FROM generate_series(1, 300000) g');
-    await a.end();
+    // r1 falls far behind while r2 receives some 30 MB more. Both ends of r1's stream pause:
+    // p's WAL sender, for a paused receiver still gets what the kernel buffers for it (up to
+    // tcp_rmem's maximum, 32 MB here), and r1's WAL receiver, which would otherwise time out
+    // (wal_receiver_timeout) and connect again, to a new sender.
+    const [{ pid: sender }] = (await onInstance<{ pid: number }>(
+      p,
+      `SELECT pid FROM pg_stat_replication WHERE application_name = '${r1}'`,
+    )) as [{ pid: number }];
+    const [{ pid: receiver }] = (await onInstance<{ pid: number }>(
+      r1,
+      'SELECT pid FROM pg_stat_wal_receiver',
+    )) as [{ pid: number }];
+    for (const pid of [sender, receiver]) process.kill(pid, 'SIGSTOP');
+    try {
+      const a = await connectPg(await app());
+      await a.query('INSERT INTO history (run, seq) SELECT 50, g FROM generate_series(1, 300000) g');
+      await a.end();
+      // Asynchronous: r2 may still be receiving; stranded ahead means it has all of it.
+      const end = await lsn(p, 'pg_current_wal_lsn');
+      await waitUntil(
+        `${r2} received the old timeline to ${end}`,
+        async () => compareLsn(await lsn(r2), end) >= 0,
+        30_000,
+      );
+    } catch (e) {
+      for (const pid of [sender, receiver]) process.kill(pid, 'SIGCONT');
+      throw e;
+    }
     // The operator cannot see r2 through the failover, and p dies.
     const r2IP = (await podIP(r2))!;
     const rule = ['-p', 'tcp', '-s', '127.0.0.1', '-d', r2IP, '--dport', '5432', '-j', 'DROP'];
@@ -516,8 +536,8 @@ describe('PostgresCluster under partitions and stalls: no acknowledged commit lo
     // stranded through the second failover.
     kubelet.cutMetadata(`${NS}/${r2}`, true);
     try {
-      await kubelet.stop(`${NS}/${p}`);
-      process.kill(pid, 'SIGCONT');
+      await kubelet.stop(`${NS}/${p}`); // its paused WAL sender with it
+      process.kill(receiver, 'SIGCONT');
       await waitStatus(`${r1} promoted`, (c) => c?.status?.currentPrimary === r1, 90_000);
       expect((await onInstance<{ t: number }>(r1, 'SELECT 1 AS t')).length).toBe(1);
 
