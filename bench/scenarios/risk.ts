@@ -43,9 +43,12 @@ function ordinaryRows(n: number, seed: number): number[][] {
  * the mean batch size and a batch's time from start to scores per row. The subject's features are observed
  * by the quota's own script call: the Redis round trips per check must stay 1.
  */
+/** The RiskModel's batch.maxDelay; NOX_BENCH_RISK_MAX_DELAY (e.g. 0ms) to compare. */
+const MAX_DELAY = process.env.NOX_BENCH_RISK_MAX_DELAY || '1ms';
+
 export const risk: Scenario = {
   name: 'risk',
-  describe: `quota's pipeline (${USERS} users, cached JWTs, 3+3 Redis Cluster) without and with a RiskModel (${FEATURES.length} features, batch 32 / 1 ms)`,
+  describe: `quota's pipeline (${USERS} users, cached JWTs, 3+3 Redis Cluster) without and with a RiskModel (${FEATURES.length} features, batch 32 / ${MAX_DELAY})`,
   async run({ durationS, concurrency }) {
     const dir = scratchDir('bench-risk');
     const stops: (() => Promise<void>)[] = [];
@@ -70,7 +73,7 @@ spec:
   model: { path: ${model.path}, sha256: "${model.sha256}" }
   features: [${FEATURES.join(', ')}]
   thresholds: { challenge: 0.9999, deny: 0.99995, block: 0.99999 }
-  batch: { maxSize: 32, maxDelay: 1ms }
+  batch: { maxSize: 32, maxDelay: ${MAX_DELAY} }
 `,
       );
       const cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });

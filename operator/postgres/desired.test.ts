@@ -229,7 +229,8 @@ describe('instance manager script', () => {
     const s = instanceManagerScript();
     const functions = s.slice(s.indexOf('on_primary()'), s.indexOf('start_primary() {'));
     const dir = mkdtempSync(join(tmpdir(), 'nox-im-'));
-    const history = '9\\t0/5887648\\tno recovery target specified\\n\\n10\\t0/6903BB0\\tx\\n11\\t0/8A00000\\tx\\n';
+    const history =
+      '9\\t0/5887648\\tno recovery target specified\\n\\n10\\t0/6903BB0\\tx\\n11\\t0/8A00000\\tx\\n';
     const asked = (start: string) => {
       const script = `${functions}
 log() { :; }
