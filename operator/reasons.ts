@@ -75,9 +75,17 @@ export const conditionReasons = {
     on: notReady,
     doc: 'The model ConfigMap has no such binaryData key (a key in data does not count: a model is binary). Add the model under that key or fix the key name.',
   },
+  ConfigMapNotLabelled: {
+    on: notReady,
+    doc: 'The model ConfigMap lacks the label nox.dev/risk-model=true: the sidecars watch only ConfigMaps so labelled (not every ConfigMap of the namespace). Label it (kubectl label configmap NAME nox.dev/risk-model=true).',
+  },
   ModelDigestMismatch: {
     on: notReady,
-    doc: 'The model bytes in the ConfigMap do not have the sha256 in spec.model.sha256, so sidecars refuse to load them. Put the intended model in the ConfigMap, or update spec.model.sha256 to the new model’s digest.',
+    doc: 'The model bytes in the ConfigMap do not have the expected sha256 (spec.model.sha256, or else the ConfigMap’s nox.dev/sha256 annotation), so sidecars refuse to load them. Put the intended model in the ConfigMap, or update the digest to the new model’s.',
+  },
+  ModelDigestMissing: {
+    on: notReady,
+    doc: 'Nothing names the model’s digest: spec.model.sha256 is not set and the ConfigMap has no nox.dev/sha256 annotation (which training writes with each model). Set one of them; sidecars load no model without a digest to check.',
   },
 
   // Both cluster kinds.

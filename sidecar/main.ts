@@ -17,6 +17,7 @@ import { loginFor } from './wiring/login.js';
 import { databaseFor } from './wiring/postgres.js';
 import { quotaStoreFor, revocationsFor } from './wiring/quota.js';
 import { redisTargetsFor } from './wiring/redis.js';
+import { modelStoreFor } from './wiring/risk.js';
 import { secretStoreFor } from './wiring/secrets.js';
 
 /**
@@ -49,7 +50,9 @@ async function main(): Promise<void> {
   const login = await loginFor(settings, redis, secrets, log, registry);
   const audit = db?.audit;
   if (audit) login.login.onSessionEvent((e) => audit.sessionEvent(e));
-  const riskModels = new RiskModels(log, registry);
+  const models = await modelStoreFor(kube, log, registry);
+  await models.start();
+  const riskModels = new RiskModels(log, registry, models);
   const stages = requestPath({
     login: login.stage,
     identify: await identifyStageFor(
@@ -127,6 +130,7 @@ async function main(): Promise<void> {
     await source?.stop();
     await quotaStore.close();
     await riskModels.close();
+    await models.stop();
     await revocations.stop();
     await secrets.stop();
     await profiles?.close();

@@ -21,6 +21,8 @@ export const sidecarRbac: {
     { apiGroups: [group], resources: policyKinds.map((k) => k.plural), verbs: ['get', 'list', 'watch'] },
     // secrets/kubeSecretStore.ts: client secrets, session keys and API keys, by name or label.
     { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'list', 'watch'] },
+    // risk/modelStore.ts: the ConfigMaps labelled nox.dev/risk-model=true, which hold models.
+    { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] },
   ],
   cluster: [
     // identity/serviceAccountMethod.ts: ServiceAccount tokens are checked with TokenReview.

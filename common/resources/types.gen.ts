@@ -471,7 +471,7 @@ export type RiskModelSpec = {
   failureMode: 'Open' | 'Closed';
   /** Where the ONNX model is, and its digest. */
   model: {
-    /** A binaryData key of a ConfigMap in this namespace. */
+    /** A binaryData key of a ConfigMap in this namespace, labelled nox.dev/risk-model=true (the sidecars watch only those). Its digest is spec.model.sha256 when set, else the ConfigMap's nox.dev/sha256 annotation, which training writes with each model it publishes. */
     configMapRef?: {
       /** ConfigMap name. */
       name: string;
@@ -480,8 +480,8 @@ export type RiskModelSpec = {
     };
     /** A file in the sidecar’s filesystem (e.g. a mounted volume). */
     path?: string;
-    /** sha256 of the model file, hex; a model that does not match is not loaded. */
-    sha256: string;
+    /** sha256 of the model, hex; a model that does not match is not loaded. Required with path; with configMapRef it pins the model, and without it the ConfigMap's nox.dev/sha256 annotation names the digest. */
+    sha256?: string;
   };
   /** Input features, in the order of the model’s input tensor. */
   features: Array<'subjectRate1m' | 'subjectRate1h' | 'distinctSourceIPs1h' | 'recentFailures15m' | 'hourOfDay' | 'dayOfWeek' | 'newUserAgent' | 'pathNovelty' | 'writeMethod' | 'anonymous'>;

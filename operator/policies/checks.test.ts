@@ -231,7 +231,7 @@ describe('evaluatePolicy', () => {
     const cm = (data: object) => ({
       apiVersion: 'v1',
       kind: 'ConfigMap',
-      metadata: { name: 'model', namespace: ns },
+      metadata: { name: 'model', namespace: ns, labels: { 'nox.dev/risk-model': 'true' } },
       ...data,
     });
     const rm = riskModel({ configMapRef: { name: 'model', key: 'model.onnx' }, sha256: digest });
@@ -257,6 +257,50 @@ describe('evaluatePolicy', () => {
     it('Ready when the digest matches', () => {
       const e = evaluatePolicy(rm, world({ configMaps: [cm({ binaryData: { 'model.onnx': b64(bytes) } })] }));
       expect(e.ready).toMatchObject({ status: 'True', reason: 'Ready' });
+    });
+
+    it('ConfigMapNotLabelled: the sidecars would not see it', () => {
+      const unlabelled = {
+        ...cm({ binaryData: { 'model.onnx': b64(bytes) } }),
+        metadata: { name: 'model', namespace: ns },
+      };
+      const e = evaluatePolicy(rm, world({ configMaps: [unlabelled] }));
+      expect(e.ready.reason).toBe('ConfigMapNotLabelled');
+      expect(e.ready.message).toContain('nox.dev/risk-model=true');
+    });
+
+    it('without spec.model.sha256, the digest the publisher annotated: Ready, ModelDigestMismatch, ModelDigestMissing', () => {
+      const published = (sha256?: string) =>
+        world({
+          configMaps: [
+            {
+              ...cm({ binaryData: { 'model.onnx': b64(bytes) } }),
+              metadata: {
+                name: 'model',
+                namespace: ns,
+                labels: { 'nox.dev/risk-model': 'true' },
+                ...(sha256 ? { annotations: { 'nox.dev/sha256': sha256 } } : {}),
+              },
+            },
+          ],
+        });
+      const unpinned = riskModel({ configMapRef: { name: 'model', key: 'model.onnx' } });
+      expect(evaluatePolicy(unpinned, published(digest.toUpperCase())).ready).toMatchObject({
+        status: 'True',
+        reason: 'Ready',
+      });
+      const wrong = createHash('sha256').update('other').digest('hex');
+      const e = evaluatePolicy(unpinned, published(wrong));
+      expect(e.ready.reason).toBe('ModelDigestMismatch');
+      expect(e.ready.message).toContain(`the nox.dev/sha256 annotation says ${wrong}`);
+      expect(evaluatePolicy(unpinned, published()).ready.reason).toBe('ModelDigestMissing');
+      // The spec's digest pins the model, whatever the annotation says.
+      expect(
+        evaluatePolicy(
+          riskModel({ configMapRef: { name: 'model', key: 'model.onnx' }, sha256: digest }),
+          published(wrong),
+        ).ready.status,
+      ).toBe('True');
     });
 
     it('a model on the sidecars’ filesystem cannot be checked here and is Ready', () => {

@@ -5,6 +5,7 @@ import {
   hostClaim,
   resolveHostOwnership,
 } from '../../common/resources/hostOwnership.js';
+import { RISK_MODEL_DIGEST_ANNOTATION, RISK_MODEL_LABEL } from '../../common/resources/kinds/riskModel.js';
 import type {
   AccessPolicy,
   OAuth2Provider,
@@ -32,6 +33,10 @@ export interface SecretSummary extends KubeObject {
 export interface ConfigMapSummary extends KubeObject {
   dataKeys: string[];
   binaryData: Record<string, { bytes: number; sha256: string }>;
+  /** Labelled nox.dev/risk-model=true: the sidecars read it. */
+  modelLabelled: boolean;
+  /** Its nox.dev/sha256 annotation (lower case): the digest its publisher wrote. */
+  publishedSha256?: string;
 }
 
 /** The objects a policy may refer to, all in the policy's namespace. */
@@ -100,6 +105,9 @@ export function summarizeSecret(obj: KubeObject): SecretSummary {
 /** The informer transform for ConfigMaps: binaryData is reduced to its digests. */
 export function summarizeConfigMap(obj: KubeObject): ConfigMapSummary {
   const o = obj as { data?: Record<string, string>; binaryData?: Record<string, string> };
+  const published = (obj.metadata as { annotations?: Record<string, string> }).annotations?.[
+    RISK_MODEL_DIGEST_ANNOTATION
+  ];
   const binaryData: ConfigMapSummary['binaryData'] = {};
   for (const [k, v] of Object.entries(o.binaryData ?? {})) {
     const raw = Buffer.from(v ?? '', 'base64');
@@ -111,6 +119,8 @@ export function summarizeConfigMap(obj: KubeObject): ConfigMapSummary {
     metadata: meta(obj.metadata),
     dataKeys: Object.keys(o.data ?? {}),
     binaryData,
+    modelLabelled: obj.metadata.labels?.[RISK_MODEL_LABEL] === 'true',
+    ...(published ? { publishedSha256: published.toLowerCase() } : {}),
   };
 }
 
@@ -363,19 +373,29 @@ function riskModelProblems(
       resolved: '',
     };
   }
-  if (model.sha256 !== sha256.toLowerCase()) {
-    return {
-      problems: [
-        {
-          reason: 'ModelDigestMismatch',
-          message: `spec.model.sha256 is ${sha256} but binaryData "${ref.key}" of ConfigMap ${namespace}/${ref.name} (${model.bytes} bytes) has sha256 ${model.sha256}; sidecars will not load it`,
-        },
-      ],
-      resolved: '',
-    };
-  }
+  const where = `binaryData "${ref.key}" of ConfigMap ${namespace}/${ref.name} (${model.bytes} bytes)`;
+  const want = sha256?.toLowerCase() ?? cm.publishedSha256;
+  const problems: Problem[] = [];
+  if (!cm.modelLabelled)
+    problems.push({
+      reason: 'ConfigMapNotLabelled',
+      message: `ConfigMap ${namespace}/${ref.name} lacks the label ${RISK_MODEL_LABEL}=true, so sidecars do not read it`,
+    });
+  if (!want)
+    problems.push({
+      reason: 'ModelDigestMissing',
+      message: `neither spec.model.sha256 nor the ${RISK_MODEL_DIGEST_ANNOTATION} annotation of ConfigMap ${namespace}/${ref.name} names the model's digest; sidecars will not load it`,
+    });
+  else if (model.sha256 !== want)
+    problems.push({
+      reason: 'ModelDigestMismatch',
+      message: sha256
+        ? `spec.model.sha256 is ${sha256} but ${where} has sha256 ${model.sha256}; sidecars will not load it`
+        : `the ${RISK_MODEL_DIGEST_ANNOTATION} annotation says ${want} but ${where} has sha256 ${model.sha256}; sidecars will not load it`,
+    });
+  if (problems.length) return { problems, resolved: '' };
   return {
     problems: [],
-    resolved: `model found in ConfigMap ${ref.name} key "${ref.key}" (${model.bytes} bytes), sha256 matches`,
+    resolved: `model found in ConfigMap ${ref.name} key "${ref.key}" (${model.bytes} bytes), sha256 ${model.sha256} matches ${sha256 ? 'spec.model.sha256' : `its ${RISK_MODEL_DIGEST_ANNOTATION} annotation`}`,
   };
 }

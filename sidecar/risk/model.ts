@@ -2,7 +2,12 @@ import { createHash } from 'node:crypto';
 import type { InferenceSession } from 'onnxruntime-node';
 
 /** Why a model was not loaded: the RiskModel's status condition reason. */
-export type ModelLoadFailure = 'DigestMismatch' | 'InvalidModel' | 'WrongInputs' | 'ModelMissing';
+export type ModelLoadFailure =
+  | 'DigestMismatch'
+  | 'DigestMissing'
+  | 'InvalidModel'
+  | 'WrongInputs'
+  | 'ModelMissing';
 
 export class ModelLoadError extends Error {
   constructor(

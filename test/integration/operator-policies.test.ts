@@ -267,7 +267,7 @@ describe('nox-operator: policy status', () => {
     await applyCore('configmaps', {
       apiVersion: 'v1',
       kind: 'ConfigMap',
-      metadata: { name: 'scorer-model', namespace: NS },
+      metadata: { name: 'scorer-model', namespace: NS, labels: { 'nox.dev/risk-model': 'true' } },
       binaryData: { 'model.onnx': model.toString('base64') },
     });
     const mismatch = await waitReady('riskmodels', 'scorer', 'False', 'ModelDigestMismatch');
@@ -288,7 +288,7 @@ describe('nox-operator: policy status', () => {
     await applyCore('configmaps', {
       apiVersion: 'v1',
       kind: 'ConfigMap',
-      metadata: { name: 'scorer-model', namespace: NS },
+      metadata: { name: 'scorer-model', namespace: NS, labels: { 'nox.dev/risk-model': 'true' } },
       binaryData: { 'model.onnx': randomBytes(100).toString('base64') },
     });
     await waitReady('riskmodels', 'scorer', 'False', 'ModelDigestMismatch');

@@ -29,6 +29,11 @@ export const riskFeatures = [
 ] as const;
 export type RiskFeature = (typeof riskFeatures)[number];
 
+/** The label of the ConfigMaps that hold models: the sidecars read only those. */
+export const RISK_MODEL_LABEL = 'nox.dev/risk-model';
+/** The annotation of a model ConfigMap naming its model's sha256 (hex), written by its publisher. */
+export const RISK_MODEL_DIGEST_ANNOTATION = 'nox.dev/sha256';
+
 const score = (description: string) => num(description, { minimum: 0, maximum: 1 });
 
 export const riskModel: KindDefinition = {
@@ -48,7 +53,7 @@ export const riskModel: KindDefinition = {
         'Where the ONNX model is, and its digest.',
         {
           configMapRef: obj(
-            'A binaryData key of a ConfigMap in this namespace.',
+            `A binaryData key of a ConfigMap in this namespace, labelled ${RISK_MODEL_LABEL}=true (the sidecars watch only those). Its digest is spec.model.sha256 when set, else the ConfigMap's ${RISK_MODEL_DIGEST_ANNOTATION} annotation, which training writes with each model it publishes.`,
             {
               name: str('ConfigMap name.', { pattern: patterns.dnsLabel }),
               key: str('Key.', { maxLength: 253 }),
@@ -59,17 +64,20 @@ export const riskModel: KindDefinition = {
             pattern: '^/',
             maxLength: 1024,
           }),
-          sha256: str('sha256 of the model file, hex; a model that does not match is not loaded.', {
-            pattern: patterns.sha256,
-            maxLength: 64,
-          }),
+          sha256: str(
+            `sha256 of the model, hex; a model that does not match is not loaded. Required with path; with configMapRef it pins the model, and without it the ConfigMap's ${RISK_MODEL_DIGEST_ANNOTATION} annotation names the digest.`,
+            { pattern: patterns.sha256, maxLength: 64 },
+          ),
         },
         {
-          required: ['sha256'],
           rules: [
             {
               rule: 'has(self.configMapRef) != has(self.path)',
               message: 'exactly one of configMapRef or path must be set',
+            },
+            {
+              rule: 'has(self.configMapRef) || has(self.sha256)',
+              message: 'sha256 is required with path',
             },
           ],
         },

@@ -1,0 +1,208 @@
+import { createHash } from 'node:crypto';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ICheckRequest, ICheckResponse } from '../../proto/envoy.js';
+import { createNamespace, installCrds } from '../harness/crds.js';
+import { SidecarClient } from '../harness/grpcClient.js';
+import { type Kube, startKube } from '../harness/kube.js';
+import { serverSideApply } from '../harness/kubeHttp.js';
+import { waitUntil } from '../harness/process.js';
+import { seeded } from '../harness/random.js';
+import { scrapedMetric } from '../harness/registry.js';
+import { type Sidecar, startSidecar } from '../harness/sidecar.js';
+import { type TrainedModel, trainModel } from '../harness/trainer.js';
+
+/**
+ * Models published to a ConfigMap reach the sidecar through the API server (a real
+ * kube-apiserver, the built sidecar in kubernetes mode): loaded as they are published, their
+ * digest the RiskModel's pin or else the publisher's annotation; a ConfigMap whose bytes do
+ * not match, or are no model, leaves the previous model scoring.
+ */
+const NS = 'risk-cm';
+const FEATURES = ['subjectRate1m', 'writeMethod', 'pathNovelty'];
+
+function ordinary(n: number, seed: number): number[][] {
+  const { next, normal } = seeded(seed);
+  return Array.from({ length: n }, () => [
+    1 + Math.floor(Math.exp(1.5 + 0.6 * normal())),
+    next() < 0.2 ? 1 : 0,
+    next() < 0.05 ? 1 : 0,
+  ]);
+}
+
+const check = (sourceIp: string): ICheckRequest => ({
+  attributes: {
+    source: { address: { socketAddress: { address: sourceIp, portValue: 5555 } } },
+    request: {
+      http: {
+        method: 'GET',
+        host: 'app.local',
+        path: '/api/items',
+        scheme: 'http',
+        protocol: 'HTTP/1.1',
+        headers: {},
+      },
+    },
+  },
+});
+const statusOf = (r: ICheckResponse) => (r.okResponse ? 200 : Number(r.deniedResponse?.status?.code ?? 0));
+
+describe('risk models from ConfigMaps', () => {
+  let kube: Kube;
+  let kc: KubeConfig;
+  let sidecar: Sidecar;
+  let client: SidecarClient;
+  let a: TrainedModel;
+  let b: TrainedModel;
+  const nsPath = (plural: string, group = '') =>
+    `${group ? `/apis/${group}` : '/api/v1'}/namespaces/${NS}/${plural}`;
+
+  const riskModel = (sha256?: string) => ({
+    apiVersion: 'nox.dev/v1alpha1',
+    kind: 'RiskModel',
+    metadata: { name: 'scorer', namespace: NS },
+    spec: {
+      match: { paths: [{ type: 'Prefix', value: '/api' }] },
+      failureMode: 'Closed',
+      model: { configMapRef: { name: 'scorer-model', key: 'model.onnx' }, ...(sha256 ? { sha256 } : {}) },
+      features: FEATURES,
+      thresholds: { challenge: 0.999, deny: 0.9995, block: 0.9999 },
+    },
+  });
+  const publish = (bytes: Buffer, sha256: string | undefined, labelled = true) =>
+    serverSideApply(kc, nsPath('configmaps'), {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: {
+        name: 'scorer-model',
+        namespace: NS,
+        ...(labelled ? { labels: { 'nox.dev/risk-model': 'true' } } : {}),
+        ...(sha256 ? { annotations: { 'nox.dev/sha256': sha256 } } : {}),
+      },
+      binaryData: { 'model.onnx': bytes.toString('base64') },
+    });
+  const running = (m: TrainedModel) =>
+    scrapedMetric(sidecar.httpPort, 'nox_risk_model_running', {
+      risk_model: `${NS}/scorer`,
+      sha256: m.sha256,
+    });
+  const refusals = (reason: string) =>
+    scrapedMetric(sidecar.httpPort, 'nox_risk_model_loads_total', { result: reason });
+  /** One check from a new address: scored (a risk decision counted) and allowed. */
+  const scoredAndAllowed = async (ip: string) => {
+    const before = await scrapedMetric(sidecar.httpPort, 'nox_risk_decisions_total');
+    expect(statusOf(await client.check(check(ip), 5000))).toBe(200);
+    expect(await scrapedMetric(sidecar.httpPort, 'nox_risk_decisions_total')).toBe(before + 1);
+  };
+
+  beforeAll(async () => {
+    [a, b] = await Promise.all([
+      trainModel({ features: FEATURES, rows: ordinary(2000, 11), contamination: 0.01 }),
+      trainModel({ features: FEATURES, rows: ordinary(2000, 12), contamination: 0.01 }),
+    ]);
+    kube = await startKube();
+    kc = kube.kubeConfig();
+    await installCrds(kc);
+    await createNamespace(kc, NS);
+    expect(
+      (
+        await serverSideApply(kc, nsPath('accesspolicies', 'nox.dev/v1alpha1'), {
+          apiVersion: 'nox.dev/v1alpha1',
+          kind: 'AccessPolicy',
+          metadata: { name: 'open', namespace: NS },
+          spec: { defaultAction: 'Allow' },
+        })
+      ).status,
+    ).toBe(201);
+    sidecar = await startSidecar({
+      policyPath: '',
+      env: {
+        NOX_CONFIG_SOURCE: 'kubernetes',
+        NOX_KUBECONFIG: kube.kubeconfigPath,
+        NOX_WATCH_NAMESPACES: NS,
+        NOX_QUOTA_STORE: 'memory',
+      },
+    });
+    client = new SidecarClient(sidecar.grpcPort);
+  }, 180_000);
+
+  afterAll(async () => {
+    client?.close();
+    await sidecar?.stop();
+    await kube?.stop();
+  });
+
+  it('loads the model its publisher annotated, and each one published after it, as it is published', async () => {
+    expect((await serverSideApply(kc, nsPath('riskmodels', 'nox.dev/v1alpha1'), riskModel())).status).toBe(
+      201,
+    );
+    // Not yet published: nothing to score with, and failureMode Closed refuses.
+    await waitUntil('the missing model reported', async () => (await refusals('ModelMissing')) >= 1, 30_000);
+    expect(statusOf(await client.check(check('10.0.0.1'), 5000))).toBe(503);
+
+    expect((await publish(a.bytes, a.sha256)).status).toBe(201);
+    await waitUntil('model a running', async () => (await running(a)) === 1, 30_000);
+    await scoredAndAllowed('10.0.0.2');
+
+    expect((await publish(b.bytes, b.sha256.toUpperCase())).status).toBe(200);
+    await waitUntil('model b running', async () => (await running(b)) === 1, 30_000);
+    expect(await running(a)).toBe(0);
+    await scoredAndAllowed('10.0.0.3');
+  });
+
+  it('bytes that do not match their digest, or are no model, leave the previous model scoring', async () => {
+    // (Bytes that are not the running model, annotated with its digest, are not loaded either:
+    // the digest names a model, and that one runs.)
+    const mismatches = await refusals('DigestMismatch');
+    expect((await publish(b.bytes, a.sha256)).status).toBe(200);
+    await waitUntil(
+      'the mismatch refused',
+      async () => (await refusals('DigestMismatch')) > mismatches,
+      30_000,
+    );
+    expect(await running(b)).toBe(1);
+    await scoredAndAllowed('10.0.1.1');
+
+    const garbage = Buffer.from('not an ONNX model');
+    const invalid = await refusals('InvalidModel');
+    expect((await publish(garbage, createHash('sha256').update(garbage).digest('hex'))).status).toBe(200);
+    await waitUntil(
+      'the corrupt model refused',
+      async () => (await refusals('InvalidModel')) > invalid,
+      30_000,
+    );
+    expect(await running(b)).toBe(1);
+    await scoredAndAllowed('10.0.1.2');
+
+    const missing = await refusals('DigestMissing');
+    expect((await publish(a.bytes, undefined)).status).toBe(200);
+    await waitUntil(
+      'the digest-less model refused',
+      async () => (await refusals('DigestMissing')) > missing,
+      30_000,
+    );
+    expect(await running(b)).toBe(1);
+  });
+
+  it("the RiskModel's own digest pins the model, whatever the annotation says", async () => {
+    expect((await publish(a.bytes, b.sha256)).status).toBe(200);
+    expect(
+      (await serverSideApply(kc, nsPath('riskmodels', 'nox.dev/v1alpha1'), riskModel(a.sha256))).status,
+    ).toBe(200);
+    await waitUntil('model a running, pinned', async () => (await running(a)) === 1, 30_000);
+    expect(await running(b)).toBe(0);
+    await scoredAndAllowed('10.0.2.1');
+  });
+
+  it('a ConfigMap without the label is not read: the model is missing, the previous one keeps scoring', async () => {
+    const missing = await refusals('ModelMissing');
+    expect((await publish(b.bytes, b.sha256, false)).status).toBe(200);
+    await waitUntil(
+      'the unlabelled ConfigMap gone from view',
+      async () => (await refusals('ModelMissing')) > missing,
+      30_000,
+    );
+    expect(await running(a)).toBe(1);
+    await scoredAndAllowed('10.0.3.1');
+  });
+});
