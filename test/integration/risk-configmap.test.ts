@@ -1,16 +1,21 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ICheckRequest, ICheckResponse } from '../../proto/envoy.js';
 import { createNamespace, installCrds } from '../harness/crds.js';
 import { SidecarClient } from '../harness/grpcClient.js';
 import { type Kube, startKube } from '../harness/kube.js';
-import { serverSideApply } from '../harness/kubeHttp.js';
-import { waitUntil } from '../harness/process.js';
+import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
+import { scratchDir, waitUntil } from '../harness/process.js';
 import { seeded } from '../harness/random.js';
 import { scrapedMetric } from '../harness/registry.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
-import { type TrainedModel, trainModel } from '../harness/trainer.js';
+import { repoRoot } from '../harness/tools.js';
+import { type TrainedModel, trainerPython, trainModel } from '../harness/trainer.js';
 
 /**
  * Models published to a ConfigMap reach the sidecar through the API server (a real
@@ -205,4 +210,139 @@ describe('risk models from ConfigMaps', () => {
     expect(await running(a)).toBe(1);
     await scoredAndAllowed('10.0.3.1');
   });
+
+  /**
+   * The trainer as a training Job runs it, publishing with a ServiceAccount token that may
+   * read and apply this one ConfigMap and nothing else.
+   */
+  it('training publishes its model to the ConfigMap; every sidecar loads it; a worse model is not published', async () => {
+    const dir = scratchDir('risk-publish');
+    const json = (body: object) => ({ body: JSON.stringify(body), contentType: 'application/json' });
+    expect(
+      (await kubeRequest(kc, 'POST', nsPath('serviceaccounts'), json({ metadata: { name: 'trainer' } })))
+        .status,
+    ).toBe(201);
+    const rbac = '/apis/rbac.authorization.k8s.io/v1';
+    const rules = [
+      {
+        apiGroups: [''],
+        resources: ['configmaps'],
+        resourceNames: ['scorer-model'],
+        verbs: ['get', 'patch'],
+      },
+    ];
+    expect(
+      (
+        await kubeRequest(
+          kc,
+          'POST',
+          `${rbac}/namespaces/${NS}/roles`,
+          json({ metadata: { name: 'trainer' }, rules }),
+        )
+      ).status,
+    ).toBe(201);
+    const binding = {
+      metadata: { name: 'trainer' },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'trainer' },
+      subjects: [{ kind: 'ServiceAccount', name: 'trainer', namespace: NS }],
+    };
+    expect(
+      (await kubeRequest(kc, 'POST', `${rbac}/namespaces/${NS}/rolebindings`, json(binding))).status,
+    ).toBe(201);
+    const tr = await kubeRequest(
+      kc,
+      'POST',
+      `${nsPath('serviceaccounts')}/trainer/token`,
+      json({ spec: { expirationSeconds: 3600 } }),
+    );
+    writeFileSync(join(dir, 'token'), (tr.body as { status: { token: string } }).status.token);
+    writeFileSync(join(dir, 'ca.crt'), kube.caPem);
+
+    // Unpinned again, and a second sidecar.
+    expect((await serverSideApply(kc, nsPath('riskmodels', 'nox.dev/v1alpha1'), riskModel())).status).toBe(
+      200,
+    );
+    const second = await startSidecar({
+      policyPath: '',
+      env: {
+        NOX_CONFIG_SOURCE: 'kubernetes',
+        NOX_KUBECONFIG: kube.kubeconfigPath,
+        NOX_WATCH_NAMESPACES: NS,
+        NOX_QUOTA_STORE: 'memory',
+      },
+    });
+    try {
+      const train = async (name: string, rows: number[][]) => {
+        const vectors = join(dir, `${name}.ndjson`);
+        writeFileSync(
+          vectors,
+          rows
+            .map((row, i) =>
+              JSON.stringify({
+                at: 1_700_000_000 + i * 10,
+                features: Object.fromEntries(FEATURES.map((f, j) => [f, row[j]])),
+              }),
+            )
+            .join('\n'),
+        );
+        const args = ['-m', 'nox_trainer.train', '--vectors', vectors, '--features', FEATURES.join(',')];
+        args.push('--lookback-hours', '100', '--holdout-hours', String((rows.length * 10) / 5 / 3600));
+        args.push('--min-events', '100', '--contamination', '0.01');
+        args.push('--publish', `${NS}/scorer-model/model.onnx`);
+        args.push('--kube-server', kube.server, '--kube-token-file', join(dir, 'token'));
+        args.push('--kube-ca-file', join(dir, 'ca.crt'));
+        const r = await promisify(execFile)(trainerPython(), args, { cwd: join(repoRoot, 'trainer') }).then(
+          (o) => ({ code: 0, stdout: o.stdout }),
+          (e: { code: number; stdout: string }) => ({ code: e.code, stdout: e.stdout }),
+        );
+        return { code: r.code, report: JSON.parse(r.stdout) as Record<string, unknown> };
+      };
+
+      const published = await train('ordinary', ordinary(2500, 21));
+      expect(published.code).toBe(0);
+      expect(published.report.result).toBe('Published');
+      const sha256 = published.report.sha256 as string;
+      for (const s of [sidecar, second]) {
+        await waitUntil(
+          `the published model running on the sidecar on ${s.httpPort}`,
+          async () =>
+            (await scrapedMetric(s.httpPort, 'nox_risk_model_running', {
+              risk_model: `${NS}/scorer`,
+              sha256,
+            })) === 1,
+          30_000,
+        );
+      }
+      await scoredAndAllowed('10.0.4.1');
+
+      // Trained on traffic unlike the held-out rows, it would flag them: the one in force stays.
+      const { next } = seeded(23);
+      const narrow = Array.from({ length: 2000 }, () => [1 + Math.floor(next() * 3), 0, 0]);
+      const skewed = [...narrow, ...ordinary(500, 22)];
+      const worse = await train('skewed', skewed);
+      expect(worse.report).toMatchObject({ result: 'WorseThanCurrent' });
+      expect(worse.code).toBe(4);
+      const cm = (await kubeRequest(kc, 'GET', `${nsPath('configmaps')}/scorer-model`)).body as {
+        metadata: { annotations: Record<string, string>; labels: Record<string, string> };
+        binaryData: Record<string, string>;
+      };
+      expect(cm.metadata.annotations['nox.dev/sha256']).toBe(sha256);
+      expect(
+        createHash('sha256').update(Buffer.from(cm.binaryData['model.onnx']!, 'base64')).digest('hex'),
+      ).toBe(sha256);
+      expect(JSON.parse(cm.metadata.annotations['nox.dev/training']!)).toMatchObject({
+        sha256,
+        events: 2500,
+      });
+      expect(cm.metadata.labels['nox.dev/risk-model']).toBe('true');
+      expect(
+        await scrapedMetric(second.httpPort, 'nox_risk_model_running', {
+          risk_model: `${NS}/scorer`,
+          sha256,
+        }),
+      ).toBe(1);
+    } finally {
+      await second.stop();
+    }
+  }, 120_000);
 });

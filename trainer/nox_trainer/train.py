@@ -7,8 +7,10 @@
 reads the feature vectors the sidecars recorded for that RiskModel in the audit log (from a
 replica), or from `--vectors FILE` (NDJSON lines {"at": epoch seconds, "features": {...}}),
 fits on the lookback window minus its last `holdout` hours, evaluates on those, and
-writes the model and a JSON report (stdout). It exits 3 when there are too few events and 4
-when the new model is worse than `--current` on the same held-out rows: nothing is written then.
+writes the model (`--out`) and a JSON report (stdout). With `--publish NS/CONFIGMAP/KEY` the
+model goes to that ConfigMap (publish.py), and the model in force there is the one to beat.
+It exits 3 when there are too few events, 4 when the new model is worse than the one in force
+on the same held-out rows (nothing is written or published then), 5 when publishing failed.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ import onnxruntime as ort
 from sklearn.ensemble import IsolationForest
 
 from .onnx_export import anomaly_score, apply_calibration, calibrate, to_onnx
+from .publish import Kube, PublishError, Target
 
 TOO_FEW_EVENTS = 3
 WORSE_THAN_CURRENT = 4
+PUBLISH_FAILED = 5
 
 
 @dataclass(frozen=True)
@@ -152,8 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--thresholds", default='{"challenge":0.7,"deny":0.9,"block":0.97}')
     p.add_argument("--current", help="the model in force, to compare with on the held-out rows")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="write the model here")
+    p.add_argument(
+        "--publish",
+        metavar="NAMESPACE/CONFIGMAP/KEY",
+        help="publish to this ConfigMap key (the model in force there is --current)",
+    )
+    p.add_argument("--kube-server", help="API server URL (default: in-cluster)")
+    p.add_argument("--kube-token-file", help="bearer token file (default: the ServiceAccount's)")
+    p.add_argument("--kube-ca-file", help="CA bundle of the API server (default: the ServiceAccount's)")
     a = p.parse_args(argv)
+    if not a.out and not a.publish:
+        p.error("give --out, --publish or both")
+    try:
+        target = Target.parse(a.publish) if a.publish else None
+    except ValueError as e:
+        p.error(f"--publish: {e}")
     features = [f for f in a.features.split(",") if f]
     thresholds = json.loads(a.thresholds)
 
@@ -172,20 +190,50 @@ def main(argv: list[str] | None = None) -> int:
         report["result"] = "TooFewEvents"
         print(json.dumps(report))
         return TOO_FEW_EVENTS
+    kube = None
+    current_model = None
+    try:
+        if target:
+            kube = Kube(a.kube_server, a.kube_token_file, a.kube_ca_file)
+            current_model = kube.current_model(target)
+    except PublishError as e:
+        report.update(result="PublishFailed", error=str(e))
+        print(json.dumps(report))
+        return PUBLISH_FAILED
+    if a.current:
+        with open(a.current, "rb") as f:
+            current_model = f.read()
     model, meta = build(train, features, a.contamination, a.seed)
     new = evaluate(model, holdout, thresholds)
     report["evaluation"] = asdict(new)
-    if a.current:
-        with open(a.current, "rb") as f:
-            current = evaluate(f.read(), holdout, thresholds)
-        report["current"] = asdict(current)
-        if not no_worse(new, current):
-            report["result"] = "WorseThanCurrent"
+    if current_model is not None:
+        # A model in force that cannot score these rows (other features, corrupt) is no yardstick.
+        try:
+            current = evaluate(current_model, holdout, thresholds)
+        except Exception as e:  # noqa: BLE001 (onnxruntime raises its own types)
+            report["current"] = {"error": str(e).splitlines()[0][:300]}
+        else:
+            report["current"] = asdict(current)
+            if not no_worse(new, current):
+                report["result"] = "WorseThanCurrent"
+                print(json.dumps(report))
+                return WORSE_THAN_CURRENT
+    sha256 = hashlib.sha256(model).hexdigest()
+    report.update(sha256=sha256, bytes=len(model), trainedAt=meta["nox.trainedAt"])
+    if a.out:
+        with open(a.out, "wb") as f:
+            f.write(model)
+    if kube and target:
+        try:
+            report["resourceVersion"] = kube.publish(target, model, sha256, report)
+        except PublishError as e:
+            report.update(result="PublishFailed", error=str(e))
             print(json.dumps(report))
-            return WORSE_THAN_CURRENT
-    with open(a.out, "wb") as f:
-        f.write(model)
-    report.update(result="Trained", sha256=hashlib.sha256(model).hexdigest(), bytes=len(model), meta=meta)
+            return PUBLISH_FAILED
+        report["result"] = "Published"
+    else:
+        report["result"] = "Trained"
+    report["meta"] = meta
     print(json.dumps(report))
     return 0
 

@@ -5,6 +5,7 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 
 from nox_trainer.train import TOO_FEW_EVENTS, WORSE_THAN_CURRENT, main, risk_of
 
@@ -69,3 +70,15 @@ def test_a_model_worse_than_the_running_one_on_the_held_out_rows_is_not_written(
     assert code == WORSE_THAN_CURRENT, report
     assert report["evaluation"]["at_challenge"] > report["current"]["at_challenge"] + 0.5
     assert not out.exists()
+
+
+def test_publish_target_and_its_errors(tmp_path, monkeypatch):
+    from nox_trainer.publish import Kube, PublishError, Target
+
+    assert Target.parse("ns/models/model.onnx") == Target("ns", "models", "model.onnx")
+    for bad in ("ns/models", "ns//model.onnx", "a/b/c/d"):
+        with pytest.raises(ValueError):
+            Target.parse(bad)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(PublishError, match="not in a pod"):
+        Kube(None, None, None)
