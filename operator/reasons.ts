@@ -83,6 +83,18 @@ export const conditionReasons = {
     on: notReady,
     doc: 'The model bytes in the ConfigMap do not have the expected sha256 (spec.model.sha256, or else the ConfigMap’s nox.dev/sha256 annotation), so sidecars refuse to load them. Put the intended model in the ConfigMap, or update the digest to the new model’s.',
   },
+  ModelChecking: {
+    on: notReady,
+    doc: 'The operator is loading the model as the sidecars will (onnxruntime, the inputs and outputs of a Nox model); a moment.',
+  },
+  InvalidModel: {
+    on: notReady,
+    doc: 'onnxruntime refuses the model bytes (not ONNX, truncated, an operator it lacks). Sidecars do not load it and keep running the model they have (status.loadedSha256). Publish a model the trainer made.',
+  },
+  ModelWrongInputs: {
+    on: notReady,
+    doc: 'The model is ONNX but not a Nox risk model for this RiskModel: it must take "features" [N, F] with F the length of spec.features, and give "risk". Sidecars keep the model they have.',
+  },
   ModelDigestMissing: {
     on: notReady,
     doc: 'Nothing names the model’s digest: spec.model.sha256 is not set and the ConfigMap has no nox.dev/sha256 annotation (which training writes with each model). Set one of them; sidecars load no model without a digest to check.',

@@ -15,6 +15,7 @@ import type {
 import { validateResource } from '../../common/resources/validate.js';
 import type { ConditionReason } from '../reasons.js';
 import type { ConditionInput } from '../runtime/conditions.js';
+import type { ModelCheck } from './modelChecks.js';
 
 /**
  * Pure: a policy object and a view of what it refers to → its Accepted and Ready
@@ -33,6 +34,8 @@ export interface SecretSummary extends KubeObject {
 export interface ConfigMapSummary extends KubeObject {
   dataKeys: string[];
   binaryData: Record<string, { bytes: number; sha256: string }>;
+  /** A labelled (model) ConfigMap's bytes, for ModelChecks; none for the others. */
+  models?: Record<string, Uint8Array>;
   /** Labelled nox.dev/risk-model=true: the sidecars read it. */
   modelLabelled: boolean;
   /** Its nox.dev/sha256 annotation (lower case): the digest its publisher wrote. */
@@ -48,11 +51,17 @@ export interface PolicyWorld {
   anyHostNamespaces?(): AnyHostNamespaces;
   secret(namespace: string, name: string): SecretSummary | undefined;
   configMap(namespace: string, name: string): ConfigMapSummary | undefined;
+  /** Whether a model loads as the sidecars load it (ModelChecks); absent: not checked here. */
+  modelCheck?(sha256: string, width: number, bytes: Uint8Array): ModelCheck;
 }
 
 export interface Evaluation {
   accepted: ConditionInput;
   ready: ConditionInput;
+  /** A RiskModel's model, checked and in force: status.loadedSha256. */
+  loadedSha256?: string;
+  /** Evaluate again after this long: a result is on its way (a model being checked). */
+  retryMs?: number;
 }
 
 interface Problem {
@@ -109,9 +118,12 @@ export function summarizeConfigMap(obj: KubeObject): ConfigMapSummary {
     RISK_MODEL_DIGEST_ANNOTATION
   ];
   const binaryData: ConfigMapSummary['binaryData'] = {};
+  const labelled = obj.metadata.labels?.[RISK_MODEL_LABEL] === 'true';
+  const models: Record<string, Uint8Array> = {};
   for (const [k, v] of Object.entries(o.binaryData ?? {})) {
     const raw = Buffer.from(v ?? '', 'base64');
     binaryData[k] = { bytes: raw.length, sha256: createHash('sha256').update(raw).digest('hex') };
+    if (labelled) models[k] = raw;
   }
   return {
     apiVersion: 'v1',
@@ -119,7 +131,8 @@ export function summarizeConfigMap(obj: KubeObject): ConfigMapSummary {
     metadata: meta(obj.metadata),
     dataKeys: Object.keys(o.data ?? {}),
     binaryData,
-    modelLabelled: obj.metadata.labels?.[RISK_MODEL_LABEL] === 'true',
+    modelLabelled: labelled,
+    ...(labelled ? { models } : {}),
     ...(published ? { publishedSha256: published.toLowerCase() } : {}),
   };
 }
@@ -173,6 +186,8 @@ export function evaluatePolicy(obj: PolicyObject, world: PolicyWorld): Evaluatio
   const namespace = obj.metadata.namespace ?? 'default';
   let problems: Problem[];
   let resolved: string;
+  let loadedSha256: string | undefined;
+  let retryMs: number | undefined;
   switch (obj.kind) {
     case 'QuotaPolicy':
       problems = [];
@@ -185,13 +200,19 @@ export function evaluatePolicy(obj: PolicyObject, world: PolicyWorld): Evaluatio
       ({ problems, resolved } = accessPolicyProblems(namespace, obj, world));
       break;
     case 'RiskModel':
-      ({ problems, resolved } = riskModelProblems(namespace, obj, world));
+      ({ problems, resolved, loadedSha256, retryMs } = riskModelProblems(namespace, obj, world));
       break;
   }
   const first = problems[0];
+  const extras = { ...(loadedSha256 ? { loadedSha256 } : {}), ...(retryMs ? { retryMs } : {}) };
   if (!first)
-    return { accepted, ready: { type: 'Ready', status: 'True', reason: 'Ready', message: resolved } };
+    return {
+      accepted,
+      ready: { type: 'Ready', status: 'True', reason: 'Ready', message: resolved },
+      ...extras,
+    };
   return {
+    ...extras,
     accepted,
     ready: {
       type: 'Ready',
@@ -339,7 +360,7 @@ function riskModelProblems(
   namespace: string,
   r: RiskModel,
   world: PolicyWorld,
-): { problems: Problem[]; resolved: string } {
+): { problems: Problem[]; resolved: string; loadedSha256?: string; retryMs?: number } {
   const { configMapRef: ref, path, sha256 } = r.spec.model;
   if (!ref) {
     return {
@@ -394,8 +415,27 @@ function riskModelProblems(
         : `the ${RISK_MODEL_DIGEST_ANNOTATION} annotation says ${want} but ${where} has sha256 ${model.sha256}; sidecars will not load it`,
     });
   if (problems.length) return { problems, resolved: '' };
+  const bytes = cm.models?.[ref.key];
+  const check = bytes && world.modelCheck?.(model.sha256, r.spec.features.length, bytes);
+  if (check?.state === 'pending')
+    return {
+      problems: [{ reason: 'ModelChecking', message: `loading model ${model.sha256} as the sidecars will` }],
+      resolved: '',
+      retryMs: 250,
+    };
+  if (check?.state === 'refused')
+    return {
+      problems: [
+        {
+          reason: check.error.reason === 'WrongInputs' ? 'ModelWrongInputs' : 'InvalidModel',
+          message: `${where}: ${check.error.message}; sidecars will not load it and keep the model they run`,
+        },
+      ],
+      resolved: '',
+    };
   return {
     problems: [],
-    resolved: `model found in ConfigMap ${ref.name} key "${ref.key}" (${model.bytes} bytes), sha256 ${model.sha256} matches ${sha256 ? 'spec.model.sha256' : `its ${RISK_MODEL_DIGEST_ANNOTATION} annotation`}`,
+    resolved: `model found in ConfigMap ${ref.name} key "${ref.key}" (${model.bytes} bytes), sha256 ${model.sha256} matches ${sha256 ? 'spec.model.sha256' : `its ${RISK_MODEL_DIGEST_ANNOTATION} annotation`}${check ? ', and loads' : ''}`,
+    loadedSha256: model.sha256,
   };
 }

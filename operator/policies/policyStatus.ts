@@ -23,6 +23,7 @@ import {
   summarizeConfigMap,
   summarizeSecret,
 } from './checks.js';
+import { type ModelCheck, ModelChecks } from './modelChecks.js';
 
 /**
  * Status of the policy kinds (QuotaPolicy, OAuth2Provider, AccessPolicy, RiskModel): the
@@ -50,7 +51,12 @@ export class CacheWorld implements PolicyWorld {
     private readonly configMapDigests: Informer<ConfigMapSummary>,
     private readonly policies?: Informer<AccessPolicy & { metadata: { name: string } }>,
     private readonly anyHost: AnyHostNamespaces = '*',
+    private readonly models = new ModelChecks(),
   ) {}
+
+  modelCheck(sha256: string, width: number, bytes: Uint8Array): ModelCheck {
+    return this.models.check(sha256, width, bytes);
+  }
 
   anyHostNamespaces(): AnyHostNamespaces {
     return this.anyHost;
@@ -98,7 +104,12 @@ export class PolicyStatusReconciler implements Reconciler {
     if (!obj || (obj.metadata as { deletionTimestamp?: string }).deletionTimestamp) return { kind: 'done' };
     const generation = obj.metadata.generation;
     const now = this.#deps.now?.() ?? new Date();
-    const { accepted, ready } = evaluatePolicy(obj, this.#deps.world);
+    const { accepted, ready, loadedSha256: checked, retryMs } = evaluatePolicy(obj, this.#deps.world);
+    // A RiskModel's model in force: the one just checked, else the last one (the sidecars keep
+    // running it while a newer one is refused).
+    const previous = (obj.status as { loadedSha256?: string } | undefined)?.loadedSha256;
+    const loadedSha256 = checked ?? previous;
+    const retry: ReconcileResult = retryMs ? { kind: 'requeue', afterMs: retryMs } : { kind: 'done' };
     const current = ((obj.status?.conditions ?? []) as Condition[]).filter((c) => ownTypes.has(c.type));
     let next = setCondition(
       current,
@@ -110,13 +121,21 @@ export class PolicyStatusReconciler implements Reconciler {
       { ...ready, ...(generation !== undefined ? { observedGeneration: generation } : {}) },
       now,
     );
-    if (obj.status?.observedGeneration === generation && sameConditions(current, next))
-      return { kind: 'done' };
+    if (
+      obj.status?.observedGeneration === generation &&
+      sameConditions(current, next) &&
+      loadedSha256 === previous
+    )
+      return retry;
     await this.#deps.applier.applyStatus({
       apiVersion,
       kind: this.kind,
       metadata: { name: key.name, namespace: key.namespace },
-      status: { ...(generation !== undefined ? { observedGeneration: generation } : {}), conditions: next },
+      status: {
+        ...(generation !== undefined ? { observedGeneration: generation } : {}),
+        conditions: next,
+        ...(loadedSha256 ? { loadedSha256 } : {}),
+      },
     });
     const before = findCondition(current, 'Ready');
     if (before?.status !== ready.status || before?.reason !== ready.reason) {
@@ -132,7 +151,7 @@ export class PolicyStatusReconciler implements Reconciler {
         'policy status',
       );
     }
-    return { kind: 'done' };
+    return retry;
   }
 }
 

@@ -1,4 +1,4 @@
-import type { RiskModelSession } from './model.js';
+import type { RiskModelSession } from '../../common/risk/model.js';
 
 export interface BatchMetrics {
   /** A batch ran: its size and how long inference took (seconds). */

@@ -3,7 +3,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
 import { RISK_MODEL_DIGEST_ANNOTATION, RISK_MODEL_LABEL } from '../../common/resources/kinds/riskModel.js';
 import type { RiskModelSpec } from '../../common/resources/types.gen.js';
-import { ModelLoadError, RiskModelSession } from './model.js';
+import { ModelLoadError, RiskModelSession } from '../../common/risk/model.js';
 import { type ModelStore, noModelStore } from './modelStore.js';
 
 /** A RiskModel of the snapshot: its key ("RiskModel/ns/name") and spec. */

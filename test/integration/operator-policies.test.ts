@@ -8,7 +8,9 @@ import { kubeRequest, serverSideApply } from '../harness/kubeHttp.js';
 import { testLog } from '../harness/log.js';
 import { type RunningOperator, startOperator } from '../harness/operator.js';
 import { waitUntil } from '../harness/process.js';
+import { seeded } from '../harness/random.js';
 import { scrapedMetric } from '../harness/registry.js';
+import { trainModel } from '../harness/trainer.js';
 
 /**
  * The built nox-operator (`node dist/operator/main.js`) against a real kube-apiserver,
@@ -30,7 +32,19 @@ interface Cond {
 }
 interface Obj {
   metadata: { generation?: number; resourceVersion?: string; creationTimestamp?: string };
-  status?: { observedGeneration?: number; conditions?: Cond[] };
+  status?: { observedGeneration?: number; conditions?: Cond[]; loadedSha256?: string };
+}
+
+/** A real model for the test RiskModel's two features (hourOfDay, anonymous), or for `width` made-up ones. */
+async function trainedModel(seed: number, width = 2) {
+  const { next } = seeded(seed);
+  const features = width === 2 ? ['hourOfDay', 'anonymous'] : ['subjectRate1m', 'writeMethod', 'pathNovelty'];
+  const rows = Array.from({ length: 600 }, () =>
+    width === 2
+      ? [Math.floor(next() * 24), next() < 0.1 ? 1 : 0]
+      : [1 + Math.floor(next() * 9), next() < 0.2 ? 1 : 0, 0],
+  );
+  return trainModel({ features, rows });
 }
 
 describe('nox-operator: policy status', () => {
@@ -255,8 +269,7 @@ describe('nox-operator: policy status', () => {
   });
 
   it('a RiskModel whose ConfigMap model has another sha256 is ModelDigestMismatch; fixing the digest makes it Ready at the new generation', async () => {
-    const model = randomBytes(4096);
-    const digest = createHash('sha256').update(model).digest('hex');
+    const { bytes: model, sha256: digest } = await trainedModel(1);
     const wrong = createHash('sha256').update('something else').digest('hex');
     await apply(
       'riskmodels',
@@ -292,6 +305,45 @@ describe('nox-operator: policy status', () => {
       binaryData: { 'model.onnx': randomBytes(100).toString('base64') },
     });
     await waitReady('riskmodels', 'scorer', 'False', 'ModelDigestMismatch');
+  });
+
+  it("a RiskModel's published model is loaded as the sidecars load it: status.loadedSha256 names it; one refused says why and leaves loadedSha256 as it was", async () => {
+    const [good, newer, narrow] = await Promise.all([trainedModel(2), trainedModel(3), trainedModel(4, 3)]);
+    const publish = (bytes: Buffer, sha256: string) =>
+      applyCore('configmaps', {
+        apiVersion: 'v1',
+        kind: 'ConfigMap',
+        metadata: {
+          name: 'published',
+          namespace: NS,
+          labels: { 'nox.dev/risk-model': 'true' },
+          annotations: { 'nox.dev/sha256': sha256 },
+        },
+        binaryData: { 'model.onnx': bytes.toString('base64') },
+      });
+    await publish(good.bytes, good.sha256);
+    await apply(
+      'riskmodels',
+      riskModel('trained', { configMapRef: { name: 'published', key: 'model.onnx' } }),
+    );
+    const ok = await waitReady('riskmodels', 'trained', 'True', 'Ready');
+    expect(ok.obj.status?.loadedSha256).toBe(good.sha256);
+    expect(ok.ready.message).toContain('and loads');
+
+    const garbage = randomBytes(2048);
+    await publish(garbage, createHash('sha256').update(garbage).digest('hex'));
+    const invalid = await waitReady('riskmodels', 'trained', 'False', 'InvalidModel');
+    expect(invalid.ready.message).toContain('onnxruntime refused the model');
+    expect(invalid.obj.status?.loadedSha256).toBe(good.sha256);
+
+    await publish(narrow.bytes, narrow.sha256);
+    const wrong = await waitReady('riskmodels', 'trained', 'False', 'ModelWrongInputs');
+    expect(wrong.ready.message).toContain('the model takes 3 features, the RiskModel lists 2');
+    expect(wrong.obj.status?.loadedSha256).toBe(good.sha256);
+
+    await publish(newer.bytes, newer.sha256);
+    const swapped = await waitReady('riskmodels', 'trained', 'True', 'Ready');
+    expect(swapped.obj.status?.loadedSha256).toBe(newer.sha256);
   });
 
   it('status.observedGeneration follows spec changes; lastTransitionTime stays while Ready stays True', async () => {

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
+import { ModelLoadError, RiskModelSession } from '../../common/risk/model.js';
 import { RiskBatcher } from '../../sidecar/risk/batcher.js';
-import { ModelLoadError, RiskModelSession } from '../../sidecar/risk/model.js';
 import { seeded } from '../harness/random.js';
 import { type TrainedModel, trainModel } from '../harness/trainer.js';
 
