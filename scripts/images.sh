@@ -163,8 +163,8 @@ node_base() {
 }
 
 # name | ref | build context (relative to the root) | build arguments
-declare -A REF=([nox]=localhost/nox:dev [redis]=localhost/nox-redis:7 [postgres]=localhost/nox-postgres:15)
-declare -A CONTEXT=([nox]=. [redis]=images/redis [postgres]=images/postgres)
+declare -A REF=([nox]=localhost/nox:dev [redis]=localhost/nox-redis:7 [postgres]=localhost/nox-postgres:15 [trainer]=localhost/nox-trainer:dev)
+declare -A CONTEXT=([nox]=. [redis]=images/redis [postgres]=images/postgres [trainer]=trainer)
 
 # The files that go into an image: its Dockerfile directory, and for nox the paths the root
 # .dockerignore lets through (keep the two lists in step).
@@ -174,6 +174,10 @@ inputs_of() {
       (cd "$ROOT" && find package.json package-lock.json tsconfig.json .dockerignore proto/build.mjs \
         proto/*.ts scripts/copy-assets.mjs common sidecar operator admin images/nox -type f \
         ! -name '*.test.ts' ! -path 'proto/generated/*' | LC_ALL=C sort)
+      ;;
+    trainer)
+      (cd "$ROOT" && find images/trainer trainer/requirements.txt trainer/nox_trainer -type f \
+        ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort)
       ;;
     *) (cd "$ROOT" && find "images/$1" -type f | LC_ALL=C sort) ;;
   esac
@@ -207,7 +211,9 @@ build_image() {
   local args=(--build-arg "BASE=$base_ref")
   if [[ $name == nox ]]; then
     args+=(--build-arg "NODE_IMAGE=$base_ref")
-    # A proxy between this machine and the npm registry may need its own CA (as npm here does).
+  fi
+  if [[ $name == nox || $name == trainer ]]; then
+    # A proxy between this machine and the npm registry or PyPI may need its own CA (as npm and pip here do).
     [[ -f "${NODE_EXTRA_CA_CERTS:-}" ]] && args+=(--secret "id=ca,src=$NODE_EXTRA_CA_CERTS")
   fi
   # --network host: the build steps fetch npm packages / Debian packages; no CNI is needed.
@@ -223,7 +229,7 @@ build_image() {
 # Every image with an archive, those not asked for this run too (as their last build left them).
 write_index() {
   local entries=() name
-  for name in nox redis postgres; do
+  for name in nox redis postgres trainer; do
     if [[ -z "${BUILT[$name]:-}" ]]; then
       [[ -f "$OUT/$name.tar" && -f "$OUT/$name.inputs" ]] || continue
       BUILT[$name]=false SECONDS_OF[$name]=0 HASH[$name]=$(cat "$OUT/$name.inputs")
@@ -257,7 +263,7 @@ prune_cache() {
 
 RUN_START=$SECONDS
 NAMES=("$@")
-((${#NAMES[@]})) || NAMES=(nox redis postgres)
+((${#NAMES[@]})) || NAMES=(nox redis postgres trainer)
 for n in "${NAMES[@]}"; do
   [[ -n "${REF[$n]:-}" ]] || { log "unknown image $n (known: ${!REF[*]})"; exit 2; }
 done

@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { V1Container } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { BOOTSTRAP_ANNOTATION } from '../../operator/postgres/instanceManager.js
 import { desiredChildren as redisChildren } from '../../operator/redis/desired.js';
 import { testLog } from '../harness/log.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
+import { seeded } from '../harness/random.js';
 import {
   type Bundle,
   buildImages,
@@ -78,11 +79,12 @@ afterAll(async () => {
 });
 
 describe('index', () => {
-  it('lists the three images with their refs and archives', () => {
+  it('lists the four images with their refs and archives', () => {
     expect(index.images.map((i) => [i.name, i.ref])).toEqual([
       ['nox', 'localhost/nox:dev'],
       ['redis', 'localhost/nox-redis:7'],
       ['postgres', 'localhost/nox-postgres:15'],
+      ['trainer', 'localhost/nox-trainer:dev'],
     ]);
     for (const i of index.images) expect(i.archive).toMatch(/\.tar$/);
   });
@@ -160,6 +162,52 @@ describe('nox image', () => {
     const r = await runToEnd(b, { args: [...b.config.process.args.slice(0, -1), 'nope'] });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('usage: nox <program>');
+  });
+});
+
+describe('trainer image', () => {
+  it('trains a model from feature vectors as a non-root user on a read-only root, and says so in JSON', async () => {
+    const b = await bundle('trainer');
+    expect(b.config.process.user.uid).toBe(65532);
+    const user = { uid: 65532, gid: 65532 };
+    const input = volumeDir(join(work, 'trainer-in'));
+    const out = volumeDir(join(work, 'trainer-out'), user);
+    const { next } = seeded(5);
+    writeFileSync(
+      join(input, 'vectors.ndjson'),
+      Array.from({ length: 1200 }, (_, i) =>
+        JSON.stringify({
+          at: 1_700_000_000 + i * 60,
+          features: { subjectRate1m: 1 + Math.floor(next() * 20), writeMethod: next() < 0.2 ? 1 : 0 },
+        }),
+      ).join('\n'),
+    );
+    const r = await runToEnd(b, {
+      args: [
+        ...b.config.process.args,
+        '--vectors',
+        '/in/vectors.ndjson',
+        '--features',
+        'subjectRate1m,writeMethod',
+        '--min-events',
+        '500',
+        '--holdout-hours',
+        '4',
+        '--out',
+        '/out/model.onnx',
+      ],
+      user,
+      volumes: { '/in': { source: input, readOnly: true }, '/out': { source: out } },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { result: string; sha256: string; train: number; holdout: number };
+    expect(report.result).toBe('Trained');
+    expect([report.train + report.holdout, report.holdout > 200]).toEqual([1200, true]);
+    expect(
+      createHash('sha256')
+        .update(readFileSync(join(out, 'model.onnx')))
+        .digest('hex'),
+    ).toBe(report.sha256);
   });
 });
 
