@@ -64,6 +64,7 @@ async function main(): Promise<void> {
   for (const c of policyControllers(manager, {
     ...controllerOptions,
     anyHostNamespaces: parseAnyHostNamespaces(settings.anyHostNamespaces),
+    training: { image: settings.trainerImage },
   }))
     manager.add(c);
   manager.add(redisClusterController(manager, { ...controllerOptions, log }));

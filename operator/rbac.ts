@@ -76,6 +76,19 @@ export const operatorRbac: {
     // only) for a PostgresCluster: the role label the -rw/-ro Services select on and the
     // fencing annotation its instance manager obeys.
     { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'patch'] },
+
+    // training/reconcile.ts: a RiskModel's training runs as a CronJob under a ServiceAccount
+    // whose Role may read and patch its one model ConfigMap (the operator holds get and
+    // patch on ConfigMaps above, which RBAC requires of whoever grants them). Applied while
+    // the RiskModel declares training, deleted when it no longer does; owned by the RiskModel.
+    { apiGroups: ['batch'], resources: ['cronjobs'], verbs: ['create', 'patch', 'delete'] },
+    { apiGroups: [''], resources: ['serviceaccounts'], verbs: ['create', 'patch', 'delete'] },
+    {
+      apiGroups: ['rbac.authorization.k8s.io'],
+      resources: ['roles', 'rolebindings'],
+      verbs: ['create', 'patch', 'delete'],
+    },
+    { apiGroups: [group], resources: ['riskmodels/finalizers'], verbs: ['update'] },
   ],
   ownNamespace: [
     // runtime/leaderElection.ts: the Lease that elects one reconciling replica.

@@ -79,6 +79,12 @@ export const definitions = {
     doc: 'This replica’s name in the Lease; empty: $POD_NAME (or the host name) plus a random suffix.',
     parse: text,
   },
+  trainerImage: {
+    env: 'NOX_TRAINER_IMAGE',
+    default: 'ghcr.io/nox-dev/nox-trainer:latest',
+    doc: 'Image of the risk-model trainer (images/trainer), which the training CronJobs of RiskModels run. The chart sets the release’s.',
+    parse: nonEmpty,
+  },
   leaseDurationMs: {
     env: 'NOX_LEASE_DURATION_MS',
     default: 15_000,

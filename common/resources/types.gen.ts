@@ -503,6 +503,28 @@ export type RiskModelSpec = {
     /** Authentication context class references the provider must have met (the token’s acr is one of them); none: any. */
     acrValues?: string[];
   };
+  /** Train this model from the audit log on a schedule: the operator runs the trainer as a CronJob in this namespace; each run fits on the lookback window, evaluates on its last `holdout`, and publishes to model.configMapRef only when the new model is no worse than the one in force. */
+  training?: {
+    /** When to train, in cron format (CronJob.spec.schedule), e.g. "0 3 * * *". */
+    schedule: string;
+    /** Window of audit events to learn from. Whole numbers with units ms, s, m, h, d or w, e.g. 90s, 1h30m, 7d. */
+    lookback: string;
+    /** The last part of the window, kept out of training to evaluate on. Whole numbers with units ms, s, m, h, d or w, e.g. 90s, 1h30m, 7d. */
+    holdout: string;
+    /** Share of the training events taken as anomalous (IsolationForest contamination). */
+    contamination: number;
+    /** Fewer events in the training window: no model this run. */
+    minEvents: number;
+    /** A Secret key holding the connection string of the audit log, a replica preferably (a PostgresCluster’s <name>-app Secret, key ro-uri). */
+    auditDatabase: {
+      /** Name of a Secret in the same namespace. */
+      name: string;
+      /** Key in the Secret (letters, digits, "-", "_" and "."). */
+      key: string;
+    };
+    /** No new runs while true (CronJob.spec.suspend). */
+    suspend: boolean;
+  };
   /** Concurrent checks are scored in one inference. */
   batch?: {
     /** Largest batch. */

@@ -10,6 +10,8 @@ import { Controller, type Watch, watchOf } from '../runtime/controller.js';
 import type { Manager } from '../runtime/manager.js';
 import type { RateLimiterOptions } from '../runtime/queue.js';
 import type { Applier, ObjectKey, ReconcileResult, Reconciler } from '../runtime/types.js';
+import type { TrainingSettings } from '../training/desired.js';
+import { reconcileTraining } from '../training/reconcile.js';
 import {
   accessPolicyProviderNames,
   type ConfigMapSummary,
@@ -84,6 +86,8 @@ export interface PolicyStatusDeps {
   applier: Applier;
   log: Logger;
   now?: () => Date;
+  /** RiskModels: where their training CronJobs' trainer comes from (operator/training). */
+  training?: TrainingSettings;
 }
 
 export class PolicyStatusReconciler implements Reconciler {
@@ -105,6 +109,13 @@ export class PolicyStatusReconciler implements Reconciler {
     const generation = obj.metadata.generation;
     const now = this.#deps.now?.() ?? new Date();
     const { accepted, ready, loadedSha256: checked, retryMs } = evaluatePolicy(obj, this.#deps.world);
+    if (obj.kind === 'RiskModel' && this.#deps.training && accepted.status === 'True')
+      await reconcileTraining(
+        obj,
+        this.#deps.applier,
+        this.#deps.training,
+        obj.status?.observedGeneration !== generation,
+      );
     // A RiskModel's model in force: the one just checked, else the last one (the sidecars keep
     // running it while a newer one is refused).
     const previous = (obj.status as { loadedSha256?: string } | undefined)?.loadedSha256;
@@ -161,6 +172,7 @@ export interface PolicyControllerOptions {
   concurrency?: number;
   resyncMs?: number;
   rateLimit?: RateLimiterOptions;
+  training?: TrainingSettings;
 }
 
 type Named<T> = T & { metadata: { name: string; namespace?: string } };
@@ -231,6 +243,7 @@ export function policyControllers(manager: Manager, opts: PolicyControllerOption
           world,
           applier: manager.applier,
           log: manager.log,
+          ...(opts.training ? { training: opts.training } : {}),
         }),
         watches: watches[kind],
         ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),

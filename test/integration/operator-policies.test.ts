@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNamespace, installCrds } from '../harness/crds.js';
@@ -266,6 +267,106 @@ describe('nox-operator: policy status', () => {
       stringData: { key: randomBytes(32).toString('base64') },
     });
     await waitReady('oauth2providers', 'web', 'True', 'Ready');
+  });
+
+  it("a RiskModel's training runs as a CronJob of the trainer, whose ServiceAccount may patch its model ConfigMap and nothing else; removed with training", async () => {
+    const spec = riskModel('trained-daily', {
+      configMapRef: { name: 'daily-model', key: 'model.onnx' },
+    }).spec;
+    const withTraining = (training?: object) => ({
+      ...riskModel('trained-daily', spec.model),
+      spec: { ...spec, ...(training ? { training } : {}) },
+    });
+    await apply(
+      'riskmodels',
+      withTraining({
+        schedule: '0 3 * * *',
+        lookback: '2d',
+        auditDatabase: { name: 'audit-db', key: 'ro-uri' },
+      }),
+    );
+    const cronJobs = `/apis/batch/v1/namespaces/${NS}/cronjobs`;
+    let cron: { spec: Record<string, unknown> } | undefined;
+    await waitUntil(
+      'the training CronJob',
+      async () => {
+        const r = await kubeRequest(kc, 'GET', `${cronJobs}/trained-daily-training`);
+        cron = r.status === 200 ? (r.body as { spec: Record<string, unknown> }) : undefined;
+        return cron !== undefined;
+      },
+      10_000,
+    );
+    const container = (
+      cron!.spec as {
+        jobTemplate: { spec: { template: { spec: { containers: { image: string; args: string[] }[] } } } };
+      }
+    ).jobTemplate.spec.template.spec.containers[0]!;
+    expect(container.image).toBe('ghcr.io/nox-dev/nox-trainer:latest');
+    expect(container.args).toEqual(expect.arrayContaining(['--lookback-hours', '48', '--publish']));
+    // The ConfigMap exists, labelled, before any model: the trainer needs only patch on it.
+    const cm = await kubeRequest(kc, 'GET', `/api/v1/namespaces/${NS}/configmaps/daily-model`);
+    expect((cm.body as { metadata: { labels: Record<string, string> } }).metadata.labels).toEqual({
+      'nox.dev/risk-model': 'true',
+    });
+
+    // As the trainer's ServiceAccount (a real token): its model ConfigMap yes, another no.
+    const tr = await kubeRequest(
+      kc,
+      'POST',
+      `/api/v1/namespaces/${NS}/serviceaccounts/trained-daily-training/token`,
+      { body: JSON.stringify({ spec: { expirationSeconds: 600 } }), contentType: 'application/json' },
+    );
+    const token = (tr.body as { status: { token: string } }).status.token;
+    const asTrainer = (name: string) =>
+      new Promise<number>((resolve, reject) => {
+        const url = new URL(
+          `/api/v1/namespaces/${NS}/configmaps/${name}?fieldManager=nox-trainer&force=true`,
+          kube.server,
+        );
+        const req = httpsRequest(
+          url,
+          {
+            method: 'PATCH',
+            ca: kube.caPem,
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/apply-patch+yaml' },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', reject);
+        req.end(
+          JSON.stringify({
+            apiVersion: 'v1',
+            kind: 'ConfigMap',
+            metadata: { name, namespace: NS, annotations: { 'nox.dev/sha256': 'a'.repeat(64) } },
+            binaryData: { 'model.onnx': Buffer.from('bytes').toString('base64') },
+          }),
+        );
+      });
+    expect(await asTrainer('daily-model')).toBe(200);
+    expect(await asTrainer('scorer-model')).toBe(403);
+
+    await apply('riskmodels', withTraining());
+    const gone = [
+      `${cronJobs}/trained-daily-training`,
+      `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/rolebindings/trained-daily-training`,
+      `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/roles/trained-daily-training`,
+      `/api/v1/namespaces/${NS}/serviceaccounts/trained-daily-training`,
+    ];
+    await waitUntil(
+      'the training CronJob, Role, RoleBinding and ServiceAccount gone',
+      async () =>
+        (await Promise.all(gone.map(async (p) => (await kubeRequest(kc, 'GET', p)).status))).every(
+          (c) => c === 404,
+        ),
+      10_000,
+    );
+    // The model ConfigMap stays: it holds the model in force.
+    expect((await kubeRequest(kc, 'GET', `/api/v1/namespaces/${NS}/configmaps/daily-model`)).status).toBe(
+      200,
+    );
   });
 
   it('a RiskModel whose ConfigMap model has another sha256 is ModelDigestMismatch; fixing the digest makes it Ready at the new generation', async () => {

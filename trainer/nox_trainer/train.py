@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -142,10 +143,24 @@ def read_vectors_file(path: str, features: list[str]) -> tuple[np.ndarray, np.nd
     return x[order], np.asarray(times)[order]
 
 
+def emit(report: dict, path: str | None) -> None:
+    """The report on stdout, and in `path` too; there without the model's metadata (a
+    termination message holds at most 4 kB)."""
+    print(json.dumps(report))
+    if path:
+        short = {k: v for k, v in report.items() if k != "meta"}
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(short, separators=(",", ":"))[:4000])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nox_trainer.train", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--database-url")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--database-url",
+        default=os.environ.get("NOX_DATABASE_URL") or None,
+        help="the audit log's PostgreSQL (default: $NOX_DATABASE_URL, which keeps the password off the command line)",
+    )
     source.add_argument("--vectors", help="an NDJSON file instead of the audit log")
     p.add_argument("--risk-model", help="the RiskModel, namespace/name (with --database-url)")
     p.add_argument("--features", required=True, help="comma-separated, in the model's input order")
@@ -165,7 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kube-server", help="API server URL (default: in-cluster)")
     p.add_argument("--kube-token-file", help="bearer token file (default: the ServiceAccount's)")
     p.add_argument("--kube-ca-file", help="CA bundle of the API server (default: the ServiceAccount's)")
+    p.add_argument(
+        "--report-file",
+        help="also write the JSON report here (in a Job: /dev/termination-log, where the operator reads it)",
+    )
     a = p.parse_args(argv)
+    if a.vectors:
+        a.database_url = None
+    elif not a.database_url:
+        p.error("give --database-url (or NOX_DATABASE_URL) or --vectors")
     if not a.out and not a.publish:
         p.error("give --out, --publish or both")
     try:
@@ -188,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"events": len(x), "train": len(train), "holdout": len(holdout)}
     if len(train) < a.min_events or len(holdout) == 0:
         report["result"] = "TooFewEvents"
-        print(json.dumps(report))
+        emit(report, a.report_file)
         return TOO_FEW_EVENTS
     kube = None
     current_model = None
@@ -198,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             current_model = kube.current_model(target)
     except PublishError as e:
         report.update(result="PublishFailed", error=str(e))
-        print(json.dumps(report))
+        emit(report, a.report_file)
         return PUBLISH_FAILED
     if a.current:
         with open(a.current, "rb") as f:
@@ -216,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             report["current"] = asdict(current)
             if not no_worse(new, current):
                 report["result"] = "WorseThanCurrent"
-                print(json.dumps(report))
+                emit(report, a.report_file)
                 return WORSE_THAN_CURRENT
     sha256 = hashlib.sha256(model).hexdigest()
     report.update(sha256=sha256, bytes=len(model), trainedAt=meta["nox.trainedAt"])
@@ -228,13 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             report["resourceVersion"] = kube.publish(target, model, sha256, report)
         except PublishError as e:
             report.update(result="PublishFailed", error=str(e))
-            print(json.dumps(report))
+            emit(report, a.report_file)
             return PUBLISH_FAILED
         report["result"] = "Published"
     else:
         report["result"] = "Trained"
     report["meta"] = meta
-    print(json.dumps(report))
+    emit(report, a.report_file)
     return 0
 
 

@@ -82,3 +82,24 @@ def test_publish_target_and_its_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(PublishError, match="not in a pod"):
         Kube(None, None, None)
+
+
+def test_the_report_file_is_the_report_without_the_model_metadata(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    vectors = tmp_path / "v.ndjson"
+    write_vectors(vectors, rng.normal(size=(2000, 3)))
+    report_file = tmp_path / "termination-log"
+    code, _ = run(tmp_path, vectors, "--min-events", "100", "--report-file", str(report_file))
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads(report_file.read_text())
+    assert code == 0 and "meta" in printed and "meta" not in written
+    assert written == {k: v for k, v in printed.items() if k != "meta"}
+    assert len(report_file.read_text()) <= 4000
+
+
+def test_without_a_source_it_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.delenv("NOX_DATABASE_URL", raising=False)
+    with pytest.raises(SystemExit) as e:
+        main(["--features", ",".join(FEATURES), "--out", "/dev/null"])
+    assert e.value.code == 2
+    assert "NOX_DATABASE_URL" in capsys.readouterr().err

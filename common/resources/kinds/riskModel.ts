@@ -1,5 +1,6 @@
 import { ageColumn, type KindDefinition, readyColumn, reasonColumn } from '../kind.js';
 import {
+  bool,
   conditions,
   duration,
   enforcementMode,
@@ -10,6 +11,7 @@ import {
   obj,
   patterns,
   routeMatch,
+  secretKeyRef,
   set,
   str,
 } from '../schema.js';
@@ -122,12 +124,57 @@ export const riskModel: KindDefinition = {
           ),
         },
       ),
+      training: obj(
+        'Train this model from the audit log on a schedule: the operator runs the trainer as a CronJob in this namespace; each run fits on the lookback window, evaluates on its last `holdout`, and publishes to model.configMapRef only when the new model is no worse than the one in force.',
+        {
+          schedule: str('When to train, in cron format (CronJob.spec.schedule), e.g. "0 3 * * *".', {
+            minLength: 9,
+            maxLength: 100,
+            pattern: '^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\\S+\\s+){4}\\S+)$',
+          }),
+          lookback: duration('Window of audit events to learn from.', { default: '7d' }),
+          holdout: duration('The last part of the window, kept out of training to evaluate on.', {
+            default: '1d',
+          }),
+          contamination: num(
+            'Share of the training events taken as anomalous (IsolationForest contamination).',
+            {
+              minimum: 0.00001,
+              maximum: 0.5,
+              default: 0.001,
+            },
+          ),
+          minEvents: int('Fewer events in the training window: no model this run.', {
+            minimum: 100,
+            default: 10000,
+          }),
+          auditDatabase: secretKeyRef(
+            'A Secret key holding the connection string of the audit log, a replica preferably (a PostgresCluster’s <name>-app Secret, key ro-uri).',
+            'ro-uri',
+          ),
+          suspend: bool('No new runs while true (CronJob.spec.suspend).', { default: false }),
+        },
+        { required: ['schedule', 'auditDatabase'] },
+      ),
       batch: obj('Concurrent checks are scored in one inference.', {
         maxSize: int('Largest batch.', { minimum: 1, maximum: 256, default: 32 }),
         maxDelay: duration('Longest a check waits for its batch to fill.', { default: '1ms' }),
       }),
     },
-    { required: ['model', 'features', 'thresholds'] },
+    {
+      required: ['model', 'features', 'thresholds'],
+      rules: [
+        {
+          rule: '!has(self.training) || has(self.model.configMapRef)',
+          message: 'training publishes to model.configMapRef: set it (not model.path)',
+        },
+        {
+          rule: '!has(self.training) || !has(self.model.sha256)',
+          message:
+            'with training, leave model.sha256 unset: each published model carries its digest (nox.dev/sha256)',
+        },
+      ],
+    },
   ),
   status: obj('Observed state.', {
     observedGeneration: int('Generation the status describes.', { minimum: 0 }),
