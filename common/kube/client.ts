@@ -516,3 +516,25 @@ function apiError(status: number, parsed: unknown, text: string, what: string): 
     return new KubeApiError(status, s.reason ?? '', s.message ?? text.slice(0, 500));
   return new KubeApiError(status, '', `${what}: ${text.slice(0, 500) || `HTTP ${status}`}`);
 }
+
+/**
+ * What an informer's transform keeps of an object's metadata to know it again (its key, uid
+ * and version), nothing else: a cache of summaries does not hold every label and annotation.
+ */
+export function identityMeta(m: ObjectMeta): ObjectMeta {
+  return {
+    name: m.name,
+    ...(m.namespace ? { namespace: m.namespace } : {}),
+    ...(m.uid ? { uid: m.uid } : {}),
+    ...(m.resourceVersion ? { resourceVersion: m.resourceVersion } : {}),
+  };
+}
+
+/** A Secret's data or a ConfigMap's binaryData, decoded. */
+export function decodeBase64Values(
+  values: Readonly<Record<string, string>> | undefined,
+): Record<string, Buffer> {
+  const out: Record<string, Buffer> = {};
+  for (const [k, v] of Object.entries(values ?? {})) out[k] = Buffer.from(v, 'base64');
+  return out;
+}

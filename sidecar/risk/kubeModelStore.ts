@@ -1,5 +1,10 @@
 import type { Registry } from 'prom-client';
-import type { KubeClient, KubeObject } from '../../common/kube/client.js';
+import {
+  decodeBase64Values,
+  identityMeta,
+  type KubeClient,
+  type KubeObject,
+} from '../../common/kube/client.js';
 import { Informer, startAndSync, watchMetrics } from '../../common/kube/informer.js';
 import { configMaps } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
@@ -94,16 +99,9 @@ function toStoredConfigMap(
     metadata: { annotations?: Record<string, string> };
   },
 ): StoredConfigMap {
-  const binaryData: Record<string, Uint8Array> = {};
-  for (const [k, v] of Object.entries(obj.binaryData ?? {})) binaryData[k] = Buffer.from(v, 'base64');
   return {
-    metadata: {
-      name: obj.metadata.name,
-      ...(obj.metadata.namespace ? { namespace: obj.metadata.namespace } : {}),
-      ...(obj.metadata.uid ? { uid: obj.metadata.uid } : {}),
-      ...(obj.metadata.resourceVersion ? { resourceVersion: obj.metadata.resourceVersion } : {}),
-    },
-    binaryData,
+    metadata: identityMeta(obj.metadata),
+    binaryData: decodeBase64Values(obj.binaryData),
     publishedSha256: obj.metadata.annotations?.[RISK_MODEL_DIGEST_ANNOTATION]?.toLowerCase(),
   };
 }

@@ -1,6 +1,11 @@
 import type { Registry } from 'prom-client';
 import type { BackoffOptions } from '../../common/backoff.js';
-import type { KubeClient, KubeObject } from '../../common/kube/client.js';
+import {
+  decodeBase64Values,
+  identityMeta,
+  type KubeClient,
+  type KubeObject,
+} from '../../common/kube/client.js';
 import { Informer, startAndSync, watchMetrics } from '../../common/kube/informer.js';
 import { secrets } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
@@ -115,16 +120,9 @@ export class KubeSecretStore implements SecretStore {
 }
 
 function toStoredSecret(obj: KubeObject & { data?: Record<string, string> }): StoredSecret {
-  const data: Record<string, Buffer> = {};
-  for (const [k, v] of Object.entries(obj.data ?? {})) data[k] = Buffer.from(v, 'base64');
   return {
-    metadata: {
-      name: obj.metadata.name,
-      ...(obj.metadata.namespace ? { namespace: obj.metadata.namespace } : {}),
-      ...(obj.metadata.uid ? { uid: obj.metadata.uid } : {}),
-      ...(obj.metadata.resourceVersion ? { resourceVersion: obj.metadata.resourceVersion } : {}),
-    },
+    metadata: identityMeta(obj.metadata),
     labels: { ...(obj.metadata.labels ?? {}) },
-    data,
+    data: decodeBase64Values(obj.data),
   };
 }

@@ -4,6 +4,7 @@ import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { scratchDir } from './process.js';
+import { seeded } from './random.js';
 import { repoRoot } from './tools.js';
 
 const run = promisify(execFile);
@@ -88,4 +89,20 @@ export async function trainModel(opts: {
     sha256: createHash('sha256').update(bytes).digest('hex'),
     report: JSON.parse(stdout) as Record<string, unknown>,
   };
+}
+
+/** The features ordinaryRows makes, in order. */
+export const ORDINARY_FEATURES = ['subjectRate1m', 'writeMethod', 'pathNovelty'] as const;
+
+/**
+ * Ordinary traffic for ORDINARY_FEATURES: a few requests a minute, rarely a few dozen
+ * (log-normal, as per-user request rates are), a fifth of them writes, few new routes.
+ */
+export function ordinaryRows(n: number, seed: number): number[][] {
+  const { next, normal } = seeded(seed);
+  return Array.from({ length: n }, () => [
+    1 + Math.floor(Math.exp(1.5 + 0.6 * normal())),
+    next() < 0.2 ? 1 : 0,
+    next() < 0.05 ? 1 : 0,
+  ]);
 }

@@ -518,8 +518,11 @@ describe("the sidecar's RBAC from charts/nox, as its ServiceAccount, against a r
       ),
     ).toBe(403);
     expect(await statusOf(coreAs.deleteNamespacedSecret({ namespace, name: 'app' }))).toBe(403);
-    // Nothing else is readable either.
-    expect(await statusOf(coreAs.listNamespacedConfigMap({ namespace }))).toBe(403);
+    // ConfigMaps (the model ones: risk/kubeModelStore.ts) are read, never written.
+    expect(
+      await statusOf(coreAs.createNamespacedConfigMap({ namespace, body: { metadata: { name: 'forged' } } })),
+    ).toBe(403);
+    // Nothing else is readable.
     expect(await statusOf(coreAs.listNamespacedPod({ namespace }))).toBe(403);
   };
   const tokenReviewWorks = async (as: KubeConfig) => {

@@ -15,7 +15,13 @@ import { seeded } from '../harness/random.js';
 import { scrapedMetric } from '../harness/registry.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { repoRoot } from '../harness/tools.js';
-import { type TrainedModel, trainerPython, trainModel } from '../harness/trainer.js';
+import {
+  ORDINARY_FEATURES,
+  ordinaryRows,
+  type TrainedModel,
+  trainerPython,
+  trainModel,
+} from '../harness/trainer.js';
 
 /**
  * Models published to a ConfigMap reach the sidecar through the API server (a real
@@ -24,16 +30,7 @@ import { type TrainedModel, trainerPython, trainModel } from '../harness/trainer
  * not match, or are no model, leaves the previous model scoring.
  */
 const NS = 'risk-cm';
-const FEATURES = ['subjectRate1m', 'writeMethod', 'pathNovelty'];
-
-function ordinary(n: number, seed: number): number[][] {
-  const { next, normal } = seeded(seed);
-  return Array.from({ length: n }, () => [
-    1 + Math.floor(Math.exp(1.5 + 0.6 * normal())),
-    next() < 0.2 ? 1 : 0,
-    next() < 0.05 ? 1 : 0,
-  ]);
-}
+const FEATURES = [...ORDINARY_FEATURES];
 
 const check = (sourceIp: string): ICheckRequest => ({
   attributes: {
@@ -102,8 +99,8 @@ describe('risk models from ConfigMaps', () => {
 
   beforeAll(async () => {
     [a, b] = await Promise.all([
-      trainModel({ features: FEATURES, rows: ordinary(2000, 11), contamination: 0.01 }),
-      trainModel({ features: FEATURES, rows: ordinary(2000, 12), contamination: 0.01 }),
+      trainModel({ features: FEATURES, rows: ordinaryRows(2000, 11), contamination: 0.01 }),
+      trainModel({ features: FEATURES, rows: ordinaryRows(2000, 12), contamination: 0.01 }),
     ]);
     kube = await startKube();
     kc = kube.kubeConfig();
@@ -158,35 +155,28 @@ describe('risk models from ConfigMaps', () => {
   it('bytes that do not match their digest, or are no model, leave the previous model scoring', async () => {
     // (Bytes that are not the running model, annotated with its digest, are not loaded either:
     // the digest names a model, and that one runs.)
-    const mismatches = await refusals('DigestMismatch');
-    expect((await publish(b.bytes, a.sha256)).status).toBe(200);
-    await waitUntil(
-      'the mismatch refused',
-      async () => (await refusals('DigestMismatch')) > mismatches,
-      30_000,
-    );
-    expect(await running(b)).toBe(1);
-    await scoredAndAllowed('10.0.1.1');
-
     const garbage = Buffer.from('not an ONNX model');
-    const invalid = await refusals('InvalidModel');
-    expect((await publish(garbage, createHash('sha256').update(garbage).digest('hex'))).status).toBe(200);
-    await waitUntil(
-      'the corrupt model refused',
-      async () => (await refusals('InvalidModel')) > invalid,
-      30_000,
-    );
-    expect(await running(b)).toBe(1);
-    await scoredAndAllowed('10.0.1.2');
-
-    const missing = await refusals('DigestMissing');
-    expect((await publish(a.bytes, undefined)).status).toBe(200);
-    await waitUntil(
-      'the digest-less model refused',
-      async () => (await refusals('DigestMissing')) > missing,
-      30_000,
-    );
-    expect(await running(b)).toBe(1);
+    const refused = [
+      { what: "another model's bytes", bytes: b.bytes, sha256: a.sha256, reason: 'DigestMismatch' },
+      {
+        what: 'bytes that are no model',
+        bytes: garbage,
+        sha256: createHash('sha256').update(garbage).digest('hex'),
+        reason: 'InvalidModel',
+      },
+      { what: 'a model without a digest', bytes: a.bytes, sha256: undefined, reason: 'DigestMissing' },
+    ];
+    for (const [i, r] of refused.entries()) {
+      const before = await refusals(r.reason);
+      expect((await publish(r.bytes, r.sha256)).status).toBe(200);
+      await waitUntil(
+        `${r.what} refused (${r.reason})`,
+        async () => (await refusals(r.reason)) > before,
+        30_000,
+      );
+      expect(await running(b)).toBe(1);
+      await scoredAndAllowed(`10.0.1.${i + 1}`);
+    }
   });
 
   it("the RiskModel's own digest pins the model, whatever the annotation says", async () => {
@@ -298,7 +288,7 @@ describe('risk models from ConfigMaps', () => {
         return { code: r.code, report: JSON.parse(r.stdout) as Record<string, unknown> };
       };
 
-      const published = await train('ordinary', ordinary(2500, 21));
+      const published = await train('ordinary', ordinaryRows(2500, 21));
       expect(published.code).toBe(0);
       expect(published.report.result).toBe('Published');
       const sha256 = published.report.sha256 as string;
@@ -318,7 +308,7 @@ describe('risk models from ConfigMaps', () => {
       // Trained on traffic unlike the held-out rows, it would flag them: the one in force stays.
       const { next } = seeded(23);
       const narrow = Array.from({ length: 2000 }, () => [1 + Math.floor(next() * 3), 0, 0]);
-      const skewed = [...narrow, ...ordinary(500, 22)];
+      const skewed = [...narrow, ...ordinaryRows(500, 22)];
       const worse = await train('skewed', skewed);
       expect(worse.report).toMatchObject({ result: 'WorseThanCurrent' });
       expect(worse.code).toBe(4);

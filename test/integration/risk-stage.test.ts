@@ -14,12 +14,17 @@ import { SidecarClient } from '../harness/grpcClient.js';
 import { policyDir } from '../harness/policies.js';
 import { pgQuery, startPostgres } from '../harness/postgres.js';
 import { scratchDir, waitUntil } from '../harness/process.js';
-import { seeded } from '../harness/random.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { scrapedMetric } from '../harness/registry.js';
 import { type Sidecar, startSidecar } from '../harness/sidecar.js';
 import { repoRoot } from '../harness/tools.js';
-import { type TrainedModel, trainerPython, trainModel } from '../harness/trainer.js';
+import {
+  ORDINARY_FEATURES,
+  ordinaryRows,
+  type TrainedModel,
+  trainerPython,
+  trainModel,
+} from '../harness/trainer.js';
 
 /**
  * The risk stage in the built sidecar (standalone: the memory store observes the subjects),
@@ -27,20 +32,7 @@ import { type TrainedModel, trainerPython, trainModel } from '../harness/trainer
  * failureMode, and model changes (a good one swapped in, a bad one refused while the previous
  * keeps scoring).
  */
-const FEATURES = ['subjectRate1m', 'writeMethod', 'pathNovelty'];
-
-/**
- * Ordinary traffic: a few requests a minute, rarely a few dozen (log-normal, as per-user
- * request rates are), a fifth of them writes, few new routes.
- */
-function ordinary(n: number, seed: number): number[][] {
-  const { next, normal } = seeded(seed);
-  return Array.from({ length: n }, () => [
-    1 + Math.floor(Math.exp(1.5 + 0.6 * normal())),
-    next() < 0.2 ? 1 : 0,
-    next() < 0.05 ? 1 : 0,
-  ]);
-}
+const FEATURES = [...ORDINARY_FEATURES];
 
 const policy = (
   model: { path: string; sha256: string },
@@ -90,8 +82,8 @@ describe('the risk stage', () => {
 
   beforeAll(async () => {
     [a, b] = await Promise.all([
-      trainModel({ features: FEATURES, rows: ordinary(3000, 1), contamination: 0.01 }),
-      trainModel({ features: FEATURES, rows: ordinary(3000, 2), contamination: 0.01 }),
+      trainModel({ features: FEATURES, rows: ordinaryRows(3000, 1), contamination: 0.01 }),
+      trainModel({ features: FEATURES, rows: ordinaryRows(3000, 2), contamination: 0.01 }),
     ]);
   }, 120_000);
 
@@ -188,7 +180,7 @@ describe('the risk stage', () => {
     const features = [...FEATURES, 'recentFailures15m'];
     const withFailures = await trainModel({
       features,
-      rows: ordinary(3000, 3).map((r, i) => [...r, i % 50 === 0 ? 1 : 0]),
+      rows: ordinaryRows(3000, 3).map((r, i) => [...r, i % 50 === 0 ? 1 : 0]),
     });
     const { c } = await start(
       policy(withFailures, { features, thresholds: '{ challenge: 0.99, deny: 0.995, block: 0.999 }' }),
