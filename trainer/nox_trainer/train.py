@@ -153,6 +153,13 @@ def emit(report: dict, path: str | None) -> None:
             f.write(json.dumps(short, separators=(",", ":"))[:4000])
 
 
+def finish(report: dict, path: str | None, result: str, code: int, **extra) -> int:
+    """Ends a run: the result into the report, the report out (emit), the exit code back."""
+    report.update(result=result, **extra)
+    emit(report, path)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nox_trainer.train", description=__doc__.split("\n\n")[0])
     source = p.add_mutually_exclusive_group()
@@ -210,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     train, holdout = x[times < split], x[times >= split]
     report: dict = {"events": len(x), "train": len(train), "holdout": len(holdout)}
     if len(train) < a.min_events or len(holdout) == 0:
-        report["result"] = "TooFewEvents"
-        emit(report, a.report_file)
-        return TOO_FEW_EVENTS
+        return finish(report, a.report_file, "TooFewEvents", TOO_FEW_EVENTS)
     kube = None
     current_model = None
     try:
@@ -220,9 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             kube = Kube(a.kube_server, a.kube_token_file, a.kube_ca_file)
             current_model = kube.current_model(target)
     except PublishError as e:
-        report.update(result="PublishFailed", error=str(e))
-        emit(report, a.report_file)
-        return PUBLISH_FAILED
+        return finish(report, a.report_file, "PublishFailed", PUBLISH_FAILED, error=str(e))
     if a.current:
         with open(a.current, "rb") as f:
             current_model = f.read()
@@ -238,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             report["current"] = asdict(current)
             if not no_worse(new, current):
-                report["result"] = "WorseThanCurrent"
-                emit(report, a.report_file)
-                return WORSE_THAN_CURRENT
+                return finish(report, a.report_file, "WorseThanCurrent", WORSE_THAN_CURRENT)
     sha256 = hashlib.sha256(model).hexdigest()
     report.update(sha256=sha256, bytes=len(model), trainedAt=meta["nox.trainedAt"])
     if a.out:
@@ -250,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report["resourceVersion"] = kube.publish(target, model, sha256, report)
         except PublishError as e:
-            report.update(result="PublishFailed", error=str(e))
-            emit(report, a.report_file)
-            return PUBLISH_FAILED
+            return finish(report, a.report_file, "PublishFailed", PUBLISH_FAILED, error=str(e))
         report["result"] = "Published"
     else:
         report["result"] = "Trained"
