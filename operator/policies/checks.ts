@@ -5,7 +5,12 @@ import {
   hostClaim,
   resolveHostOwnership,
 } from '../../common/resources/hostOwnership.js';
-import { RISK_MODEL_DIGEST_ANNOTATION, RISK_MODEL_LABEL } from '../../common/resources/kinds/riskModel.js';
+import {
+  publishedDigest,
+  RISK_MODEL_DIGEST_ANNOTATION,
+  RISK_MODEL_LABEL,
+  wantedDigest,
+} from '../../common/resources/kinds/riskModel.js';
 import type {
   AccessPolicy,
   OAuth2Provider,
@@ -114,9 +119,7 @@ export function summarizeSecret(obj: KubeObject): SecretSummary {
 /** The informer transform for ConfigMaps: binaryData is reduced to its digests. */
 export function summarizeConfigMap(obj: KubeObject): ConfigMapSummary {
   const o = obj as { data?: Record<string, string>; binaryData?: Record<string, string> };
-  const published = (obj.metadata as { annotations?: Record<string, string> }).annotations?.[
-    RISK_MODEL_DIGEST_ANNOTATION
-  ];
+  const published = publishedDigest(obj.metadata as { annotations?: Record<string, string> });
   const binaryData: ConfigMapSummary['binaryData'] = {};
   const labelled = obj.metadata.labels?.[RISK_MODEL_LABEL] === 'true';
   const models: Record<string, Uint8Array> = {};
@@ -133,7 +136,7 @@ export function summarizeConfigMap(obj: KubeObject): ConfigMapSummary {
     binaryData,
     modelLabelled: labelled,
     ...(labelled ? { models } : {}),
-    ...(published ? { publishedSha256: published.toLowerCase() } : {}),
+    ...(published ? { publishedSha256: published } : {}),
   };
 }
 
@@ -395,7 +398,7 @@ function riskModelProblems(
     };
   }
   const where = `binaryData "${ref.key}" of ConfigMap ${namespace}/${ref.name} (${model.bytes} bytes)`;
-  const want = sha256?.toLowerCase() ?? cm.publishedSha256;
+  const want = wantedDigest(sha256, cm.publishedSha256);
   const problems: Problem[] = [];
   if (!cm.modelLabelled)
     problems.push({

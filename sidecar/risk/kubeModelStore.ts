@@ -8,7 +8,7 @@ import {
 import { Informer, startAndSync, watchMetrics } from '../../common/kube/informer.js';
 import { configMaps } from '../../common/kube/resources.js';
 import type { Logger } from '../../common/logger.js';
-import { RISK_MODEL_DIGEST_ANNOTATION, RISK_MODEL_LABEL } from '../../common/resources/kinds/riskModel.js';
+import { publishedDigest, RISK_MODEL_LABEL } from '../../common/resources/kinds/riskModel.js';
 import { counterOn, gaugeOn } from '../config/source.js';
 import type { ModelStore, StoredModel } from './modelStore.js';
 
@@ -102,6 +102,6 @@ function toStoredConfigMap(
   return {
     metadata: identityMeta(obj.metadata),
     binaryData: decodeBase64Values(obj.binaryData),
-    publishedSha256: obj.metadata.annotations?.[RISK_MODEL_DIGEST_ANNOTATION]?.toLowerCase(),
+    publishedSha256: publishedDigest(obj.metadata),
   };
 }

@@ -1,7 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/logger.js';
-import { RISK_MODEL_DIGEST_ANNOTATION, RISK_MODEL_LABEL } from '../../common/resources/kinds/riskModel.js';
+import {
+  RISK_MODEL_DIGEST_ANNOTATION,
+  RISK_MODEL_LABEL,
+  wantedDigest,
+} from '../../common/resources/kinds/riskModel.js';
 import type { RiskModelSpec } from '../../common/resources/types.gen.js';
 import { ModelLoadError, RiskModelSession } from '../../common/risk/model.js';
 import { type ModelStore, noModelStore } from './modelStore.js';
@@ -135,8 +139,7 @@ export class RiskModels {
         'ModelMissing',
         `ConfigMap ${namespace}/${ref.name} (labelled ${RISK_MODEL_LABEL}=true) has no binaryData key "${ref.key}"`,
       );
-    // A digest in the spec pins the model; else the one its publisher wrote beside it.
-    const sha256 = spec.model.sha256?.toLowerCase() ?? stored.publishedSha256;
+    const sha256 = wantedDigest(spec.model.sha256, stored.publishedSha256);
     if (!sha256)
       throw new ModelLoadError(
         'DigestMissing',

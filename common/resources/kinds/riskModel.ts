@@ -36,6 +36,22 @@ export const RISK_MODEL_LABEL = 'nox.dev/risk-model';
 /** The annotation of a model ConfigMap naming its model's sha256 (hex), written by its publisher. */
 export const RISK_MODEL_DIGEST_ANNOTATION = 'nox.dev/sha256';
 
+/** The digest a model ConfigMap's publisher wrote beside the bytes (lower case), if any. */
+export function publishedDigest(meta: { annotations?: Record<string, string> }): string | undefined {
+  return meta.annotations?.[RISK_MODEL_DIGEST_ANNOTATION]?.toLowerCase();
+}
+
+/**
+ * The digest a RiskModel's model must have, as the sidecars and the operator both apply it:
+ * the spec's sha256 pins the model; without it, a ConfigMap's published digest; else none.
+ */
+export function wantedDigest(
+  specSha256: string | undefined,
+  published: string | undefined,
+): string | undefined {
+  return specSha256?.toLowerCase() ?? published;
+}
+
 const score = (description: string) => num(description, { minimum: 0, maximum: 1 });
 
 export const riskModel: KindDefinition = {
