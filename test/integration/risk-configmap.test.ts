@@ -59,6 +59,18 @@ describe('risk models from ConfigMaps', () => {
   const nsPath = (plural: string, group = '') =>
     `${group ? `/apis/${group}` : '/api/v1'}/namespaces/${NS}/${plural}`;
 
+  /** The built sidecar reading policies and model ConfigMaps from the API server. */
+  const startKubeSidecar = () =>
+    startSidecar({
+      policyPath: '',
+      env: {
+        NOX_CONFIG_SOURCE: 'kubernetes',
+        NOX_KUBECONFIG: kube.kubeconfigPath,
+        NOX_WATCH_NAMESPACES: NS,
+        NOX_QUOTA_STORE: 'memory',
+      },
+    });
+
   const riskModel = (sha256?: string) => ({
     apiVersion: 'nox.dev/v1alpha1',
     kind: 'RiskModel',
@@ -116,15 +128,7 @@ describe('risk models from ConfigMaps', () => {
         })
       ).status,
     ).toBe(201);
-    sidecar = await startSidecar({
-      policyPath: '',
-      env: {
-        NOX_CONFIG_SOURCE: 'kubernetes',
-        NOX_KUBECONFIG: kube.kubeconfigPath,
-        NOX_WATCH_NAMESPACES: NS,
-        NOX_QUOTA_STORE: 'memory',
-      },
-    });
+    sidecar = await startKubeSidecar();
     client = new SidecarClient(sidecar.grpcPort);
   }, 180_000);
 
@@ -252,15 +256,7 @@ describe('risk models from ConfigMaps', () => {
     expect((await serverSideApply(kc, nsPath('riskmodels', 'nox.dev/v1alpha1'), riskModel())).status).toBe(
       200,
     );
-    const second = await startSidecar({
-      policyPath: '',
-      env: {
-        NOX_CONFIG_SOURCE: 'kubernetes',
-        NOX_KUBECONFIG: kube.kubeconfigPath,
-        NOX_WATCH_NAMESPACES: NS,
-        NOX_QUOTA_STORE: 'memory',
-      },
-    });
+    const second = await startKubeSidecar();
     try {
       const train = async (name: string, rows: number[][]) => {
         const vectors = join(dir, `${name}.ndjson`);
